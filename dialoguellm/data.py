@@ -1,0 +1,672 @@
+"""The three ERC corpora as one clean dataset.
+
+One loader per corpus, one record schema (``RECORD_FEATURES``), returned as a ``datasets.DatasetDict``
+with the splits ``train``, ``dev`` and ``test``. Rows are sorted by dialogue, then turn. Every loader
+checks what it reads and raises ``CorpusError`` naming the file, the row and the fix: a half-read corpus
+is never returned.
+
+- MELD: the official CSVs (9,989 / 1,109 / 2,610 utterances; 1,038 / 114 / 280 dialogues).
+- EmoryNLP: by default the ERC split the peers report on (7,551 / 954 / 984 utterances; 659 / 89 / 79
+  scenes, one scene = one dialogue); ``source="official"`` reads the full official release (JSON layout,
+  episodes > scenes > utterances, or the CoMPM TSV copy of it where a JSON file is absent).
+- IEMOCAP: a user's own ``IEMOCAP_full_release`` (licensed; never shipped). Six classes (hap sad neu ang
+  exc fru), sessions 1-4 for training with a fixed dev subset (``iemocap_dev_dialogues``), session 5 test.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import logging
+import os
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from datasets import Dataset, DatasetDict, Features, Value
+
+from dialoguellm import labels as label_vocab
+from dialoguellm.paths import data_dir as resolve_data_dir
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
+
+RECORD_FEATURES = Features(
+    {
+        "dataset": Value("string"),
+        "split": Value("string"),
+        "dialogue_id": Value("string"),
+        "turn": Value("int32"),
+        "utterance_id": Value("string"),
+        "speaker": Value("string"),
+        "text": Value("string"),
+        "label": Value("string"),
+        "label_id": Value("int32"),
+        "clip_id": Value("string"),
+        "start": Value("float64"),
+        "end": Value("float64"),
+    }
+)
+
+# Official file names; DATA_DIR points at a folder holding meld/ and emorynlp/ laid out like data/raw.
+MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
+MELD_COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID", "StartTime", "EndTime")
+EMORYNLP_ERC_FILES = {
+    "train": "emorynlp_train_final.csv",
+    "dev": "emorynlp_dev_final.csv",
+    "test": "emorynlp_test_final.csv",
+}
+EMORYNLP_ERC_COLUMNS = ("Utterance", "Speaker", "Emotion", "Scene_ID", "Utterance_ID", "Season", "Episode")
+EMORYNLP_JSON_FILES = {
+    "train": "emotion-detection-trn.json",
+    "dev": "emotion-detection-dev.json",
+    "test": "emotion-detection-tst.json",
+}
+EMORYNLP_TSV_FILES = {"train": "EMORY_train.txt", "dev": "EMORY_dev.txt", "test": "EMORY_test.txt"}
+
+# IEMOCAP: peers keep happy and excited apart and drop every other label.
+IEMOCAP_SESSIONS = (1, 2, 3, 4, 5)
+IEMOCAP_TEST_SESSION = 5
+# Every 10th dialogue (sorted by name) of sessions 1-4 is held out as dev: 12 of the 120 dialogues of the
+# official release, about the 10% the peers hold out. Fixed by rule, so it never depends on a seed.
+IEMOCAP_DEV_EVERY = 10
+
+
+class CorpusError(ValueError):
+    """A corpus file is missing or malformed. The message names the file, the row and the fix."""
+
+
+# --------------------------------------------------------------------------------------------- text
+
+
+_MOJIBAKE_MARKERS = ("â€", "Ã", "Â")
+
+
+def normalise_text(text: str) -> str:
+    """Clean one utterance: repair cp1252 artefacts, NFC-normalise, collapse whitespace.
+
+    Older MELD copies hold cp1252 bytes mis-decoded as Latin-1 (U+0092 for an apostrophe, U+0085 for an
+    ellipsis, U+0097 for a dash) or UTF-8 read as cp1252 ("â€™"); both become the intended characters.
+    """
+    if any(marker in text for marker in _MOJIBAKE_MARKERS):
+        try:
+            text = text.encode("cp1252").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass  # not mojibake after all (a real "Ã" in a name): keep the text
+    text = "".join(_repair_c1(ch) for ch in text)
+    text = unicodedata.normalize("NFC", text)
+    return " ".join(text.split())
+
+
+def _repair_c1(ch: str) -> str:
+    if "\x80" <= ch <= "\x9f":
+        try:
+            return bytes([ord(ch)]).decode("cp1252")
+        except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d are undefined in cp1252
+            return " "
+    return ch
+
+
+def _parse_clock(value: str, path: Path, row: int, field: str) -> float | None:
+    """'00:16:16,059' or '00:00:02.877' -> seconds; empty -> None."""
+    value = value.strip()
+    if not value:
+        return None
+    match = re.fullmatch(r"(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})", value)
+    if not match:
+        raise CorpusError(f"{path}, row {row}: field {field!r} is {value!r}, expected a time like 00:16:16,059.")
+    hours, minutes, seconds, millis = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds) + int(millis.ljust(3, "0")) / 1000
+
+
+def _parse_int(value: str, path: Path, row: int, field: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise CorpusError(f"{path}, row {row}: field {field!r} is {value!r}, expected an integer.") from None
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def _require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise CorpusError(
+            f"{what} file not found: {path}. Point DATA_DIR at a folder laid out like data/raw "
+            f"(see data/raw/README.md), or restore the file from the corpus's official release."
+        )
+    return path
+
+
+def _read_csv(path: Path, required: Iterable[str], what: str) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV as (row number counted like a spreadsheet, dict); checks the header first."""
+    _require_file(path, what)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [col for col in required if col not in header]
+            if missing:
+                raise CorpusError(
+                    f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'no header'}. "
+                    f"The {what} file must be comma-separated with the official header "
+                    f"({', '.join(required)}); rename the columns or use the original file."
+                )
+            rows = []
+            for row in reader:
+                if None in row:  # more fields than the header: a stray delimiter or broken quoting
+                    raise CorpusError(
+                        f"{path}, row {reader.line_num}: more fields than the header has; check the quoting "
+                        "of that row."
+                    )
+                rows.append((reader.line_num, row))
+    except UnicodeDecodeError as err:
+        raise CorpusError(
+            f"{path} is not UTF-8 (byte {err.start}: {err.reason}). Re-save it as UTF-8, "
+            "e.g. iconv -f cp1252 -t utf-8."
+        ) from None
+    if not rows:
+        raise CorpusError(f"{path} has a header but no rows; restore the file from the official release.")
+    return rows
+
+
+def _record(
+    dataset: str,
+    split: str,
+    dialogue_id: str,
+    utterance_id: str,
+    speaker: str,
+    text: str,
+    label: str,
+    where: str,
+    clip_id: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    order: Any = 0,
+) -> dict[str, Any]:
+    """One utterance in the common schema (``turn`` is set once the dialogue is complete)."""
+    clean = normalise_text(text)
+    if not clean:
+        raise CorpusError(f"{where}: empty utterance {utterance_id!r}; remove the row or restore its text.")
+    if label not in label_vocab.LABELS[dataset]:
+        raise CorpusError(
+            f"{where}: unknown {dataset} label {label!r} for utterance {utterance_id!r}; expected one of "
+            f"{', '.join(label_vocab.LABELS[dataset])}. Fix the label or drop the row."
+        )
+    return {
+        "dataset": dataset,
+        "split": split,
+        "dialogue_id": dialogue_id,
+        "turn": -1,
+        "utterance_id": utterance_id,
+        "speaker": normalise_text(speaker) or "Unknown",
+        "text": clean,
+        "label": label,
+        "label_id": label_vocab.LABELS[dataset].index(label),
+        "clip_id": clip_id,
+        "start": start,
+        "end": end,
+        "_order": order,
+        "_where": where,
+    }
+
+
+def _to_dataset(records: list[dict[str, Any]], source: str) -> Dataset:
+    """Order turns within each dialogue, check them, and build the Dataset."""
+    if not records:
+        raise CorpusError(f"{source}: no utterances were read; check that the file holds the corpus.")
+    dialogues: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        dialogues[rec["dialogue_id"]].append(rec)
+    rows: list[dict[str, Any]] = []
+    for dialogue_id, turns in dialogues.items():
+        turns.sort(key=lambda rec: rec["_order"])
+        seen: dict[Any, str] = {}
+        for position, rec in enumerate(turns):
+            if rec["_order"] in seen:
+                raise CorpusError(
+                    f"{rec['_where']}: dialogue {dialogue_id!r} repeats turn {rec['_order']!r} (first at "
+                    f"{seen[rec['_order']]}). Remove the duplicate row."
+                )
+            seen[rec["_order"]] = rec["_where"]
+            rec["turn"] = position
+            rows.append({key: value for key, value in rec.items() if not key.startswith("_")})
+    return Dataset.from_list(rows, features=RECORD_FEATURES)
+
+
+def _as_dataset_dict(splits: dict[str, Dataset]) -> DatasetDict:
+    return DatasetDict({split: splits[split] for split in SPLITS})
+
+
+# --------------------------------------------------------------------------------------------- MELD
+
+
+def load_meld(data_dir: str | os.PathLike | None = None) -> DatasetDict:
+    """MELD from the official CSVs in ``<data_dir>/meld``.
+
+    Turns follow Utterance_ID (which has gaps; the order is kept, not the raw number). The clip id
+    ``dia{D}_utt{U}`` names the video clip; start and end are in seconds.
+    """
+    folder = resolve_data_dir(data_dir) / "meld"
+    splits = {}
+    for split, name in MELD_FILES.items():
+        path = folder / name
+        records = []
+        for row_no, row in _read_csv(path, MELD_COLUMNS, "MELD"):
+            dia = _parse_int(row["Dialogue_ID"], path, row_no, "Dialogue_ID")
+            utt = _parse_int(row["Utterance_ID"], path, row_no, "Utterance_ID")
+            clip = f"dia{dia}_utt{utt}"
+            records.append(
+                _record(
+                    "meld",
+                    split,
+                    dialogue_id=str(dia),
+                    utterance_id=clip,
+                    speaker=row["Speaker"],
+                    text=row["Utterance"],
+                    label=row["Emotion"].strip(),
+                    where=f"{path}, row {row_no}",
+                    clip_id=clip,
+                    start=_parse_clock(row["StartTime"], path, row_no, "StartTime"),
+                    end=_parse_clock(row["EndTime"], path, row_no, "EndTime"),
+                    order=utt,
+                )
+            )
+        records.sort(key=lambda rec: (int(rec["dialogue_id"]), rec["_order"]))
+        splits[split] = _to_dataset(records, str(path))
+    return _as_dataset_dict(splits)
+
+
+# ----------------------------------------------------------------------------------------- EmoryNLP
+
+
+def load_emorynlp(data_dir: str | os.PathLike | None = None, source: str = "erc") -> DatasetDict:
+    """EmoryNLP with one scene per dialogue.
+
+    ``source="erc"`` (default): the 7,551 / 954 / 984 split that ERC papers report on (MELD-style CSVs in
+    ``emorynlp/meld_repo_csv``). ``source="official"``: the full official release (9,934 / 1,344 / 1,328);
+    each split from its official JSON in ``emorynlp/official_json`` when present, else from the CoMPM TSV
+    copy in ``emorynlp/compm_tsv`` (same scenes and order; only the first speaker is kept there).
+    """
+    folder = resolve_data_dir(data_dir) / "emorynlp"
+    if source == "erc":
+        return _as_dataset_dict(
+            {split: _read_emorynlp_erc(folder / "meld_repo_csv" / name, split) for split, name in EMORYNLP_ERC_FILES.items()}
+        )
+    if source == "official":
+        splits = {}
+        for split in SPLITS:
+            json_path = folder / "official_json" / EMORYNLP_JSON_FILES[split]
+            if json_path.is_file():
+                splits[split] = read_emorynlp_json(json_path, split)
+            else:
+                tsv_path = folder / "compm_tsv" / EMORYNLP_TSV_FILES[split]
+                if not tsv_path.is_file():
+                    raise CorpusError(
+                        f"EmoryNLP {split} split not found: neither {json_path} nor {tsv_path} exists. Download "
+                        "the official JSON from https://github.com/emorynlp/emotion-detection into "
+                        f"{json_path.parent}."
+                    )
+                splits[split] = _read_emorynlp_tsv(tsv_path, split)
+        return _as_dataset_dict(splits)
+    raise ValueError(f"Unknown EmoryNLP source {source!r}; use 'erc' (the ERC split) or 'official'.")
+
+
+def _parse_speakers(value: str, where: str) -> str:
+    value = value.strip()
+    if value.startswith("["):
+        try:
+            names = ast.literal_eval(value)  # a literal list of strings; literal_eval runs no code
+        except (ValueError, SyntaxError):
+            raise CorpusError(f"{where}: Speaker {value!r} is not a list like ['Monica Geller'].") from None
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise CorpusError(f"{where}: Speaker {value!r} is not a list of names.")
+        return ", ".join(names)
+    return value
+
+
+def _read_emorynlp_erc(path: Path, split: str) -> Dataset:
+    records = []
+    for row_no, row in _read_csv(path, EMORYNLP_ERC_COLUMNS, "EmoryNLP"):
+        where = f"{path}, row {row_no}"
+        season = _parse_int(row["Season"], path, row_no, "Season")
+        episode = _parse_int(row["Episode"], path, row_no, "Episode")
+        scene = _parse_int(row["Scene_ID"], path, row_no, "Scene_ID")
+        utt = _parse_int(row["Utterance_ID"], path, row_no, "Utterance_ID")
+        dialogue_id = f"s{season:02d}_e{episode:02d}_c{scene:02d}"
+        records.append(
+            _record(
+                "emorynlp",
+                split,
+                dialogue_id=dialogue_id,
+                utterance_id=f"{dialogue_id}_u{utt:03d}",
+                speaker=_parse_speakers(row["Speaker"], where),
+                text=row["Utterance"],
+                label=row["Emotion"].strip(),
+                where=where,
+                start=_parse_clock(row.get("Start_Time", ""), path, row_no, "Start_Time"),
+                end=_parse_clock(row.get("End_Time", ""), path, row_no, "End_Time"),
+                order=utt,
+            )
+        )
+    records.sort(key=lambda rec: (rec["dialogue_id"], rec["_order"]))
+    return _to_dataset(records, str(path))
+
+
+def read_emorynlp_json(path: str | os.PathLike, split: str) -> Dataset:
+    """One split of EmoryNLP in the official JSON layout (episodes > scenes > utterances)."""
+    path = _require_file(Path(path), "EmoryNLP JSON")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorpusError(f"{path} is not valid UTF-8 JSON ({err}); download the file again.") from None
+    records = []
+    try:
+        for episode in data["episodes"]:
+            for scene in episode["scenes"]:
+                if not scene["utterances"]:
+                    raise CorpusError(f"{path}: scene {scene['scene_id']!r} has no utterances; remove the scene.")
+                for position, utt in enumerate(scene["utterances"]):
+                    records.append(
+                        _record(
+                            "emorynlp",
+                            split,
+                            dialogue_id=scene["scene_id"],
+                            utterance_id=utt["utterance_id"],
+                            speaker=", ".join(utt["speakers"]),
+                            text=utt["transcript"],
+                            label=utt["emotion"],
+                            where=f"{path}, utterance {utt['utterance_id']}",
+                            order=position,
+                        )
+                    )
+    except (KeyError, TypeError) as err:
+        raise CorpusError(
+            f"{path}: missing field {err} in the official layout "
+            "{episodes: [{scenes: [{scene_id, utterances: [{utterance_id, speakers, transcript, emotion}]}]}]}."
+        ) from None
+    return _to_dataset(records, str(path))
+
+
+def _read_emorynlp_tsv(path: Path, split: str) -> Dataset:
+    """The CoMPM TSV copy: `speaker<TAB>text<TAB>emotion`, scenes separated by blank lines."""
+    records = []
+    scene, position = 0, 0
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path} is not UTF-8 ({err.reason}); re-save it as UTF-8.") from None
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            if position:
+                scene, position = scene + 1, 0
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise CorpusError(
+                f"{path}, line {line_no}: expected 3 tab-separated fields (speaker, text, emotion), "
+                f"found {len(fields)}."
+            )
+        dialogue_id = f"{split}_scene{scene:04d}"
+        records.append(
+            _record(
+                "emorynlp",
+                split,
+                dialogue_id=dialogue_id,
+                utterance_id=f"{dialogue_id}_u{position:03d}",
+                speaker=fields[0],
+                text=fields[1],
+                label=fields[2].strip(),
+                where=f"{path}, line {line_no}",
+                order=position,
+            )
+        )
+        position += 1
+    return _to_dataset(records, str(path))
+
+
+# ------------------------------------------------------------------------------------------ IEMOCAP
+
+_TRANSCRIPT_LINE = re.compile(r"^(Ses\S+)\s+\[(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)\]:\s*(.*)$")
+_EVALUATION_LINE = re.compile(r"^\[(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\]\t(\S+)\t(\S+)\t")
+
+
+def iemocap_dev_dialogues(train_dialogues: Iterable[str]) -> list[str]:
+    """The fixed dev subset: every ``IEMOCAP_DEV_EVERY``-th dialogue of sessions 1-4, sorted by name
+    (positions 9, 19, 29, ...)."""
+    ordered = sorted(train_dialogues)
+    return ordered[IEMOCAP_DEV_EVERY - 1 :: IEMOCAP_DEV_EVERY]
+
+
+def load_iemocap(root: str | os.PathLike) -> DatasetDict:
+    """IEMOCAP from the official release layout (``IEMOCAP_full_release/Session{1..5}/dialog/...``).
+
+    Transcription lines that do not start with ``Ses`` and turn ids containing ``XX`` are skipped, as in
+    the official tools. Utterances labelled outside hap/sad/neu/ang/exc/fru are dropped (the ERC setup),
+    and ``turn`` counts the kept utterances of each dialogue in time order.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CorpusError(
+            f"IEMOCAP folder not found: {root}. IEMOCAP is licensed (https://sail.usc.edu/iemocap/); pass "
+            "IEMOCAP_DIR pointing at your IEMOCAP_full_release folder, or leave it empty to skip IEMOCAP."
+        )
+    per_dialogue: dict[str, list[dict[str, Any]]] = {}
+    dropped: Counter[str] = Counter()
+    for session in IEMOCAP_SESSIONS:
+        dialog_dir = root / f"Session{session}" / "dialog"
+        transcripts_dir = dialog_dir / "transcriptions"
+        evaluation_dir = dialog_dir / "EmoEvaluation"
+        for needed in (transcripts_dir, evaluation_dir):
+            if not needed.is_dir():
+                raise CorpusError(
+                    f"IEMOCAP folder {needed} is missing; {root} does not look like a complete "
+                    "IEMOCAP_full_release (Session1-5, each with dialog/transcriptions and dialog/EmoEvaluation)."
+                )
+        transcript_files = sorted(transcripts_dir.glob("*.txt"))
+        if not transcript_files:
+            raise CorpusError(f"{transcripts_dir} holds no .txt transcriptions; the IEMOCAP copy is incomplete.")
+        for transcript in transcript_files:
+            evaluation = evaluation_dir / transcript.name
+            if not evaluation.is_file():
+                raise CorpusError(
+                    f"IEMOCAP labels missing for {transcript}: expected {evaluation}. Restore it from the release."
+                )
+            labels = _read_iemocap_labels(evaluation)
+            split = "test" if session == IEMOCAP_TEST_SESSION else "train"
+            records = []
+            for line_no, (utt_id, start, end, text) in _read_iemocap_transcript(transcript):
+                if utt_id not in labels:
+                    raise CorpusError(
+                        f"{transcript}, line {line_no}: utterance {utt_id} has no label in {evaluation}; the two "
+                        "files do not belong together. Restore both from the release."
+                    )
+                label = labels[utt_id]
+                if label not in label_vocab.LABELS["iemocap"]:
+                    dropped[label] += 1
+                    continue
+                records.append(
+                    _record(
+                        "iemocap",
+                        split,
+                        dialogue_id=transcript.stem,
+                        utterance_id=utt_id,
+                        speaker=f"{transcript.stem[:5]}_{utt_id.rsplit('_', 1)[1][0]}",
+                        text=text,
+                        label=label,
+                        where=f"{transcript}, line {line_no}",
+                        start=start,
+                        end=end,
+                        order=(start, utt_id),
+                    )
+                )
+            if records:
+                per_dialogue[transcript.stem] = records
+    if dropped:
+        log.info("IEMOCAP: dropped utterances outside the six ERC classes: %s", dict(dropped))
+    train_names = [name for name, recs in per_dialogue.items() if recs[0]["split"] == "train"]
+    dev_names = set(iemocap_dev_dialogues(train_names))
+    grouped: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+    for name in sorted(per_dialogue):
+        recs = per_dialogue[name]
+        split = "dev" if name in dev_names else recs[0]["split"]
+        for rec in recs:
+            rec["split"] = split
+        grouped[split].extend(recs)
+    return _as_dataset_dict({split: _to_dataset(recs, f"{root} ({split})") for split, recs in grouped.items()})
+
+
+def _read_iemocap_transcript(path: Path) -> list[tuple[int, tuple[str, float, float, str]]]:
+    rows = []
+    for line_no, line in enumerate(_read_lines(path), start=1):
+        if not line.startswith("Ses"):
+            continue  # noise lines of the release (M: breathing..., blank lines)
+        match = _TRANSCRIPT_LINE.match(line)
+        if not match:
+            raise CorpusError(
+                f"{path}, line {line_no}: {line[:80]!r} does not match "
+                "'Ses01F_impro01_F000 [006.2901-008.2357]: text'. Fix or restore the line."
+            )
+        utt_id, start, end, text = match.groups()
+        if "XX" in utt_id:
+            continue  # overlapping or unlabelled turns, skipped by the official tools too
+        rows.append((line_no, (utt_id, float(start), float(end), text)))
+    if not rows:
+        raise CorpusError(f"{path}: no utterance lines (starting with 'Ses'); the dialogue is empty.")
+    return rows
+
+
+def _read_iemocap_labels(path: Path) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for line_no, line in enumerate(_read_lines(path), start=1):
+        if not line.startswith("["):
+            continue
+        match = _EVALUATION_LINE.match(line)
+        if not match:
+            raise CorpusError(
+                f"{path}, line {line_no}: {line[:80]!r} is not a tab-separated summary line like "
+                "'[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5, 2.5, 2.5]'."
+            )
+        labels[match.group(3)] = match.group(4)
+    if not labels:
+        raise CorpusError(f"{path}: no label lines found; expected lines starting with '[start - end]'.")
+    return labels
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        # The release is ASCII; a few copies were re-saved as Latin-1. Read those rather than fail.
+        return path.read_text(encoding="latin-1").splitlines()
+
+
+# -------------------------------------------------------------------------------------- all corpora
+
+
+def load_corpora(
+    datasets: Iterable[str] = ("meld", "emorynlp", "iemocap"),
+    data_dir: str | os.PathLike | None = None,
+    iemocap_dir: str | os.PathLike | None = None,
+    emorynlp_source: str = "erc",
+) -> dict[str, DatasetDict]:
+    """Load several corpora by name. IEMOCAP is skipped (with a log message) when ``iemocap_dir`` is
+    empty, since it is licensed and never ships with the package."""
+    corpora: dict[str, DatasetDict] = {}
+    for name in datasets:
+        if name == "meld":
+            corpora[name] = load_meld(data_dir)
+        elif name == "emorynlp":
+            corpora[name] = load_emorynlp(data_dir, source=emorynlp_source)
+        elif name == "iemocap":
+            if iemocap_dir:
+                corpora[name] = load_iemocap(iemocap_dir)
+            else:
+                log.warning(
+                    "IEMOCAP skipped: it is licensed and not shipped. Pass IEMOCAP_DIR=<your "
+                    "IEMOCAP_full_release> to include it."
+                )
+        else:
+            raise ValueError(f"Unknown dataset {name!r}; expected one of {', '.join(label_vocab.DATASETS)}.")
+    return corpora
+
+
+def save_curated(corpus: DatasetDict, run_dir: str | os.PathLike) -> Path:
+    """Write one corpus to ``<run_dir>/data/<dataset>/<split>.parquet`` (each file atomically)."""
+    from dialoguellm.io import atomic_path
+
+    dataset = corpus["train"][0]["dataset"]
+    folder = Path(run_dir) / "data" / dataset
+    for split, ds in corpus.items():
+        with atomic_path(folder / f"{split}.parquet") as tmp:
+            ds.to_parquet(str(tmp))
+    return folder
+
+
+def load_curated(run_dir: str | os.PathLike, dataset: str) -> DatasetDict:
+    """Read back what ``save_curated`` wrote (notebook 01's output)."""
+    folder = Path(run_dir) / "data" / dataset
+    splits = {}
+    for split in SPLITS:
+        path = folder / f"{split}.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Curated {dataset} {split} split not found: {path}. Run notebooks/01_data_curation.ipynb "
+                "with the same RUN_DIR first (make reproduce does)."
+            )
+        splits[split] = Dataset.from_parquet(str(path), features=RECORD_FEATURES)
+    return _as_dataset_dict(splits)
+
+
+# ---------------------------------------------------------------------------------------- summaries
+
+
+def corpus_summary(corpora: dict[str, DatasetDict]) -> pd.DataFrame:
+    """Dialogues and utterances per dataset and split."""
+    rows = []
+    for name, corpus in corpora.items():
+        for split in SPLITS:
+            ds = corpus[split]
+            rows.append(
+                {
+                    "dataset": name,
+                    "split": split,
+                    "dialogues": len(set(ds["dialogue_id"])),
+                    "utterances": len(ds),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def label_distribution(corpora: dict[str, DatasetDict]) -> pd.DataFrame:
+    """Utterances per dataset, split and label (plus the paper's normalised label word)."""
+    rows = []
+    for name, corpus in corpora.items():
+        for split in SPLITS:
+            counts = Counter(corpus[split]["label"])
+            for label in label_vocab.LABELS[name]:
+                rows.append(
+                    {
+                        "dataset": name,
+                        "split": split,
+                        "label": label,
+                        "normalised": label_vocab.normalise_label(name, label),
+                        "count": counts.get(label, 0),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def dialogue_frame(ds: Dataset, dialogue_id: str) -> pd.DataFrame:
+    """One dialogue as a small table (turn, speaker, text, label) for reading."""
+    frame = ds.to_pandas()
+    frame = frame[frame["dialogue_id"] == dialogue_id]
+    if frame.empty:
+        raise KeyError(f"No dialogue {dialogue_id!r} in this split.")
+    return frame[["turn", "speaker", "text", "label"]].reset_index(drop=True)
