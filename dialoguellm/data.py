@@ -120,7 +120,9 @@ def _parse_clock(value: str, path: Path, row: int, field: str) -> float | None:
         return None
     match = re.fullmatch(r"(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})", value)
     if not match:
-        raise CorpusError(f"{path}, row {row}: field {field!r} is {value!r}, expected a time like 00:16:16,059.")
+        raise CorpusError(
+            f"{path}, row {row}: field {field!r} is {value!r}, expected a time like 00:16:16,059."
+        )
     hours, minutes, seconds, millis = match.groups()
     return int(hours) * 3600 + int(minutes) * 60 + int(seconds) + int(millis.ljust(3, "0")) / 1000
 
@@ -297,7 +299,10 @@ def load_emorynlp(data_dir: str | os.PathLike | None = None, source: str = "erc"
     folder = resolve_data_dir(data_dir) / "emorynlp"
     if source == "erc":
         return _as_dataset_dict(
-            {split: _read_emorynlp_erc(folder / "meld_repo_csv" / name, split) for split, name in EMORYNLP_ERC_FILES.items()}
+            {
+                split: _read_emorynlp_erc(folder / "meld_repo_csv" / name, split)
+                for split, name in EMORYNLP_ERC_FILES.items()
+            }
         )
     if source == "official":
         splits = {}
@@ -371,7 +376,9 @@ def read_emorynlp_json(path: str | os.PathLike, split: str) -> Dataset:
         for episode in data["episodes"]:
             for scene in episode["scenes"]:
                 if not scene["utterances"]:
-                    raise CorpusError(f"{path}: scene {scene['scene_id']!r} has no utterances; remove the scene.")
+                    raise CorpusError(
+                        f"{path}: scene {scene['scene_id']!r} has no utterances; remove the scene."
+                    )
                 for position, utt in enumerate(scene["utterances"]):
                     records.append(
                         _record(
@@ -471,7 +478,9 @@ def load_iemocap(root: str | os.PathLike) -> DatasetDict:
                 )
         transcript_files = sorted(transcripts_dir.glob("*.txt"))
         if not transcript_files:
-            raise CorpusError(f"{transcripts_dir} holds no .txt transcriptions; the IEMOCAP copy is incomplete.")
+            raise CorpusError(
+                f"{transcripts_dir} holds no .txt transcriptions; the IEMOCAP copy is incomplete."
+            )
         for transcript in transcript_files:
             evaluation = evaluation_dir / transcript.name
             if not evaluation.is_file():
@@ -519,7 +528,9 @@ def load_iemocap(root: str | os.PathLike) -> DatasetDict:
         for rec in recs:
             rec["split"] = split
         grouped[split].extend(recs)
-    return _as_dataset_dict({split: _to_dataset(recs, f"{root} ({split})") for split, recs in grouped.items()})
+    return _as_dataset_dict(
+        {split: _to_dataset(recs, f"{root} ({split})") for split, recs in grouped.items()}
+    )
 
 
 def _read_iemocap_transcript(path: Path) -> list[tuple[int, tuple[str, float, float, str]]]:
@@ -588,10 +599,7 @@ def load_corpora(
             if iemocap_dir:
                 corpora[name] = load_iemocap(iemocap_dir)
             else:
-                log.warning(
-                    "IEMOCAP skipped: it is licensed and not shipped. Pass IEMOCAP_DIR=<your "
-                    "IEMOCAP_full_release> to include it."
-                )
+                log.info(iemocap_status(iemocap_dir))
         else:
             raise ValueError(f"Unknown dataset {name!r}; expected one of {', '.join(label_vocab.DATASETS)}.")
     return corpora
@@ -599,18 +607,22 @@ def load_corpora(
 
 def save_curated(corpus: DatasetDict, run_dir: str | os.PathLike) -> Path:
     """Write one corpus to ``<run_dir>/data/<dataset>/<split>.parquet`` (each file atomically)."""
+    import pyarrow.parquet as pq
+
     from dialoguellm.io import atomic_path
 
     dataset = corpus["train"][0]["dataset"]
     folder = Path(run_dir) / "data" / dataset
     for split, ds in corpus.items():
         with atomic_path(folder / f"{split}.parquet") as tmp:
-            ds.to_parquet(str(tmp))
+            pq.write_table(ds.data.table, tmp)
     return folder
 
 
 def load_curated(run_dir: str | os.PathLike, dataset: str) -> DatasetDict:
     """Read back what ``save_curated`` wrote (notebook 01's output)."""
+    import pyarrow.parquet as pq
+
     folder = Path(run_dir) / "data" / dataset
     splits = {}
     for split in SPLITS:
@@ -620,7 +632,8 @@ def load_curated(run_dir: str | os.PathLike, dataset: str) -> DatasetDict:
                 f"Curated {dataset} {split} split not found: {path}. Run notebooks/01_data_curation.ipynb "
                 "with the same RUN_DIR first (make reproduce does)."
             )
-        splits[split] = Dataset.from_parquet(str(path), features=RECORD_FEATURES)
+        # Read in memory (no Hugging Face cache folder); the schema is enforced on the way in.
+        splits[split] = Dataset.from_list(pq.read_table(path).to_pylist(), features=RECORD_FEATURES)
     return _as_dataset_dict(splits)
 
 
@@ -670,3 +683,13 @@ def dialogue_frame(ds: Dataset, dialogue_id: str) -> pd.DataFrame:
     if frame.empty:
         raise KeyError(f"No dialogue {dialogue_id!r} in this split.")
     return frame[["turn", "speaker", "text", "label"]].reset_index(drop=True)
+
+
+def iemocap_status(iemocap_dir: str | os.PathLike | None) -> str:
+    """A one-line explanation of whether IEMOCAP is included, for notebooks and logs."""
+    if not iemocap_dir:
+        return (
+            "IEMOCAP skipped: it is licensed (https://sail.usc.edu/iemocap/) and not shipped with this package. "
+            "Set IEMOCAP_DIR to your IEMOCAP_full_release folder to include it."
+        )
+    return f"IEMOCAP read from {iemocap_dir}."

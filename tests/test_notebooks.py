@@ -1,0 +1,137 @@
+"""Papermill executes every notebook in notebooks/ with tiny parameters, in order, in one temporary run
+folder, and checks what each recorded. New notebooks are picked up by themselves (and must get tiny
+parameters in tests/notebook_params.yaml)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dialoguellm import pipeline
+from dialoguellm.record import load_record
+
+PARAMS_FILE = Path(__file__).with_name("notebook_params.yaml")
+NOTEBOOKS = pipeline.notebook_paths()
+
+
+def _fill(value: Any, resolve) -> Any:
+    if isinstance(value, str):
+        return re.sub(r"\{(\w+)\}", lambda m: str(resolve(m.group(1))), value)
+    if isinstance(value, list):
+        return [_fill(v, resolve) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, resolve) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture(scope="session")
+def notebook_run(tmp_path_factory, request):
+    """Run all notebooks once; returns (run folder, {stem: error or None}, spec)."""
+    from iemocap_synth import build_iemocap_tree
+
+    spec = yaml.safe_load(PARAMS_FILE.read_text()) or {}
+    run = tmp_path_factory.mktemp("run")
+    cache: dict[str, Any] = {}
+
+    def resolve(name: str) -> Any:
+        if name not in cache:
+            if name == "iemocap_dir":
+                cache[name] = build_iemocap_tree(tmp_path_factory.mktemp("iemocap"))
+            elif name == "tiny_model":
+                cache[name] = request.getfixturevalue("tiny_model_dir")
+            elif name == "tmp":
+                cache[name] = tmp_path_factory.mktemp("scratch")
+            else:
+                raise KeyError(f"unknown placeholder {{{name}}} in {PARAMS_FILE}")
+        return cache[name]
+
+    errors: dict[str, Any] = {}
+    for notebook in NOTEBOOKS:
+        if notebook.stem not in spec:
+            errors[notebook.stem] = f"{notebook.name} has no tiny parameters: add an entry to {PARAMS_FILE}"
+            continue
+        params = _fill(spec[notebook.stem].get("parameters") or {}, resolve)
+        try:
+            pipeline.run_notebook(notebook, run, params, figures=run / "figures", timeout=600)
+            errors[notebook.stem] = None
+        except Exception as err:  # keep going: later notebooks report their own state
+            errors[notebook.stem] = err
+    return run, errors, spec
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_and_records(notebook, notebook_run):
+    run, errors, spec = notebook_run
+    assert errors[notebook.stem] is None, f"{notebook.name} failed: {errors[notebook.stem]}"
+    record = load_record(run, notebook.stem)
+    assert record, f"{notebook.name} recorded nothing"
+    for key in spec[notebook.stem].get("expect_keys", []):
+        assert key in record, f"{notebook.name} did not record {key!r}"
+    executed = json.loads((run / "notebooks" / notebook.name).read_text())
+    assert not [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+@pytest.mark.slow
+def test_curation_notebook_counts(notebook_run):
+    run, errors, _ = notebook_run
+    assert errors["01_data_curation"] is None
+    record = load_record(run, "01_data_curation")
+    assert record["utterances"]["meld"] == {"train": 9989, "dev": 1109, "test": 2610}
+    assert record["dialogues"]["emorynlp"] == {"train": 659, "dev": 89, "test": 79}
+    assert record["utterances"]["iemocap"] == {"train": 11 * 6, "dev": 6, "test": 18}  # the synthetic tree
+    assert record["test_labels"]["meld"]["fear"] == 50
+    assert (run / "figures" / record["figure"]).stat().st_size > 10_000
+    assert (run / "data" / "iemocap" / "test.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_figures_regenerate_from_a_run(notebook_run, tmp_path):
+    from dialoguellm.figures import regenerate
+
+    run, _, _ = notebook_run
+    written = regenerate(run, tmp_path)
+    assert {p.name for p in written} >= {"label_distribution.png"}
+
+
+def _code_cells(notebook: Path) -> list[dict]:
+    return [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_shape(notebook):
+    """Teaching first, one parameters cell of literals, no functions or classes, stored without outputs."""
+    cells = json.loads(notebook.read_text())["cells"]
+    assert cells[0]["cell_type"] == "markdown" and len("".join(cells[0]["source"])) > 300, (
+        "open with what the paper did"
+    )
+    code = _code_cells(notebook)
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{notebook.name}: exactly one code cell must be tagged 'parameters'"
+    names = set()
+    for stmt in ast.parse("".join(tagged[0]["source"])).body:
+        assert isinstance(stmt, ast.Assign), f"{notebook.name}: the parameters cell holds assignments only"
+        ast.literal_eval(stmt.value)  # plain literals: papermill injects overrides after this cell
+        names |= {t.id for t in stmt.targets}
+    assert {"RUN_DIR", "FIGURES_DIR", "DATA_DIR"} <= names
+    for cell in code:
+        assert not cell.get("outputs") and cell.get("execution_count") is None, f"{notebook.name} has outputs"
+        tree = ast.parse("".join(cell["source"]))
+        defined = [
+            n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
+        assert not defined, f"{notebook.name} defines {defined[0].name}: move it into the library"
+
+
+def test_wrong_parameter_type_is_refused_before_running(tmp_path):
+    notebook = pipeline.notebook_paths()[0]
+    with pytest.raises(TypeError, match=r"parameter EXAMPLE_DIALOGUES must be int"):
+        pipeline.run_notebook(notebook, tmp_path, {"EXAMPLE_DIALOGUES": "two"})
+    with pytest.raises(ValueError, match=r"has no parameter 'NOT_A_PARAMETER'"):
+        pipeline.run_notebook(notebook, tmp_path, {"NOT_A_PARAMETER": 1})
