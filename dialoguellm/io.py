@@ -31,7 +31,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented UTF-8 JSON, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
+        tmp.write_text(
+            json.dumps(data, indent=2, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8"
+        )
     return Path(path)
 
 
@@ -43,7 +45,9 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from None
+        raise ValueError(
+            f"{path} is not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}"
+        ) from None
 
 
 def _jsonable(value: Any) -> Any:
