@@ -9,6 +9,8 @@ between them.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import resource
 import sys
@@ -118,32 +120,83 @@ def _literal_type(source: str) -> tuple[type, ...] | None:
     return (type(value),)
 
 
+def source_fingerprint() -> str:
+    """A hash of everything a stage's result depends on besides its notebook and parameters: the
+    library's code and packaged files, the run configs and the vendored data."""
+    digest = hashlib.sha256()
+    roots = [REPO_DIR / "dialoguellm", REPO_DIR / "configs", REPO_DIR / "data" / "raw"]
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            digest.update(str(path.relative_to(REPO_DIR)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def stage_fingerprint(notebook: Path, params: Mapping[str, Any], previous: str, sources: str) -> str:
+    """A stage is valid only for the same notebook, parameters, sources and the same earlier stages."""
+    payload = json.dumps({"params": dict(params), "previous": previous, "sources": sources}, sort_keys=True)
+    return hashlib.sha256(notebook.read_bytes() + payload.encode()).hexdigest()
+
+
 def run_notebooks(
     run_dir: str | os.PathLike,
     parameters: Mapping[str, Mapping[str, Any]] | None = None,
     only: Iterable[str] | None = None,
     figures: str | os.PathLike | None = None,
+    notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
 ) -> dict[str, Any]:
     """Run every notebook in order (or those whose name starts with a prefix in ``only``) into one run
-    folder. ``parameters`` maps a notebook's stem to its overrides. Writes ``<run_dir>/pipeline.json``
-    with the time and peak memory of each stage."""
+    folder. ``parameters`` maps a notebook's stem to its overrides.
+
+    A stage that finished before in the same run folder, for the same notebook, parameters, library code,
+    configs, data and earlier stages, is skipped: a run killed part-way picks up where it stopped. A stage
+    counts as finished only once ``<run_dir>/stages/<stem>.json`` exists, which is written (atomically)
+    after its notebook completed. Writes ``<run_dir>/pipeline.json`` with the time of each stage and the
+    peak memory of the kernels.
+    """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    selected = [p for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
+    selected = [
+        p for p in notebook_paths(notebooks_dir) if not only or any(p.name.startswith(o) for o in only)
+    ]
     report: dict[str, Any] = {"run_dir": str(run_dir), "stages": []}
+    sources = source_fingerprint()
+    previous = ""
     for path in selected:
+        params = dict((parameters or {}).get(path.stem) or {})
+        fingerprint = stage_fingerprint(path, params, previous, sources)
+        previous = fingerprint
+        marker = run_dir / "stages" / f"{path.stem}.json"
+        if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+            print(f"[{datetime.now():%H:%M:%S}] {path.name}: finished earlier with the same inputs, skipped")
+            report["stages"].append({**json.loads(marker.read_text()), "skipped": True})
+            continue
+        marker.unlink(missing_ok=True)  # anything after a changed stage is redone
         started = time.perf_counter()
         print(f"[{datetime.now():%H:%M:%S}] running {path.name} ...", flush=True)
-        run_notebook(path, run_dir, (parameters or {}).get(path.stem), figures=figures)
+        run_notebook(path, run_dir, params, figures=figures)
         seconds = time.perf_counter() - started
-        report["stages"].append({"notebook": path.name, "seconds": round(seconds, 1)})
+        stage = {"notebook": path.name, "seconds": round(seconds, 1), "fingerprint": fingerprint}
+        write_json(marker, stage)
+        report["stages"].append(stage)
         print(f"[{datetime.now():%H:%M:%S}] {path.name} done in {seconds / 60:.1f} min", flush=True)
         write_json(run_dir / "pipeline.json", report)
     # Kernels run as child processes; RUSAGE_CHILDREN holds the largest of them (kilobytes on Linux).
     report["peak_memory_gb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, 2)
-    report["total_minutes"] = round(sum(s["seconds"] for s in report["stages"]) / 60, 1)
+    report["total_minutes"] = round(
+        sum(s["seconds"] for s in report["stages"] if not s.get("skipped")) / 60, 1
+    )
     write_json(run_dir / "pipeline.json", report)
     return report
+
+
+def _resumable_run(runs: Path) -> Path | None:
+    """The latest run folder, if it has not finished every stage (so `make reproduce` continues it)."""
+    latest = runs / "latest"
+    if not latest.is_dir():
+        return None
+    done = {p.stem for p in (latest / "stages").glob("*.json")}
+    return None if {p.stem for p in notebook_paths()} <= done else latest.resolve()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("reproduce", help="run all notebooks in order on the embedded default")
-    rep.add_argument("--run-dir", help="run folder (default: runs/<timestamp>)")
+    rep.add_argument(
+        "--run-dir",
+        help="run folder (default: continue runs/latest if it did not finish, else a new runs/<timestamp>)",
+    )
+    rep.add_argument("--fresh", action="store_true", help="always start a new run folder")
     rep.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 03")
     fig = sub.add_parser("figures", help="rewrite figures/ from a finished run's saved results")
     fig.add_argument("--run-dir", help="run folder (default: runs/latest)")
@@ -160,13 +217,20 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = REPO_DIR / "runs"
     if args.command == "reproduce":
-        run_dir = Path(args.run_dir) if args.run_dir else runs / datetime.now().strftime("%Y%m%d-%H%M%S")
-        report = run_notebooks(run_dir, only=args.only)
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        if run_dir is None and not args.fresh:
+            run_dir = _resumable_run(runs)
+            if run_dir is not None:
+                print(f"Continuing the unfinished run {run_dir} (pass --fresh to start a new one).")
+        if run_dir is None:
+            run_dir = runs / datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir.mkdir(parents=True, exist_ok=True)
         latest = runs / "latest"
-        if not args.run_dir:
+        if not args.run_dir and latest.resolve() != run_dir.resolve():
             if latest.is_symlink() or latest.exists():
                 latest.unlink()
             latest.symlink_to(run_dir.resolve().name)
+        report = run_notebooks(run_dir, only=args.only)
         print(
             f"Done: {report['total_minutes']} min, peak memory {report['peak_memory_gb']} GB. "
             f"Executed notebooks and results in {run_dir}; figures in {figures_dir()}."
