@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dialoguellm import data, plots
+from dialoguellm import data, plots, video_plots
 from dialoguellm.labels import DATASETS
 from dialoguellm.paths import figures_dir
 
@@ -24,6 +24,8 @@ def _label_distribution(run_dir: Path, out: Path) -> Path | None:
 # figure producers: (run folder, output folder) -> written path, or None when the run lacks the inputs
 FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "label_distribution": _label_distribution,
+    "video_description_coverage": video_plots.coverage_figure_from_run,
+    "video_description_lengths": video_plots.lengths_figure_from_run,
 }
 
 

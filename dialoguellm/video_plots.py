@@ -1,0 +1,110 @@
+"""Figures of the video-description stage (notebook 02): coverage per split, description lengths, and a few
+clips' frames beside their descriptions. One function per figure, packaged style, written to ``path``."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from dialoguellm.plots import save_figure, style_context
+
+SPLIT_ORDER = ("train", "dev", "test")
+
+
+def plot_description_coverage(coverage: Mapping[str, Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Bars of described vs all MELD clips per split (input: ``video.coverage_by_split``)."""
+    splits = [s for s in SPLIT_ORDER if s in coverage] + sorted(set(coverage) - set(SPLIT_ORDER))
+    with style_context():
+        fig = Figure(figsize=(6.5, 3.8))
+        ax = fig.subplots()
+        totals = [coverage[s]["clips"] for s in splits]
+        described = [coverage[s]["described"] for s in splits]
+        ax.bar(splits, totals, color="#D0D0D0", label="clips in MELD")
+        ax.bar(splits, described, color="#4C72B0", label="with a description")
+        for i, (n, d) in enumerate(zip(totals, described, strict=True)):
+            ax.annotate(
+                f"{d:,} / {n:,} ({d / n:.1%})" if n else "0",
+                (i, max(n, d)),
+                ha="center",
+                va="bottom",
+                xytext=(0, 3),
+                textcoords="offset points",
+                fontsize=9,
+            )
+        ax.set_ylabel("MELD clips (utterances)")
+        ax.set_ylim(0, max(totals + [1]) * 1.15)
+        ax.set_title("Video description coverage per split")
+        ax.legend(loc="upper right")
+        return save_figure(fig, path)
+
+
+def plot_description_lengths(lengths: Sequence[int], path: str | os.PathLike) -> Path:
+    """Histogram of description lengths in words, with the median marked."""
+    import numpy as np
+
+    with style_context():
+        fig = Figure(figsize=(6.5, 3.8))
+        ax = fig.subplots()
+        if len(lengths):
+            ax.hist(lengths, bins=min(30, max(5, len(set(lengths)))), color="#4C72B0")
+            median = float(np.median(lengths))
+            ax.axvline(median, color="#C44E52", linestyle="--", label=f"median {median:.0f} words")
+            ax.legend()
+        ax.set_xlabel("words per description")
+        ax.set_ylabel("descriptions")
+        ax.set_title(f"Description length ({len(lengths):,} descriptions)")
+        return save_figure(fig, path)
+
+
+def plot_frames_with_descriptions(items: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """One row per clip: its sampled frames, then its description (wrapped, shortened).
+
+    Each item has ``title`` (e.g. the clip uid), ``frames`` (PIL images) and ``description``.
+    """
+    n_cols = max(1, max((len(it["frames"]) for it in items), default=1)) + 2  # two columns for the text
+    with style_context():
+        fig = Figure(figsize=(2.2 * n_cols, 2.3 * max(1, len(items))))
+        grid = fig.add_gridspec(max(1, len(items)), n_cols)
+        for row, item in enumerate(items):
+            for col, frame in enumerate(item["frames"]):
+                ax = fig.add_subplot(grid[row, col])
+                ax.imshow(frame)
+                ax.set_axis_off()
+                if col == 0:
+                    ax.set_title(str(item["title"]), fontsize=9, loc="left")
+            ax = fig.add_subplot(grid[row, n_cols - 2 :])
+            ax.set_axis_off()
+            text = textwrap.shorten(str(item["description"]), width=420, placeholder=" ...")
+            ax.text(
+                0, 1, textwrap.fill(text, width=52), va="top", ha="left", fontsize=7, transform=ax.transAxes
+            )
+        fig.suptitle("Sampled frames and their descriptions")
+        return save_figure(fig, path)
+
+
+def coverage_figure_from_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
+    """``make figures`` producer: the coverage figure from a run's description cache and curated MELD
+    (None when the run has neither)."""
+    from dialoguellm import data, video
+
+    run_dir = Path(run_dir)
+    if not video.cache_path(run_dir).is_file() or not (run_dir / "data" / "meld").is_dir():
+        return None
+    coverage = video.coverage_by_split(data.load_curated(run_dir, "meld"), run_dir)
+    return plot_description_coverage(coverage, Path(out_dir) / "video_description_coverage.png")
+
+
+def lengths_figure_from_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
+    """``make figures`` producer: the description-length figure from a run's cache (None without one)."""
+    from dialoguellm import video
+
+    if not video.cache_path(run_dir).is_file():
+        return None
+    return plot_description_lengths(
+        video.description_lengths(run_dir), Path(out_dir) / "video_description_lengths.png"
+    )
