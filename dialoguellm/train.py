@@ -1,0 +1,634 @@
+"""LoRA instruction tuning, the paper's recipe, with a plain loop built for speed on CPUs.
+
+What the loop does (and why it is its own loop rather than transformers' Trainer: on 2 CPU cores the
+shared-prefix trick below halves the cost of every step, and Trainer's collators cannot express it):
+
+- loss on the answer tokens only (the label word and the end-of-sequence token), averaged per token;
+- dynamic padding and length grouping: micro-batches hold prompts of one corpus and similar length;
+- the tokens shared by every prompt of a micro-batch (system message, instruction, demonstrations) are run
+  once and their keys/values broadcast to the batch; gradients flow through them as usual;
+- AdamW with the paper's betas and weight decay, cosine decay to ``min_lr_ratio`` of the peak, gradient
+  clipping, gradient accumulation to ``batch_size``; bf16 autocast on CPU;
+- dev-set evaluation with the same label scoring as the test (``dialoguellm.evaluate``) and the adapter
+  with the best dev weighted F1 kept. The test split is never read here;
+- a run folder: ``adapter/`` (best, safetensors), ``checkpoint/`` (last, for ``resume``), ``config.yaml``,
+  ``metrics.json``, ``environment.json``, ``train.log``, ``tensorboard/``, ``loss_curve.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dialoguellm import evaluate, modeling
+from dialoguellm.config import Config, save_config
+from dialoguellm.io import read_json, write_json
+from dialoguellm.prompts import PromptBuilder, PromptExample, make_builders, rows_of
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- data
+def sample_indices(n: int, k: int, seed: int, labels: Sequence[int] | None = None) -> list[int]:
+    """``k`` of ``n`` row positions (all when k is 0 or >= n), stratified by label, deterministic in seed."""
+    if k <= 0 or k >= n:
+        return list(range(n))
+    rng = random.Random(seed)
+    if labels is None:
+        return sorted(rng.sample(range(n), k))
+    by_label: dict[int, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_label.setdefault(int(lab), []).append(i)
+    chosen: list[int] = []
+    # Proportional allocation with largest remainders, so the sample keeps the split's label shares.
+    quotas = {lab: k * len(idx) / n for lab, idx in by_label.items()}
+    counts = {lab: int(q) for lab, q in quotas.items()}
+    for lab in sorted(quotas, key=lambda x: quotas[x] - counts[x], reverse=True)[: k - sum(counts.values())]:
+        counts[lab] += 1
+    for lab, idx in sorted(by_label.items()):
+        chosen += rng.sample(idx, counts[lab])
+    return sorted(chosen)
+
+
+@dataclass
+class Prepared:
+    """Prompt builders and encoded examples for every corpus and split used in a run."""
+
+    builders: dict[str, PromptBuilder]
+    examples: dict[str, dict[str, list[PromptExample]]]  # split -> corpus -> examples
+
+
+def prepare_examples(
+    config: Config,
+    tokenizer: Any,
+    corpora: Mapping[str, Any],
+    splits: Sequence[str] = ("train", "dev"),
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
+) -> Prepared:
+    """Build prompts for ``splits`` of each corpus, sampled as ``config.data`` says.
+
+    ``descriptions``: ``split -> {clip_id: text}`` (MELD reuses clip ids across splits); missing = none.
+    """
+    descriptions = descriptions or {}
+    p = config.prompt
+    builders = make_builders(
+        tokenizer,
+        {name: corpora[name] for name in config.data.datasets},
+        template=p.template,
+        style=p.style,
+        context_turns=p.context_turns,
+        k_shot=p.k_shot,
+        seed=config.train.seed,
+        descriptions=descriptions.get("train", {}),
+        use_video=p.use_video,
+        cutoff_len=p.cutoff_len,
+    )
+    sizes = {
+        "train": config.data.train_per_dataset,
+        "dev": config.data.dev_per_dataset,
+        "test": config.data.test_per_dataset,
+    }
+    examples: dict[str, dict[str, list[PromptExample]]] = {}
+    for split in splits:
+        examples[split] = {}
+        for name in config.data.datasets:
+            rows = rows_of(corpora[name][split])
+            only = sample_indices(len(rows), sizes[split], config.train.seed, [r["label_id"] for r in rows])
+            examples[split][name] = builders[name].build_split(rows, descriptions.get(split, {}), only=only)
+    return Prepared(builders=builders, examples=examples)
+
+
+def micro_batches(
+    examples: Mapping[str, Sequence[PromptExample]], size: int, seed: int, group_by_length: bool = True
+) -> list[tuple[str, list[int]]]:
+    """One epoch of micro-batches ``(corpus, example positions)``, shuffled with ``seed``.
+
+    Each micro-batch holds one corpus (its prompts share an instruction prefix); with length grouping,
+    examples are sorted by length within chunks of 32 micro-batches before batching, so padding is small but
+    the order stays random.
+    """
+    rng = random.Random(seed)
+    batches: list[tuple[str, list[int]]] = []
+    for name, items in examples.items():
+        order = list(range(len(items)))
+        rng.shuffle(order)
+        if group_by_length:
+            chunk = size * 32
+            grouped = []
+            for start in range(0, len(order), chunk):
+                part = order[start : start + chunk]
+                grouped += sorted(part, key=lambda i: len(items[i].prompt_ids))
+            order = grouped
+        batches += [(name, order[i : i + size]) for i in range(0, len(order), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+# ------------------------------------------------------------------------------------------- the loss
+def answer_loss(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+    pad_id: int,
+    share_prefix: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the answer tokens of a micro-batch, and the number of answer tokens.
+
+    The prompts' common prefix runs once (batch 1) and is broadcast; prompt+answer rows are left-padded so
+    all answers end in the last column, and logits are computed for the answer columns only.
+    """
+    p = evaluate.common_prefix_length(prompts) if share_prefix else 0
+    prefix = evaluate.encode_prefix(model, list(prompts[0][:p]))
+    suffixes = [list(q[p:]) + list(a) for q, a in zip(prompts, answers, strict=True)]
+    a_max = max(len(a) for a in answers)
+    logits, _, _, _ = evaluate.forward_suffixes(model, prefix, p, suffixes, pad_id, a_max + 1)
+    # Kept column i predicts the token in column i + 1; an answer of n tokens fills the last n columns.
+    targets = torch.full((len(answers), a_max + 1), -100, dtype=torch.long, device=logits.device)
+    for row, a in enumerate(answers):
+        targets[row, a_max - len(a) : a_max] = torch.tensor(list(a), device=logits.device)
+    n_tokens = int((targets != -100).sum())
+    loss = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    return loss / max(n_tokens, 1), n_tokens
+
+
+# ----------------------------------------------------------------------------------------- schedules
+def lr_factor(step: int, total: int, warmup: int, kind: str, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate at optimiser step ``step`` (0-based)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------- run records
+def environment() -> dict[str, Any]:
+    """Package versions, git commit and hardware, for the run folder."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in (
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "datasets",
+        "numpy",
+        "scikit-learn",
+        "bitsandbytes",
+    ):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        from dialoguellm.paths import REPO_DIR
+
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    hardware: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        hardware["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        hardware["memory_gb"] = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {
+        "python": platform.python_version(),
+        "packages": versions,
+        "git_commit": commit,
+        "hardware": hardware,
+    }
+
+
+def hardware_summary(env: Mapping[str, Any]) -> str:
+    """One line naming the hardware, e.g. '2 CPU cores (x86_64), no GPU'."""
+    hw = env.get("hardware", {})
+    gpu = hw.get("gpu") or "no GPU"
+    return f"{hw.get('cpu_count')} CPU cores ({hw.get('processor')}), {gpu}"
+
+
+def _file_logger(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("dialoguellm",):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
+    return handler
+
+
+# --------------------------------------------------------------------------------------- checkpoints
+def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_adapter(model: Any, folder: Path) -> Path:
+    """Save the LoRA adapter (safetensors) into ``folder``, replacing it in one rename."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def save_checkpoint(
+    model: Any, optimizer: torch.optim.Optimizer, state: Mapping[str, Any], folder: Path
+) -> None:
+    """Trainable weights + AdamW moments as safetensors and the loop state as JSON (no pickle anywhere)."""
+    from safetensors.torch import save_file
+
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = list(_trainable(model))
+    save_file(
+        {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()},
+        str(tmp / "weights.safetensors"),
+    )
+    opt = optimizer.state_dict()
+    tensors, steps = {}, {}
+    for idx, entry in opt["state"].items():
+        for key, value in entry.items():
+            if key == "step":
+                steps[str(idx)] = float(value)
+            else:
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    meta = dict(state)
+    meta.update({"param_names": names, "optimizer_steps": steps, "param_groups": opt["param_groups"]})
+    meta["rng"] = {
+        "python": list(random.getstate()[1]),
+        "torch": torch.get_rng_state().tolist(),
+    }
+    (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, folder: Path) -> dict[str, Any]:
+    """Restore what ``save_checkpoint`` wrote; returns the loop state."""
+    from safetensors.torch import load_file
+
+    meta = read_json(folder / "state.json")
+    params = _trainable(model)
+    if list(params) != meta["param_names"]:
+        raise ValueError(
+            f"Checkpoint {folder} was written for other trainable parameters (different LoRA settings?); "
+            "start a fresh run folder or train without --resume."
+        )
+    weights = load_file(str(folder / "weights.safetensors"))
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(weights[name].to(param.dtype))
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for idx, step in meta["optimizer_steps"].items():
+        state.setdefault(int(idx), {})["step"] = torch.tensor(step)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    rng = meta.get("rng") or {}
+    if rng.get("python"):
+        random.setstate((3, tuple(rng["python"]), None))
+    if rng.get("torch"):
+        torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    return meta
+
+
+# ------------------------------------------------------------------------------------------- the loop
+def dev_metrics(
+    model: Any, tokenizer: Any, prepared: Prepared, config: Config, progress: bool = True
+) -> dict[str, Any]:
+    """Label-scoring metrics on the dev examples of every corpus, plus their mean weighted F1."""
+    out: dict[str, Any] = {"predictions": {}}
+    for name, examples in prepared.examples["dev"].items():
+        builder = prepared.builders[name]
+        preds = evaluate.predict_by_scoring(
+            model, tokenizer, builder, examples, config.eval.batch_size, config.model.dtype, progress
+        )
+        out[name] = evaluate.metrics_of(preds, builder.labels)
+        out["predictions"][name] = preds
+    out["mean_weighted_f1"] = float(np.mean([out[n]["weighted_f1"] for n in prepared.examples["dev"]]))
+    return out
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    adapter_dir: Path
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def train(
+    config: Config,
+    run_dir: str | os.PathLike,
+    corpora: Mapping[str, Any],
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
+    resume: bool = False,
+    loaded: modeling.LoadedModel | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a LoRA adapter on ``corpora`` (name -> DatasetDict with train/dev) and keep the best on dev.
+
+    ``run_dir`` receives everything (see module docstring). With ``resume`` an interrupted run continues
+    from ``checkpoint/``; otherwise an existing checkpoint is an error (so no run is silently mixed).
+    """
+    start = time.time()
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = run / "checkpoint"
+    if checkpoint_dir.exists() and not resume:
+        raise FileExistsError(
+            f"{run} already holds a checkpoint from an earlier run; pass resume=True (--resume) to continue it "
+            "or choose a fresh run folder."
+        )
+    handler = _file_logger(run / "train.log")
+    try:
+        return _train(config, run, corpora, descriptions, resume, loaded, progress, start)
+    finally:
+        for name in ("dialoguellm",):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+
+
+def _train(config, run, corpora, descriptions, resume, loaded, progress, start) -> TrainResult:
+    t, m = config.train, config.model
+    modeling.set_threads(m.num_threads)
+    set_seed(t.seed)
+    if resume and checkpoint_dir_exists(run):
+        _check_same_config(config, run / "config.yaml")
+    save_config(config, run / "config.yaml")
+    env = environment()
+    write_json(run / "environment.json", env)
+    if loaded is None:
+        loaded = modeling.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
+    tokenizer = loaded.tokenizer
+    prepared = prepare_examples(config, tokenizer, corpora, ("train", "dev"), descriptions)
+    n_train = sum(len(v) for v in prepared.examples["train"].values())
+    if n_train == 0:
+        raise ValueError("No training examples: check data.datasets and data.train_per_dataset.")
+    set_seed(t.seed)  # LoRA initialisation independent of how many prompts were built
+    model = modeling.add_lora(
+        loaded.model, config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.target_modules
+    )
+    params = modeling.count_parameters(model)
+    log.info(
+        "model %s, %s trainable / %s parameters, %d training prompts",
+        m.name,
+        params["trainable"],
+        params["total"],
+        n_train,
+    )
+    decay = [p for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(decay, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
+    micro_per_epoch = math.ceil(n_train / t.micro_batch_size)  # upper bound; corpora split batches
+    epoch_batches = [micro_batches(prepared.examples["train"], t.micro_batch_size, t.seed, t.group_by_length)]
+    micro_per_epoch = len(epoch_batches[0])
+    total_micro = max(1, int(round(micro_per_epoch * t.epochs)))
+    total_steps = math.ceil(total_micro / t.grad_accum)
+    if t.max_steps:
+        total_steps = min(total_steps, t.max_steps)
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / t.grad_accum))
+    eval_every = t.eval_every or steps_per_epoch
+    save_every = t.save_every or eval_every
+
+    state: dict[str, Any] = {"step": 0, "micro": 0, "best": None, "history": [], "losses": []}
+    if resume and checkpoint_dir_exists(run):
+        state.update(load_checkpoint(model, optimizer, run / "checkpoint"))
+        log.info("resumed from %s at step %d", run / "checkpoint", state["step"])
+    seconds_before = float(state.get("seconds", 0.0))  # time spent before an interruption counts too
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run / "tensorboard"))
+    pad = tokenizer.pad_token_id
+    # Gradient checkpointing (the k-bit recipe turns it on) drops caches in training, so there the shared
+    # prefix is not used and every row runs in full.
+    share_prefix = not any(getattr(mod, "gradient_checkpointing", False) for mod in model.modules())
+
+    def batch_at(micro_index: int) -> tuple[str, list[int]]:
+        epoch, pos = divmod(micro_index, micro_per_epoch)
+        while len(epoch_batches) <= epoch:  # each epoch has its own order, reproducible from the seed
+            epoch_batches.append(
+                micro_batches(
+                    prepared.examples["train"],
+                    t.micro_batch_size,
+                    t.seed + len(epoch_batches),
+                    t.group_by_length,
+                )
+            )
+        return epoch_batches[epoch][pos]
+
+    model.train()
+    bar = tqdm(total=total_steps, initial=state["step"], desc="training", disable=not progress)
+    while state["step"] < total_steps:
+        step = state["step"]
+        factor = lr_factor(step, total_steps, t.warmup_steps, t.scheduler, t.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = t.lr * factor
+        micro = [
+            batch_at(state["micro"] + i) for i in range(t.grad_accum) if state["micro"] + i < total_micro
+        ]
+        micro = micro or [batch_at(state["micro"])]
+        step_loss = 0.0
+        for name, idx in micro:
+            items = [prepared.examples["train"][name][i] for i in idx]
+            answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
+            with evaluate.autocast_context(model, m.dtype):
+                loss, _ = answer_loss(model, [e.prompt_ids for e in items], answers, pad, share_prefix)
+            (loss / len(micro)).backward()
+            step_loss += float(loss.detach()) / len(micro)
+        if t.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(decay, t.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["micro"] += len(micro)
+        state["step"] += 1
+        state["losses"].append({"step": state["step"], "loss": step_loss, "lr": t.lr * factor})
+        writer.add_scalar("train/loss", step_loss, state["step"])
+        writer.add_scalar("train/lr", t.lr * factor, state["step"])
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+        done = state["step"] >= total_steps
+        if state["step"] % eval_every == 0 or done:
+            dev = dev_metrics(model, tokenizer, prepared, config, progress)
+            entry = {
+                "step": state["step"],
+                "epoch": state["micro"] / micro_per_epoch,
+                "dev_weighted_f1": dev["mean_weighted_f1"],
+                **{f"dev_{n}_weighted_f1": dev[n]["weighted_f1"] for n in prepared.examples["dev"]},
+                **{f"dev_{n}_accuracy": dev[n]["accuracy"] for n in prepared.examples["dev"]},
+            }
+            state["history"].append(entry)
+            writer.add_scalar("dev/weighted_f1", dev["mean_weighted_f1"], state["step"])
+            log.info("step %d: dev weighted F1 %.4f", state["step"], dev["mean_weighted_f1"])
+            if state["best"] is None or dev["mean_weighted_f1"] > state["best"]["dev_weighted_f1"]:
+                state["best"] = dict(entry)
+                save_adapter(model, run / "adapter")
+                save_dev_selection(dev, prepared, config, run / "adapter")
+        if state["step"] % save_every == 0 or done:
+            state["seconds"] = seconds_before + time.time() - start
+            save_checkpoint(model, optimizer, state, run / "checkpoint")
+    bar.close()
+    writer.close()
+    seconds = seconds_before + time.time() - start
+    metrics = {
+        "best": state["best"],
+        "history": state["history"],
+        "losses": state["losses"],
+        "train_examples": {n: len(v) for n, v in prepared.examples["train"].items()},
+        "dev_examples": {n: len(v) for n, v in prepared.examples["dev"].items()},
+        "steps": state["step"],
+        "parameters": params,
+        "seconds": seconds,
+        "hardware": hardware_summary(env),
+        "model": m.name,
+    }
+    write_json(run / "metrics.json", metrics)
+    try:
+        from dialoguellm.plots_method import plot_loss_curve
+
+        plot_loss_curve(state["losses"], state["history"], run / "loss_curve.png")
+    except Exception as err:  # a figure must never lose a finished run
+        log.warning("loss curve not drawn: %s", err)
+    return TrainResult(
+        run_dir=run,
+        adapter_dir=run / "adapter",
+        best=state["best"],
+        history=state["history"],
+        seconds=seconds,
+    )
+
+
+def checkpoint_dir_exists(run: Path) -> bool:
+    return (run / "checkpoint" / "state.json").is_file()
+
+
+def load_corpora_for(
+    config: Config, run_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """The corpora a config names: notebook 01's curated copies in ``run_dir/data`` when present, else the
+    raw corpora (``data_dir`` or the vendored copies)."""
+    from dialoguellm import data
+
+    corpora = {}
+    for name in config.data.datasets:
+        if run_dir is not None and (Path(run_dir) / "data" / name).is_dir():
+            corpora[name] = data.load_curated(run_dir, name)
+        else:
+            corpora.update(data.load_corpora([name], data_dir))
+        if name not in corpora:
+            raise FileNotFoundError(
+                f"Corpus {name!r} (data.datasets) could not be loaded; run notebook 01 with this RUN_DIR or drop "
+                "it from data.datasets."
+            )
+    return corpora
+
+
+def load_descriptions_for(
+    config: Config, run_dir: str | os.PathLike | None, splits: Sequence[str] = ("train", "dev", "test")
+) -> dict[str, dict[str, str]]:
+    """``split -> {clip_id: description}`` from notebook 02's cache in ``run_dir`` ({} when video is off or
+    nothing was described)."""
+    if not config.prompt.use_video or run_dir is None:
+        return {}
+    try:
+        from dialoguellm.video import load_description_map
+    except ImportError:
+        return {}
+    out = {}
+    for split in splits:
+        try:
+            out[split] = load_description_map(run_dir, split=split)
+        except (FileNotFoundError, ValueError) as err:
+            log.info("no %s video descriptions in %s (%s)", split, run_dir, err)
+            out[split] = {}
+    return out
+
+
+def _check_same_config(config: Config, saved: Path) -> None:
+    import yaml
+
+    if not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    now = config.to_dict()
+    before.pop("source", None)
+    now.pop("source", None)
+    changed = sorted(
+        f"{section}.{key}"
+        for section, values in now.items()
+        for key, value in values.items()
+        if before.get(section, {}).get(key) != value
+    )
+    if changed:
+        raise ValueError(
+            f"Cannot resume {saved.parent}: its checkpoint was trained with other settings ({', '.join(changed)}). "
+            "Use a fresh run folder, or the settings in its config.yaml."
+        )
+
+
+def save_dev_selection(dev: Mapping[str, Any], prepared: Prepared, config: Config, folder: Path) -> None:
+    """Next to the selected adapter: its dev metrics and predictions, and (``eval.calibrate``) the per-label
+    biases fitted on those dev predictions, which evaluation then applies unchanged to the test split."""
+    predictions = dev["predictions"]
+    write_json(folder / "dev_metrics.json", {k: v for k, v in dev.items() if k != "predictions"})
+    calibration = {}
+    for name, preds in predictions.items():
+        labels = prepared.builders[name].labels
+        evaluate.save_predictions(preds, dev[name], folder, f"dev_{name}")
+        if config.eval.calibrate:
+            calibration[name] = evaluate.fit_label_bias(
+                evaluate.loglik_matrix(preds, labels), preds["gold_id"].to_numpy(), labels
+            ).tolist()
+    if calibration:
+        write_json(folder / "calibration.json", calibration)

@@ -1,0 +1,42 @@
+"""Shared fixtures (the helpers that build them live in tests/tiny.py, importable from any test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny import build_tiny_model, build_tiny_tokenizer, synthetic_corpus
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """Folder with a tiny random LLaMA + chat tokenizer (what ``model.name`` / a notebook's MODEL can be)."""
+    folder = Path(tmp_path_factory.mktemp("tiny"))
+    tokenizer = build_tiny_tokenizer(chat=True)
+    model = build_tiny_model(len(tokenizer))
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return build_tiny_tokenizer(chat=True)
+
+
+@pytest.fixture(scope="session")
+def plain_tokenizer():
+    return build_tiny_tokenizer(chat=False)
+
+
+@pytest.fixture()
+def tiny_loaded(tiny_model_dir):
+    """A freshly loaded tiny model (fp32) and tokenizer through dialoguellm.modeling."""
+    from dialoguellm import modeling
+
+    return modeling.load_model(tiny_model_dir, dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def meld_corpus():
+    return synthetic_corpus("meld")

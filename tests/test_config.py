@@ -1,0 +1,107 @@
+"""Profiles load, validate once and resolve to the paper's exact settings without loading weights."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from dialoguellm.config import CONFIG_DIR, describe, load_config, parse_overrides, save_config
+
+
+def test_paper_profile_is_table_2():
+    c = load_config("paper")
+    assert c.model.name == "meta-llama/Llama-2-7b-hf"
+    assert c.model.quantization == "8bit" and c.model.dtype in ("fp16", "bf16")
+    assert c.model.trust_remote_code is False
+    assert (c.lora.r, c.lora.alpha, c.lora.dropout) == (4, 16, 0.05)
+    assert c.lora.target_modules == ["q_proj", "v_proj"]
+    assert c.prompt.style == "plain" and c.prompt.template == "paper"
+    assert (c.prompt.k_shot, c.prompt.context_turns, c.prompt.use_video, c.prompt.cutoff_len) == (
+        1,
+        1,
+        True,
+        256,
+    )
+    t = c.train
+    assert t.lr == 3e-4 and t.epochs == 10
+    assert (t.batch_size, t.micro_batch_size, t.grad_accum) == (128, 8, 16)
+    assert t.adam_betas == [0.9, 0.95] and t.weight_decay == 0.1
+    assert (t.scheduler, t.min_lr_ratio, t.max_grad_norm) == ("cosine", 0.1, 1.0)
+    assert c.eval.mode == "score"
+
+
+def test_r8_alternative_differs_only_in_rank():
+    paper, r8 = load_config("paper").to_dict(), load_config("paper_r8").to_dict()
+    assert r8["lora"]["r"] == 8
+    r8["lora"]["r"] = 4
+    paper.pop("source"), r8.pop("source")
+    assert paper == r8
+
+
+def test_cpu_profile_uses_embedded_model():
+    c = load_config("cpu")
+    assert c.model.name == "embedded" and c.model.quantization == "none"
+    assert c.data.test_per_dataset == 0  # full test sets
+
+
+def test_every_cpu_line_is_commented():
+    for line in (CONFIG_DIR / "cpu.yaml").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and line.startswith("  "):
+            assert "#" in line, f"uncommented setting in cpu.yaml: {line!r}"
+
+
+def test_overrides_and_round_trip(tmp_path):
+    c = load_config(
+        "cpu",
+        parse_overrides(
+            ["train.lr=1e-4", "lora.target_modules=[q_proj, v_proj]", "prompt.context_turns=all"]
+        ),
+    )
+    assert (
+        c.train.lr == 1e-4
+        and c.lora.target_modules == ["q_proj", "v_proj"]
+        and c.prompt.context_turns == "all"
+    )
+    path = save_config(c, tmp_path / "config.yaml")
+    raw = yaml.safe_load(path.read_text())
+    raw.pop("source")
+    again = load_config(_write(tmp_path / "again.yaml", raw))
+    assert again.to_dict() | {"source": None} == c.to_dict() | {"source": None}
+
+
+def _write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("lora", "r", 0, "lora.r"),
+        ("train", "lr", -1e-4, "train.lr"),
+        ("train", "batch_size", 100, "train.batch_size"),
+        ("prompt", "context_turns", -1, "prompt.context_turns"),
+        ("train", "lr", "fast", "train.lr"),
+        ("train", "epochs", True, "train.epochs"),
+        ("lora", "rank", 8, "unknown key lora.rank"),
+        ("model", "quantization", "3bit", "model.quantization"),
+    ],
+)
+def test_bad_values_name_file_and_key(tmp_path, section, key, value, message):
+    raw = yaml.safe_load((CONFIG_DIR / "cpu.yaml").read_text())
+    raw[section][key] = value
+    path = _write(tmp_path / "bad.yaml", raw)
+    with pytest.raises(ValueError) as err:
+        load_config(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_unknown_section_and_missing_profile(tmp_path):
+    with pytest.raises(ValueError, match="unknown section"):
+        load_config(_write(tmp_path / "x.yaml", {"trainer": {}}))
+    with pytest.raises(FileNotFoundError, match="Known profiles"):
+        load_config("no_such_profile")
+
+
+def test_every_setting_has_help():
+    assert all(describe().values())

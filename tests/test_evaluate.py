@@ -1,0 +1,123 @@
+"""Label scoring: batched, shared-prefix scoring equals scoring each label alone; generation never guesses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dialoguellm import evaluate
+from dialoguellm.prompts import PromptBuilder, PromptExample, select_demonstrations
+
+
+def _reference(model, prompt, answer):
+    """Log-likelihood of one answer after one prompt, from one plain forward pass (no cache, no padding)."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([list(prompt) + list(answer)])).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    n = len(prompt)
+    return sum(float(logp[n - 1 + k, answer[k]]) for k in range(len(answer)))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_batched_scoring_equals_separate_scoring(tiny_loaded, tiny_tokenizer, meld_corpus, batch_size):
+    model, tok = tiny_loaded.model.eval(), tiny_loaded.tokenizer
+    demos = select_demonstrations(meld_corpus["train"], 1, seed=0)
+    builder = PromptBuilder(tok, "meld", context_turns="all", demonstrations=demos)
+    examples = builder.build_split(meld_corpus["test"])
+    assert len({len(e.prompt_ids) for e in examples}) > 1  # padding is exercised
+    eos = tok.eos_token_id
+    # Multi-token answers of different lengths, one a prefix of another.
+    answers = [a for a in builder.answer_ids] + [[7, 8, 9, eos], [7, eos]]
+    got = evaluate.score_examples(
+        model, examples, answers, tok.pad_token_id, batch_size, dtype="fp32", progress=False
+    )
+    want = np.array([[_reference(model, e.prompt_ids, a) for a in answers] for e in examples])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_scoring_without_shared_prefix(tiny_loaded):
+    model = tiny_loaded.model.eval()
+    examples = [
+        PromptExample(str(i), "meld", "", ids, 0)
+        for i, ids in enumerate([[10, 11, 12], [13, 12], [9, 9, 9, 9]])
+    ]
+    answers = [[20, 5], [21, 22, 5]]
+    got = evaluate.score_examples(model, examples, answers, 1, 2, dtype="fp32", progress=False)
+    want = np.array([[_reference(model, e.prompt_ids, a) for a in answers] for e in examples])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_common_prefix_keeps_one_token():
+    assert evaluate.common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
+    assert evaluate.common_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert evaluate.common_prefix_length([[1], [2]]) == 0
+
+
+def test_predictions_carry_probabilities(tiny_loaded, meld_corpus, tmp_path):
+    builder = PromptBuilder(tiny_loaded.tokenizer, "meld", context_turns=1)
+    examples = builder.build_split(meld_corpus["dev"])
+    frame = evaluate.predict(
+        tiny_loaded.model, tiny_loaded.tokenizer, builder, examples, "score", 4, dtype="fp32", progress=False
+    )
+    probs = frame[[f"p_{label}" for label in builder.labels]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+    assert (frame["pred_id"].to_numpy() == probs.argmax(axis=1)).all()
+    assert frame["parsed"].all() and len(frame) == len(examples)
+    metrics = evaluate.metrics_of(frame, builder.labels)
+    paths = evaluate.save_predictions(frame, metrics, tmp_path, "dev_meld")
+    assert pd.read_csv(paths["predictions"]).shape[0] == len(examples)
+    assert set(pd.read_csv(paths["per_class"])["label"]) == set(builder.labels)
+
+
+def test_generation_counts_unparsed_as_wrong(tiny_loaded, meld_corpus):
+    builder = PromptBuilder(tiny_loaded.tokenizer, "meld", context_turns=1)
+    examples = builder.build_split(meld_corpus["dev"])
+    frame = evaluate.predict(
+        tiny_loaded.model,
+        tiny_loaded.tokenizer,
+        builder,
+        examples,
+        "generate",
+        4,
+        max_new_tokens=3,
+        dtype="fp32",
+        progress=False,
+    )
+    assert len(frame) == len(examples)
+    unparsed = ~frame["parsed"]
+    assert (frame.loc[unparsed, "pred_id"] == -1).all()
+    metrics = evaluate.metrics_of(frame, builder.labels)
+    assert metrics["unparsed"] == int(unparsed.sum())
+    correct = (frame["pred_id"] == frame["gold_id"]).sum()
+    assert metrics["accuracy"] == pytest.approx(correct / len(frame))
+
+
+def test_unknown_mode(tiny_loaded):
+    with pytest.raises(ValueError, match="eval.mode"):
+        evaluate.predict(tiny_loaded.model, tiny_loaded.tokenizer, None, [], "vote")
+
+
+def test_probabilities_normalise():
+    p = evaluate.probabilities(np.array([[-1.0, -2.0], [-1000.0, -1000.0]]))
+    np.testing.assert_allclose(p.sum(axis=1), 1)
+    assert p[1, 0] == pytest.approx(0.5)
+
+
+def test_label_bias_fitted_on_dev_corrects_a_majority_lean():
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, 400)
+    loglik = rng.normal(0, 1, (400, 3))
+    loglik[np.arange(400), gold] += 1.5  # informative scores ...
+    loglik[:, 0] += 2.0  # ... pushed towards label 0
+    labels = ["a", "b", "c"]
+    raw = evaluate.classification_metrics(gold, loglik.argmax(1), labels)["weighted_f1"]
+    bias = evaluate.fit_label_bias(loglik, gold, labels)
+    fitted = evaluate.classification_metrics(gold, (loglik + bias).argmax(1), labels)["weighted_f1"]
+    assert bias[0] == 0 and fitted > raw + 0.1
+    frame = pd.DataFrame({f"ll_{x}": loglik[:, j] for j, x in enumerate(labels)})
+    frame["pred_id"] = loglik.argmax(1)
+    adjusted = evaluate.apply_label_bias(frame, labels, bias)
+    assert (adjusted["pred_id"] == (loglik + bias).argmax(1)).all()
+    assert (adjusted["pred_id_raw"] == frame["pred_id"]).all()

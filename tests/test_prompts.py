@@ -1,0 +1,128 @@
+"""Prompts: the paper's tuple, k-shot from train only, budget trimming, and the round trip to labels."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import synthetic_corpus
+
+from dialoguellm.labels import normalised_label_names
+from dialoguellm.prompts import (
+    PromptBuilder,
+    PromptTooLongError,
+    context_of,
+    dialogue_index,
+    load_template,
+    select_demonstrations,
+)
+
+
+def _builder(tok, dataset="meld", **kw):
+    return PromptBuilder(tok, dataset, **kw)
+
+
+def test_answer_round_trips_to_its_label(tiny_tokenizer):
+    for dataset in ("meld", "emorynlp", "iemocap"):
+        b = _builder(tiny_tokenizer, dataset)
+        assert b.labels == normalised_label_names(dataset)
+        for i in range(len(b.labels)):
+            assert b.parse(b.answer_text(i)) == i
+            assert b.parse(tiny_tokenizer.decode(b.answer_ids[i])) == i  # what generation would print
+
+
+def test_parse_accepts_corpus_names_and_rejects_the_rest(tiny_tokenizer):
+    b = _builder(tiny_tokenizer, "meld")
+    assert b.parse("Joy!") == b.labels.index("happiness")
+    assert b.parse("  The emotion is anger.") == b.labels.index("anger")
+    assert b.parse("no idea") is None
+    assert b.parse("maybe anger, maybe fear") is None  # ambiguous: never guessed
+    assert b.parse("anger, or maybe fear") == b.labels.index("anger")  # the answer starts with a label
+
+
+def test_prompt_holds_instruction_context_and_input(tiny_tokenizer, meld_corpus):
+    rows = meld_corpus["train"]
+    index = dialogue_index(rows)
+    target = rows[3]  # turn 3 of dialogue 0
+    for z, expected in ((0, []), (1, rows[2:3]), (2, rows[1:3]), ("all", rows[0:3])):
+        b = _builder(tiny_tokenizer, context_turns=z)
+        example = b.build(target, index[target["dialogue_id"]])
+        assert b.instruction in example.prompt
+        assert f"{target['speaker']}: {target['text']}" in example.prompt
+        assert example.meta["context_turns"] == len(expected)
+        assert context_of(target, index[target["dialogue_id"]], z) == expected
+        for row in rows[:3]:
+            assert (row["text"] in example.prompt) == (row in expected)
+        assert example.label_id == target["label_id"]
+        assert example.prompt_ids == tiny_tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
+
+
+def test_instruction_lists_the_paper_words(tiny_tokenizer):
+    b = _builder(tiny_tokenizer, "emorynlp")
+    assert "'happiness'" in b.instruction and "Joyful" not in b.instruction
+    assert "Video" not in b.instruction  # EmoryNLP has no video
+    assert "Video Description" in _builder(tiny_tokenizer, "meld").instruction
+
+
+def test_video_description_only_when_present_and_enabled(tiny_tokenizer, meld_corpus):
+    row = meld_corpus["test"][0]
+    index = dialogue_index(meld_corpus["test"])
+    descriptions = {row["clip_id"]: "A man frowns at a coffee cup."}
+    on = _builder(tiny_tokenizer, use_video=True).build(row, index[row["dialogue_id"]], descriptions)
+    off = _builder(tiny_tokenizer, use_video=False).build(row, index[row["dialogue_id"]], descriptions)
+    assert "A man frowns" in on.prompt and on.meta["has_description"]
+    assert "A man frowns" not in off.prompt
+
+
+def test_demonstrations_come_from_train_and_follow_the_seed(tiny_tokenizer, meld_corpus):
+    train = meld_corpus["train"]
+    a = select_demonstrations(train, 2, seed=1)
+    assert [d.row for d in a] == [d.row for d in select_demonstrations(train, 2, seed=1)]
+    seeds = {tuple(d.row["utterance_id"] for d in select_demonstrations(train, 2, seed=s)) for s in range(6)}
+    assert len(seeds) > 1
+    with pytest.raises(ValueError, match="training split"):
+        select_demonstrations(meld_corpus["dev"], 1, seed=1)
+    b = _builder(tiny_tokenizer, demonstrations=a)
+    example = b.build_split(meld_corpus["test"])[0]
+    for demo in a:
+        assert demo.row["text"] in example.prompt
+        assert b.answer_text(demo.row["label_id"]) in example.prompt
+
+
+def test_chat_or_plain_is_decided_by_the_tokenizer(tiny_tokenizer, plain_tokenizer, meld_corpus):
+    chat = _builder(tiny_tokenizer)
+    plain = _builder(plain_tokenizer)
+    assert chat.style == "chat" and plain.style == "plain"
+    assert "<|im_start|>assistant" in chat.build_split(meld_corpus["test"])[0].prompt
+    assert plain.build_split(meld_corpus["test"])[0].prompt.rstrip().endswith("### Response:")
+    with pytest.raises(ValueError, match="no chat template"):
+        _builder(plain_tokenizer, style="chat")
+
+
+def test_budget_trims_oldest_context_first_then_errors(tiny_tokenizer, meld_corpus):
+    rows = meld_corpus["train"]
+    index = dialogue_index(rows)
+    target = rows[3]
+    full = _builder(tiny_tokenizer, context_turns="all").build(target, index["train0"])
+    size = len(full.prompt_ids)
+    b = _builder(tiny_tokenizer, context_turns="all", cutoff_len=size + b_answer(tiny_tokenizer) - 3)
+    trimmed = b.build(target, index["train0"])
+    assert trimmed.meta["context_turns"] == 2
+    assert rows[0]["text"] not in trimmed.prompt and rows[2]["text"] in trimmed.prompt
+    tiny = _builder(tiny_tokenizer, context_turns="all", cutoff_len=20)
+    with pytest.raises(PromptTooLongError, match=target["utterance_id"]):
+        tiny.build(target, index["train0"])
+
+
+def b_answer(tok):
+    return _builder(tok).max_answer_len
+
+
+def test_templates_are_package_data():
+    assert "{labels}" in load_template("paper")["instruction"]
+    with pytest.raises(FileNotFoundError, match="prompt.template"):
+        load_template("nope")
+
+
+def test_emorynlp_rows(tiny_tokenizer):
+    corpus = synthetic_corpus("emorynlp")
+    examples = _builder(tiny_tokenizer, "emorynlp").build_split(corpus["dev"])
+    assert len(examples) == len(corpus["dev"]) and all(e.dataset == "emorynlp" for e in examples)

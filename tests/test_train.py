@@ -1,0 +1,208 @@
+"""Training: a tiny random LLaMA learns 16 examples; selection uses dev only; resume continues exactly."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from tiny import synthetic_corpus
+
+from dialoguellm import evaluate, train
+from dialoguellm.config import config_from_dict
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _config(model_dir, **train_kw):
+    t = {
+        "lr": 1e-2,
+        "epochs": 40,
+        "batch_size": 4,
+        "micro_batch_size": 4,
+        "grad_accum": 1,
+        "weight_decay": 0.0,
+        "warmup_steps": 0,
+        "eval_every": 0,
+        "seed": 0,
+    }
+    t.update(train_kw)
+    return config_from_dict(
+        {
+            "model": {"name": model_dir, "dtype": "fp32", "num_threads": 1},
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ALL_LINEAR},
+            "prompt": {"k_shot": 0, "context_turns": 0, "use_video": False},
+            "data": {"datasets": ["meld"]},
+            "train": t,
+            "eval": {"batch_size": 8},
+        },
+        source="test",
+    )
+
+
+class NoTestSplit(dict):
+    """A corpus whose test split raises when touched: training must never read it."""
+
+    def __getitem__(self, split):
+        if split == "test":
+            raise AssertionError("the test split was read during training")
+        return super().__getitem__(split)
+
+
+def _memorise_corpus():
+    corpus = synthetic_corpus("meld", sizes=(4, 2, 2), turns=4, seed=3)
+    # dev = the training rows, so that selecting on dev picks the adapter that fits them best
+    corpus["dev"] = [dict(r, split="dev") for r in corpus["train"]]
+    return NoTestSplit(corpus)
+
+
+@pytest.mark.slow
+def test_tiny_llama_learns_sixteen_examples(tiny_model_dir, tmp_path):
+    corpus = _memorise_corpus()
+    assert len(corpus["train"]) == 16
+    config = _config(tiny_model_dir, epochs=40, eval_every=40)
+    result = train.train(config, tmp_path / "run", {"meld": corpus}, progress=False)
+    run = result.run_dir
+    for name in (
+        "adapter/adapter_model.safetensors",
+        "config.yaml",
+        "metrics.json",
+        "environment.json",
+        "train.log",
+        "loss_curve.png",
+        "checkpoint/state.json",
+    ):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["losses"][-1]["loss"] < metrics["losses"][0]["loss"] / 10
+    summary = evaluate.evaluate_run(
+        {"meld": dict(corpus)}, tmp_path / "eval", train_dir=run, split="train", progress=False
+    )
+    assert summary["results"]["meld"]["accuracy"] == 1.0
+    assert (tmp_path / "eval" / "train_meld_predictions.csv").is_file()
+
+
+def test_resume_continues_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch):
+    corpus = {"meld": _memorise_corpus()}
+    config = _config(tiny_model_dir, epochs=2, save_every=2, eval_every=4)  # 8 steps
+    full = train.train(config, tmp_path / "full", corpus, progress=False)
+
+    real_save = train.save_checkpoint
+
+    def interrupted(model, optimizer, state, folder):
+        real_save(model, optimizer, state, folder)
+        if state["step"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, tmp_path / "cut", corpus, progress=False)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    with pytest.raises(FileExistsError, match="resume"):
+        train.train(config, tmp_path / "cut", corpus, progress=False)
+    resumed = train.train(config, tmp_path / "cut", corpus, resume=True, progress=False)
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
+    from safetensors.torch import load_file
+
+    a = load_file(str(full.run_dir / "checkpoint" / "weights.safetensors"))
+    b = load_file(str(resumed.run_dir / "checkpoint" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-6)
+
+
+def test_sample_indices_are_stratified_and_deterministic():
+    labels = [0] * 80 + [1] * 20
+    chosen = train.sample_indices(100, 10, seed=1, labels=labels)
+    assert chosen == train.sample_indices(100, 10, seed=1, labels=labels)
+    assert sum(labels[i] for i in chosen) == 2
+    assert train.sample_indices(5, 0, seed=1) == list(range(5))
+
+
+def test_cosine_schedule_reaches_the_floor():
+    assert train.lr_factor(0, 100, 0, "cosine", 0.1) == pytest.approx(1.0)
+    assert train.lr_factor(100, 100, 0, "cosine", 0.1) == pytest.approx(0.1)
+    assert train.lr_factor(0, 100, 10, "cosine", 0.1) == pytest.approx(0.1)  # warm-up
+    assert train.lr_factor(50, 100, 0, "constant", 0.1) == 1.0
+
+
+def test_micro_batches_keep_one_corpus_each():
+    class E:
+        def __init__(self, n):
+            self.prompt_ids = [0] * n
+
+    examples = {"meld": [E(i) for i in range(10)], "emorynlp": [E(i) for i in range(7)]}
+    batches = train.micro_batches(examples, 4, seed=0)
+    assert sorted(i for name, b in batches if name == "meld" for i in b) == list(range(10))
+    assert len(batches) == 3 + 2
+    assert batches == train.micro_batches(copy.deepcopy(examples), 4, seed=0)
+
+
+def test_cli_train_then_evaluate(tiny_model_dir, tmp_path, capsys):
+    import yaml
+    from datasets import Dataset, DatasetDict
+
+    from dialoguellm import cli, data
+
+    run = tmp_path / "run"
+    corpus = synthetic_corpus("meld")
+    data.save_curated(
+        DatasetDict(
+            {s: Dataset.from_list(rows, features=data.RECORD_FEATURES) for s, rows in corpus.items()}
+        ),
+        run,
+    )
+    config = _config(tiny_model_dir, epochs=1, eval_every=0).to_dict()
+    config.pop("source")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    args = ["--run-dir", str(run)]
+    overrides = ["--set", "train.seed=1", "--set", "eval.calibrate=true"]
+    assert cli.main(["train", "--config", str(tmp_path / "tiny.yaml"), *overrides, *args]) == 0
+    adapter = run / "training" / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert (adapter / "dev_meld_predictions.csv").is_file()
+    bias = json.loads((adapter / "calibration.json").read_text())["meld"]
+    assert len(bias) == 7 and bias[0] == 0
+    assert cli.main(["evaluate", "--set", "data.test_per_dataset=4", *args]) == 0
+    out = capsys.readouterr().out
+    assert '"weighted_f1"' in out
+    assert (run / "evaluation" / "test_meld_predictions.csv").is_file()
+    result = json.loads((run / "evaluation" / "test_meld_metrics.json").read_text())
+    assert result["label_bias"] == bias and "weighted_f1" in result["uncalibrated"]
+    from dialoguellm import plots_method
+
+    for producer in (
+        plots_method.loss_curve_from_run,
+        plots_method.confusion_from_run,
+        plots_method.comparison_from_run,
+    ):
+        assert producer(run, tmp_path / "figures").is_file()
+        assert producer(tmp_path / "empty", tmp_path / "figures") is None
+    # A second plain `train` into the same folder refuses instead of mixing runs.
+    assert cli.main(["train", "--config", str(tmp_path / "tiny.yaml"), *args]) == 2
+    assert "resume" in capsys.readouterr().err
+
+
+def test_loss_is_the_same_with_and_without_the_shared_prefix(tiny_loaded, meld_corpus):
+    from dialoguellm.prompts import PromptBuilder, select_demonstrations
+
+    model, tok = tiny_loaded.model.eval(), tiny_loaded.tokenizer
+    demos = select_demonstrations(meld_corpus["train"], 1, seed=0)
+    builder = PromptBuilder(tok, "meld", context_turns=2, demonstrations=demos)
+    examples = builder.build_split(meld_corpus["dev"])
+    prompts = [e.prompt_ids for e in examples]
+    answers = [builder.answer_ids[e.label_id] for e in examples]
+    shared, n = train.answer_loss(model, prompts, answers, tok.pad_token_id, share_prefix=True)
+    full, n_full = train.answer_loss(model, prompts, answers, tok.pad_token_id, share_prefix=False)
+    assert n == n_full == sum(len(a) for a in answers)
+    assert shared.item() == pytest.approx(full.item(), abs=1e-5)
+    import torch
+
+    with torch.no_grad():  # and both equal the plain per-example cross-entropy
+        total = 0.0
+        for p, a in zip(prompts, answers, strict=True):
+            logp = torch.log_softmax(model(input_ids=torch.tensor([p + a])).logits[0], -1)
+            total -= sum(float(logp[len(p) - 1 + k, a[k]]) for k in range(len(a)))
+    assert shared.item() == pytest.approx(total / n, abs=1e-4)

@@ -1,0 +1,130 @@
+"""Test helpers: a tiny random LLaMA with an offline word-level tokenizer, and synthetic dialogues.
+
+The tiny model is built in the test session from ``LlamaConfig`` (no download), with a tokenizer trained on
+the fly over the words our prompts use, a ChatML chat template, and saved to a folder so that notebooks can
+take it as their MODEL path (``tiny_model_dir``).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from dialoguellm.labels import LABELS, NORMALISATION
+
+# One thread: the tiny model gains nothing from two, and on a machine shared with other jobs two OpenMP
+# threads that wait on each other run up to 50x slower.
+torch.set_num_threads(1)
+
+SPECIAL = ["<unk>", "<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPEAKERS = ["Ross", "Rachel", "Monica", "Joey"]
+# One cue word per MELD label: the synthetic utterance names it, so a model can learn the mapping.
+CUES = {
+    "neutral": "okay",
+    "joy": "wonderful",
+    "surprise": "whoa",
+    "anger": "furious",
+    "sadness": "crying",
+    "disgust": "gross",
+    "fear": "scared",
+}
+FILLER = ["I", "think", "that", "is", "so", "really", "the", "coffee", "apartment", "today", "you", "we"]
+
+
+def synthetic_rows(split: str, n_dialogues: int, turns: int, seed: int, dataset: str = "meld") -> list[dict]:
+    """Rows in the curated schema (dataset, split, dialogue_id, turn, ...) with cue words per label."""
+    rng = random.Random(seed)
+    labels = LABELS[dataset]
+    rows = []
+    for d in range(n_dialogues):
+        for t in range(turns):
+            label_id = rng.randrange(len(labels))
+            cue = CUES.get(labels[label_id], labels[label_id].lower())
+            words = rng.sample(FILLER, 3) + [cue]
+            rng.shuffle(words)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "split": split,
+                    "dialogue_id": f"{split}{d}",
+                    "turn": t,
+                    "utterance_id": f"{split}{d}_{t}",
+                    "speaker": SPEAKERS[(d + t) % len(SPEAKERS)],
+                    "text": " ".join(words) + ".",
+                    "label": labels[label_id],
+                    "label_id": label_id,
+                    "clip_id": f"dia{d}_utt{t}" if dataset == "meld" else None,
+                    "start": None,
+                    "end": None,
+                }
+            )
+    return rows
+
+
+def synthetic_corpus(dataset: str = "meld", sizes=(4, 2, 2), turns: int = 4, seed: int = 0) -> dict:
+    """``{"train": rows, "dev": rows, "test": rows}`` of synthetic dialogues."""
+    return {
+        split: synthetic_rows(split, n, turns, seed + i, dataset)
+        for i, (split, n) in enumerate(zip(("train", "dev", "test"), sizes, strict=True))
+    }
+
+
+def _vocabulary_texts() -> list[str]:
+    from dialoguellm.prompts import load_template
+
+    texts = list(load_template("paper").values())
+    texts += [" ".join(v.values()) + " " + " ".join(v) for v in NORMALISATION.values()]
+    texts += [
+        ". , : ' [ ] ( ) ! ?",
+        " ".join(SPEAKERS + FILLER + list(CUES.values())),
+        "system user assistant Response Instruction",
+    ]
+    return texts
+
+
+def build_tiny_tokenizer(chat: bool = True):
+    """A word-level fast tokenizer over the prompts' vocabulary, optionally with a ChatML chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(
+        _vocabulary_texts(), trainers.WordLevelTrainer(special_tokens=SPECIAL, min_frequency=1)
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="<|im_end|>"
+    )
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_model(vocab_size: int, seed: int = 0):
+    """A 2-layer random LLaMA (hidden 32), SDPA attention, fp32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        # Wide enough weights that a frozen random head can express confident answers (std 0.02 caps every
+        # logit near 1 in 64 dimensions, and nothing can be learnt through LoRA).
+        initializer_range=0.2,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=5,
+    )
+    config._attn_implementation = "sdpa"
+    return LlamaForCausalLM(config)
