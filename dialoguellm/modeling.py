@@ -289,20 +289,22 @@ def display_name(name: str) -> str:
 def set_threads(num_threads: int | None) -> int:
     """Set torch's CPU threads and return the number used.
 
-    ``num_threads`` > 0 is taken as given. 0 (or None) chooses: all cores on an idle machine, one thread when
-    other processes already keep the CPUs busy (1-minute load average >= 1), because OpenMP threads that wait
-    on each other while sharing cores with other jobs were measured 10-50x slower than a single thread.
+    ``num_threads`` > 0 is taken as given. 0 (or None) chooses the cores that other work leaves free
+    (cores minus the 1-minute load average, at least one), because OpenMP threads that wait on each other
+    while sharing cores with other jobs were measured 10-50x slower than a single thread.
     """
     if num_threads:
         torch.set_num_threads(int(num_threads))
     else:
+        cores = os.cpu_count() or 1
         try:
-            busy = os.getloadavg()[0] >= 1.0
+            free = int(cores - os.getloadavg()[0] + 0.5)
         except (OSError, AttributeError):  # no load average on this platform
-            busy = False
-        if busy:
-            log.info("CPUs busy with other work (load average >= 1): using 1 torch thread")
-            torch.set_num_threads(1)
+            free = cores
+        threads = max(1, min(cores, free))
+        if threads < cores:
+            log.info("CPUs partly busy with other work: using %d of %d torch threads", threads, cores)
+        torch.set_num_threads(threads)
     return torch.get_num_threads()
 
 
