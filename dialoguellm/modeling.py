@@ -289,8 +289,9 @@ def display_name(name: str) -> str:
 def set_threads(num_threads: int | None) -> int:
     """Set torch's CPU threads and return the number used.
 
-    ``num_threads`` > 0 is taken as given. 0 (or None) chooses the cores that other work leaves free
-    (cores minus the 1-minute load average, at least one), because OpenMP threads that wait on each other
+    ``num_threads`` > 0 is taken as given. 0 (or None) chooses the cores that other work leaves free: the
+    1-minute load average less one unit (this pipeline's own recent work, e.g. the previous notebook's
+    kernel) counts as other jobs, and at least one thread is used. This matters because OpenMP threads that wait on each other
     while sharing cores with other jobs were measured 10-50x slower than a single thread.
     """
     if num_threads:
@@ -298,7 +299,8 @@ def set_threads(num_threads: int | None) -> int:
     else:
         cores = os.cpu_count() or 1
         try:
-            free = int(cores - os.getloadavg()[0] + 0.5)
+            others = max(0.0, os.getloadavg()[0] - 1.0)
+            free = int(cores - others + 0.5)
         except (OSError, AttributeError):  # no load average on this platform
             free = cores
         threads = max(1, min(cores, free))

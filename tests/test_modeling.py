@@ -88,9 +88,9 @@ def test_set_threads_explicit_and_auto(monkeypatch):
         monkeypatch.setattr(modeling.os, "cpu_count", lambda: 4)
         monkeypatch.setattr(modeling.os, "getloadavg", lambda: (6.0, 6.0, 6.0))
         assert modeling.set_threads(0) == 1  # busy machine: one thread
-        monkeypatch.setattr(modeling.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+        monkeypatch.setattr(modeling.os, "getloadavg", lambda: (2.2, 2.0, 2.0))
         assert modeling.set_threads(0) == 3  # one core taken by other work
-        monkeypatch.setattr(modeling.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
-        assert modeling.set_threads(0) == 4  # idle: every core
+        monkeypatch.setattr(modeling.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+        assert modeling.set_threads(0) == 4  # only our own recent work: every core
     finally:
         torch.set_num_threads(before)
