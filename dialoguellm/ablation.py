@@ -380,7 +380,7 @@ def evaluate_arms(
     ``clip_id -> description`` map (MELD; ``video.load_description_map``). Arms with the same
     ``eval_key`` are predicted once; their rows name the arm they share predictions with.
     """
-    from tqdm.auto import tqdm
+    from dialoguellm.progress import progress_bar as tqdm
 
     rows: list[dict[str, Any]] = []
     frames: dict[tuple[str, str, int], pd.DataFrame] = {}

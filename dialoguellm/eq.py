@@ -519,7 +519,8 @@ def option_log_probs(
     which then run as one right-padded batch (4x less compute than four full sequences).
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from dialoguellm.progress import progress_bar as tqdm
 
     device, pad = _device(model), _pad_id(tokenizer)
     accepted = _forward_parameters(model)
@@ -564,7 +565,8 @@ def generate_answers(
 ) -> list[str]:
     """Generate an answer to each item's prompt (greedy: the paper's temperature 0.1 is near-greedy)."""
     import torch
-    from tqdm.auto import tqdm
+
+    from dialoguellm.progress import progress_bar as tqdm
 
     prompts = [_encode_prompt(tokenizer, build_prompt(item, tokenizer)) for item in items]
     device, pad = _device(model), _pad_id(tokenizer)

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from dialoguellm.metrics import classification_metrics, save_metrics  # noqa: F401 (re-exported)
+from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import PromptBuilder, PromptExample
 
 log = logging.getLogger(__name__)

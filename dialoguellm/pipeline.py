@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     runs = REPO_DIR / "runs"
+    # papermill shows a kernel's text output in this terminal, not its widgets: ask for text progress bars
+    os.environ.setdefault("DIALOGUELLM_PROGRESS", "text")
     if args.command == "reproduce":
         run_dir = Path(args.run_dir) if args.run_dir else None
         if run_dir is None and not args.fresh:

@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dialoguellm import evaluate, modeling
 from dialoguellm.config import Config, save_config
 from dialoguellm.io import read_json, write_json
+from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import PromptBuilder, PromptExample, make_builders, rows_of
 
 log = logging.getLogger(__name__)

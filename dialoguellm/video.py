@@ -823,7 +823,7 @@ def describe_clips(
     A clip whose frames cannot be decoded, or whose description fails or comes back empty, is recorded as
     failed with the reason, and the run goes on.
     """
-    from tqdm.auto import tqdm
+    from dialoguellm.progress import progress_bar as tqdm
 
     cache = cache if isinstance(cache, DescriptionCache) else DescriptionCache(cache)
     prompt = prompt if prompt is not None else load_prompt(n_frames)

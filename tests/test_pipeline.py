@@ -61,3 +61,15 @@ def test_a_stopped_run_continues_where_it_stopped(stages, tmp_path):
         run, {**params, "01_first": {"FAIL_IF": "x"}}, figures=tmp_path / "fig", notebooks_dir=stages
     )
     assert _log(run) == ["01", "02", "01", "02"]
+
+
+def test_progress_bars_are_text_lines_under_the_pipeline(monkeypatch):
+    from tqdm.std import tqdm as text_tqdm
+
+    from dialoguellm.progress import PROGRESS_ENV, progress_bar
+
+    monkeypatch.setenv(PROGRESS_ENV, "text")
+    bar = progress_bar(range(3), disable=True)
+    assert type(bar) is text_tqdm and bar.mininterval == 30.0
+    monkeypatch.delenv(PROGRESS_ENV)
+    assert list(progress_bar(range(3), disable=True)) == [0, 1, 2]
