@@ -3,6 +3,7 @@ where it stopped, redoing only what is not finished or whose inputs changed."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import nbformat
@@ -69,7 +70,9 @@ def test_progress_bars_are_text_lines_under_the_pipeline(monkeypatch):
     from dialoguellm.progress import PROGRESS_ENV, progress_bar
 
     monkeypatch.setenv(PROGRESS_ENV, "text")
-    bar = progress_bar(range(3), disable=True)
+    out = io.StringIO()
+    bar = progress_bar(range(3), desc="scoring", file=out)
     assert type(bar) is text_tqdm and bar.mininterval == 30.0
+    assert list(bar) == [0, 1, 2] and "scoring" in out.getvalue()
     monkeypatch.delenv(PROGRESS_ENV)
     assert list(progress_bar(range(3), disable=True)) == [0, 1, 2]
