@@ -4,6 +4,7 @@ between them.
 
     python -m dialoguellm.pipeline reproduce [--run-dir runs/NAME] [--only 01 03]
     python -m dialoguellm.pipeline figures [--run-dir runs/NAME]
+    python -m dialoguellm.pipeline summary [--run-dir runs/NAME]
 """
 
 from __future__ import annotations
@@ -213,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 03")
     fig = sub.add_parser("figures", help="rewrite figures/ from a finished run's saved results")
     fig.add_argument("--run-dir", help="run folder (default: runs/latest)")
+    summ = sub.add_parser("summary", help="print a finished run's headline numbers as Markdown")
+    summ.add_argument("--run-dir", help="run folder (default: runs/latest)")
     args = parser.parse_args(argv)
 
     runs = REPO_DIR / "runs"
@@ -237,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
             f"Done: {report['total_minutes']} min, peak memory {report['peak_memory_gb']} GB. "
             f"Executed notebooks and results in {run_dir}; figures in {figures_dir()}."
         )
+        return 0
+    if args.command == "summary":
+        from dialoguellm.summary import run_summary
+
+        print(run_summary(Path(args.run_dir) if args.run_dir else runs / "latest"))
         return 0
     from dialoguellm.figures import regenerate
 

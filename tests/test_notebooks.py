@@ -135,3 +135,23 @@ def test_wrong_parameter_type_is_refused_before_running(tmp_path):
         pipeline.run_notebook(notebook, tmp_path, {"EXAMPLE_DIALOGUES": "two"})
     with pytest.raises(ValueError, match=r"has no parameter 'NOT_A_PARAMETER'"):
         pipeline.run_notebook(notebook, tmp_path, {"NOT_A_PARAMETER": 1})
+
+
+@pytest.mark.slow
+def test_run_summary_reports_every_stage(notebook_run):
+    from dialoguellm.summary import run_summary
+
+    run, errors, _ = notebook_run
+    assert not any(errors.values())
+    text = run_summary(run)
+    assert "| meld | 24 |" in text and "| emorynlp | 24 |" in text  # 04's tiny test sample
+    assert "meld/majority | 48.1 | 31.3" in text  # the majority baseline on MELD's full test set
+    for section in ("Ablations", "Neutral share", "SECEU"):
+        assert section in text
+
+
+def test_run_summary_without_records_says_what_to_do(tmp_path):
+    from dialoguellm.summary import run_summary
+
+    with pytest.raises(FileNotFoundError, match="run `make reproduce` first"):
+        run_summary(tmp_path)

@@ -1,0 +1,124 @@
+"""The headline numbers of a finished run, as Markdown, read from what its notebooks recorded.
+
+``python -m dialoguellm.pipeline summary [--run-dir runs/latest]`` prints it; the README's results are
+pasted from this output, so every number there names the command and run that produced it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dialoguellm.io import read_json
+
+
+def _records(run_dir: Path) -> dict[str, dict[str, Any]]:
+    folder = run_dir / "records"
+    return {path.stem: read_json(path) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def run_summary(run_dir: str | os.PathLike) -> str:
+    """Markdown tables of a run's stages, test results, baselines, ablations, error analysis and SECEU."""
+    run_dir = Path(run_dir)
+    records = _records(run_dir)
+    if not records:
+        raise FileNotFoundError(f"No records in {run_dir / 'records'}: run `make reproduce` first.")
+    out: list[str] = [f"Run folder: `{run_dir.resolve().name}`", ""]
+    pipeline = run_dir / "pipeline.json"
+    if pipeline.is_file():
+        report = read_json(pipeline)
+        rows = [
+            [s["notebook"], f"{s['seconds'] / 60:.1f}", "yes" if s.get("skipped") else ""]
+            for s in report["stages"]
+        ]
+        out += _table(["stage", "minutes", "skipped (done earlier)"], rows)
+        if "total_minutes" in report:
+            out += [
+                f"Total {report['total_minutes']} min; peak memory of a kernel {report['peak_memory_gb']} GB.",
+                "",
+            ]
+    training = records.get("03_training", {})
+    evaluation = records.get("04_evaluation", {})
+    if evaluation:
+        out += [
+            f"Model: {evaluation.get('model')}; hardware: {evaluation.get('hardware')}; "
+            f"{training.get('steps', '?')} training steps in {training.get('train_minutes', '?')} min; "
+            f"evaluation ({evaluation.get('mode')}, {evaluation.get('split')}) in {evaluation.get('eval_minutes')} min.",
+            "",
+        ]
+        rows = []
+        for name in evaluation.get("accuracy", {}):
+            rows.append(
+                [
+                    name,
+                    evaluation["n"][name],
+                    _pct(evaluation["accuracy"][name]),
+                    _pct(evaluation["weighted_f1"][name]),
+                    _pct(evaluation["macro_f1"][name]),
+                    _pct((evaluation.get("weighted_f1_uncalibrated") or {}).get(name)),
+                    _pct((evaluation.get("zero_shot_weighted_f1") or {}).get(name)),
+                ]
+            )
+        header = ["test set", "n", "accuracy", "weighted F1", "macro F1", "weighted F1, no dev correction"]
+        out += _table([*header, "weighted F1, untuned model"], rows)
+    ablations = records.get("05_ablations", {})
+    if ablations.get("baselines"):
+        rows = [
+            [key.rsplit("/", 1)[0], f"{v['accuracy']:.1f}", f"{v['weighted_f1']:.1f}"]
+            for key, v in ablations["baselines"].items()
+            if key.endswith("/test")
+        ]
+        out += ["Baselines on the same test sets:", ""] + _table(
+            ["corpus / baseline", "accuracy", "weighted F1"], rows
+        )
+    if ablations.get("arms"):
+        out += [
+            f"Ablations ({ablations.get('mode')} mode, {ablations.get('per_dataset')} test utterances per corpus, "
+            f"seeds {ablations.get('seeds')}; {ablations.get('model')}):",
+            "",
+        ]
+        # arm values are recorded in percent already
+        rows = [
+            [
+                key,
+                f"{v['weighted_f1']:.1f} ± {v['weighted_f1_sd']:.1f}",
+                "-" if v.get("delta_weighted_f1") is None else f"{v['delta_weighted_f1']:+.1f}",
+                "-" if v.get("paper_weighted_f1") is None else v["paper_weighted_f1"],
+            ]
+            for key, v in ablations["arms"].items()
+        ]
+        out += _table(["arm / corpus", "weighted F1 (mean ± sd)", "difference from base arm", "paper"], rows)
+    analysis = records.get("06_error_analysis", {})
+    if analysis.get("neutral_share"):
+        rows = [
+            [name, _pct(s["true"]), _pct(s["predicted"]), _pct(s.get("corrected"))]
+            for name, s in analysis["neutral_share"].items()
+        ]
+        out += ["Neutral share on test (%):", ""] + _table(
+            ["corpus", "true", "predicted", "prior-corrected"], rows
+        )
+        rows = [
+            [key, _pct(v["accuracy"]), _pct(v["weighted_f1"])]
+            for key, v in analysis["prior_correction"].items()
+        ]
+        out += _table(["corpus / predictions", "accuracy", "weighted F1"], rows)
+    seceu = records.get("07_emotional_intelligence", {})
+    if seceu.get("status") == "scored":
+        rows = [[k, r["items"], r["seceu"], r["eq"], r["pattern_r"]] for k, r in seceu["results"].items()]
+        out += [f"SECEU ({seceu['mode']} mode):", ""] + _table(
+            ["model", "items", "SECEU", "EQ", "pattern r"], rows
+        )
+    elif seceu:
+        out += [f"SECEU: {seceu.get('status')}", ""]
+    return "\n".join(out)
