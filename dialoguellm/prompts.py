@@ -227,18 +227,19 @@ class PromptBuilder:
         parts.append(t["input"].format(speaker=row["speaker"], text=row["text"]))
         return t["section_separator"].join(parts)
 
-    def _demo_parts(self) -> list[tuple[str, str]]:
+    def _demo_parts(self, demonstrations: Sequence[Demonstration] | None = None) -> list[tuple[str, str]]:
         return [
             (
                 self.query_text(d.row, d.context, self.description_of(d.row)),
                 self.answer_text(self._label_of(d.row)),
             )
-            for d in self.demonstrations
+            for d in (self.demonstrations if demonstrations is None else demonstrations)
         ]
 
-    def render(self, query: str) -> str:
-        """The full prompt text around a query (instruction, demonstrations, the query, the answer cue)."""
-        demos = self._demo_parts()
+    def render(self, query: str, demonstrations: Sequence[Demonstration] | None = None) -> str:
+        """The full prompt text around a query (instruction, demonstrations, the query, the answer cue).
+        ``demonstrations`` replaces the builder's own (used when their context must be trimmed)."""
+        demos = self._demo_parts(demonstrations)
         if self.style == "plain":
             t = self.template
             shown = "".join(t["plain_demonstration"].format(query=q, answer=a) for q, a in demos)
@@ -265,7 +266,9 @@ class PromptBuilder:
         dialogue: Sequence[Mapping[str, Any]],
         descriptions: Mapping[str, str] | None = None,
     ) -> PromptExample:
-        """The prompt of ``row`` within the budget: context trimmed oldest-first, then the description.
+        """The prompt of ``row`` within the budget: context trimmed oldest-first, then the description, then
+        the demonstrations' own context (oldest turn first; only for the prompts that need it, so the others
+        keep sharing one demonstration prefix).
 
         ``descriptions`` is the ``clip_id -> text`` map of ``row``'s split (MELD reuses clip ids across
         splits); by default the builder's own map (the training split's, used for demonstrations).
@@ -273,8 +276,9 @@ class PromptBuilder:
         context = context_of(row, dialogue, self.context_turns)
         description = self.description_of(row, descriptions)
         budget = self.cutoff_len - self.max_answer_len
+        demos = list(self.demonstrations)
         while True:
-            text = self.render(self.query_text(row, context, description))
+            text = self.render(self.query_text(row, context, description), demos)
             ids = self.tokenize_prompt(text)
             if len(ids) <= budget:
                 break
@@ -282,11 +286,13 @@ class PromptBuilder:
                 context = context[1:]
             elif description:
                 description = ""
+            elif any(d.context for d in demos):
+                demos = [Demonstration(row=d.row, context=d.context[1:]) for d in demos]
             else:
                 raise PromptTooLongError(
                     f"{self.dataset} utterance {row.get('utterance_id')} (dialogue {row.get('dialogue_id')}, "
                     f"turn {row.get('turn')}): the prompt needs {len(ids)} tokens + {self.max_answer_len} for the "
-                    f"answer with no context, more than prompt.cutoff_len={self.cutoff_len}. Raise "
+                    f"answer with no context at all, more than prompt.cutoff_len={self.cutoff_len}. Raise "
                     "prompt.cutoff_len or lower prompt.k_shot."
                 )
         return PromptExample(

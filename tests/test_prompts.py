@@ -126,3 +126,26 @@ def test_emorynlp_rows(tiny_tokenizer):
     corpus = synthetic_corpus("emorynlp")
     examples = _builder(tiny_tokenizer, "emorynlp").build_split(corpus["dev"])
     assert len(examples) == len(corpus["dev"]) and all(e.dataset == "emorynlp" for e in examples)
+
+
+def test_budget_trims_the_demonstration_context_last(tiny_tokenizer, meld_corpus):
+    from dialoguellm.prompts import make_builders
+
+    def builder(cutoff):
+        return make_builders(
+            tiny_tokenizer, {"meld": meld_corpus}, context_turns="all", k_shot=1, seed=3, cutoff_len=cutoff
+        )["meld"]
+
+    rows = meld_corpus["test"]
+    index = dialogue_index(rows)
+    target = rows[0]  # first turn: the query has no context to trim
+    roomy = builder(1024)
+    demo = roomy.demonstrations[0]
+    assert demo.context, "the seed must draw a demonstration with context for this test"
+    full = roomy.build(target, index[target["dialogue_id"]])
+    tight = builder(len(full.prompt_ids) + roomy.max_answer_len - 1)
+    trimmed = tight.build(target, index[target["dialogue_id"]])
+    assert len(trimmed.prompt_ids) < len(full.prompt_ids)
+    assert demo.context[0]["text"] not in trimmed.prompt  # the demonstration's oldest turn went first
+    assert demo.row["text"] in trimmed.prompt and target["text"] in trimmed.prompt
+    assert tight.demonstrations[0].context == demo.context  # the builder's own demonstrations are untouched
