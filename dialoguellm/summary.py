@@ -35,19 +35,18 @@ def run_summary(run_dir: str | os.PathLike) -> str:
     if not records:
         raise FileNotFoundError(f"No records in {run_dir / 'records'}: run `make reproduce` first.")
     out: list[str] = [f"Run folder: `{run_dir.resolve().name}`", ""]
+    # every finished stage leaves a marker, also when the run was continued in several invocations
+    stages = [read_json(path) for path in sorted((run_dir / "stages").glob("*.json"))]
+    if stages:
+        rows = [[s["notebook"], f"{s['seconds'] / 60:.1f}"] for s in stages]
+        out += _table(["stage", "minutes"], rows)
+        out += [f"Total {sum(s['seconds'] for s in stages) / 60:.1f} min over {len(stages)} stages.", ""]
     pipeline = run_dir / "pipeline.json"
-    if pipeline.is_file():
-        report = read_json(pipeline)
-        rows = [
-            [s["notebook"], f"{s['seconds'] / 60:.1f}", "yes" if s.get("skipped") else ""]
-            for s in report["stages"]
+    if pipeline.is_file() and "peak_memory_gb" in (report := read_json(pipeline)):
+        out += [
+            f"Peak memory of a notebook kernel in the last invocation: {report['peak_memory_gb']} GB.",
+            "",
         ]
-        out += _table(["stage", "minutes", "skipped (done earlier)"], rows)
-        if "total_minutes" in report:
-            out += [
-                f"Total {report['total_minutes']} min; peak memory of a kernel {report['peak_memory_gb']} GB.",
-                "",
-            ]
     training = records.get("03_training", {})
     evaluation = records.get("04_evaluation", {})
     if evaluation:
