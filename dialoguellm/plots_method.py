@@ -75,17 +75,24 @@ def plot_confusion_matrices(results: Mapping[str, Mapping[str, Any]], path: str 
 def plot_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Weighted F1 per corpus: our run(s) next to the paper's rows (input: evaluate.comparison_table)."""
     datasets = list(dict.fromkeys(table["dataset"]))
+    systems = list(dict.fromkeys(table["system"]))  # one row per system, shared by every panel
+    row = {system: i for i, system in enumerate(systems)}
     with style_context():
-        fig = Figure(figsize=(4.8 * len(datasets), 0.35 * table["system"].nunique() + 2.2))
-        axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+        fig = Figure(figsize=(4.5 + 3.0 * len(datasets), 0.32 * len(systems) + 1.6), layout="constrained")
+        axes = fig.subplots(1, len(datasets), sharey=True, squeeze=False)[0]
         for ax, name in zip(axes, datasets, strict=True):
             part = table[(table["dataset"] == name) & table["weighted_f1"].notna()]
             colours = ["tab:orange" if ours else "tab:grey" for ours in part["ours"]]
-            ax.barh(part["system"], part["weighted_f1"], color=colours)
-            ax.invert_yaxis()
+            ys = [row[system] for system in part["system"]]
+            ax.barh(ys, part["weighted_f1"], color=colours)
+            for y, value in zip(ys, part["weighted_f1"], strict=True):
+                ax.text(value + 1, y, f"{value:.1f}", va="center", fontsize=8)
+            ax.set_xlim(0, 100)
             ax.set_xlabel("weighted F1 (%)")
             ax.set_title(name)
-        fig.tight_layout()
+        axes[0].set_yticks(range(len(systems)), systems)
+        axes[0].invert_yaxis()
+        fig.suptitle("Test weighted F1: ours (orange) next to the paper's Table 3 rows (grey)")
         return save_figure(fig, path)
 
 
