@@ -335,24 +335,14 @@ def predict_arm(
     arm runs ``model`` with its adapter switched off.
     """
     from dialoguellm.evaluate import predict_by_scoring
-    from dialoguellm.prompts import make_builders
+    from dialoguellm.prompts import builders_from_config
 
     if split == "train":
         raise ValueError("Ablations are evaluated on dev or test, never on the training split.")
     descriptions = descriptions or {}
-    p = arm.config.prompt
-    builder = make_builders(
-        tokenizer,
-        {dataset: splits},
-        template=p.template,
-        style=p.style,
-        context_turns=p.context_turns,
-        k_shot=p.k_shot,
-        seed=arm.config.train.seed if demo_seed is None else demo_seed,
-        descriptions=descriptions.get("train", {}),
-        use_video=p.use_video,
-        cutoff_len=p.cutoff_len,
-    )[dataset]
+    builder = builders_from_config(tokenizer, {dataset: splits}, arm.config, descriptions, seed=demo_seed)[
+        dataset
+    ]
     examples = builder.build_split(splits[split], descriptions.get(split, {}), only=only)
     with _adapter_off(model) if not arm.tuned else contextlib.nullcontext():
         return predict_by_scoring(model, tokenizer, builder, examples, batch_size, dtype, progress=False)

@@ -611,22 +611,10 @@ def rebuild_prompts(
 ) -> dict[str, str]:
     """``example_id -> prompt text`` for a few utterances, built as training/evaluation built them (same
     settings, same demonstrations), so the example browser shows what the model read without re-running it."""
-    from dialoguellm.prompts import dialogue_index, make_builders, rows_of
+    from dialoguellm.prompts import builders_from_config, dialogue_index, rows_of
 
     descriptions = descriptions or {}
-    p = config.prompt
-    builder = make_builders(
-        tokenizer,
-        {dataset: corpus},
-        template=p.template,
-        style=p.style,
-        context_turns=p.context_turns,
-        k_shot=p.k_shot,
-        seed=config.train.seed,
-        descriptions=descriptions.get("train", {}),
-        use_video=p.use_video,
-        cutoff_len=p.cutoff_len,
-    )[dataset]
+    builder = builders_from_config(tokenizer, {dataset: corpus}, config, descriptions)[dataset]
     rows = rows_of(corpus[split])
     index = dialogue_index(rows)
     wanted = set(map(str, example_ids))

@@ -373,3 +373,28 @@ def make_builders(
             cutoff_len=cutoff_len,
         )
     return builders
+
+
+def builders_from_config(
+    tokenizer: Any,
+    datasets: Mapping[str, Any],
+    config: Any,
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
+    seed: int | None = None,
+) -> dict[str, PromptBuilder]:
+    """``make_builders`` with a run config's prompt settings (``config.prompt``), its demonstration seed
+    (``config.train.seed`` unless ``seed`` is given) and the training split's descriptions
+    (``descriptions``: ``split -> {clip_id: text}``), as training, evaluation, ablations and analysis use it."""
+    p = config.prompt
+    return make_builders(
+        tokenizer,
+        datasets,
+        template=p.template,
+        style=p.style,
+        context_turns=p.context_turns,
+        k_shot=p.k_shot,
+        seed=config.train.seed if seed is None else seed,
+        descriptions=(descriptions or {}).get("train", {}),
+        use_video=p.use_video,
+        cutoff_len=p.cutoff_len,
+    )

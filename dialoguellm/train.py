@@ -38,7 +38,7 @@ from dialoguellm import evaluate, modeling
 from dialoguellm.config import Config, save_config
 from dialoguellm.io import read_json, write_json
 from dialoguellm.progress import progress_bar as tqdm
-from dialoguellm.prompts import PromptBuilder, PromptExample, make_builders, rows_of
+from dialoguellm.prompts import PromptBuilder, PromptExample, builders_from_config, rows_of
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +85,8 @@ def prepare_examples(
     ``descriptions``: ``split -> {clip_id: text}`` (MELD reuses clip ids across splits); missing = none.
     """
     descriptions = descriptions or {}
-    p = config.prompt
-    builders = make_builders(
-        tokenizer,
-        {name: corpora[name] for name in config.data.datasets},
-        template=p.template,
-        style=p.style,
-        context_turns=p.context_turns,
-        k_shot=p.k_shot,
-        seed=config.train.seed,
-        descriptions=descriptions.get("train", {}),
-        use_video=p.use_video,
-        cutoff_len=p.cutoff_len,
+    builders = builders_from_config(
+        tokenizer, {name: corpora[name] for name in config.data.datasets}, config, descriptions
     )
     sizes = {
         "train": config.data.train_per_dataset,
