@@ -23,7 +23,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +35,7 @@ import torch
 
 from dialoguellm import evaluate, modeling
 from dialoguellm.config import Config, save_config
-from dialoguellm.io import read_json, write_json
+from dialoguellm.io import atomic_folder, read_json, write_json
 from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import PromptBuilder, PromptExample, builders_from_config, rows_of
 
@@ -252,15 +251,8 @@ def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
 
 def save_adapter(model: Any, folder: Path) -> Path:
     """Save the LoRA adapter (safetensors) into ``folder``, replacing it in one rename."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(folder) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
     return folder
 
 
@@ -270,14 +262,7 @@ def save_checkpoint(
     """Trainable weights + AdamW moments as safetensors and the loop state as JSON (no pickle anywhere)."""
     from safetensors.torch import save_file
 
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     names = list(_trainable(model))
-    save_file(
-        {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()},
-        str(tmp / "weights.safetensors"),
-    )
     opt = optimizer.state_dict()
     tensors, steps = {}, {}
     for idx, entry in opt["state"].items():
@@ -286,20 +271,19 @@ def save_checkpoint(
                 steps[str(idx)] = float(value)
             else:
                 tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
     meta = dict(state)
     meta.update({"param_names": names, "optimizer_steps": steps, "param_groups": opt["param_groups"]})
     meta["rng"] = {
         "python": list(random.getstate()[1]),
         "torch": torch.get_rng_state().tolist(),
     }
-    (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(folder) as tmp:
+        save_file(
+            {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()},
+            str(tmp / "weights.safetensors"),
+        )
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 def load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, folder: Path) -> dict[str, Any]:

@@ -267,3 +267,17 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path):
         write_json(path, {"f1": object()})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_failed_folder_write_keeps_the_previous_folder(tmp_path):
+    from dialoguellm.io import atomic_folder
+
+    target = tmp_path / "adapter"
+    with atomic_folder(target) as tmp:
+        (tmp / "weights.safetensors").write_bytes(b"v1")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with atomic_folder(target) as tmp:
+            (tmp / "weights.safetensors").write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert (target / "weights.safetensors").read_bytes() == b"v1"
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
