@@ -294,12 +294,9 @@ def _build_tiny_llama(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(request, tmp_path_factory) -> Path:
-    """The shared ``tiny_model_dir`` fixture when conftest has it, else our own tiny LLaMA folder."""
-    try:
-        return Path(request.getfixturevalue("tiny_model_dir"))
-    except pytest.FixtureLookupError:
-        return _build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+def tiny_dir(tiny_model_dir) -> Path:
+    """The shared tiny LLaMA (tests/conftest.py) as a Path."""
+    return Path(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
