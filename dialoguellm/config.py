@@ -9,6 +9,7 @@ every result, so a number can always be traced to what produced it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import types
 import typing
@@ -22,6 +23,7 @@ from dialoguellm.io import atomic_path
 from dialoguellm.paths import REPO_DIR
 
 CONFIG_DIR = REPO_DIR / "configs"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -258,29 +260,54 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>", overrides: dic
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: the top level must be a mapping of sections ({', '.join(_SECTIONS)}).")
     merged = _merge(raw, overrides, source)
+    overridden = set(overrides or {})
     sections: dict[str, Any] = {}
     for section, values in merged.items():
         if section not in _SECTION_CLASSES:
             raise ValueError(
                 f"{source}: unknown section {section!r}; expected one of {', '.join(_SECTION_CLASSES)}."
             )
-        cls = _SECTION_CLASSES[section]
         if values is None:
             values = {}
         if not isinstance(values, dict):
             raise ValueError(f"{source}: section {section!r} must be a mapping of key: value.")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in values.items():
-            if key not in fields:
-                raise ValueError(
-                    f"{source}: unknown key {section}.{key}; valid keys in {section}: {', '.join(fields)}."
-                )
-            kwargs[key] = _coerce(value, fields[key].type, f"{source}: {section}.{key}")
-        sections[section] = cls(**kwargs)
+            # An override names itself in the message: the file is not where the bad value is.
+            where = f"{source} (override {section}.{key})" if f"{section}.{key}" in overridden else source
+            kwargs[key] = _checked_value(section, key, value, where)
+        sections[section] = _SECTION_CLASSES[section](**kwargs)
     config = Config(**sections, source=source)
     validate(config)
     return config
+
+
+def _checked_value(section: str, key: str, value: Any, where: str) -> Any:
+    """``value`` for setting ``section.key``, coerced to its type, or a ValueError naming ``where``."""
+    fields = {f.name: f for f in dataclasses.fields(_SECTION_CLASSES[section])}
+    if key not in fields:
+        raise ValueError(
+            f"{where}: unknown key {section}.{key}; valid keys in {section}: {', '.join(fields)}."
+        )
+    return _coerce(value, fields[key].type, f"{where}: {section}.{key}")
+
+
+def check_overrides(overrides: Any, where: str) -> None:
+    """Check dotted overrides (``{"train.lr": 1e-4}``) on their own: known keys, values of the right type.
+
+    For callers that apply them later to a config they do not have yet (a notebook's OVERRIDES parameter,
+    checked before the notebook starts). Combinations are validated when the config is built.
+    """
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{where}: overrides must be a mapping of section.key to value, got {overrides!r}.")
+    for key, value in overrides.items():
+        section, _, name = str(key).partition(".")
+        if not name or section not in _SECTION_CLASSES:
+            raise ValueError(
+                f"{where}: override {key!r} must be section.key with a section of "
+                f"{', '.join(_SECTION_CLASSES)}, e.g. train.lr."
+            )
+        _checked_value(section, name, _parse_override_value(value), where)
 
 
 def validate(config: Config) -> None:
@@ -297,6 +324,13 @@ def validate(config: Config) -> None:
         fail("model.quantization", f"is {m.quantization!r}; use none, 8bit or 4bit.")
     if m.num_threads < 0:
         fail("model.num_threads", "must be >= 0 (0 keeps torch's default).")
+    if m.trust_remote_code:
+        log.warning(
+            "%s: model.trust_remote_code is true: loading %s will run Python code shipped with the model. "
+            "Keep it false unless you have read that code.",
+            src,
+            m.name,
+        )
     if lo.r < 1:
         fail("lora.r", f"is {lo.r}; the LoRA rank must be >= 1 (the paper uses 4).")
     if lo.alpha <= 0:
@@ -331,6 +365,14 @@ def validate(config: Config) -> None:
         fail("train.epochs", f"is {t.epochs}; it must be > 0.")
     if t.micro_batch_size < 1 or t.grad_accum < 1:
         fail("train.micro_batch_size/grad_accum", "must both be >= 1.")
+    if t.batch_size % t.micro_batch_size:
+        lower = t.batch_size // t.micro_batch_size * t.micro_batch_size
+        fail(
+            "train.batch_size",
+            f"is {t.batch_size}, not a multiple of train.micro_batch_size {t.micro_batch_size}; use "
+            f"{lower or t.micro_batch_size} or {lower + t.micro_batch_size} (grad_accum = batch_size / "
+            "micro_batch_size).",
+        )
     if t.batch_size != t.micro_batch_size * t.grad_accum:
         fail(
             "train.batch_size",

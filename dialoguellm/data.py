@@ -633,8 +633,33 @@ def load_curated(run_dir: str | os.PathLike, dataset: str) -> DatasetDict:
                 "with the same RUN_DIR first (make reproduce does)."
             )
         # Read in memory (no Hugging Face cache folder); the schema is enforced on the way in.
-        splits[split] = Dataset.from_list(pq.read_table(path).to_pylist(), features=RECORD_FEATURES)
+        rows = pq.read_table(path).to_pylist()
+        _check_label_set(rows, dataset, path)
+        splits[split] = Dataset.from_list(rows, features=RECORD_FEATURES)
     return _as_dataset_dict(splits)
+
+
+def _check_label_set(rows: list[dict[str, Any]], dataset: str, path: Path) -> None:
+    """Every row of a curated ``dataset`` file belongs to it and uses its label set (``labels.LABELS``),
+    so prompts and metrics never pair one corpus's labels with another's names."""
+    vocabulary = label_vocab.label_names(dataset)
+    fix = f"run notebooks/01_data_curation.ipynb again for this RUN_DIR (it rewrites {path.parent})"
+    for n, row in enumerate(rows, start=1):
+        where = f"{path}, row {n}"
+        if row.get("dataset") != dataset:
+            raise CorpusError(
+                f"{where}: field 'dataset' is {row.get('dataset')!r} in the {dataset} folder; {fix}."
+            )
+        if row.get("label") not in vocabulary:
+            raise CorpusError(
+                f"{where}: label {row.get('label')!r} is not in the {dataset} label set "
+                f"({', '.join(vocabulary)}); {fix}."
+            )
+        if row.get("label_id") != vocabulary.index(row["label"]):
+            raise CorpusError(
+                f"{where}: label_id {row.get('label_id')!r} does not match label {row['label']!r} (id "
+                f"{vocabulary.index(row['label'])} in the {dataset} label set); {fix}."
+            )
 
 
 # ---------------------------------------------------------------------------------------- summaries

@@ -108,22 +108,99 @@ def ensure_embedded_cache() -> Path:
     return target
 
 
+# GGUF architectures transformers reads that this project still cannot use. Training and label scoring run a
+# batch's shared prompt prefix once and broadcast its attention key/value cache, and LoRA targets attention
+# projections (lora.target_modules), so a model must be a decoder-only transformer.
+GGUF_UNUSABLE = {
+    "mamba": "a state-space model with no attention key/value cache",
+    "t5": "an encoder-decoder model, not a decoder-only language model",
+    "umt5": "an encoder-decoder model, not a decoder-only language model",
+}
+
+
+def gguf_architectures() -> list[str]:
+    """The GGUF ``general.architecture`` values this project can load (transformers' list, less the unusable)."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    skip = {"general", "tokenizer", *GGUF_UNUSABLE}  # the first two are metadata sections, not models
+    return sorted(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in skip)
+
+
+def check_gguf(path: str | os.PathLike) -> str:
+    """Read a GGUF file's header and return its architecture, or raise naming the file and the fix.
+
+    Only the metadata is read (memory-mapped), so this is cheap even for a 7B file; it runs before any
+    weights are dequantised, instead of an error from deep inside transformers.
+    """
+    from gguf import GGUFReader
+
+    path = Path(path)
+    try:
+        reader = GGUFReader(str(path))
+    except (ValueError, OSError, IndexError) as err:
+        raise ValueError(
+            f"{path} is not a readable GGUF file ({err}); check model.name, or download the file again."
+        ) from None
+    field = reader.fields.get("general.architecture")
+    if field is None:
+        raise ValueError(f"{path}: GGUF header has no general.architecture; the file is not a model.")
+    architecture = bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
+    usable = gguf_architectures()
+    if architecture not in usable:
+        why = GGUF_UNUSABLE.get(architecture, "an architecture transformers cannot load from GGUF")
+        raise ValueError(
+            f"{path}: GGUF architecture {architecture!r} is not supported ({why}). Use a GGUF of a "
+            f"decoder-only transformer ({', '.join(usable)}), or a model folder written by save_pretrained "
+            "(model.name)."
+        )
+    return architecture
+
+
+def _looks_like_a_path(name: str) -> bool:
+    # A hub id is "name" or "org/name"; anything absolute, relative to ".", "~" or with deeper folders is a path.
+    return name.startswith((os.sep, ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
 def resolve_model_path(name: str) -> tuple[str, str | None]:
-    """Turn a model name into ``(folder_or_hub_id, gguf_file_or_None)`` for ``from_pretrained``."""
+    """Turn a model name into ``(folder_or_hub_id, gguf_file_or_None)`` for ``from_pretrained``.
+
+    Local names are checked here, so a wrong ``model.name`` is reported before anything is loaded: a missing
+    path, a folder that is not a model (a LoRA adapter, a data folder), a GGUF file that is not GGUF or
+    holds an architecture this project cannot use.
+    """
     if name == EMBEDDED:
         return str(ensure_embedded_cache()), None
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"GGUF model file not found: {path}; check model.name.")
+        check_gguf(path)
         return str(path.parent), path.name
     if path.exists():
+        if path.is_file():
+            raise FileNotFoundError(
+                f"model.name {path} is a file but not a .gguf; pass a model folder written by save_pretrained, "
+                "a .gguf file, a hub id, or 'embedded'."
+            )
         if not (path / "config.json").is_file():
+            if (path / "adapter_config.json").is_file():
+                base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get(
+                    "base_model_name_or_path"
+                )
+                raise FileNotFoundError(
+                    f"{path} holds a LoRA adapter, not a model: set model.name to its base model ({base}) and "
+                    "evaluate the adapter with `dialoguellm evaluate --run-dir` (or ADAPTER_DIR in the notebooks)."
+                )
             raise FileNotFoundError(
                 f"Model folder {path} has no config.json; pass a folder written by save_pretrained, "
                 "a .gguf file, a hub id, or 'embedded'."
             )
         return str(path), None
+    if _looks_like_a_path(name):
+        raise FileNotFoundError(
+            f"Model folder not found: {path}. Check model.name (or the notebook's MODEL): a local folder "
+            "written by save_pretrained, a .gguf file, a hub id like org/name, or 'embedded'."
+        )
     return name, None  # a hub id: from_pretrained resolves (and reports) it
 
 

@@ -94,12 +94,19 @@ def _check_parameters(notebook: Path, params: Mapping[str, Any]) -> None:
             )
         default = declared[name]["default"]
         expected = _literal_type(default)
-        if expected is not None and value is not None and not isinstance(value, expected):
+        # bool is a subclass of int, but True for a count is a mistake, not a number
+        wrong_bool = isinstance(value, bool) and expected is not None and bool not in expected
+        if expected is not None and value is not None and (wrong_bool or not isinstance(value, expected)):
             raise TypeError(
                 f"{notebook.name}: parameter {name} must be {' or '.join(t.__name__ for t in expected)} "
                 f"(default {default}), "
                 f"got {type(value).__name__} {value!r}."
             )
+    if params.get("OVERRIDES"):
+        from dialoguellm.config import check_overrides
+
+        # Settings are checked here rather than minutes later inside the kernel.
+        check_overrides(params["OVERRIDES"], f"{notebook.name}: parameter OVERRIDES")
 
 
 def _literal_type(source: str) -> tuple[type, ...] | None:
@@ -160,6 +167,10 @@ def run_notebooks(
     selected = [
         p for p in notebook_paths(notebooks_dir) if not only or any(p.name.startswith(o) for o in only)
     ]
+    # Every stage's parameters are checked before anything runs or any stage marker is touched, so a typo
+    # in a late stage's parameters neither wastes the early stages nor marks a finished stage unfinished.
+    for path in selected:
+        _check_parameters(path, (parameters or {}).get(path.stem) or {})
     report: dict[str, Any] = {"run_dir": str(run_dir), "stages": []}
     sources = source_fingerprint()
     previous = ""

@@ -609,7 +609,13 @@ def read_description_file(
         raise FileNotFoundError(f"Descriptions file not found: {path}")
     suffix = path.suffix.lower()
     raw: list[tuple[str, Any]] = []  # (where, row)
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); is it a video or another binary file? "
+            "Pass a JSONL, CSV or JSON file of descriptions saved as UTF-8."
+        ) from None
     if suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -637,16 +643,22 @@ def read_description_file(
         elif isinstance(data, list):
             raw = [(f"item {i}", row) for i, row in enumerate(data)]
         else:
-            raise ValueError(f"{path}: expected a JSON list or object, found {type(data).__name__}.")
+            raise ValueError(
+                f"{path}: expected a JSON list or object, found {type(data).__name__}; write a list of "
+                f'{{"{id_field}": ..., "{text_field}": ...}} objects or one {{clip_id: description}} object.'
+            )
     else:
         raise ValueError(f"{path}: unknown descriptions format {suffix!r}; use .jsonl, .csv or .json.")
     if not raw:
-        raise ValueError(f"{path}: no descriptions found (the file is empty).")
+        raise ValueError(f"{path}: no descriptions found (the file is empty); pass the file that holds them.")
     rows: list[dict[str, Any]] = []
     first_seen: dict[tuple[str | None, str], str] = {}
     for where, row in raw:
         if not isinstance(row, dict):
-            raise ValueError(f"{path}, {where}: expected a JSON object, found {type(row).__name__}.")
+            raise ValueError(
+                f"{path}, {where}: expected a JSON object, found {type(row).__name__}; write it as "
+                f'{{"{id_field}": "dia0_utt0", "{text_field}": "..."}}.'
+            )
         if id_field not in row or text_field not in row:
             raise ValueError(
                 f"{path}, {where}: needs fields {id_field!r} and {text_field!r}, found {sorted(row)}. "
@@ -655,10 +667,18 @@ def read_description_file(
         clip_id = str(row[id_field] or "").strip().removesuffix(".mp4")
         desc = row[text_field]
         if not clip_id:
-            raise ValueError(f"{path}, {where}: empty {id_field!r}.")
+            raise ValueError(f"{path}, {where}: empty {id_field!r}; fill in the clip id or remove the row.")
         if not CLIP_ID_PATTERN.fullmatch(clip_id):
-            raise ValueError(f"{path}, {where}: clip id {clip_id!r} is not of the form dia{{D}}_utt{{U}}.")
-        if not isinstance(desc, str) or not desc.strip():
+            raise ValueError(
+                f"{path}, {where}: clip id {clip_id!r} is not of the form dia{{D}}_utt{{U}} (MELD's names, as in "
+                "dia12_utt3.mp4); rename it or remove the row."
+            )
+        if desc is not None and not isinstance(desc, str):
+            raise ValueError(
+                f"{path}, {where}: {text_field!r} of clip {clip_id!r} is a {type(desc).__name__}, not text; "
+                "write the description as a string."
+            )
+        if not desc or not desc.strip():
             raise ValueError(
                 f"{path}, {where}: empty {text_field!r} for clip {clip_id!r}; remove the row or fill it in."
             )

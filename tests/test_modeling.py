@@ -17,12 +17,11 @@ def test_local_folder_loads_with_pad_token(tiny_model_dir):
     assert modeling.model_description(loaded)["has_chat_template"]
 
 
-def test_bad_names_give_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        modeling.resolve_model_path(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="GGUF"):
-        modeling.resolve_model_path(str(tmp_path / "missing.gguf"))
+def test_hub_ids_pass_through_and_a_bad_dtype_is_named(tmp_path):
+    # Bad local names (missing paths, folders that are not models, GGUF files, k-bit without a GPU) are
+    # cases of tests/bad_inputs/test_models.py.
     assert modeling.resolve_model_path("org/some-model") == ("org/some-model", None)
+    assert modeling.resolve_model_path("gpt2") == ("gpt2", None)
     with pytest.raises(ValueError, match="model.dtype"):
         modeling.load_model(str(tmp_path), dtype="int3")
 

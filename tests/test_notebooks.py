@@ -129,14 +129,6 @@ def test_notebook_shape(notebook):
         assert not defined, f"{notebook.name} defines {defined[0].name}: move it into the library"
 
 
-def test_wrong_parameter_type_is_refused_before_running(tmp_path):
-    notebook = pipeline.notebook_paths()[0]
-    with pytest.raises(TypeError, match=r"parameter EXAMPLE_DIALOGUES must be int"):
-        pipeline.run_notebook(notebook, tmp_path, {"EXAMPLE_DIALOGUES": "two"})
-    with pytest.raises(ValueError, match=r"has no parameter 'NOT_A_PARAMETER'"):
-        pipeline.run_notebook(notebook, tmp_path, {"NOT_A_PARAMETER": 1})
-
-
 @pytest.mark.slow
 def test_run_summary_reports_every_stage(notebook_run):
     from dialoguellm.summary import run_summary

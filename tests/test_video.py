@@ -316,13 +316,6 @@ def test_kill_9_mid_run_resumes_without_loss_or_duplicates(tmp_path):
     }
 
 
-def test_cache_names_a_corrupt_middle_line(tmp_path):
-    path = tmp_path / "c.jsonl"
-    path.write_text('{"key": "a", "status": "ok"}\nnot json\n{"key": "b", "status": "ok"}\n')
-    with pytest.raises(ValueError, match=r"c\.jsonl, line 2: not a valid cache record"):
-        video.DescriptionCache(path)
-
-
 def test_failures_are_recorded_with_their_reason_and_retried_on_request(tmp_path):
     class Flaky(EchoDescriber):
         name = "flaky"
@@ -407,64 +400,7 @@ def test_import_reads_csv_json_list_and_json_object(tmp_path):
         assert video.load_description_map(run) == expected
 
 
-@pytest.mark.parametrize(
-    "name, content, kwargs, match",
-    [
-        (
-            "a.jsonl",
-            '{"clip_id": "dia0_utt0", "description": "x"}\n{"clip_id": "dia9_utt9", "description": "y"}\n',
-            {},
-            r"a\.jsonl: 1 clip id\(s\) match no MELD utterance.*line 2: 'dia9_utt9'.*fix or remove",
-        ),
-        (
-            "b.jsonl",
-            '{"clip_id": "dia0_utt0", "description": "x"}\n{"clip_id": "dia0_utt0", "description": "y"}\n',
-            {},
-            r"b\.jsonl, line 2: duplicate clip id 'dia0_utt0' \(first at line 1\)",
-        ),
-        (
-            "c.csv",
-            "clip_id,description\ndia0_utt0,  \n",
-            {},
-            r"c\.csv, row 2: empty 'description'.*remove the row",
-        ),
-        ("d.json", "[{'clip_id': 'dia0_utt0'}]", {}, r"d\.json: not valid JSON \(line 1"),
-        (
-            "e.jsonl",
-            '{"clip_id": "dia0_utt0", "description": "x"}\n{oops\n',
-            {},
-            r"e\.jsonl, line 2: not valid JSON",
-        ),
-        (
-            "f.jsonl",
-            '{"id": "dia0_utt0", "description": "x"}\n',
-            {},
-            r"line 1: needs fields 'clip_id'.*id_field=",
-        ),
-        (
-            "g.jsonl",
-            '{"clip_id": "clip7", "description": "x"}\n',
-            {},
-            r"line 1: clip id 'clip7' is not of the form",
-        ),
-        (
-            "h.jsonl",
-            '{"clip_id": "dia0_utt0", "description": "x"}\n',
-            {"split": None},
-            r"line 1: clip id 'dia0_utt0' exists in splits \['dev', 'test'\].*split=",
-        ),
-        ("i.txt", "dia0_utt0 x\n", {}, r"unknown descriptions format '\.txt'"),
-    ],
-)
-def test_import_bad_inputs_name_the_file_row_and_fix(tmp_path, name, content, kwargs, match):
-    path = tmp_path / name
-    path.write_text(content)
-    clips = [video.ClipRef("dev", "dia0_utt0"), video.ClipRef("test", "dia0_utt0")]
-    kwargs = {"split": "dev", **kwargs}
-    with pytest.raises(ValueError, match=match):
-        describer = video.make_describer("import", path=path, **kwargs)
-        video.describe_clips(clips, describer, tmp_path / "run", progress=False)
-    assert not (tmp_path / "run" / "descriptions" / "descriptions.jsonl").exists()
+# Bad description files and caches: tests/bad_inputs/test_descriptions.py
 
 
 # -------------------------------------------------------------------------------------------- plots
