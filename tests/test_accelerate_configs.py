@@ -1,0 +1,83 @@
+"""configs/accelerate/*.yaml: each file is one that `accelerate launch` accepts, and means what it says.
+
+Nothing is launched: the files go through accelerate's own config loader (which rejects unknown keys and
+unknown distributed types) and its launch-argument validation, with the command the README shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+from accelerate.utils import DistributedType
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDER = REPO / "configs" / "accelerate"
+EXPECTED = {
+    "single_gpu.yaml": DistributedType.NO,
+    "ddp.yaml": DistributedType.MULTI_GPU,
+    "deepspeed_zero2.yaml": DistributedType.DEEPSPEED,
+    "ddp_multinode.yaml": DistributedType.MULTI_GPU,
+}
+TRAIN = ["-m", "dialoguellm.cli", "train", "--config", "configs/paper.yaml"]
+
+
+def test_every_expected_file_is_there_and_nothing_else():
+    assert sorted(p.name for p in FOLDER.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_accelerate_reads_the_file(name):
+    config = load_config_from_file(str(FOLDER / name))
+    assert isinstance(config, ClusterConfig)
+    assert config.distributed_type == EXPECTED[name]
+    assert config.mixed_precision == "bf16"
+    assert config.use_cpu is False
+    if config.distributed_type == DistributedType.NO:
+        assert config.num_processes == 1 and config.num_machines == 1
+    else:
+        assert config.num_processes >= 2
+        # accelerate starts num_processes / num_machines per machine: it must divide evenly.
+        assert config.num_processes % config.num_machines == 0
+
+
+def validated(name: str, *extra: str):
+    """The launch arguments after accelerate merged the config file in (what would be launched)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    args = launch_command_parser().parse_args(["--config_file", str(FOLDER / name), *extra, *TRAIN])
+    args, _, _ = _validate_launch_command(args)
+    return args
+
+
+def test_single_gpu_runs_the_cli_module():
+    args = validated("single_gpu.yaml")
+    assert args.module and args.training_script == "dialoguellm.cli"
+    assert args.training_script_args == ["train", "--config", "configs/paper.yaml"]
+    assert not args.multi_gpu and not args.use_deepspeed and args.num_processes == 1
+
+
+def test_ddp_takes_num_processes_from_the_command_line():
+    assert validated("ddp.yaml", "--num_processes", "4").num_processes == 4
+    args = validated("ddp.yaml")
+    assert (
+        args.multi_gpu and args.num_processes == load_config_from_file(str(FOLDER / "ddp.yaml")).num_processes
+    )
+
+
+def test_deepspeed_is_zero2_bf16_with_the_paper_clipping():
+    args = validated("deepspeed_zero2.yaml", "--num_processes", "4")
+    assert args.use_deepspeed and args.zero_stage == 2 and args.mixed_precision == "bf16"
+    assert args.gradient_clipping == 1.0  # the paper's max_grad_norm (DeepSpeed clips inside its step)
+    assert args.gradient_accumulation_steps is None  # taken from the training code, never set twice
+    assert args.num_processes == 4
+
+
+def test_multinode_placeholders_are_overridden_per_machine():
+    config = load_config_from_file(str(FOLDER / "ddp_multinode.yaml"))
+    assert config.num_machines >= 2 and config.main_process_port
+    assert "REPLACE" in config.main_process_ip  # a placeholder that cannot be mistaken for a real address
+    args = validated("ddp_multinode.yaml", "--machine_rank", "1", "--main_process_ip", "10.0.0.1")
+    assert args.machine_rank == 1 and args.main_process_ip == "10.0.0.1"
+    assert args.num_machines == config.num_machines and args.multi_gpu
