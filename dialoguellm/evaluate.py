@@ -73,6 +73,22 @@ def attention_mask_4d(key_valid: torch.Tensor, q_len: int) -> torch.Tensor:
     return allowed
 
 
+def decoder_parts(model: Any) -> tuple[Any, Any]:
+    """The decoder stack (hidden states) and the output projection of a causal LM.
+
+    Works through peft's PeftModel and DDP/accelerate wrappers: LoRA layers live inside the decoder, so
+    calling it directly still applies them. Own code computes logits only at the positions it needs, as
+    one 2-D matrix product (a sliced 3-D input makes torch copy the whole vocabulary matrix once per row when
+    the weights are frozen: that alone halved label-scoring speed).
+    """
+    inner = model
+    while hasattr(inner, "module") and isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+        inner = inner.module
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return inner.get_decoder(), inner.get_output_embeddings()
+
+
 def _new_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]] | None, batch: int) -> Any:
     from transformers import DynamicCache
 
@@ -89,58 +105,73 @@ def encode_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[torch.Ten
     """Run a shared prefix once (batch of 1) and return its per-layer keys/values (None when empty)."""
     if not prefix_ids:
         return None
+    from transformers import DynamicCache
+
+    body, _ = decoder_parts(model)
     device = next(model.parameters()).device
     ids = torch.tensor([list(prefix_ids)], device=device)
     n = ids.shape[1]
-    mask = attention_mask_4d(torch.ones(1, n, dtype=torch.bool, device=device), n)
-    from transformers import DynamicCache
-
     cache = DynamicCache()
-    model(
+    body(
         input_ids=ids,
-        attention_mask=mask,
+        attention_mask=attention_mask_4d(torch.ones(1, n, dtype=torch.bool, device=device), n),
         position_ids=torch.arange(n, device=device)[None],
         cache=cache,
         use_cache=True,
-        logits_to_keep=1,
     )
     return _cache_layers(cache)
 
 
-def forward_suffixes(
+def forward_hidden(
     model: Any,
     prefix: list[tuple[torch.Tensor, torch.Tensor]] | None,
     prefix_len: int,
     suffixes: Sequence[Sequence[int]],
     pad_id: int,
-    logits_to_keep: int,
-) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
-    """Left-pad ``suffixes`` after the shared prefix and run them in one pass.
+    tails: Sequence[Sequence[int]] = (),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states of left-padded ``suffixes`` after the shared prefix, plus optional ``tails``.
 
-    Returns (logits of the last ``logits_to_keep`` columns, the filled cache, key validity (B, K), and the
-    position the next token of each row would take).
+    Rows end in the same column (left padding). ``tails`` are token groups appended after every row's
+    suffix as a tree: each group continues its row's suffix at the suffix's end position and attends to the
+    prefix, the row's suffix and its own earlier tokens only, never to another group. So one pass scores
+    every candidate answer of every prompt without copying any cache.
+    Returns (hidden states (B, S + T, H), the number S of suffix columns).
     """
+    body, _ = decoder_parts(model)
     device = next(model.parameters()).device
     b = len(suffixes)
     lengths = torch.tensor([len(s) for s in suffixes], device=device)
     s_max = int(lengths.max())
-    ids = torch.full((b, s_max), pad_id, dtype=torch.long, device=device)
+    flat_tail = [t for group in tails for t in group]
+    n_tail = len(flat_tail)
+    ids = torch.full((b, s_max + n_tail), pad_id, dtype=torch.long, device=device)
     valid = torch.zeros((b, s_max), dtype=torch.bool, device=device)
     for i, seq in enumerate(suffixes):
-        ids[i, s_max - len(seq) :] = torch.tensor(list(seq), device=device)
+        ids[i, s_max - len(seq) : s_max] = torch.tensor(list(seq), device=device)
         valid[i, s_max - len(seq) :] = True
     positions = (prefix_len + valid.long().cumsum(-1) - 1).clamp(min=prefix_len)
     key_valid = torch.cat([torch.ones((b, prefix_len), dtype=torch.bool, device=device), valid], dim=1)
-    cache = _new_cache(prefix, b)
-    out = model(
+    if n_tail:
+        ids[:, s_max:] = torch.tensor(flat_tail, device=device)
+        offsets = torch.tensor([k for group in tails for k in range(len(group))], device=device)
+        positions = torch.cat([positions, (prefix_len + lengths)[:, None] + offsets[None]], dim=1)
+        key_valid = torch.cat([key_valid, torch.ones((b, n_tail), dtype=torch.bool, device=device)], dim=1)
+    q_len = s_max + n_tail
+    mask = attention_mask_4d(key_valid, q_len)
+    if n_tail:
+        group = torch.tensor([g for g, t in enumerate(tails) for _ in t], device=device)
+        start = prefix_len + s_max
+        same = group[:, None] == group[None, :]
+        mask[:, :, s_max:, start:] &= same[None, None]
+    out = body(
         input_ids=ids,
-        attention_mask=attention_mask_4d(key_valid, s_max),
+        attention_mask=mask,
         position_ids=positions,
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=logits_to_keep,
+        cache=_new_cache(prefix, b),
+        use_cache=prefix is not None,
     )
-    return out.logits, cache, key_valid, prefix_len + lengths
+    return out.last_hidden_state, s_max
 
 
 def score_answers(
@@ -151,47 +182,30 @@ def score_answers(
     answers: Sequence[Sequence[int]],
     pad_id: int,
 ) -> torch.Tensor:
-    """Log-likelihood (B, L) of each full answer token sequence after each prompt (prefix + suffix)."""
-    logits, cache, key_valid, next_pos = forward_suffixes(model, prefix, prefix_len, suffixes, pad_id, 1)
-    device = logits.device
-    first = torch.log_softmax(logits[:, -1].float(), dim=-1)
-    n_labels = len(answers)
-    scores = first[:, [a[0] for a in answers]].clone()
-    t = max(len(a) for a in answers) - 1
-    if t == 0:
-        return scores
-    b = len(suffixes)
-    # Continuation: every label's tokens after every prompt, from the prompt's cached keys/values.
-    inputs = torch.full((n_labels, t), pad_id, dtype=torch.long, device=device)
-    targets = torch.full((n_labels, t), -1, dtype=torch.long, device=device)
-    label_valid = torch.zeros((n_labels, t), dtype=torch.bool, device=device)
-    for j, a in enumerate(answers):
-        inputs[j, : len(a) - 1] = torch.tensor(a[:-1], device=device)
-        targets[j, : len(a) - 1] = torch.tensor(a[1:], device=device)
-        label_valid[j, : len(a) - 1] = True
-    rows = b * n_labels
-    from transformers import DynamicCache
+    """Log-likelihood (B, L) of each full answer token sequence after each prompt (prefix + suffix).
 
-    cont_cache = DynamicCache(
-        [
-            (k.repeat_interleave(n_labels, dim=0), v.repeat_interleave(n_labels, dim=0))
-            for k, v in _cache_layers(cache)
-        ]
-    )
-    assert cont_cache.layers[0].keys.shape[0] == rows
-    kv = torch.cat([key_valid.repeat_interleave(n_labels, dim=0), label_valid.repeat(b, 1)], dim=1)
-    positions = next_pos.repeat_interleave(n_labels)[:, None] + torch.arange(t, device=device)[None]
-    out = model(
-        input_ids=inputs.repeat(b, 1),
-        attention_mask=attention_mask_4d(kv, t),
-        position_ids=positions,
-        cache=cont_cache,
-        use_cache=True,
-    )
-    logp = torch.log_softmax(out.logits.float(), dim=-1)
-    tgt = targets.repeat(b, 1)
-    gathered = logp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0] * (tgt >= 0)
-    return scores + gathered.sum(-1).view(b, n_labels)
+    One forward pass: each answer's tokens but its last are appended to every row as a tree branch
+    (``forward_hidden``); logits are computed only where an answer token is predicted.
+    """
+    tails = [list(a[:-1]) for a in answers]
+    hidden, s_max = forward_hidden(model, prefix, prefix_len, suffixes, pad_id, tails)
+    _, head = decoder_parts(model)
+    b = len(suffixes)
+    picked = hidden[:, s_max - 1 :]  # the last suffix column, then every tail column
+    logp = torch.log_softmax(head(picked.reshape(-1, picked.shape[-1])).float(), dim=-1)
+    logp = logp.view(b, picked.shape[1], -1)
+    columns, targets, owner = [], [], []
+    offset = 1
+    for j, a in enumerate(answers):
+        for k, token in enumerate(a):
+            columns.append(0 if k == 0 else offset + k - 1)
+            targets.append(token)
+            owner.append(j)
+        offset += len(a) - 1
+    device = logp.device
+    token_logp = logp[:, torch.tensor(columns, device=device), torch.tensor(targets, device=device)]
+    scores = torch.zeros((b, len(answers)), dtype=token_logp.dtype, device=device)
+    return scores.index_add_(1, torch.tensor(owner, device=device), token_logp)
 
 
 def _batches(order: Sequence[int], size: int) -> list[list[int]]:
@@ -323,6 +337,12 @@ def apply_label_bias(predictions: pd.DataFrame, labels: Sequence[str], bias: Seq
     return out
 
 
+# The paper's generation settings (its test script): 4 beams, repetition penalty 1.15. It also sets
+# temperature 0.7 and top-p 0.95, which only act when sampling; the script does not sample, so neither do we
+# (and sampling would make a prediction a draw).
+PAPER_GENERATION: dict[str, Any] = {"num_beams": 4, "repetition_penalty": 1.15, "do_sample": False}
+
+
 def predict_by_generation(
     model: Any,
     tokenizer: Any,
@@ -332,8 +352,17 @@ def predict_by_generation(
     max_new_tokens: int = 8,
     dtype: str = "bf16",
     progress: bool = True,
+    generation: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Greedy generation then parsing; unparsed outputs get ``pred_id = -1`` and count as wrong."""
+    """Generation then parsing; unparsed outputs get ``pred_id = -1`` and count as wrong.
+
+    Greedy by default; ``generation`` passes other settings to ``model.generate`` (``PAPER_GENERATION``: the
+    released test script's beam search).
+    """
+    from dialoguellm.modeling import contiguous_head_inputs
+
+    contiguous_head_inputs(model)
+    settings = {"do_sample": False, **dict(generation or {})}
     device = next(model.parameters()).device
     texts: list[str] = [""] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt_ids))
@@ -358,9 +387,9 @@ def predict_by_generation(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
                     max_new_tokens=max_new_tokens,
-                    do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
+                    **settings,
                 )
                 for r, i in enumerate(batch):
                     texts[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)

@@ -135,26 +135,61 @@ def answer_loss(
     answers: Sequence[Sequence[int]],
     pad_id: int,
     share_prefix: bool = True,
+    stats: dict[str, int] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over the answer tokens of a micro-batch, and the number of answer tokens.
 
     The prompts' common prefix runs once (batch 1) and is broadcast; prompt+answer rows are left-padded so
-    all answers end in the last column, and logits are computed for the answer columns only.
+    all answers end in the last column, and the output projection runs on the answer positions only (one 2-D
+    product: no logits over the vocabulary for prompt tokens). ``stats``, when given, accumulates the
+    tokens computed and the pad tokens among them (the trainer's padding-waste report).
     """
     p = evaluate.common_prefix_length(prompts) if share_prefix else 0
     prefix = evaluate.encode_prefix(model, list(prompts[0][:p]))
     suffixes = [list(q[p:]) + list(a) for q, a in zip(prompts, answers, strict=True)]
     a_max = max(len(a) for a in answers)
-    logits, _, _, _ = evaluate.forward_suffixes(model, prefix, p, suffixes, pad_id, a_max + 1)
-    # Kept column i predicts the token in column i + 1; an answer of n tokens fills the last n columns.
-    targets = torch.full((len(answers), a_max + 1), -100, dtype=torch.long, device=logits.device)
+    hidden, s_max = evaluate.forward_hidden(model, prefix, p, suffixes, pad_id)
+    if stats is not None:
+        real = sum(len(s) for s in suffixes)
+        stats["tokens"] = stats.get("tokens", 0) + p + len(suffixes) * s_max
+        stats["pad_tokens"] = stats.get("pad_tokens", 0) + len(suffixes) * s_max - real
+        stats["answer_tokens"] = stats.get("answer_tokens", 0) + sum(len(a) for a in answers)
+    # Column c predicts the token in column c + 1; an answer of n tokens fills the last n columns, so the
+    # columns s_max - a_max - 1 ... s_max - 2 predict every answer token.
+    picked = hidden[:, s_max - a_max - 1 : s_max - 1]
+    targets = torch.full((len(answers), a_max), -100, dtype=torch.long, device=hidden.device)
     for row, a in enumerate(answers):
-        targets[row, a_max - len(a) : a_max] = torch.tensor(list(a), device=logits.device)
-    n_tokens = int((targets != -100).sum())
-    loss = torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-    )
+        targets[row, a_max - len(a) :] = torch.tensor(list(a), device=hidden.device)
+    keep = targets.reshape(-1) != -100
+    _, head = evaluate.decoder_parts(model)
+    logits = head(picked.reshape(-1, picked.shape[-1])[keep])
+    n_tokens = int(keep.sum())
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets.reshape(-1)[keep], reduction="sum")
     return loss / max(n_tokens, 1), n_tokens
+
+
+class AnswerLoss(torch.nn.Module):
+    """``answer_loss`` as a module, so that one forward call holds a whole micro-batch (prefix and rows).
+
+    DDP (``accelerate launch``) synchronises gradients through a module's forward; wrapping the loss, not the
+    language model, keeps the shared-prefix pass inside that one call.
+    """
+
+    def __init__(self, model: Any, pad_id: int, share_prefix: bool = True):
+        super().__init__()
+        self.model = model
+        self.pad_id = pad_id
+        self.share_prefix = share_prefix
+
+    def forward(
+        self,
+        prompts: Sequence[Sequence[int]],
+        answers: Sequence[Sequence[int]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean answer-token loss, tensor of tokens computed, pad tokens, answer tokens)."""
+        stats: dict[str, int] = {}
+        loss, _ = answer_loss(self.model, prompts, answers, self.pad_id, self.share_prefix, stats)
+        return loss, torch.tensor([stats["tokens"], stats["pad_tokens"], stats["answer_tokens"]])
 
 
 # ----------------------------------------------------------------------------------------- schedules
@@ -318,6 +353,36 @@ def load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, folder: Path) 
 
 
 # ------------------------------------------------------------------------------------------- the loop
+def distributed_world() -> int:
+    """Number of training processes (more than 1 under ``accelerate launch`` / ``torchrun``)."""
+    return process_state().num_processes
+
+
+def process_state() -> Any:
+    """accelerate's view of this process (rank, world size); CPU-only machines use gloo between processes."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def throughput_report(counts: torch.Tensor, world: int = 1) -> dict[str, float]:
+    """Tokens computed, pad tokens among them, padding waste (pad / computed) and tokens/s of the steps run.
+
+    ``counts`` = (tokens computed, pad tokens, answer tokens, seconds summed over processes). Computed tokens
+    are the shared prefix once per micro-batch plus every padded row.
+    """
+    tokens, pads, answer, seconds = (float(v) for v in counts)
+    wall = seconds / max(world, 1)
+    return {
+        "tokens": int(tokens),
+        "pad_tokens": int(pads),
+        "answer_tokens": int(answer),
+        "padding_waste": pads / tokens if tokens else 0.0,
+        "tokens_per_second": (tokens - pads) / wall if wall else 0.0,
+        "seconds_in_steps": wall,
+    }
+
+
 def dev_metrics(
     model: Any, tokenizer: Any, prepared: Prepared, config: Config, progress: bool = True
 ) -> dict[str, Any]:
@@ -366,6 +431,8 @@ def train(
             f"{run} already holds a checkpoint from an earlier run; pass resume=True (--resume) to continue it "
             "or choose a fresh run folder."
         )
+    if not process_state().is_main_process:  # under accelerate launch only rank 0 writes
+        return _train(config, run, corpora, descriptions, resume, loaded, False, start)
     handler = _file_logger(run / "train.log")
     try:
         return _train(config, run, corpora, descriptions, resume, loaded, progress, start)
@@ -376,14 +443,31 @@ def train(
 
 
 def _train(config, run, corpora, descriptions, resume, loaded, progress, start) -> TrainResult:
+    from accelerate import Accelerator
+
     t, m = config.train, config.model
+    world = distributed_world()
+    if t.grad_accum % world:
+        raise ValueError(
+            f"train.grad_accum={t.grad_accum} micro-batches per step cannot be shared by {world} processes: the "
+            f"global batch is train.batch_size={t.batch_size} = micro_batch_size {t.micro_batch_size} x "
+            f"grad_accum {t.grad_accum}, and each process takes grad_accum / {world} of them. Choose a "
+            f"grad_accum divisible by {world} (keeping batch_size = micro_batch_size x grad_accum)."
+        )
+    per_rank = t.grad_accum // world
+    # Device placement is load_model's job (it also handles k-bit models spread by device_map).
+    accelerator = Accelerator(
+        gradient_accumulation_steps=per_rank, device_placement=False, cpu=not torch.cuda.is_available()
+    )
+    main = accelerator.is_main_process
     modeling.set_threads(m.num_threads)
     set_seed(t.seed)
     if resume and checkpoint_dir_exists(run):
         _check_same_config(config, run / "config.yaml")
-    save_config(config, run / "config.yaml")
     env = environment()
-    write_json(run / "environment.json", env)
+    if main:
+        save_config(config, run / "config.yaml")
+        write_json(run / "environment.json", env)
     if loaded is None:
         loaded = modeling.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
     tokenizer = loaded.tokenizer
@@ -405,7 +489,6 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
     )
     decay = [p for n, p in model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(decay, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
-    micro_per_epoch = math.ceil(n_train / t.micro_batch_size)  # upper bound; corpora split batches
     epoch_batches = [micro_batches(prepared.examples["train"], t.micro_batch_size, t.seed, t.group_by_length)]
     micro_per_epoch = len(epoch_batches[0])
     total_micro = max(1, int(round(micro_per_epoch * t.epochs)))
@@ -421,13 +504,25 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
         state.update(load_checkpoint(model, optimizer, run / "checkpoint"))
         log.info("resumed from %s at step %d", run / "checkpoint", state["step"])
     seconds_before = float(state.get("seconds", 0.0))  # time spent before an interruption counts too
-    from torch.utils.tensorboard import SummaryWriter
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run / "tensorboard"))
+        writer = SummaryWriter(str(run / "tensorboard"))
     pad = tokenizer.pad_token_id
     # Gradient checkpointing (the k-bit recipe turns it on) drops caches in training, so there the shared
     # prefix is not used and every row runs in full.
     share_prefix = not any(getattr(mod, "gradient_checkpointing", False) for mod in model.modules())
+    # One forward call per micro-batch (prefix + rows), so DDP/DeepSpeed see an ordinary module.
+    loss_module, optimizer = accelerator.prepare(AnswerLoss(model, pad, share_prefix), optimizer)
+    if world > 1:
+        log.info(
+            "%d processes: %d micro-batches of %d per process and step (global batch %d)",
+            world,
+            per_rank,
+            t.micro_batch_size,
+            t.batch_size,
+        )
 
     def batch_at(micro_index: int) -> tuple[str, list[int]]:
         epoch, pos = divmod(micro_index, micro_per_epoch)
@@ -442,38 +537,50 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
             )
         return epoch_batches[epoch][pos]
 
+    counts = torch.zeros(4, dtype=torch.float64)  # tokens computed, pad tokens, answer tokens, seconds
     model.train()
-    bar = tqdm(total=total_steps, initial=state["step"], desc="training", disable=not progress)
+    bar = tqdm(total=total_steps, initial=state["step"], desc="training", disable=not (progress and main))
     while state["step"] < total_steps:
         step = state["step"]
         factor = lr_factor(step, total_steps, t.warmup_steps, t.scheduler, t.min_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = t.lr * factor
-        micro = [
-            batch_at(state["micro"] + i) for i in range(t.grad_accum) if state["micro"] + i < total_micro
-        ]
-        micro = micro or [batch_at(state["micro"])]
-        step_loss = 0.0
-        for name, idx in micro:
+        step_start = time.time()
+        # The step's micro-batches (the same on every process); process r takes every world-th one. Each
+        # process runs exactly per_rank micro-batches, so gradient synchronisation always lines up; in a
+        # short last step a process without a micro-batch of its own repeats one with weight 0.
+        global_ids = [state["micro"] + i for i in range(t.grad_accum) if state["micro"] + i < total_micro]
+        global_ids = global_ids or [state["micro"]]
+        mine = global_ids[accelerator.process_index :: world]
+        weights = [world * per_rank / len(global_ids)] * len(mine) + [0.0] * (per_rank - len(mine))
+        mine = (mine + [global_ids[0]] * per_rank)[:per_rank]
+        step_loss = torch.zeros(1, dtype=torch.float64)
+        for micro_index, weight in zip(mine, weights, strict=True):
+            name, idx = batch_at(micro_index)
             items = [prepared.examples["train"][name][i] for i in idx]
             answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
-            with evaluate.autocast_context(model, m.dtype):
-                loss, _ = answer_loss(model, [e.prompt_ids for e in items], answers, pad, share_prefix)
-            (loss / len(micro)).backward()
-            step_loss += float(loss.detach()) / len(micro)
+            with accelerator.accumulate(loss_module), evaluate.autocast_context(model, m.dtype):
+                loss, stats = loss_module([e.prompt_ids for e in items], answers)
+                accelerator.backward(loss * weight)  # accelerate divides by per_rank
+            if weight:
+                step_loss += float(loss.detach()) / len(global_ids)
+                counts[:3] += stats.double()
         if t.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(decay, t.max_grad_norm)
+            accelerator.clip_grad_norm_(decay, t.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        state["micro"] += len(micro)
+        counts[3] += time.time() - step_start
+        step_loss = float(accelerator.reduce(step_loss, "sum")) if world > 1 else float(step_loss)
+        state["micro"] += len(global_ids)
         state["step"] += 1
         state["losses"].append({"step": state["step"], "loss": step_loss, "lr": t.lr * factor})
-        writer.add_scalar("train/loss", step_loss, state["step"])
-        writer.add_scalar("train/lr", t.lr * factor, state["step"])
+        if writer is not None:
+            writer.add_scalar("train/loss", step_loss, state["step"])
+            writer.add_scalar("train/lr", t.lr * factor, state["step"])
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}")
         done = state["step"] >= total_steps
-        if state["step"] % eval_every == 0 or done:
+        if (state["step"] % eval_every == 0 or done) and main:
             dev = dev_metrics(model, tokenizer, prepared, config, progress)
             entry = {
                 "step": state["step"],
@@ -489,12 +596,26 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
                 state["best"] = dict(entry)
                 save_adapter(model, run / "adapter")
                 save_dev_selection(dev, prepared, config, run / "adapter")
-        if state["step"] % save_every == 0 or done:
+            model.train()
+        if (state["step"] % save_every == 0 or done) and main:
             state["seconds"] = seconds_before + time.time() - start
             save_checkpoint(model, optimizer, state, run / "checkpoint")
+        accelerator.wait_for_everyone()
+    counts = accelerator.reduce(counts, "sum") if world > 1 else counts
+    throughput = throughput_report(counts, world)
+    if throughput["tokens"]:
+        log.info(
+            "trained %d tokens (%.1f%% padding) at %.0f tokens/s",
+            throughput["tokens"],
+            100 * throughput["padding_waste"],
+            throughput["tokens_per_second"],
+        )
     bar.close()
-    writer.close()
+    if writer is not None:
+        writer.close()
     seconds = seconds_before + time.time() - start
+    if not main:
+        return TrainResult(run, run / "adapter", state["best"], state["history"], seconds)
     metrics = {
         "best": state["best"],
         "history": state["history"],
@@ -504,6 +625,8 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
         "steps": state["step"],
         "parameters": params,
         "seconds": seconds,
+        "throughput": throughput,
+        "processes": world,
         "hardware": hardware_summary(env),
         "model": m.name,
     }
