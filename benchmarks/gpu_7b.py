@@ -3,17 +3,18 @@
     python benchmarks/gpu_7b.py                  # one H100/H200: about 3-5 minutes, writes one JSON
     python benchmarks/gpu_7b.py --tiny           # CPU smoke test: a 2-layer LLaMA, a few steps
 
-What it measures (settings from configs/paper.yaml: LoRA r/alpha/dropout/targets, micro-batch 8, cutoff
-256, scoring batch 16), with the package's own code paths:
+The random weights are built on the GPU, written once to a temporary folder (13.5 GB; ``--tmp-dir``) and
+loaded back through ``dialoguellm.modeling.load_model`` for each part, so every number comes from the
+package's own code paths. Settings from configs/paper.yaml: LoRA r/alpha/dropout/targets, micro-batch 8,
+cutoff 256, scoring batch 16. What it measures:
 
 (a) bf16 LoRA training steps (``dialoguellm.modeling.add_lora`` + ``dialoguellm.train.answer_loss``, bf16
     autocast, AdamW step every micro-batch): on full 8 x 256-token micro-batches (tokens/s, MFU, peak
     memory) and on micro-batches shaped like the real prompts (a shared prefix run once + distinct rest;
     examples/s);
-(b) 4-bit NF4 QLoRA: the random weights are saved to a temporary folder and loaded back through
-    ``dialoguellm.modeling.load_model(..., quantization="4bit")`` (BitsAndBytesConfig NF4 + double quant,
-    ``prepare_model_for_kbit_training``), i.e. exactly the package's QLoRA recipe; the same two step kinds,
-    peak memory from before loading to the end of training;
+(b) 4-bit NF4 QLoRA: ``dialoguellm.modeling.load_model(..., quantization="4bit")`` (BitsAndBytesConfig
+    NF4 + double quant, ``prepare_model_for_kbit_training``), i.e. exactly the package's QLoRA recipe; the
+    same two step kinds, peak memory from before loading to the end of training;
 (c) label scoring (``dialoguellm.evaluate.score_examples``) of synthetic prompts shaped like the real ones,
     7 labels of 2-4 tokens: utterances/s at two batch sizes;
 (d) the projected time of the paper's full run (MELD 9,989 + EmoryNLP 7,551 + IEMOCAP 5,810 training
@@ -158,7 +159,7 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def prompt_shape(tiny: bool) -> dict[str, Any]:
+def prompt_shape() -> dict[str, Any]:
     """Mean tokens per training example, shared prefix and distinct rest: measured when the file exists."""
     if PROMPT_LENGTHS.is_file():
         data = json.loads(PROMPT_LENGTHS.read_text(encoding="utf-8"))
@@ -170,8 +171,6 @@ def prompt_shape(tiny: bool) -> dict[str, Any]:
         }
     else:
         shape = {**DEFAULT_SHAPE, "source": f"assumed ({PROMPT_LENGTHS.name} not found)"}
-    if tiny:  # the tiny model's 512 positions hold the same shape; nothing to change
-        pass
     return shape
 
 
@@ -304,7 +303,7 @@ def time_training(
 
 
 def train_measures(
-    model: Any, args: argparse.Namespace, shape: dict, config: Any, answers: list, examples: list, sizes: dict
+    model: Any, args: argparse.Namespace, config: Any, answers: list, examples: list, sizes: dict
 ) -> dict[str, Any]:
     """Dense 8 x 256 steps (tokens/s, MFU) and real-shaped steps (examples/s) on one LoRA model."""
     device = next(model.parameters()).device
@@ -330,8 +329,7 @@ def train_measures(
     out["dense"] = dense
     reset_peak(device)
     batches = realistic_batches(examples, mb, answers)
-    needed = n
-    batches = (batches * (needed // max(1, len(batches)) + 1))[:needed]
+    batches = (batches * (n // max(1, len(batches)) + 1))[:n]
     real = time_training(model, batches, args.warmup, 0, share, config)
     real["share_prefix"] = share
     real["examples_per_s"] = round(mb / real["seconds_per_step"], 2)
@@ -391,6 +389,29 @@ def projection(train: dict, scoring: dict | None, shape: dict, epochs: float) ->
 
 
 # ------------------------------------------------------------------------------------------------ main
+def preflight(cuda: bool, skip_qlora: bool) -> str | None:
+    """Fail fast on a transformers too old for the package; return why QLoRA cannot run (None if it can)."""
+    import importlib.util
+    import inspect
+
+    import transformers
+    from transformers import LlamaForCausalLM
+
+    if "cache" not in inspect.signature(LlamaForCausalLM.forward).parameters:
+        sys.exit(
+            f"transformers {transformers.__version__} names the model's cache argument past_key_values; "
+            "dialoguellm passes cache= (the transformers this project pins). On a GPU machine with an older "
+            "image, carry newer wheels: python benchmarks/gpu_wheels.py (see its docstring)."
+        )
+    if not cuda:
+        return "no CUDA device (bitsandbytes 4-bit kernels need one)"
+    if skip_qlora:
+        return "--skip-qlora"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed (carry it: python benchmarks/gpu_wheels.py)"
+    return None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="2-layer LLaMA, a few steps; runs on CPU.")
@@ -422,6 +443,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = load_config("paper")
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
+    no_qlora = preflight(cuda, args.skip_qlora)
     if not cuda:
         torch.set_num_threads(1 if args.tiny else torch.get_num_threads())
     device_name = (
@@ -430,7 +452,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.peak_tflops is None:
         args.peak_tflops = peak_tflops(device_name) if cuda else None
     shape_cfg = TINY if args.tiny else LLAMA2_7B
-    shape = prompt_shape(args.tiny)
+    shape = prompt_shape()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     answers = label_answers(shape_cfg["vocab_size"], 2, rng)
@@ -468,7 +490,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "and 4-bit NF4 QLoRA with the profile's LoRA, batch and cutoff settings."
     )
 
-    # (a) bf16 LoRA
+    # The random weights are written once and every model below is loaded through modeling.load_model,
+    # so the benchmark runs what `dialoguellm train` runs (including the loader's own adjustments).
     start = time.perf_counter()
     model = build_random_model(shape_cfg, device)
     sizes = {
@@ -479,28 +502,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     sizes["n_matmul"] = sizes["n_total"] - model.get_input_embeddings().weight.numel()
     timings["build_model_s"] = round(time.perf_counter() - start, 1)
-    checkpoint: Path | None = None
-    run_qlora = cuda and not args.skip_qlora
-    if run_qlora:
-        start = time.perf_counter()
-        checkpoint = Path(tempfile.mkdtemp(prefix="gpu7b-random-", dir=args.tmp_dir))
-        save_random_checkpoint(model, checkpoint)
-        timings["save_checkpoint_s"] = round(time.perf_counter() - start, 1)
+    checkpoint = Path(tempfile.mkdtemp(prefix="gpu7b-random-", dir=args.tmp_dir))
     try:
-        model = modeling.add_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+        start = time.perf_counter()
+        save_random_checkpoint(model, checkpoint)
+        del model
+        reset_peak(device)
+        timings["save_checkpoint_s"] = round(time.perf_counter() - start, 1)
+
+        # (a) bf16 LoRA
+        start = time.perf_counter()
+        loaded = modeling.load_model(str(checkpoint), dtype="bf16")
+        timings["bf16_load_s"] = round(time.perf_counter() - start, 1)
+        model = modeling.add_lora(loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
         params = modeling.count_parameters(model)
         start = time.perf_counter()
-        bf16 = train_measures(model, args, shape, config, answers, examples, sizes)
+        bf16 = train_measures(model, args, config, answers, examples, sizes)
         timings["bf16_train_s"] = round(time.perf_counter() - start, 1)
         # (c) label scoring with the bf16 LoRA model
         start = time.perf_counter()
         scoring = score_measures(model, examples, answers, settings["score_batch_sizes"])
         timings["scoring_s"] = round(time.perf_counter() - start, 1)
-        del model
+        del model, loaded
         gc.collect()
 
-        # (b) QLoRA through the package's loader
-        if run_qlora:
+        # (b) QLoRA: the same weights, quantised to NF4 while loading
+        if no_qlora is None:
             start = time.perf_counter()
             reset_peak(device)
             # Whatever the bf16 part left allocated would inflate the QLoRA peak: recorded, should be ~0.
@@ -513,28 +540,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             qlora = {
                 "allocated_before_load_gb": left_over_gb,
                 "load": load_peak,
-                **train_measures(qmodel, args, shape, config, answers, examples, sizes),
+                **train_measures(qmodel, args, config, answers, examples, sizes),
             }
-            # Peak over loading and both step kinds: train_measures resets between its measures.
+            # Peak over loading and both step kinds (train_measures resets between its measures).
             qlora["peak_gb"] = max(
-                v
-                for v in (
-                    load_peak["peak_reserved_gb"],
-                    qlora["dense"]["peak_reserved_gb"],
-                    qlora["real_shape"]["peak_reserved_gb"],
-                )
-                if v is not None
+                load_peak["peak_reserved_gb"],
+                qlora["dense"]["peak_reserved_gb"],
+                qlora["real_shape"]["peak_reserved_gb"],
             )
             timings["qlora_train_s"] = round(time.perf_counter() - start, 1)
             del qmodel, loaded
             gc.collect()
         else:
-            reason = "no CUDA device (bitsandbytes 4-bit kernels need one)" if not cuda else "--skip-qlora"
-            qlora = {"skipped": reason}
-            notes.append(f"QLoRA skipped: {reason}.")
+            qlora = {"skipped": no_qlora}
+            notes.append(f"QLoRA skipped: {no_qlora}.")
     finally:
-        if checkpoint is not None:
-            shutil.rmtree(checkpoint, ignore_errors=True)
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
     proj = projection(bf16, scoring, shape, config.train.epochs)
     if "skipped" not in qlora:
