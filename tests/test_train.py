@@ -7,38 +7,14 @@ import json
 
 import numpy as np
 import pytest
-from tiny import synthetic_corpus
+from tiny import synthetic_corpus, tiny_settings
 
 from dialoguellm import evaluate, train
 from dialoguellm.config import config_from_dict
 
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
 
 def _config(model_dir, **train_kw):
-    t = {
-        "lr": 1e-2,
-        "epochs": 40,
-        "batch_size": 4,
-        "micro_batch_size": 4,
-        "grad_accum": 1,
-        "weight_decay": 0.0,
-        "warmup_steps": 0,
-        "eval_every": 0,
-        "seed": 0,
-    }
-    t.update(train_kw)
-    return config_from_dict(
-        {
-            "model": {"name": model_dir, "dtype": "fp32", "num_threads": 1},
-            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ALL_LINEAR},
-            "prompt": {"k_shot": 0, "context_turns": 0, "use_video": False},
-            "data": {"datasets": ["meld"]},
-            "train": t,
-            "eval": {"batch_size": 8},
-        },
-        source="test",
-    )
+    return config_from_dict(tiny_settings(model_dir, **train_kw), source="test")
 
 
 class NoTestSplit(dict):
@@ -142,18 +118,12 @@ def test_micro_batches_keep_one_corpus_each():
 
 def test_cli_train_then_evaluate(tiny_model_dir, tmp_path, capsys):
     import yaml
-    from datasets import Dataset, DatasetDict
+    from tiny import save_synthetic_corpus
 
-    from dialoguellm import cli, data
+    from dialoguellm import cli
 
     run = tmp_path / "run"
-    corpus = synthetic_corpus("meld")
-    data.save_curated(
-        DatasetDict(
-            {s: Dataset.from_list(rows, features=data.RECORD_FEATURES) for s, rows in corpus.items()}
-        ),
-        run,
-    )
+    save_synthetic_corpus(run, synthetic_corpus("meld"))
     config = _config(tiny_model_dir, epochs=1, eval_every=0).to_dict()
     config.pop("source")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))

@@ -128,3 +128,42 @@ def build_tiny_model(vocab_size: int, seed: int = 0):
     )
     config._attn_implementation = "sdpa"
     return LlamaForCausalLM(config)
+
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def tiny_settings(model_dir: str, dropout: float = 0.0, **train) -> dict:
+    """Run settings (what a YAML profile holds) that train the tiny LLaMA on synthetic MELD rows in a second:
+    fp32, one thread, LoRA on every linear layer, zero-shot prompts without context; ``train`` overrides
+    the train section (e.g. ``epochs=2, save_every=1``)."""
+    t = {
+        "lr": 1e-2,
+        "epochs": 40,
+        "batch_size": 4,
+        "micro_batch_size": 4,
+        "grad_accum": 1,
+        "weight_decay": 0.0,
+        "warmup_steps": 0,
+        "eval_every": 0,
+        "seed": 0,
+    }
+    t.update(train)
+    return {
+        "model": {"name": model_dir, "dtype": "fp32", "num_threads": 1},
+        "lora": {"r": 8, "alpha": 16, "dropout": dropout, "target_modules": ALL_LINEAR},
+        "prompt": {"k_shot": 0, "context_turns": 0, "use_video": False},
+        "data": {"datasets": ["meld"]},
+        "train": t,
+        "eval": {"batch_size": 8},
+    }
+
+
+def save_synthetic_corpus(run_dir, corpus: dict) -> None:
+    """Write ``synthetic_corpus`` rows into ``run_dir/data`` as notebook 01 would (curated parquet files)."""
+    from datasets import Dataset, DatasetDict
+
+    from dialoguellm import data
+
+    splits = {split: Dataset.from_list(rows, features=data.RECORD_FEATURES) for split, rows in corpus.items()}
+    data.save_curated(DatasetDict(splits), run_dir)

@@ -13,19 +13,14 @@ from unchanged import Written
 def finished_run(tmp_path) -> Path:
     """A run folder as earlier stages left it: curated MELD data, a finished training folder (config,
     metrics, checkpoint marker, adapter), evaluation results, a description cache and stage markers."""
-    from datasets import Dataset, DatasetDict
-    from tiny import synthetic_corpus
+    from tiny import save_synthetic_corpus, synthetic_corpus
 
-    from dialoguellm import data, video
+    from dialoguellm import video
     from dialoguellm.config import load_config, save_config
     from dialoguellm.io import write_json
 
     run = tmp_path / "run"
-    corpus = synthetic_corpus("meld")
-    data.save_curated(
-        DatasetDict({s: Dataset.from_list(r, features=data.RECORD_FEATURES) for s, r in corpus.items()}),
-        run,
-    )
+    save_synthetic_corpus(run, synthetic_corpus("meld"))
     save_config(load_config("cpu"), run / "training" / "config.yaml")
     write_json(run / "training" / "metrics.json", {"best": {"dev_weighted_f1": 0.5}})
     write_json(run / "training" / "checkpoint" / "state.json", {"step": 2})
