@@ -6,10 +6,13 @@ unknown distributed types) and its launch-argument validation, with the command 
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DistributedType
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +47,6 @@ def test_accelerate_reads_the_file(name):
 
 def validated(name: str, *extra: str):
     """The launch arguments after accelerate merged the config file in (what would be launched)."""
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
-
     args = launch_command_parser().parse_args(["--config_file", str(FOLDER / name), *extra, *TRAIN])
     args, _, _ = _validate_launch_command(args)
     return args
@@ -81,3 +82,29 @@ def test_multinode_placeholders_are_overridden_per_machine():
     args = validated("ddp_multinode.yaml", "--machine_rank", "1", "--main_process_ip", "10.0.0.1")
     assert args.machine_rank == 1 and args.main_process_ip == "10.0.0.1"
     assert args.num_machines == config.num_machines and args.multi_gpu
+
+
+def documented_launches() -> list[str]:
+    """Every `accelerate launch ...` command in the README and docs/SCALING.md (continuations joined)."""
+    commands = []
+    for doc in (REPO / "README.md", REPO / "docs" / "SCALING.md"):
+        text = doc.read_text(encoding="utf-8").replace("\\\n", " ")
+        commands += re.findall(r"accelerate launch [^`\n]+", text)
+    return commands
+
+
+def test_documented_commands_are_valid_launches():
+    commands = documented_launches()
+    assert len(commands) >= 10  # 1, 4, 8 GPUs, ZeRO-2 and multi-node, in both documents
+    for command in commands:
+        # Placeholders such as <address of rank 0> or <0 or 1> get a concrete value.
+        argv = shlex.split(re.sub(r"<[^>]*rank 0>", "10.0.0.1", re.sub(r"<0 or 1>", "1", command)))[2:]
+        config_file = argv[argv.index("--config_file") + 1]
+        assert (REPO / config_file).is_file(), command
+        args = launch_command_parser().parse_args(
+            [a if a != config_file else str(REPO / config_file) for a in argv]
+        )
+        args, _, _ = _validate_launch_command(args)
+        assert args.training_script == "dialoguellm.cli" and args.module, command
+        assert args.training_script_args[:3] == ["train", "--config", "configs/paper.yaml"], command
+        assert (REPO / args.training_script_args[2]).is_file()
