@@ -1,0 +1,154 @@
+"""Evaluation speed: label scoring against generate-and-parse, measured side by side in one run.
+
+    python benchmarks/eval_speed.py --adapter runs/latest/training/adapter   # the reproduce run's adapter
+    python benchmarks/eval_speed.py                                          # the bare embedded model
+
+On the embedded default (configs/cpu.yaml: SmolLM2-135M-Instruct, z = 1, 1-shot) and the MELD test set:
+
+1. the same stratified sample of ``--compare`` utterances is predicted three ways: our label scoring,
+   (a) greedy generate-and-parse, (b) the paper's generation settings (4 beams, repetition penalty 1.15;
+   its temperature 0.7 / top-p 0.95 only act when sampling, which its script does not do); for each:
+   utterances/s, accuracy, weighted F1, unparsed outputs (counted wrong);
+2. label scoring of the FULL MELD test set (2,610 utterances): seconds, accuracy, weighted F1.
+
+Label-scoring numbers are the raw argmax (no dev-fitted label biases), so all methods see the same model.
+Targets (issue #6): >= 3x faster than (b), not slower than (a), weighted F1 not below either; the full
+MELD test set in under 180 s on 2 CPU cores. The JSON lands in benchmarks/results/ (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dialoguellm import data, evaluate, modeling, train
+from dialoguellm.config import load_config, parse_overrides
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--adapter", default=None, help="a trained LoRA adapter folder (default: none)")
+    parser.add_argument("--compare", type=int, default=200, help="utterances in the 3-way comparison")
+    parser.add_argument("--full", type=int, default=0, help="utterances for the full-set timing (0 = all)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default=str(RESULTS / "eval_speed_cpu.json"))
+    args = parser.parse_args(argv)
+
+    config = load_config(args.config, parse_overrides(args.set))
+    threads = modeling.set_threads(config.model.num_threads)
+    loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
+    model = loaded.model
+    if args.adapter:
+        model = modeling.load_adapter(model, args.adapter)
+    corpora = {"meld": data.load_meld(args.data_dir)}
+    config.data.datasets = ["meld"]
+    config.data.test_per_dataset = args.full
+    prepared = train.prepare_examples(config, loaded.tokenizer, corpora, ("test",))
+    builder, full = prepared.builders["meld"], prepared.examples["test"]["meld"]
+    pick = train.sample_indices(len(full), args.compare, config.train.seed, [e.label_id for e in full])
+    sample = [full[i] for i in pick]
+    tok, dtype, bs = loaded.tokenizer, config.model.dtype, config.eval.batch_size
+
+    def run(mode: str, examples, **generation) -> dict:
+        def call():
+            if mode == "score":
+                return evaluate.predict_by_scoring(model, tok, builder, examples, bs, dtype, progress=True)
+            return evaluate.predict_by_generation(
+                model, tok, builder, examples, bs, config.eval.max_new_tokens, dtype, True, generation
+            )
+
+        preds, seconds = timed(call)
+        m = evaluate.metrics_of(preds, builder.labels)
+        return {
+            "utterances": len(examples),
+            "seconds": round(seconds, 2),
+            "utterances_per_second": round(len(examples) / seconds, 2),
+            "accuracy": round(m["accuracy"], 4),
+            "weighted_f1": round(m["weighted_f1"], 4),
+            "unparsed": m["unparsed"],
+        }
+
+    compare = {
+        "label_scoring": run("score", sample),
+        "greedy_generate": run("generate", sample),
+        "paper_generate": run("generate", sample, **evaluate.PAPER_GENERATION),
+    }
+    full_run = run("score", full)
+    ours = compare["label_scoring"]["utterances_per_second"]
+    ratios = {
+        "vs_greedy": round(ours / compare["greedy_generate"]["utterances_per_second"], 2),
+        "vs_paper_generation": round(ours / compare["paper_generate"]["utterances_per_second"], 2),
+    }
+    f1 = {k: v["weighted_f1"] for k, v in compare.items()}
+    targets = {
+        ">= 3x faster than the paper's generation": ratios["vs_paper_generation"] >= 3,
+        "not slower than greedy generation": ratios["vs_greedy"] >= 1,
+        "weighted F1 not below either generation": f1["label_scoring"]
+        >= max(f1["greedy_generate"], f1["paper_generate"]),
+        "full MELD test set under 180 s": full_run["seconds"] < 180 and full_run["utterances"] == 2610,
+    }
+    env = train.environment()
+    result = {
+        "benchmark": "eval_speed",
+        "command": "python benchmarks/eval_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": config.model.name,
+        "adapter": args.adapter,
+        "hardware": train.hardware_summary(env),
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "settings": {
+            "context_turns": config.prompt.context_turns,
+            "k_shot": config.prompt.k_shot,
+            "batch_size": bs,
+            "dtype": dtype,
+            "max_new_tokens": config.eval.max_new_tokens,
+            "paper_generation": evaluate.PAPER_GENERATION,
+        },
+        "comparison_sample": compare,
+        "ratios": ratios,
+        "full_meld_test": full_run,
+        "targets_met": targets,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"\n{'method':<18}{'utt/s':>8}{'acc':>8}{'wF1':>8}{'unparsed':>10}   (MELD test, {len(sample)} utterances)"
+    )
+    for name, r in compare.items():
+        print(
+            f"{name:<18}{r['utterances_per_second']:>8.2f}{100 * r['accuracy']:>8.1f}"
+            f"{100 * r['weighted_f1']:>8.1f}{r['unparsed']:>10}"
+        )
+    print(
+        f"label scoring vs greedy: {ratios['vs_greedy']}x; vs the paper's beams: {ratios['vs_paper_generation']}x"
+    )
+    print(
+        f"full MELD test ({full_run['utterances']}): {full_run['seconds']:.0f} s, "
+        f"acc {100 * full_run['accuracy']:.1f}, wF1 {100 * full_run['weighted_f1']:.1f}"
+    )
+    for name, ok in targets.items():
+        print(f"  [{'met' if ok else 'NOT met'}] {name}")
+    print(f"written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
