@@ -38,12 +38,16 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------ forward machinery
 def autocast_context(model: Any, dtype: str = "bf16") -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU (about 2x faster than fp32 on AVX-512 machines); nothing on GPU (weights there
-    are already in the chosen precision)."""
+    """Mixed-precision autocast for a 16-bit ``dtype``: bf16 on CPU (about 2x faster than fp32 on AVX-512
+    machines), bf16 or fp16 on GPU (k-bit models keep norms and embeddings in fp32 after
+    ``prepare_model_for_kbit_training``; autocast keeps their matmuls in 16 bits, as the QLoRA recipe does).
+    Nothing for fp32."""
     device = next(model.parameters()).device
-    if device.type == "cpu" and dtype in ("bf16", "fp16"):
+    if dtype not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    if device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]], keep: int = 1) -> int:

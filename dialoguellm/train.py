@@ -456,8 +456,12 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
         )
     per_rank = t.grad_accum // world
     # Device placement is load_model's job (it also handles k-bit models spread by device_map).
+    # On GPU, accelerate's mixed precision gives fp16 its gradient scaler (and bf16 its autocast); on CPU the
+    # loop's own bf16 autocast does the work (evaluate.autocast_context).
+    gpu = torch.cuda.is_available()
+    precision = {"bf16": "bf16", "fp16": "fp16"}.get(m.dtype, "no") if gpu else "no"
     accelerator = Accelerator(
-        gradient_accumulation_steps=per_rank, device_placement=False, cpu=not torch.cuda.is_available()
+        gradient_accumulation_steps=per_rank, device_placement=False, cpu=not gpu, mixed_precision=precision
     )
     main = accelerator.is_main_process
     modeling.set_threads(m.num_threads)
