@@ -459,7 +459,9 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
     # On GPU, accelerate's mixed precision gives fp16 its gradient scaler (and bf16 its autocast); on CPU the
     # loop's own bf16 autocast does the work (evaluate.autocast_context).
     gpu = torch.cuda.is_available()
+    # An accelerate config's mixed_precision (ACCELERATE_MIXED_PRECISION, set by accelerate launch) wins.
     precision = {"bf16": "bf16", "fp16": "fp16"}.get(m.dtype, "no") if gpu else "no"
+    precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else precision
     accelerator = Accelerator(
         gradient_accumulation_steps=per_rank, device_placement=False, cpu=not gpu, mixed_precision=precision
     )
@@ -518,6 +520,9 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
     # prefix is not used and every row runs in full.
     share_prefix = not any(getattr(mod, "gradient_checkpointing", False) for mod in model.modules())
     # One forward call per micro-batch (prefix + rows), so DDP/DeepSpeed see an ordinary module.
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:  # no DataLoader here for DeepSpeed to read the micro-batch size from
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = t.micro_batch_size
     loss_module, optimizer = accelerator.prepare(AnswerLoss(model, pad, share_prefix), optimizer)
     if world > 1:
         log.info(
