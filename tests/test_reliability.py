@@ -5,6 +5,7 @@ notebook 03's RESUME) and ends where an uninterrupted run ends."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import signal
@@ -17,8 +18,7 @@ import pytest
 import yaml
 from tiny import save_synthetic_corpus, synthetic_corpus, tiny_settings
 
-from dialoguellm import cli, evaluate, train
-from dialoguellm.config import config_from_dict
+from dialoguellm import cli, train
 from dialoguellm.paths import REPO_DIR
 
 # What a rerun must reproduce; the rest of metrics.json is timing and hardware.
@@ -36,26 +36,32 @@ def _adapter(run_dir) -> dict[str, np.ndarray]:
     return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
 
 
+def compare_runs(a, b) -> dict[str, dict]:
+    """benchmarks/determinism.py's comparison of two run folders (the same check it runs on the embedded
+    default): ``{output: {"identical": bool, "kind": "results" | "weights" | "other", "detail": str}}``."""
+    spec = importlib.util.spec_from_file_location("determinism", REPO_DIR / "benchmarks" / "determinism.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compare_runs(a, b)
+
+
 def test_same_seed_gives_identical_predictions_and_metrics(tiny_model_dir, tmp_path):
-    corpus = {"meld": synthetic_corpus("meld", sizes=(4, 2, 2), seed=5)}
-    outcomes = {}
     # LoRA dropout on, so the check covers the random numbers drawn during training too.
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_settings(tiny_model_dir, dropout=0.1, epochs=2)))
+    corpus = synthetic_corpus("meld", sizes=(4, 2, 2), seed=5)
     for name, seed in (("first", 0), ("again", 0), ("other seed", 1)):
-        config = config_from_dict(tiny_settings(tiny_model_dir, dropout=0.1, seed=seed, epochs=2), name)
-        result = train.train(config, tmp_path / name, corpus, progress=False)
-        summary = evaluate.evaluate_run(
-            corpus, tmp_path / name / "eval", train_dir=result.run_dir, split="test", progress=False
-        )
-        outcomes[name] = {
-            "training": _reproduced(result.run_dir),
-            "test metrics": summary["results"],
-            "predictions": (tmp_path / name / "eval" / "test_meld_predictions.csv").read_bytes(),
-            "adapter": {k: v.tobytes() for k, v in _adapter(result.run_dir).items()},
-        }
-    for key, value in outcomes["first"].items():
-        assert outcomes["again"][key] == value, f"{key} differ between two runs with the same seed"
+        save_synthetic_corpus(tmp_path / name, corpus)
+        args = ["--run-dir", str(tmp_path / name)]
+        assert cli.main(["train", "--config", str(config_file), "--set", f"train.seed={seed}", *args]) == 0
+        assert cli.main(["evaluate", *args]) == 0
+    same = compare_runs(tmp_path / "first", tmp_path / "again")
+    assert {"training losses", "adapter weights", "evaluation/test_meld_predictions.csv"} <= set(same)
+    assert "evaluation/test_meld_metrics.json" in same and "training/adapter/dev_meld_predictions.csv" in same
+    assert not [name for name, r in same.items() if not r["identical"]]
     # Another seed changes the run, so the comparison above is one that can fail.
-    assert outcomes["other seed"]["training"]["losses"] != outcomes["first"]["training"]["losses"]
+    other = compare_runs(tmp_path / "first", tmp_path / "other seed")
+    assert not other["training losses"]["identical"] and not other["adapter weights"]["identical"]
 
 
 def _child_train(config_file, run, log):
