@@ -50,6 +50,17 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_folder(path: str | os.PathLike) -> bool:
+    """Undo a half-finished ``atomic_folder`` replacement: when ``path`` is missing but its previous version
+    (``.<name>.old``) exists, because a kill came between the two renames, move it back. True if it did."""
+    target = Path(path)
+    old = target.with_name(f".{target.name}.old")
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+        return True
+    return False
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented UTF-8 JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -328,7 +328,7 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: lis
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
     except ValueError as err:
         names = sorted(
             {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -337,6 +337,12 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: lis
             f"LoRA target modules {target_modules} not found in this model ({err}). Linear layers it has: "
             f"{', '.join(names)}; set lora.target_modules accordingly."
         ) from None
+    for (
+        settings
+    ) in peft_model.peft_config.values():  # peft keeps a set: sorted, adapter_config.json is stable
+        if isinstance(settings.target_modules, set):
+            settings.target_modules = sorted(settings.target_modules)
+    return peft_model
 
 
 def load_adapter(model: Any, adapter_dir: str | os.PathLike, trainable: bool = False) -> Any:

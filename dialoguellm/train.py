@@ -35,7 +35,7 @@ import torch
 
 from dialoguellm import evaluate, modeling
 from dialoguellm.config import Config, save_config
-from dialoguellm.io import atomic_folder, read_json, write_json
+from dialoguellm.io import atomic_folder, read_json, recover_folder, write_json
 from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import PromptBuilder, PromptExample, builders_from_config, rows_of
 
@@ -468,6 +468,7 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
     main = accelerator.is_main_process
     modeling.set_threads(m.num_threads)
     set_seed(t.seed)
+    recover_folder(run / "checkpoint")  # a kill between atomic_folder's two renames
     if resume and checkpoint_dir_exists(run):
         _check_same_config(config, run / "config.yaml")
     env = environment()
@@ -695,7 +696,7 @@ def load_descriptions_for(
     for split in splits:
         try:
             out[split] = load_description_map(run_dir, split=split)
-        except (FileNotFoundError, ValueError) as err:
+        except FileNotFoundError as err:  # a corrupt cache is an error (it names the line), not "no video"
             log.info("no %s video descriptions in %s (%s)", split, run_dir, err)
             out[split] = {}
     return out

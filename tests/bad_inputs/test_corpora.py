@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -281,3 +282,17 @@ def test_a_failed_folder_write_keeps_the_previous_folder(tmp_path):
             raise RuntimeError("interrupted")
     assert (target / "weights.safetensors").read_bytes() == b"v1"
     assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+
+
+def test_a_kill_between_the_two_renames_is_recovered(tmp_path):
+    """atomic_folder moves the old folder aside, then renames the new one in; a kill in between leaves only
+    ``.adapter.old``, which recover_folder (called before resuming training) moves back."""
+    from dialoguellm.io import atomic_folder, recover_folder
+
+    target = tmp_path / "checkpoint"
+    with atomic_folder(target) as tmp:
+        (tmp / "state.json").write_text("{}")
+    os.replace(target, tmp_path / ".checkpoint.old")  # the state right after the first rename
+    assert recover_folder(target) is True
+    assert (target / "state.json").read_text() == "{}"
+    assert recover_folder(target) is False  # nothing to do the second time

@@ -8,7 +8,8 @@ import json
 import pytest
 from unchanged import Written
 
-from dialoguellm import video
+from dialoguellm import train, video
+from dialoguellm.config import config_from_dict
 
 ROW = '{{"clip_id": "{}", "description": "{}"}}\n'
 CLIPS = [video.ClipRef("dev", "dia0_utt0"), video.ClipRef("test", "dia0_utt0")]
@@ -150,6 +151,8 @@ def test_cache_with_a_broken_middle_line_is_named_and_left_alone(finished_run):
     message = r"descriptions\.jsonl, line 2: not a valid cache record.*delete that line"
     with pytest.raises(ValueError, match=message):
         video.load_description_map(finished_run, split="test")
+    with pytest.raises(ValueError, match=message):  # training does not go on silently without video
+        train.load_descriptions_for(config_from_dict({"prompt": {"use_video": True}}), finished_run)
     with pytest.raises(ValueError, match=message):
         describer = video.make_describer("import", path=video.VENDORED_DESCRIPTIONS, split="test")
         video.describe_clips(CLIPS, describer, finished_run, progress=False)
