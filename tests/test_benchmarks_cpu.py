@@ -1,0 +1,60 @@
+"""benchmarks/eval_speed.py and train_speed.py run end to end on the tiny model (real MELD/EmoryNLP prompts)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = ["--set", "model.dtype=fp32", "--set", "model.num_threads=1", "--set", "eval.max_new_tokens=2"]
+
+
+@pytest.mark.slow
+def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    args = [
+        "--set",
+        f"model.name={tiny_model_dir}",
+        *TINY,
+        "--compare",
+        "8",
+        "--full",
+        "12",
+        "--out",
+        str(out),
+    ]
+    result = load("eval_speed").main(args)
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    for method in ("label_scoring", "greedy_generate", "paper_generate"):
+        entry = saved["comparison_sample"][method]
+        assert entry["utterances"] == 8 and entry["utterances_per_second"] > 0
+    assert saved["comparison_sample"]["label_scoring"]["unparsed"] == 0  # scoring always answers
+    assert saved["full_meld_test"]["utterances"] == 12
+    assert saved["targets_met"]["full MELD test set under 180 s"] is False  # 12 is not the full test set
+    assert saved["settings"]["paper_generation"]["num_beams"] == 4
+
+
+@pytest.mark.slow
+def test_train_speed_times_both_on_the_same_tokens(tiny_model_dir, tmp_path):
+    out = tmp_path / "train.json"
+    args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--set", "data.train_per_dataset=48"]
+    result = load("train_speed").main([*args, "--micro-batches", "3", "--out", str(out)])
+    ours, base = result["ours"], result["plain_trainer"]
+    assert ours["real_tokens"] == base["real_tokens"] > 0  # the same examples
+    assert base["tokens_computed"] == 2 * 8 * 256  # two timed micro-batches of 8, padded to the cutoff
+    assert ours["tokens_computed"] < base["tokens_computed"]
+    assert 0 <= ours["padding_waste"] < base["padding_waste"]
+    assert result["speedup"] == pytest.approx(ours["tokens_per_second"] / base["tokens_per_second"], rel=0.01)
