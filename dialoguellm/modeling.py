@@ -293,7 +293,8 @@ def load_model(
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     elif on_gpu and device_map is None:
-        model = model.to("cuda")
+        # One GPU per process under accelerate launch / torchrun (LOCAL_RANK); DDP expects the model there.
+        model = model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))))
     if tokenizer.pad_token_id is None:
         # Padding positions are masked out everywhere, so any existing token serves as pad.
         tokenizer.pad_token = tokenizer.eos_token
