@@ -86,7 +86,7 @@ def decoder_parts(model: Any) -> tuple[Any, Any]:
     the weights are frozen: that alone halved label-scoring speed).
     """
     inner = model
-    while hasattr(inner, "module") and isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+    while isinstance(inner, torch.nn.parallel.DistributedDataParallel):
         inner = inner.module
     if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()

@@ -369,7 +369,9 @@ def throughput_report(counts: torch.Tensor, world: int = 1) -> dict[str, float]:
     """Tokens computed, pad tokens among them, padding waste (pad / computed) and tokens/s of the steps run.
 
     ``counts`` = (tokens computed, pad tokens, answer tokens, seconds summed over processes). Computed tokens
-    are the shared prefix once per micro-batch plus every padded row.
+    are the shared prefix once per micro-batch plus every padded row; ``tokens_per_second`` counts the
+    computed tokens that are not padding, so the prefix once per micro-batch. (benchmarks/train_speed.py
+    counts every example's whole prompt instead, to compare with a trainer that runs each prompt in full.)
     """
     tokens, pads, answer, seconds = (float(v) for v in counts)
     wall = seconds / max(world, 1)
@@ -455,13 +457,13 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
             f"grad_accum divisible by {world} (keeping batch_size = micro_batch_size x grad_accum)."
         )
     per_rank = t.grad_accum // world
-    # Device placement is load_model's job (it also handles k-bit models spread by device_map).
     # On GPU, accelerate's mixed precision gives fp16 its gradient scaler (and bf16 its autocast); on CPU the
-    # loop's own bf16 autocast does the work (evaluate.autocast_context).
+    # loop's own bf16 autocast does the work (evaluate.autocast_context). An accelerate config's
+    # mixed_precision (ACCELERATE_MIXED_PRECISION, set by accelerate launch) wins.
     gpu = torch.cuda.is_available()
-    # An accelerate config's mixed_precision (ACCELERATE_MIXED_PRECISION, set by accelerate launch) wins.
     precision = {"bf16": "bf16", "fp16": "fp16"}.get(m.dtype, "no") if gpu else "no"
     precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else precision
+    # Device placement is load_model's job (it also handles k-bit models spread by device_map).
     accelerator = Accelerator(
         gradient_accumulation_steps=per_rank, device_placement=False, cpu=not gpu, mixed_precision=precision
     )
@@ -606,7 +608,6 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
                 state["best"] = dict(entry)
                 save_adapter(model, run / "adapter")
                 save_dev_selection(dev, prepared, config, run / "adapter")
-            model.train()
         if (state["step"] % save_every == 0 or done) and main:
             state["seconds"] = seconds_before + time.time() - start
             save_checkpoint(model, optimizer, state, run / "checkpoint")
