@@ -11,9 +11,10 @@ On the embedded default (configs/cpu.yaml: SmolLM2-135M-Instruct, z = 1, 1-shot)
    utterances/s, accuracy, weighted F1, unparsed outputs (counted wrong);
 2. label scoring of the FULL MELD test set (2,610 utterances): seconds, accuracy, weighted F1.
 
-Label scoring is reported raw (argmax) and, when the adapter has them and ``eval.calibrate`` is on, with the
-label biases fitted on the dev split during training, as notebook 04 reports it; the quality target uses the
-latter, and both are printed.
+Label scoring ranks labels as ``eval.length_normalise`` says (configs/cpu.yaml: mean log-likelihood per token,
+chosen on the dev splits by benchmarks/length_normalisation.py). It is reported raw (argmax) and, when the
+adapter has them and ``eval.calibrate`` is on, with the label biases fitted on the dev split during training,
+as notebook 04 reports it; the quality target uses the latter, and both are printed.
 Targets (issue #6): >= 3x faster than (b), not slower than (a), weighted F1 not below either; the full
 MELD test set in under 180 s on 2 CPU cores. The JSON lands in benchmarks/results/ (``--out``).
 """
@@ -68,15 +69,13 @@ def main(argv: list[str] | None = None) -> dict:
     sample = [full[i] for i in pick]
     tok, dtype, bs = loaded.tokenizer, config.model.dtype, config.eval.batch_size
     # The adapter's dev-fitted label biases (train.save_dev_selection), applied as notebook 04 applies them.
-    calibration = Path(args.adapter or "", "calibration.json")
-    bias = None
-    if args.adapter and config.eval.calibrate and calibration.is_file():
-        bias = json.loads(calibration.read_text(encoding="utf-8")).get("meld")
+    bias = evaluate.load_calibration(args.adapter, config).get("meld") if args.adapter else None
+    norm = config.eval.length_normalise
 
     def run(mode: str, examples, **generation) -> dict:
         def call():
             if mode == "score":
-                return evaluate.predict_by_scoring(model, tok, builder, examples, bs, dtype, progress=True)
+                return evaluate.predict_by_scoring(model, tok, builder, examples, bs, dtype, True, norm)
             return evaluate.predict_by_generation(
                 model, tok, builder, examples, bs, config.eval.max_new_tokens, dtype, True, generation
             )
@@ -132,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_size": bs,
             "dtype": dtype,
             "max_new_tokens": config.eval.max_new_tokens,
+            "length_normalise": norm,
             "paper_generation": evaluate.PAPER_GENERATION,
         },
         "comparison_sample": compare,

@@ -345,7 +345,16 @@ def predict_arm(
     ]
     examples = builder.build_split(splits[split], descriptions.get(split, {}), only=only)
     with _adapter_off(model) if not arm.tuned else contextlib.nullcontext():
-        return predict_by_scoring(model, tokenizer, builder, examples, batch_size, dtype, progress=False)
+        return predict_by_scoring(
+            model,
+            tokenizer,
+            builder,
+            examples,
+            batch_size,
+            dtype,
+            progress=False,
+            length_normalise=arm.config.eval.length_normalise,
+        )
 
 
 def evaluate_arms(

@@ -582,6 +582,7 @@ def score_split(
             config.eval.batch_size,
             config.model.dtype,
             progress,
+            config.eval.length_normalise,
         )
         for name, examples in prepared.examples[split].items()
     }

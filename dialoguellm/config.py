@@ -139,6 +139,22 @@ class EvalConfig:
             "to the test scores: corrects a small model's lean towards the majority class. Off in the paper."
         },
     )
+    calibration_per_dataset: int = field(
+        default=0,
+        metadata={
+            "help": "Dev utterances per corpus the calibration biases are fitted on (stratified, the dev "
+            "sample's seed); 0 = the whole dev split. Scored once with the selected adapter after training; "
+            "equal to data.dev_per_dataset = reuse the model-selection predictions. Never the test split."
+        },
+    )
+    length_normalise: bool = field(
+        default=False,
+        metadata={
+            "help": "Score mode: rank labels by their mean token log-likelihood (answer tokens + end of "
+            "sequence) instead of the sum, as beam search's length penalty 1.0 ranks finished answers; "
+            "off = the sum, which favours labels of fewer tokens. Calibration biases are fitted on the same scale."
+        },
+    )
     seeds: list[int] = field(
         default_factory=lambda: [42], metadata={"help": "Training seeds averaged in reports (paper: 5)."}
     )

@@ -1,8 +1,9 @@
 """Evaluation: label scoring (the default) and generate-and-parse (the paper's way, for comparison).
 
 Label scoring reads the model's probability of every candidate answer: the log-likelihood of the label's
-full token sequence (the word and the end-of-sequence token) after the prompt. The highest wins, so every
-prediction is a valid label, and the normalised probabilities are saved with each prediction.
+full token sequence (the word and the end-of-sequence token) after the prompt, or with ``eval.length_normalise``
+its mean per token (how beam search ranks finished answers). The highest wins, so every prediction is a valid
+label, and the normalised probabilities are saved with each prediction.
 
 Speed on CPUs comes from three things, none of which changes a score:
 - the tokens every prompt of a corpus shares (system message, instruction, demonstrations) are run once and
@@ -246,6 +247,16 @@ def score_examples(
     return result
 
 
+def length_normalised(loglik: np.ndarray, answers: Sequence[Sequence[int]]) -> np.ndarray:
+    """Label log-likelihoods (N, L) divided by each answer's token count: the mean log-probability per token,
+    the score beam search (length penalty 1.0) ranks finished answers by. Without it, a label of two tokens
+    ("neutral" + end) starts ahead of one of four ("sad", "ness", ...) for no reason of meaning."""
+    lengths = np.array([len(a) for a in answers], dtype=float)
+    if (lengths <= 0).any():
+        raise ValueError("Every answer needs at least one token to be length-normalised.")
+    return loglik / lengths
+
+
 def probabilities(loglik: np.ndarray) -> np.ndarray:
     """Normalise label log-likelihoods into probabilities over the candidate labels (rows sum to 1)."""
     shifted = loglik - loglik.max(axis=1, keepdims=True)
@@ -261,8 +272,13 @@ def predict_by_scoring(
     batch_size: int = 16,
     dtype: str = "bf16",
     progress: bool = True,
+    length_normalise: bool = False,
 ) -> pd.DataFrame:
-    """Label-scoring predictions: one row per example with gold, prediction and per-label probabilities."""
+    """Label-scoring predictions: one row per example with gold, prediction and per-label probabilities.
+
+    ``ll_<label>`` holds the score each label was ranked by: its log-likelihood, or with ``length_normalise``
+    that divided by its token count (``length_normalised``); ``p_<label>`` is the softmax of those scores.
+    """
     loglik = score_examples(
         model,
         examples,
@@ -273,6 +289,8 @@ def predict_by_scoring(
         desc=f"{builder.dataset}: scoring",
         progress=progress,
     )
+    if length_normalise:
+        loglik = length_normalised(loglik, builder.answer_ids)
     probs = probabilities(loglik) if len(examples) else loglik
     pred = loglik.argmax(axis=1) if len(examples) else np.zeros(0, dtype=int)
     frame = pd.DataFrame(
@@ -424,10 +442,13 @@ def predict(
     max_new_tokens: int = 8,
     dtype: str = "bf16",
     progress: bool = True,
+    length_normalise: bool = False,
 ) -> pd.DataFrame:
     """Predictions in ``mode`` "score" (label scoring) or "generate" (greedy text, then parse)."""
     if mode == "score":
-        return predict_by_scoring(model, tokenizer, builder, examples, batch_size, dtype, progress)
+        return predict_by_scoring(
+            model, tokenizer, builder, examples, batch_size, dtype, progress, length_normalise
+        )
     if mode == "generate":
         return predict_by_generation(
             model, tokenizer, builder, examples, batch_size, max_new_tokens, dtype, progress
@@ -465,6 +486,40 @@ def nan_safe(value: float) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------- runs
+def load_calibration(adapter_dir: str | os.PathLike, config: Any) -> dict[str, list[float]]:
+    """The per-label biases training fitted on dev (``<adapter>/calibration.json``), when ``eval.calibrate``
+    is on and the file exists; else {}.
+
+    The biases only fit scores on the scale they were fitted on, so evaluating with another
+    ``eval.length_normalise`` than the training run (its ``config.yaml`` beside the adapter) is refused.
+    """
+    from dialoguellm.io import read_json
+
+    folder = Path(adapter_dir)
+    path = folder / "calibration.json"
+    if not config.eval.calibrate:
+        return {}
+    if not path.is_file():
+        log.warning(
+            "eval.calibrate is on but %s has no calibration.json (trained without eval.calibrate, or "
+            "training stopped before fitting it: resume it); reporting uncalibrated predictions.",
+            folder,
+        )
+        return {}
+    if (folder.parent / "config.yaml").is_file():
+        trained = load_run_config(folder.parent).eval.length_normalise
+        if bool(trained) != bool(config.eval.length_normalise):
+            raise ValueError(
+                f"{path} was fitted on {'length-normalised' if trained else 'summed'} label scores, but "
+                f"this evaluation sets eval.length_normalise={config.eval.length_normalise}. Evaluate with "
+                f"eval.length_normalise={trained} (the training run's value), or eval.calibrate=false."
+            )
+    calibration = read_json(path)
+    if not isinstance(calibration, dict) or not all(isinstance(v, list) for v in calibration.values()):
+        raise ValueError(f"{path} should map each corpus to a list of label biases; retrain or delete it.")
+    return calibration
+
+
 def load_run_config(train_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Any:
     """The resolved config a training run saved (``<train_dir>/config.yaml``), with dotted overrides."""
     import yaml
@@ -517,12 +572,11 @@ def evaluate_run(
     prepared = prepare_examples(config, loaded.tokenizer, corpora, (split,), descriptions)
     mode = mode or config.eval.mode
     out = Path(out_dir)
-    calibration: dict[str, Any] = {}
-    calibration_file = Path(train_dir) / "adapter" / "calibration.json" if train_dir is not None else None
-    if config.eval.calibrate and calibration_file is not None and calibration_file.is_file():
-        from dialoguellm.io import read_json
-
-        calibration = read_json(calibration_file)
+    calibration = (
+        load_calibration(Path(train_dir) / "adapter", config)
+        if train_dir is not None and mode == "score"
+        else {}
+    )
     results: dict[str, Any] = {}
     for name, examples in prepared.examples[split].items():
         builder = prepared.builders[name]
@@ -536,6 +590,7 @@ def evaluate_run(
             config.eval.max_new_tokens,
             m.dtype,
             progress,
+            config.eval.length_normalise,
         )
         metrics = metrics_of(preds, builder.labels)
         bias = calibration.get(name) if mode == "score" else None
@@ -557,6 +612,7 @@ def evaluate_run(
         "environment": env,
         "seconds": time.time() - start,
         "calibrated": bool(calibration) and mode == "score",
+        "length_normalised": bool(config.eval.length_normalise) and mode == "score",
         "results": results,
     }
     write_json(out / "summary.json", summary)

@@ -393,7 +393,14 @@ def dev_metrics(
     for name, examples in prepared.examples["dev"].items():
         builder = prepared.builders[name]
         preds = evaluate.predict_by_scoring(
-            model, tokenizer, builder, examples, config.eval.batch_size, config.model.dtype, progress
+            model,
+            tokenizer,
+            builder,
+            examples,
+            config.eval.batch_size,
+            config.model.dtype,
+            progress,
+            config.eval.length_normalise,
         )
         out[name] = evaluate.metrics_of(preds, builder.labels)
         out["predictions"][name] = preds
@@ -627,6 +634,11 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
     seconds = seconds_before + time.time() - start
     if not main:
         return TrainResult(run, run / "adapter", state["best"], state["history"], seconds)
+    calibrated = (run / "adapter" / "calibration.json").is_file()
+    if config.eval.calibrate and state["best"] is not None and not calibration_reuses_selection(config):
+        if not calibrated:  # after a resume, the fit may already be there
+            fit_calibration(model, tokenizer, corpora, config, run / "adapter", descriptions, progress)
+        seconds = seconds_before + time.time() - start
     metrics = {
         "best": state["best"],
         "history": state["history"],
@@ -725,18 +737,90 @@ def _check_same_config(config: Config, saved: Path) -> None:
         )
 
 
+def calibration_reuses_selection(config: Config) -> bool:
+    """Whether the calibration biases are fitted on the model-selection dev predictions (the same sample)."""
+    return config.eval.calibration_per_dataset == config.data.dev_per_dataset
+
+
 def save_dev_selection(dev: Mapping[str, Any], prepared: Prepared, config: Config, folder: Path) -> None:
-    """Next to the selected adapter: its dev metrics and predictions, and (``eval.calibrate``) the per-label
-    biases fitted on those dev predictions, which evaluation then applies unchanged to the test split."""
+    """Next to the selected adapter: its dev metrics and predictions, and (``eval.calibrate`` with
+    ``eval.calibration_per_dataset`` equal to ``data.dev_per_dataset``) the per-label biases fitted on those
+    dev predictions, which evaluation then applies unchanged to the test split. Otherwise
+    ``fit_calibration`` fits them after training, on their own dev sample."""
     predictions = dev["predictions"]
     write_json(folder / "dev_metrics.json", {k: v for k, v in dev.items() if k != "predictions"})
     calibration = {}
     for name, preds in predictions.items():
         labels = prepared.builders[name].labels
         evaluate.save_predictions(preds, dev[name], folder, f"dev_{name}")
-        if config.eval.calibrate:
+        if config.eval.calibrate and calibration_reuses_selection(config):
             calibration[name] = evaluate.fit_label_bias(
                 evaluate.loglik_matrix(preds, labels), preds["gold_id"].to_numpy(), labels
             ).tolist()
     if calibration:
         write_json(folder / "calibration.json", calibration)
+
+
+def fit_calibration(
+    model: Any,
+    tokenizer: Any,
+    corpora: Mapping[str, Any],
+    config: Config,
+    folder: Path,
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Per-label biases (``eval.calibrate``) fitted on ``eval.calibration_per_dataset`` dev utterances per
+    corpus (0 = all), scored with the selected adapter in ``folder``, whose weights are loaded into ``model``
+    first. Writes ``calibration.json`` (what evaluation applies to test) and ``calibration_dev.json`` (how
+    many dev rows, weighted F1 before and after, in-sample) into ``folder``; returns the biases.
+
+    A few biases fitted on 200 rows follow that sample's noise; on the whole dev split (MELD 1,109) they
+    generalise better (benchmarks/results/length_normalisation_dev.json has the cross-fitted comparison).
+    """
+    import copy
+
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"No selected adapter in {folder} to calibrate (adapter_model.safetensors).")
+    set_peft_model_state_dict(model, load_file(str(weights)))
+    cal = copy.deepcopy(config)
+    cal.data.dev_per_dataset = config.eval.calibration_per_dataset
+    prepared = prepare_examples(cal, tokenizer, corpora, ("dev",), descriptions)
+    calibration, report = {}, {"length_normalise": bool(config.eval.length_normalise), "corpora": {}}
+    for name, examples in prepared.examples["dev"].items():
+        builder = prepared.builders[name]
+        preds = evaluate.predict_by_scoring(
+            model,
+            tokenizer,
+            builder,
+            examples,
+            config.eval.batch_size,
+            config.model.dtype,
+            progress,
+            config.eval.length_normalise,
+        )
+        bias = evaluate.fit_label_bias(
+            evaluate.loglik_matrix(preds, builder.labels), preds["gold_id"].to_numpy(), builder.labels
+        )
+        calibration[name] = bias.tolist()
+        raw = evaluate.metrics_of(preds, builder.labels)
+        fitted = evaluate.metrics_of(evaluate.apply_label_bias(preds, builder.labels, bias), builder.labels)
+        report["corpora"][name] = {
+            "dev_utterances": len(examples),
+            "weighted_f1_raw": raw["weighted_f1"],
+            "weighted_f1_calibrated_in_sample": fitted["weighted_f1"],
+        }
+        log.info(
+            "%s: label biases fitted on %d dev utterances (dev weighted F1 %.4f -> %.4f in sample)",
+            name,
+            len(examples),
+            raw["weighted_f1"],
+            fitted["weighted_f1"],
+        )
+    write_json(folder / "calibration_dev.json", report)
+    write_json(folder / "calibration.json", calibration)
+    return calibration

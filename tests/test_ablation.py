@@ -208,7 +208,10 @@ def test_arms_are_evaluated_with_one_adapter(tiny_model_dir):
     )["meld"]  # fmt: skip
     only = ablation.sample_positions(corpora["meld"]["test"], 9, 1)
     examples = builder.build_split(corpora["meld"]["test"], descriptions["test"], only=only)
-    expected = evaluate.predict_by_scoring(bare, tokenizer, builder, examples, progress=False)
+    assert arm.config.eval.length_normalise  # from configs/cpu.yaml, the arms' base
+    expected = evaluate.predict_by_scoring(
+        bare, tokenizer, builder, examples, progress=False, length_normalise=arm.config.eval.length_normalise
+    )
     np.testing.assert_allclose(untuned[p_cols], expected[p_cols], atol=1e-4)
     summary = ablation.summarise(runs)
     assert (summary["seeds"] == 2).all() and len(summary) == len(names) * 2

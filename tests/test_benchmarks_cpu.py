@@ -58,3 +58,30 @@ def test_train_speed_times_both_on_the_same_tokens(tiny_model_dir, tmp_path):
     assert ours["tokens_computed"] < base["tokens_computed"]
     assert 0 <= ours["padding_waste"] < base["padding_waste"]
     assert result["speedup"] == pytest.approx(ours["tokens_per_second"] / base["tokens_per_second"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, monkeypatch):
+    from dialoguellm import train
+
+    real = train.prepare_examples
+
+    def dev_only(config, tokenizer, corpora, splits, *args, **kwargs):
+        assert tuple(splits) == ("dev",)  # the choice is made on dev; the test split is never built
+        return real(config, tokenizer, corpora, splits, *args, **kwargs)
+
+    monkeypatch.setattr(train, "prepare_examples", dev_only)
+    out = tmp_path / "norm.json"
+    args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--per-dataset", "14", "--folds", "2"]
+    result = load("length_normalisation").main([*args, "--repeats", "2", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["split"] == "dev" and set(result["per_corpus"]) == {"meld", "emorynlp"}
+    for entry in result["per_corpus"].values():
+        assert entry["utterances"] == 14
+        for variant in ("sum", "mean"):
+            assert len(entry[variant]["cross_fitted_repeats"]) == 2
+            assert 0 <= entry[variant]["weighted_f1"] <= 1
+    means = result["mean_over_corpora"]
+    assert result["chosen"] == ("mean" if means["mean"] > means["sum"] else "sum")
+    assert result["eval.length_normalise"] == (result["chosen"] == "mean")
+    assert result["config_agrees"] == (result["eval.length_normalise"] is True)  # configs/cpu.yaml: true

@@ -121,3 +121,52 @@ def test_label_bias_fitted_on_dev_corrects_a_majority_lean():
     adjusted = evaluate.apply_label_bias(frame, labels, bias)
     assert (adjusted["pred_id"] == (loglik + bias).argmax(1)).all()
     assert (adjusted["pred_id_raw"] == frame["pred_id"]).all()
+
+
+def test_length_normalised_scores_rank_by_mean_token_log_likelihood(tiny_loaded, meld_corpus):
+    tok = tiny_loaded.tokenizer
+    builder = PromptBuilder(tok, "meld", context_turns=1)
+    examples = builder.build_split(meld_corpus["dev"])
+    # The tiny tokenizer has one token per word: give the labels 2..8 tokens, as real tokenizers do.
+    builder.answer_ids = [list(a[:-1]) + [7] * j + [a[-1]] for j, a in enumerate(builder.answer_ids)]
+    lengths = np.array([len(a) for a in builder.answer_ids], dtype=float)
+    assert len(set(lengths)) == len(lengths)
+    args = (tiny_loaded.model, tok, builder, examples, 4, "fp32", False)
+    summed = evaluate.predict_by_scoring(*args)
+    mean = evaluate.predict_by_scoring(*args, length_normalise=True)
+    ll_sum, ll_mean = (evaluate.loglik_matrix(f, builder.labels) for f in (summed, mean))
+    np.testing.assert_allclose(ll_mean, ll_sum / lengths)
+    assert (mean["pred_id"].to_numpy() == ll_mean.argmax(axis=1)).all()
+    # A label of more tokens is no longer penalised for them: mean and sum differ in a crafted case.
+    crafted = np.array([[-2.0, -3.0]])  # 2 tokens at -1 each vs 3 tokens at -1 each
+    assert evaluate.length_normalised(crafted, [[1, 2], [3, 4, 5]]).tolist() == [[-1.0, -1.0]]
+    with pytest.raises(ValueError, match="at least one token"):
+        evaluate.length_normalised(crafted, [[1], []])
+
+
+def test_calibration_on_another_score_scale_is_refused(tmp_path, caplog):
+    import yaml
+
+    from dialoguellm.config import config_from_dict
+
+    run = tmp_path / "training"
+    adapter = run / "adapter"
+    adapter.mkdir(parents=True)
+    trained = config_from_dict({"eval": {"calibrate": True, "length_normalise": False}}, source="test")
+    settings = trained.to_dict()
+    settings.pop("source")
+    (run / "config.yaml").write_text(yaml.safe_dump(settings))
+    # No calibration.json: a warning, and no biases.
+    with caplog.at_level("WARNING", logger="dialoguellm.evaluate"):
+        assert evaluate.load_calibration(adapter, trained) == {}
+    assert "calibration.json" in caplog.text
+    (adapter / "calibration.json").write_text('{"meld": [0, 1, 0, 0, 0, 0, 0]}')
+    assert evaluate.load_calibration(adapter, trained) == {"meld": [0, 1, 0, 0, 0, 0, 0]}
+    other = config_from_dict({"eval": {"calibrate": True, "length_normalise": True}}, source="test")
+    with pytest.raises(ValueError, match=r"calibration\.json.*summed.*eval\.length_normalise=False"):
+        evaluate.load_calibration(adapter, other)
+    off = config_from_dict({"eval": {"calibrate": False, "length_normalise": True}}, source="test")
+    assert evaluate.load_calibration(adapter, off) == {}
+    (adapter / "calibration.json").write_text('["not", "a", "mapping"]')
+    with pytest.raises(ValueError, match="retrain or delete"):
+        evaluate.load_calibration(adapter, trained)

@@ -6,7 +6,9 @@ import copy
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from tiny import synthetic_corpus, tiny_settings
 
 from dialoguellm import evaluate, train
@@ -128,13 +130,18 @@ def test_cli_train_then_evaluate(tiny_model_dir, tmp_path, capsys):
     config.pop("source")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     args = ["--run-dir", str(run)]
-    overrides = ["--set", "train.seed=1", "--set", "eval.calibrate=true"]
+    # Model selection on 4 dev rows; the biases on the whole dev split (eval.calibration_per_dataset = 0).
+    overrides = ["--set", "train.seed=1", "--set", "eval.calibrate=true", "--set", "data.dev_per_dataset=4"]
     assert cli.main(["train", "--config", str(tmp_path / "tiny.yaml"), *overrides, *args]) == 0
     adapter = run / "training" / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file()
-    assert (adapter / "dev_meld_predictions.csv").is_file()
+    assert len(pd.read_csv(adapter / "dev_meld_predictions.csv")) == 4
     bias = json.loads((adapter / "calibration.json").read_text())["meld"]
     assert len(bias) == 7 and bias[0] == 0
+    fitted = json.loads((adapter / "calibration_dev.json").read_text())["corpora"]["meld"]
+    n_dev = len(synthetic_corpus("meld")["dev"])
+    assert fitted["dev_utterances"] == n_dev > 4
+    assert fitted["weighted_f1_calibrated_in_sample"] >= fitted["weighted_f1_raw"]
     assert cli.main(["evaluate", "--set", "data.test_per_dataset=4", *args]) == 0
     out = capsys.readouterr().out
     assert '"weighted_f1"' in out
@@ -176,3 +183,42 @@ def test_loss_is_the_same_with_and_without_the_shared_prefix(tiny_loaded, meld_c
             logp = torch.log_softmax(model(input_ids=torch.tensor([p + a])).logits[0], -1)
             total -= sum(float(logp[len(p) - 1 + k, a[k]]) for k in range(len(a)))
     assert shared.item() == pytest.approx(total / n, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_calibration_is_fitted_with_the_selected_adapter_and_refitted_on_resume(tiny_model_dir, tmp_path):
+    """The biases come from the adapter training kept (not the last step's weights), on the whole dev split;
+    a run stopped between the last step and the fit gets its calibration on --resume."""
+    from safetensors.torch import load_file
+
+    corpus = {"meld": NoTestSplit(synthetic_corpus("meld", sizes=(4, 2, 2), seed=5))}
+    settings = tiny_settings(tiny_model_dir, epochs=4, eval_every=1)
+    settings["eval"].update(calibrate=True)
+    settings["data"].update(dev_per_dataset=4)
+    config = config_from_dict(settings, source="test")
+    result = train.train(config, tmp_path / "run", corpus, progress=False)
+    adapter = result.adapter_dir
+    first = json.loads((adapter / "calibration.json").read_text())
+    report = json.loads((adapter / "calibration_dev.json").read_text())
+    assert report["corpora"]["meld"]["dev_utterances"] == len(corpus["meld"]["dev"]) == 8
+    assert report["length_normalise"] is False
+
+    # fit_calibration loads the kept adapter into the model before scoring, whatever the model holds now.
+    from dialoguellm import modeling
+
+    loaded = modeling.load_model(str(tiny_model_dir), "fp32")
+    model = modeling.load_adapter(loaded.model, adapter)
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.add_(0.5)
+    again = train.fit_calibration(model, loaded.tokenizer, corpus, config, adapter, progress=False)
+    assert again == first
+    state = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
+    for name, tensor in saved.items():
+        torch.testing.assert_close(state[name], tensor)
+
+    (adapter / "calibration.json").unlink()  # as if killed after the last step, before the fit
+    train.train(config, tmp_path / "run", corpus, resume=True, progress=False)
+    assert json.loads((adapter / "calibration.json").read_text()) == first

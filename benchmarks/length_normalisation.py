@@ -1,0 +1,164 @@
+"""Choose ``eval.length_normalise`` on the dev splits (never on test): summed vs mean label log-likelihood.
+
+    python benchmarks/length_normalisation.py --adapter runs/latest/training/adapter
+
+Label scoring ranks the candidate labels by the log-likelihood of their tokens (the word and the end of
+sequence). Summed, a label of two tokens ("neutral" + end) starts ahead of one of four ("sad", "ness", ...);
+the paper's beam search ranks finished answers by the mean per token instead (length penalty 1.0). Which of
+the two serves a given model is an empirical question, so this script answers it on the FULL dev split of
+every corpus in ``data.datasets``, with the adapter (or bare model) evaluation will use:
+
+- each dev utterance is scored once; the summed and the mean scores come from the same log-likelihoods;
+- for each: accuracy and weighted F1 of the argmax, and weighted F1 with per-label biases fitted on the
+  other folds of dev (``--folds``-fold cross-fitting, ``--repeats`` shuffles), which is what notebook 04
+  reports when ``eval.calibrate`` is on, without scoring dev rows with biases fitted on themselves;
+- the choice: the variant with the higher mean weighted F1 over the corpora (calibrated when the config
+  calibrates, raw otherwise). The test split is not read.
+
+The JSON lands in benchmarks/results/ (``--out``); configs/cpu.yaml's ``eval.length_normalise`` cites it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dialoguellm import evaluate, modeling, train
+from dialoguellm.config import load_config, parse_overrides
+from dialoguellm.metrics import classification_metrics
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = ("sum", "mean")
+
+
+def cross_fitted_f1(
+    scores: np.ndarray, gold: np.ndarray, labels, folds: int, repeats: int, seed: int
+) -> list[float]:
+    """Weighted F1 of argmax(scores + bias) where each row's bias was fitted on the other folds only."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(repeats):
+        order = rng.permutation(len(gold))
+        pred = np.zeros(len(gold), dtype=int)
+        for held in np.array_split(order, folds):
+            fit = np.setdiff1d(order, held)
+            bias = evaluate.fit_label_bias(scores[fit], gold[fit], labels)
+            pred[held] = (scores[held] + bias).argmax(axis=1)
+        out.append(classification_metrics(gold, pred, labels)["weighted_f1"])
+    return out
+
+
+def variant_scores(loglik: np.ndarray, answers) -> dict[str, np.ndarray]:
+    return {"sum": loglik, "mean": evaluate.length_normalised(loglik, answers)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--adapter", default=None, help="a trained LoRA adapter folder (default: none)")
+    parser.add_argument("--per-dataset", type=int, default=0, help="dev utterances per corpus (0 = all)")
+    parser.add_argument("--folds", type=int, default=5, help="folds of the cross-fitted calibration")
+    parser.add_argument("--repeats", type=int, default=3, help="shuffles of the cross-fitting")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default=str(RESULTS / "length_normalisation_dev.json"))
+    args = parser.parse_args(argv)
+    if args.folds < 2 or args.repeats < 1:
+        parser.error("--folds must be at least 2 and --repeats at least 1.")
+
+    config = load_config(args.config, parse_overrides(args.set))
+    threads = modeling.set_threads(config.model.num_threads)
+    loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
+    model = modeling.load_adapter(loaded.model, args.adapter) if args.adapter else loaded.model
+    corpora = train.load_corpora_for(config, None, args.data_dir)
+    config.data.dev_per_dataset = args.per_dataset
+    prepared = train.prepare_examples(config, loaded.tokenizer, corpora, ("dev",))
+
+    per_corpus: dict[str, dict] = {}
+    for name, examples in prepared.examples["dev"].items():
+        builder = prepared.builders[name]
+        loglik = evaluate.score_examples(
+            model,
+            examples,
+            builder.answer_ids,
+            loaded.tokenizer.pad_token_id,
+            config.eval.batch_size,
+            config.model.dtype,
+            desc=f"{name} dev: scoring",
+        )
+        gold = np.array([e.label_id for e in examples])
+        entry: dict = {
+            "utterances": len(examples),
+            "answer_tokens": dict(zip(builder.labels, map(len, builder.answer_ids), strict=True)),
+        }
+        for variant, scores in variant_scores(loglik, builder.answer_ids).items():
+            m = classification_metrics(gold, scores.argmax(axis=1), builder.labels)
+            crossed = cross_fitted_f1(
+                scores, gold, builder.labels, args.folds, args.repeats, config.train.seed
+            )
+            entry[variant] = {
+                "accuracy": round(m["accuracy"], 4),
+                "weighted_f1": round(m["weighted_f1"], 4),
+                "weighted_f1_cross_fitted_calibration": round(float(np.mean(crossed)), 4),
+                "cross_fitted_repeats": [round(x, 4) for x in crossed],
+            }
+        per_corpus[name] = entry
+
+    key = "weighted_f1_cross_fitted_calibration" if config.eval.calibrate else "weighted_f1"
+    means = {v: round(float(np.mean([per_corpus[c][v][key] for c in per_corpus])), 4) for v in VARIANTS}
+    chosen = max(VARIANTS, key=lambda v: means[v])  # ties keep "sum", the plain log-likelihood
+    result = {
+        "benchmark": "length_normalisation",
+        "command": "python benchmarks/length_normalisation.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "split": "dev",
+        "model": config.model.name,
+        "adapter": args.adapter,
+        "hardware": train.hardware_summary(train.environment()),
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "settings": {
+            "context_turns": config.prompt.context_turns,
+            "k_shot": config.prompt.k_shot,
+            "dtype": config.model.dtype,
+            "calibrate": config.eval.calibrate,
+            "folds": args.folds,
+            "repeats": args.repeats,
+        },
+        "per_corpus": per_corpus,
+        "criterion": f"mean over corpora of {key}",
+        "mean_over_corpora": means,
+        "chosen": chosen,
+        "eval.length_normalise": chosen == "mean",
+        "config_agrees": bool(config.eval.length_normalise) == (chosen == "mean"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+    print(f"\n{'corpus':<10}{'variant':<8}{'n':>6}{'acc':>8}{'wF1':>8}{'wF1 cal (cross-fit)':>22}   (dev)")
+    for name, entry in per_corpus.items():
+        for v in VARIANTS:
+            r = entry[v]
+            print(
+                f"{name:<10}{v:<8}{entry['utterances']:>6}{100 * r['accuracy']:>8.1f}{100 * r['weighted_f1']:>8.1f}"
+                f"{100 * r['weighted_f1_cross_fitted_calibration']:>22.1f}"
+            )
+    print(f"{result['criterion']}: " + ", ".join(f"{v} {100 * means[v]:.1f}" for v in VARIANTS))
+    print(
+        f"chosen on dev: eval.length_normalise: {str(chosen == 'mean').lower()} "
+        f"({'agrees with' if result['config_agrees'] else 'DIFFERS from'} the config {args.config})"
+    )
+    print(f"written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
