@@ -475,6 +475,16 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
         gradient_accumulation_steps=per_rank, device_placement=False, cpu=not gpu, mixed_precision=precision
     )
     main = accelerator.is_main_process
+    zero = deepspeed_active(accelerator)
+    if zero and resume:
+        raise ValueError(
+            "--resume is not supported under DeepSpeed ZeRO (e.g. configs/accelerate/deepspeed_zero2.yaml): its "
+            "optimizer state is partitioned across the processes, and dialoguellm's checkpoints hold one "
+            "process's state, so no resumable checkpoint is written there. Start the run again without --resume "
+            "in a fresh folder, or train with configs/accelerate/ddp.yaml, whose checkpoints resume."
+        )
+    if zero:
+        log.info("DeepSpeed ZeRO: no resumable checkpoints; the best adapter is saved at each dev evaluation")
     modeling.set_threads(m.num_threads)
     set_seed(t.seed)
     recover_folder(run / "checkpoint")  # a kill between atomic_folder's two renames
@@ -615,7 +625,7 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
                 state["best"] = dict(entry)
                 save_adapter(model, run / "adapter")
                 save_dev_selection(dev, prepared, config, run / "adapter")
-        if (state["step"] % save_every == 0 or done) and main:
+        if (state["step"] % save_every == 0 or done) and main and not zero:
             state["seconds"] = seconds_before + time.time() - start
             save_checkpoint(model, optimizer, state, run / "checkpoint")
         accelerator.wait_for_everyone()
@@ -667,6 +677,11 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
         history=state["history"],
         seconds=seconds,
     )
+
+
+def deepspeed_active(accelerator: Any) -> bool:
+    """Whether ``accelerate launch`` runs DeepSpeed (a ZeRO config), whose optimizer state is partitioned."""
+    return getattr(accelerator.state, "deepspeed_plugin", None) is not None
 
 
 def checkpoint_dir_exists(run: Path) -> bool:

@@ -91,6 +91,21 @@ def test_resume_continues_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch
         np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-6)
 
 
+def test_deepspeed_runs_write_no_checkpoint_and_refuse_resume(tiny_model_dir, tmp_path, monkeypatch):
+    """Under DeepSpeed ZeRO the optimizer state is partitioned: no one-process checkpoint pretends to resume it
+    (DeepSpeed itself is not installed here; accelerate's plugin is what the branch reads)."""
+    monkeypatch.setattr(train, "deepspeed_active", lambda accelerator: True)
+    corpus = {"meld": _memorise_corpus()}
+    config = _config(tiny_model_dir, epochs=1, save_every=1, eval_every=2)
+    result = train.train(config, tmp_path / "run", corpus, progress=False)
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (result.run_dir / "metrics.json").is_file()
+    assert not (result.run_dir / "checkpoint").exists()
+    with pytest.raises(ValueError, match=r"--resume is not supported under DeepSpeed.*ddp\.yaml"):
+        train.train(config, tmp_path / "run", corpus, resume=True, progress=False)
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()  # nothing lost by the refusal
+
+
 def test_sample_indices_are_stratified_and_deterministic():
     labels = [0] * 80 + [1] * 20
     chosen = train.sample_indices(100, 10, seed=1, labels=labels)
