@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = [
     "data.train_per_dataset=64",
     "data.dev_per_dataset=16",
+    "eval.calibration_per_dataset=48",  # the label biases' own dev sample, fitted after training
     "data.test_per_dataset=32",
     "train.batch_size=8",
     "train.grad_accum=1",
@@ -96,7 +97,7 @@ def kind_of(name: str) -> str:
         return "weights"
     if name.startswith("training ") or name.endswith(("_predictions.csv", "_metrics.json", "_per_class.csv")):
         return "results"
-    return "results" if Path(name).name == "calibration.json" else "other"
+    return "results" if Path(name).name in ("calibration.json", "calibration_dev.json") else "other"
 
 
 def compare_runs(a: Path, b: Path) -> dict[str, dict]:
