@@ -13,7 +13,10 @@ every corpus in ``data.datasets``, with the adapter (or bare model) evaluation w
   other folds of dev (``--folds``-fold cross-fitting, ``--repeats`` shuffles), which is what notebook 04
   reports when ``eval.calibrate`` is on, without scoring dev rows with biases fitted on themselves;
 - the choice: the variant with the higher mean weighted F1 over the corpora (calibrated when the config
-  calibrates, raw otherwise). The test split is not read.
+  calibrates, raw otherwise). The test split is not read;
+- how many dev rows the biases need (``--fit-sizes``): weighted F1 on held-out dev rows with biases fitted on
+  0 (none), 200, 500, 700 other dev rows, ``--fit-repeats`` shuffles (configs/cpu.yaml's
+  ``eval.calibration_per_dataset`` cites it).
 
 The JSON lands in benchmarks/results/ (``--out``); configs/cpu.yaml's ``eval.length_normalise`` cites it.
 """
@@ -53,6 +56,27 @@ def cross_fitted_f1(
     return out
 
 
+def fit_size_curve(
+    scores: np.ndarray, gold: np.ndarray, labels, sizes: list[int], repeats: int, seed: int
+) -> dict[str, float]:
+    """Weighted F1 on held-out dev rows of argmax(scores + bias), the bias fitted on ``size`` other dev rows
+    (0 = no bias), the same held-out rows for every size within a repeat; mean over ``repeats`` shuffles."""
+    rng = np.random.default_rng(seed)
+    largest = max(sizes)
+    out: dict[int, list[float]] = {s: [] for s in sizes}
+    for _ in range(repeats):
+        order = rng.permutation(len(gold))
+        held = order[largest:]
+        for size in sizes:
+            bias = evaluate.fit_label_bias(scores[order[:size]], gold[order[:size]], labels) if size else 0.0
+            out[size].append(
+                classification_metrics(gold[held], (scores[held] + bias).argmax(axis=1), labels)[
+                    "weighted_f1"
+                ]
+            )
+    return {str(s): round(float(np.mean(v)), 4) for s, v in out.items()}
+
+
 def variant_scores(loglik: np.ndarray, answers) -> dict[str, np.ndarray]:
     return {"sum": loglik, "mean": evaluate.length_normalised(loglik, answers)}
 
@@ -67,6 +91,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--per-dataset", type=int, default=0, help="dev utterances per corpus (0 = all)")
     parser.add_argument("--folds", type=int, default=5, help="folds of the cross-fitted calibration")
     parser.add_argument("--repeats", type=int, default=3, help="shuffles of the cross-fitting")
+    parser.add_argument(
+        "--fit-sizes",
+        type=int,
+        nargs="*",
+        default=[0, 200, 500, 700],
+        help="dev rows the label biases are fitted on, each scored on the same held-out dev rows (0 = none)",
+    )
+    parser.add_argument("--fit-repeats", type=int, default=20, help="shuffles of the fit-size curve")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(RESULTS / "length_normalisation_dev.json"))
     args = parser.parse_args(argv)
@@ -109,6 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "weighted_f1_cross_fitted_calibration": round(float(np.mean(crossed)), 4),
                 "cross_fitted_repeats": [round(x, 4) for x in crossed],
             }
+            if args.fit_sizes and max(args.fit_sizes) < len(examples):
+                entry[variant]["held_out_weighted_f1_by_fit_size"] = fit_size_curve(
+                    scores, gold, builder.labels, args.fit_sizes, args.fit_repeats, config.train.seed
+                )
         per_corpus[name] = entry
 
     key = "weighted_f1_cross_fitted_calibration" if config.eval.calibrate else "weighted_f1"
@@ -152,6 +188,14 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{100 * r['weighted_f1_cross_fitted_calibration']:>22.1f}"
             )
     print(f"{result['criterion']}: " + ", ".join(f"{v} {100 * means[v]:.1f}" for v in VARIANTS))
+    for name, entry in per_corpus.items():
+        for v in VARIANTS:
+            curve = entry[v].get("held_out_weighted_f1_by_fit_size")
+            if curve:
+                print(
+                    f"{name} {v}: held-out dev wF1 by the number of dev rows the biases were fitted on: "
+                    + ", ".join(f"{k}: {100 * x:.1f}" for k, x in curve.items())
+                )
     print(
         f"chosen on dev: eval.length_normalise: {str(chosen == 'mean').lower()} "
         f"({'agrees with' if result['config_agrees'] else 'DIFFERS from'} the config {args.config})"

@@ -73,7 +73,8 @@ def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, mo
     monkeypatch.setattr(train, "prepare_examples", dev_only)
     out = tmp_path / "norm.json"
     args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--per-dataset", "14", "--folds", "2"]
-    result = load("length_normalisation").main([*args, "--repeats", "2", "--out", str(out)])
+    curve = ["--fit-sizes", "0", "4", "8", "--fit-repeats", "2"]
+    result = load("length_normalisation").main([*args, "--repeats", "2", *curve, "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["split"] == "dev" and set(result["per_corpus"]) == {"meld", "emorynlp"}
     for entry in result["per_corpus"].values():
@@ -81,6 +82,7 @@ def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, mo
         for variant in ("sum", "mean"):
             assert len(entry[variant]["cross_fitted_repeats"]) == 2
             assert 0 <= entry[variant]["weighted_f1"] <= 1
+            assert set(entry[variant]["held_out_weighted_f1_by_fit_size"]) == {"0", "4", "8"}
     means = result["mean_over_corpora"]
     assert result["chosen"] == ("mean" if means["mean"] > means["sum"] else "sum")
     assert result["eval.length_normalise"] == (result["chosen"] == "mean")
