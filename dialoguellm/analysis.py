@@ -361,17 +361,21 @@ def confident_errors(
 
 @dataclass
 class PriorCorrection:
-    """Per-class log-prior offsets: corrected score = log p(label | prompt) - offset[label].
+    """Per-class log-prior offsets: corrected score = scale * log p(label | prompt) - offset[label].
 
     Fitted on dev predictions only (``fit``), then applied unchanged to any other split (``apply``). The
-    offsets maximise the dev log-likelihood of the gold labels (a convex problem, solved by Newton's method;
-    a small L2 term keeps offsets finite for a label dev lacks). At that optimum (without the L2 term) the
-    mean corrected probability of every label equals its dev frequency, so a label the model over-predicts (neutral) is
-    pushed down by exactly the amount dev shows, and nothing is learnt from test.
+    offsets and the one scale maximise the dev log-likelihood of the gold labels (a convex problem, solved by
+    Newton's method; a small L2 term keeps offsets finite for a label dev lacks and the scale near 1). At that
+    optimum (without the L2 term) the mean corrected probability of every label equals its dev frequency, so a
+    label the model over-predicts (neutral) is pushed down by exactly the amount dev shows, and nothing is
+    learnt from test. The scale matters for length-normalised scores (``eval.length_normalise``): a mean per
+    token is a log-probability divided by 2-4 tokens, whose softmax is far too flat; matching the mean
+    probabilities of such flat rows to the label frequencies pushed most predictions onto the majority label.
     """
 
     labels: list[str]
     offsets: list[float] = field(default_factory=list)
+    scale: float = 1.0
     method: str = "likelihood"
     fitted_on: str = "dev"
     n_fit: int = 0
@@ -403,14 +407,16 @@ class PriorCorrection:
         gold = dev["gold_id"].to_numpy(dtype=int)
         if method != "likelihood":
             raise ValueError(f"Prior correction method must be 'likelihood', not {method!r}.")
-        offsets = _fit_likelihood_offsets(scores, gold, len(labels), 1.0 / len(dev) if l2 is None else l2)
+        scale, offsets = _fit_likelihood_offsets(
+            scores, gold, len(labels), 1.0 / len(dev) if l2 is None else l2
+        )
         offsets = offsets - offsets.mean()  # only differences matter; centred offsets read more easily
-        return cls(labels=labels, offsets=offsets.tolist(), method=method, n_fit=len(dev))
+        return cls(labels=labels, offsets=offsets.tolist(), scale=scale, method=method, n_fit=len(dev))
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A copy of ``frame`` with corrected probabilities and predictions (gold untouched)."""
         _check_frame(frame)
-        scores = self.log_scores(frame, self.labels) - np.asarray(self.offsets)[None, :]
+        scores = self.scale * self.log_scores(frame, self.labels) - np.asarray(self.offsets)[None, :]
         probs = _softmax(scores)
         pred = probs.argmax(axis=1)
         out = frame.copy()
@@ -424,6 +430,7 @@ class PriorCorrection:
         return {
             "labels": self.labels,
             "offsets": self.offsets,
+            "scale": self.scale,
             "method": self.method,
             "fitted_on": self.fitted_on,
             "n_fit": self.n_fit,
@@ -436,20 +443,29 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _fit_likelihood_offsets(scores: np.ndarray, gold: np.ndarray, n: int, l2: float) -> np.ndarray:
-    """Minimise mean NLL of softmax(scores - b)[gold] + l2 |b|^2 by Newton's method (convex, ~10 steps)."""
+def _fit_likelihood_offsets(
+    scores: np.ndarray, gold: np.ndarray, n: int, l2: float
+) -> tuple[float, np.ndarray]:
+    """(a, b) minimising mean NLL of softmax(a * scores - b)[gold] + l2 (|b|^2 + (a - 1)^2), by Newton's
+    method: the logits are linear in (a, b), so the problem is convex (~10 steps)."""
     onehot = np.eye(n)[gold]
-    b = np.zeros(n)
+    a, b = 1.0, np.zeros(n)
     for _ in range(100):
-        p = _softmax(scores - b)
-        # d/db of NLL = onehot - p (mean over rows); Hessian = mean(diag(p) - p p^T), plus l2.
-        grad = (onehot - p).mean(axis=0) + 2 * l2 * b
-        hess = (np.diag(p.mean(axis=0)) - p.T @ p / len(p)) + 2 * l2 * np.eye(n)
-        step = np.linalg.solve(hess, grad)
-        b -= step
+        p = _softmax(a * scores - b)
+        ps = (p * scores).sum(axis=1, keepdims=True)  # expected score under p, per row
+        # Gradients of the mean NLL: d/da = mean(E_p[s] - s_gold), d/db = mean(onehot - p).
+        grad_a = float((ps[:, 0] - (onehot * scores).sum(axis=1)).mean()) + 2 * l2 * (a - 1)
+        grad_b = (onehot - p).mean(axis=0) + 2 * l2 * b
+        # Hessian (per row: J^T (diag p - p p^T) J with J = [s, -I]), averaged over rows.
+        h_aa = float((p * scores**2).sum(axis=1).mean() - (ps[:, 0] ** 2).mean()) + 2 * l2
+        h_ab = -(p * (scores - ps)).mean(axis=0)
+        h_bb = (np.diag(p.mean(axis=0)) - p.T @ p / len(p)) + 2 * l2 * np.eye(n)
+        hess = np.block([[np.array([[h_aa]]), h_ab[None, :]], [h_ab[:, None], h_bb]])
+        step = np.linalg.solve(hess, np.concatenate([[grad_a], grad_b]))
+        a, b = a - step[0], b - step[1:]
         if np.abs(step).max() < 1e-8:
             break
-    return b
+    return float(a), b
 
 
 def prior_correction_report(

@@ -176,6 +176,33 @@ def test_prior_correction_fitted_on_dev_reduces_neutral_over_prediction():
     np.testing.assert_allclose(corrected[[f"p_{w}" for w in MELD]].sum(axis=1), 1.0)
 
 
+def test_prior_correction_fits_the_scale_of_length_normalised_scores():
+    """Scores divided by a token count (eval.length_normalise) are far flatter than log-probabilities; the
+    correction fits that scale back instead of pushing the flat rows onto the majority label."""
+    rng = np.random.default_rng(3)
+    frames = []
+    for _ in range(2):
+        gold, probs = biased_scores(3000, rng)
+        flat = np.log(probs) / 3.0  # a mean over three tokens
+        soft = np.exp(flat) / np.exp(flat).sum(axis=1, keepdims=True)  # p_ columns: softmax of the ll_ ones
+        frame = frame_from(gold, flat.argmax(axis=1).tolist(), soft)
+        for j, w in enumerate(MELD):
+            frame[f"ll_{w}"] = flat[:, j]
+        frames.append(frame)
+    dev, test = frames
+    correction = analysis.PriorCorrection.fit(dev, MELD)
+    assert correction.scale > 3  # the flat rows are sharpened, not left as they are
+    # The same scores as log-probabilities (three times larger) get about a third of the scale (the L2 pull
+    # towards 1, weight 1/3000, keeps it from being exact).
+    exact = analysis.PriorCorrection.fit(dev.assign(**{f"ll_{w}": 3 * dev[f"ll_{w}"] for w in MELD}), MELD)
+    assert correction.scale == pytest.approx(3 * exact.scale, rel=0.05)
+    table, _, _ = analysis.prior_correction_report(dev, test)
+    before, after = table.iloc[0], table.iloc[1]
+    assert after["weighted_f1"] > before["weighted_f1"] + 0.1
+    assert after["neutral_predicted_share"] < before["neutral_predicted_share"]
+    assert correction.to_dict()["scale"] == correction.scale
+
+
 def _with_pred(gold: list[int], probs: np.ndarray) -> tuple[list[int], list[int], np.ndarray]:
     return gold, probs.argmax(axis=1).tolist(), probs
 
