@@ -790,49 +790,41 @@ def fit_calibration(
     first. Writes ``calibration.json`` (what evaluation applies to test) and ``calibration_dev.json`` (how
     many dev rows, weighted F1 before and after, in-sample) into ``folder``; returns the biases.
 
-    A few biases fitted on 200 rows follow that sample's noise; on the whole dev split (MELD 1,109) they
-    generalise better (benchmarks/results/length_normalisation_dev.json has the cross-fitted comparison).
+    Biases fitted on few rows follow that sample's noise (benchmarks/length_normalisation.py prints held-out
+    dev weighted F1 by the number of rows they were fitted on). Prompts come from ``analysis.score_split``,
+    exactly as in training and evaluation.
     """
-    import copy
-
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
+
+    from dialoguellm.analysis import score_split
+    from dialoguellm.labels import normalised_label_names
 
     weights = folder / "adapter_model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"No selected adapter in {folder} to calibrate (adapter_model.safetensors).")
     set_peft_model_state_dict(model, load_file(str(weights)))
-    cal = copy.deepcopy(config)
-    cal.data.dev_per_dataset = config.eval.calibration_per_dataset
-    prepared = prepare_examples(cal, tokenizer, corpora, ("dev",), descriptions)
+    predictions = score_split(
+        config, model, tokenizer, corpora, "dev", config.eval.calibration_per_dataset, descriptions, progress
+    )
     calibration, report = {}, {"length_normalise": bool(config.eval.length_normalise), "corpora": {}}
-    for name, examples in prepared.examples["dev"].items():
-        builder = prepared.builders[name]
-        preds = evaluate.predict_by_scoring(
-            model,
-            tokenizer,
-            builder,
-            examples,
-            config.eval.batch_size,
-            config.model.dtype,
-            progress,
-            config.eval.length_normalise,
-        )
+    for name, preds in predictions.items():
+        labels = normalised_label_names(name)
         bias = evaluate.fit_label_bias(
-            evaluate.loglik_matrix(preds, builder.labels), preds["gold_id"].to_numpy(), builder.labels
+            evaluate.loglik_matrix(preds, labels), preds["gold_id"].to_numpy(), labels
         )
         calibration[name] = bias.tolist()
-        raw = evaluate.metrics_of(preds, builder.labels)
-        fitted = evaluate.metrics_of(evaluate.apply_label_bias(preds, builder.labels, bias), builder.labels)
+        raw = evaluate.metrics_of(preds, labels)
+        fitted = evaluate.metrics_of(evaluate.apply_label_bias(preds, labels, bias), labels)
         report["corpora"][name] = {
-            "dev_utterances": len(examples),
+            "dev_utterances": len(preds),
             "weighted_f1_raw": raw["weighted_f1"],
             "weighted_f1_calibrated_in_sample": fitted["weighted_f1"],
         }
         log.info(
             "%s: label biases fitted on %d dev utterances (dev weighted F1 %.4f -> %.4f in sample)",
             name,
-            len(examples),
+            len(preds),
             raw["weighted_f1"],
             fitted["weighted_f1"],
         )
