@@ -582,26 +582,13 @@ def score_split(
     Used for the dev predictions the prior correction is fitted on, when notebook 04 saved none."""
     import copy
 
-    from dialoguellm.evaluate import predict_by_scoring
-    from dialoguellm.train import prepare_examples
+    from dialoguellm.train import prepare_examples, score_prepared
 
     config = copy.deepcopy(config)
     setattr(config.data, f"{split}_per_dataset", per_dataset)
     config.data.datasets = [d for d in config.data.datasets if d in corpora]
     prepared = prepare_examples(config, tokenizer, corpora, (split,), descriptions)
-    return {
-        name: predict_by_scoring(
-            model,
-            tokenizer,
-            prepared.builders[name],
-            examples,
-            config.eval.batch_size,
-            config.model.dtype,
-            progress,
-            config.eval.length_normalise,
-        )
-        for name, examples in prepared.examples[split].items()
-    }
+    return score_prepared(model, tokenizer, prepared, config, split, progress)
 
 
 def load_tokenizer(config: Any) -> Any:

@@ -385,25 +385,33 @@ def throughput_report(counts: torch.Tensor, world: int = 1) -> dict[str, float]:
     }
 
 
-def dev_metrics(
-    model: Any, tokenizer: Any, prepared: Prepared, config: Config, progress: bool = True
+def score_prepared(
+    model: Any, tokenizer: Any, prepared: Prepared, config: Config, split: str, progress: bool = True
 ) -> dict[str, Any]:
-    """Label-scoring metrics on the dev examples of every corpus, plus their mean weighted F1."""
-    out: dict[str, Any] = {"predictions": {}}
-    for name, examples in prepared.examples["dev"].items():
-        builder = prepared.builders[name]
-        preds = evaluate.predict_by_scoring(
+    """Label-scoring predictions (``evaluate.predict_by_scoring``) of every corpus's ``split`` examples, with
+    the config's batch size, dtype and ``eval.length_normalise``."""
+    return {
+        name: evaluate.predict_by_scoring(
             model,
             tokenizer,
-            builder,
+            prepared.builders[name],
             examples,
             config.eval.batch_size,
             config.model.dtype,
             progress,
             config.eval.length_normalise,
         )
-        out[name] = evaluate.metrics_of(preds, builder.labels)
-        out["predictions"][name] = preds
+        for name, examples in prepared.examples[split].items()
+    }
+
+
+def dev_metrics(
+    model: Any, tokenizer: Any, prepared: Prepared, config: Config, progress: bool = True
+) -> dict[str, Any]:
+    """Label-scoring metrics on the dev examples of every corpus, plus their mean weighted F1."""
+    out: dict[str, Any] = {"predictions": score_prepared(model, tokenizer, prepared, config, "dev", progress)}
+    for name, preds in out["predictions"].items():
+        out[name] = evaluate.metrics_of(preds, prepared.builders[name].labels)
     out["mean_weighted_f1"] = float(np.mean([out[n]["weighted_f1"] for n in prepared.examples["dev"]]))
     return out
 
