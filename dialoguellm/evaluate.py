@@ -11,7 +11,11 @@ Speed on CPUs comes from three things, none of which changes a score:
 - prompts are batched by length with left padding, so all end in the same column and each batch needs one
   forward pass over its distinct tokens;
 - all candidate labels continue from the prompt's cached keys/values, so the prompt is read once, not once
-  per label.
+  per label;
+- on CPUs, frozen fp32 weights (the LoRA matrices beside a bf16 base) are cast to bf16 once per call, not
+  once per matrix product (``bf16_weight_copies``), and attention reads the shared key/value heads in place
+  (``grouped_query_attention``); benchmarks/inference_weights.py measures both side by side. Generation gets
+  the same two, so benchmarks/eval_speed.py compares like with like.
 Generation mode decodes greedily and parses the text with the same PromptBuilder; text that names no label
 is counted as wrong, never replaced by a random label (the released test script did that).
 """
@@ -49,6 +53,69 @@ def autocast_context(model: Any, dtype: str = "bf16") -> contextlib.AbstractCont
     if device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return torch.autocast(device.type, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+
+
+@contextlib.contextmanager
+def bf16_weight_copies(model: Any, dtype: str = "bf16") -> Any:
+    """While inside, frozen fp32 ``nn.Linear`` weights are replaced by bf16 copies (CPU, bf16 only).
+
+    CPU autocast casts a weight to bf16 at every call and keeps no cache for frozen weights (its cache holds
+    only leaf tensors that require grad), so each scoring batch or generated token re-reads and re-writes
+    them. On the embedded default these are the LoRA matrices, kept in fp32 beside the bf16 base (and, for a
+    base loaded in fp32, every weight). A bf16 matmul sees the same bf16 values either way: scores are
+    bit-identical (tests/test_inference_weights.py). The original parameters come back on exit, also after an
+    error; a tied input embedding is never touched (only the output projection's reference to it is
+    swapped). bitsandbytes layers (subclasses of ``nn.Linear``), trainable weights and other devices are left
+    as they are. Costs a bf16 copy of the swapped weights in memory.
+    """
+    device = next(model.parameters()).device
+    if dtype != "bf16" or device.type != "cpu":
+        yield model
+        return
+    swapped: list[tuple[torch.nn.Module, torch.nn.Parameter]] = []
+    copies: dict[int, torch.nn.Parameter] = {}
+    try:
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if type(module) is not torch.nn.Linear or weight is None:
+                continue
+            if weight.dtype != torch.float32 or weight.requires_grad:
+                continue
+            if id(weight) not in copies:
+                copies[id(weight)] = torch.nn.Parameter(
+                    weight.detach().to(torch.bfloat16), requires_grad=False
+                )
+            swapped.append((module, weight))
+            module.weight = copies[id(weight)]
+        yield model
+    finally:
+        for module, weight in swapped:
+            module.weight = weight
+
+
+GQA_SWITCH = "TRANSFORMERS_SDPA_FORCE_GQA"
+
+
+@contextlib.contextmanager
+def grouped_query_attention(model: Any) -> Any:
+    """While inside, transformers' SDPA attention reads the shared key/value heads in place (``enable_gqa``)
+    on CPU instead of first copying them once per query head (``repeat_kv``; SmolLM2 has 3 key/value heads
+    for 9 query heads). The same kernel does the same arithmetic: scores are bit-identical
+    (tests/test_inference_weights.py). transformers turns this on only without a mask, because CUDA kernels
+    fall back to a slow path with one; label scoring always passes a mask, so GPUs keep the default.
+    The switch is transformers' own environment variable, restored on exit."""
+    if next(model.parameters()).device.type != "cpu":
+        yield model
+        return
+    before = os.environ.get(GQA_SWITCH)
+    os.environ[GQA_SWITCH] = "1"
+    try:
+        yield model
+    finally:
+        if before is None:
+            os.environ.pop(GQA_SWITCH, None)
+        else:
+            os.environ[GQA_SWITCH] = before
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]], keep: int = 1) -> int:
@@ -237,7 +304,12 @@ def score_examples(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast_context(model, dtype):
+        with (
+            torch.inference_mode(),
+            autocast_context(model, dtype),
+            bf16_weight_copies(model, dtype),
+            grouped_query_attention(model),
+        ):
             prefix = encode_prefix(model, prompts[0][:p])
             for batch in tqdm(_batches(order, batch_size), desc=desc, disable=not progress, leave=False):
                 scores = score_answers(model, prefix, p, [prompts[i][p:] for i in batch], answers, pad_id)
@@ -391,7 +463,12 @@ def predict_by_generation(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast_context(model, dtype):
+        with (
+            torch.inference_mode(),
+            autocast_context(model, dtype),
+            bf16_weight_copies(model, dtype),
+            grouped_query_attention(model),
+        ):
             for batch in tqdm(
                 _batches(order, batch_size),
                 desc=f"{builder.dataset}: generating",

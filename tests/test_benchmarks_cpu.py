@@ -87,3 +87,39 @@ def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, mo
     assert result["chosen"] == ("mean" if means["mean"] > means["sum"] else "sum")
     assert result["eval.length_normalise"] == (result["chosen"] == "mean")
     assert result["config_agrees"] == (result["eval.length_normalise"] is True)  # configs/cpu.yaml: true
+
+
+@pytest.mark.slow
+def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import torch
+
+    from dialoguellm import modeling, train
+
+    peft_model = modeling.add_lora(
+        modeling.load_model(tiny_model_dir, dtype="fp32").model, 4, 8, 0.0, "all-linear"
+    )
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # an update that changes the scores (a fresh adapter has B = 0)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    real = train.prepare_examples
+
+    def dev_only(config, tokenizer, corpora, splits, *args, **kwargs):
+        assert tuple(splits) == ("dev",)
+        return real(config, tokenizer, corpora, splits, *args, **kwargs)
+
+    monkeypatch.setattr(train, "prepare_examples", dev_only)
+    out = tmp_path / "weights.json"
+    args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--set", "model.dtype=bf16"]
+    args += ["--adapter", str(tmp_path / "adapter"), "--per-dataset", "10", "--chunk", "4", "--out", str(out)]
+    result = load("inference_weights").main(args)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["split"] == "dev" and result["utterances"] == 20
+    assert result["bit_identical_to_autocast_casts"] == {"bf16_copies": True, "bf16_copies_gqa": True}
+    assert all(v > 0 for v in result["utterances_per_second"].values())
+    for entry in result["per_corpus"].values():
+        assert entry["autocast_casts"]["agreement_with_autocast_casts"] == 1.0
+        assert entry["merged"]["max_abs_score_difference"] > 0  # bf16 merged weights do move the scores
