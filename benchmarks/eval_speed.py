@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from dialoguellm import data, evaluate, modeling, train
-from dialoguellm.config import load_config, parse_overrides
+from dialoguellm.config import add_config_options, config_from_options
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", default="cpu")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_config_options(parser)
     parser.add_argument("--adapter", default=None, help="a trained LoRA adapter folder (default: none)")
     parser.add_argument(
         "--compare", type=int, default=200, help="utterances in the 3-way comparison (0 = the full test set)"
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(RESULTS / "eval_speed_cpu.json"))
     args = parser.parse_args(argv)
 
-    config = load_config(args.config, parse_overrides(args.set))
+    config = config_from_options(args)
     threads = modeling.set_threads(config.model.num_threads)
     loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
     model = loaded.model

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from dialoguellm import evaluate, modeling, train
-from dialoguellm.config import load_config, parse_overrides
+from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.metrics import classification_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", default="cpu")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_config_options(parser)
     parser.add_argument("--adapter", required=True, help="a trained LoRA adapter folder")
     parser.add_argument("--per-dataset", type=int, default=0, help="dev utterances per corpus (0 = all)")
     parser.add_argument("--chunk", type=int, default=128, help="utterances per interleaved chunk")
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(RESULTS / "inference_weights_cpu.json"))
     args = parser.parse_args(argv)
 
-    config = load_config(args.config, parse_overrides(args.set))
+    config = config_from_options(args)
     threads = modeling.set_threads(config.model.num_threads)
     m = config.model
     separate = modeling.load_model(m.name, m.dtype, m.quantization)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from dialoguellm import evaluate, modeling, train
-from dialoguellm.config import load_config, parse_overrides
+from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.metrics import classification_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", default="cpu")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_config_options(parser)
     parser.add_argument("--adapter", default=None, help="a trained LoRA adapter folder (default: none)")
     parser.add_argument("--per-dataset", type=int, default=0, help="dev utterances per corpus (0 = all)")
     parser.add_argument("--folds", type=int, default=5, help="folds of the cross-fitted calibration")
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.folds < 2 or args.repeats < 1:
         parser.error("--folds must be at least 2 and --repeats at least 1.")
 
-    config = load_config(args.config, parse_overrides(args.set))
+    config = config_from_options(args)
     threads = modeling.set_threads(config.model.num_threads)
     loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
     model = modeling.load_adapter(loaded.model, args.adapter) if args.adapter else loaded.model

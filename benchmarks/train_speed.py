@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from dialoguellm import data, evaluate, modeling, train
-from dialoguellm.config import load_config, parse_overrides
+from dialoguellm.config import add_config_options, config_from_options
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -146,14 +146,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", default="cpu")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_config_options(parser)
     parser.add_argument("--micro-batches", type=int, default=16, help="micro-batches per method (1 warm-up)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=str(RESULTS / "train_speed_cpu.json"))
     args = parser.parse_args(argv)
 
-    config = load_config(args.config, parse_overrides(args.set))
+    config = config_from_options(args)
     threads = modeling.set_threads(config.model.num_threads)
     # The first micro-batches of the real first epoch (the config's training sample, length-grouped as the
     # trainer groups it), keeping full ones only so that the Trainer's batches are the same.

@@ -452,3 +452,22 @@ def describe(cls: type = Config) -> dict[str, str]:
         for f in dataclasses.fields(section_cls):
             out[f"{section}.{f.name}"] = f.metadata.get("help", "")
     return out
+
+
+def add_config_options(parser: Any, default: str = "cpu") -> None:
+    """``--config`` and ``--set``, as the benchmark scripts take them (``config_from_options`` reads them)."""
+    parser.add_argument(
+        "--config", default=default, help="profile name (cpu, paper, paper_r8) or a YAML path"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set eval.batch_size=8 (repeatable)",
+    )
+
+
+def config_from_options(args: Any) -> Config:
+    """The config that ``add_config_options``' arguments name: the profile with the overrides applied."""
+    return load_config(args.config, parse_overrides(args.set))
