@@ -41,6 +41,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("autocast_casts", "bf16_copies", "bf16_copies_gqa", "merged")
 
 
+REAL = {name: getattr(evaluate, name) for name in ("bf16_weight_copies", "grouped_query_attention")}
+
+
 @contextlib.contextmanager
 def nothing(model, dtype="bf16"):
     yield model
@@ -54,9 +57,6 @@ def speedups(variant: str) -> dict:
         if variant in ("bf16_copies_gqa", "merged")
         else nothing,
     }
-
-
-REAL = {name: getattr(evaluate, name) for name in ("bf16_weight_copies", "grouped_query_attention")}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -76,9 +76,9 @@ def bf16_weight_copies(model: Any, dtype: str = "bf16") -> Any:
     copies: dict[int, torch.nn.Parameter] = {}
     try:
         for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if type(module) is not torch.nn.Linear or weight is None:
+            if type(module) is not torch.nn.Linear:
                 continue
+            weight = module.weight
             if weight.dtype != torch.float32 or weight.requires_grad:
                 continue
             if id(weight) not in copies:
@@ -116,6 +116,19 @@ def grouped_query_attention(model: Any) -> Any:
             os.environ.pop(GQA_SWITCH, None)
         else:
             os.environ[GQA_SWITCH] = before
+
+
+@contextlib.contextmanager
+def inference_context(model: Any, dtype: str = "bf16") -> Any:
+    """What label scoring and generation both run inside: no autograd, autocast for ``dtype``, and the two
+    CPU speed-ups that change no score (``bf16_weight_copies``, ``grouped_query_attention``)."""
+    with (
+        torch.inference_mode(),
+        autocast_context(model, dtype),
+        bf16_weight_copies(model, dtype),
+        grouped_query_attention(model),
+    ):
+        yield model
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]], keep: int = 1) -> int:
@@ -304,12 +317,7 @@ def score_examples(
     was_training = model.training
     model.eval()
     try:
-        with (
-            torch.inference_mode(),
-            autocast_context(model, dtype),
-            bf16_weight_copies(model, dtype),
-            grouped_query_attention(model),
-        ):
+        with inference_context(model, dtype):
             prefix = encode_prefix(model, prompts[0][:p])
             for batch in tqdm(_batches(order, batch_size), desc=desc, disable=not progress, leave=False):
                 scores = score_answers(model, prefix, p, [prompts[i][p:] for i in batch], answers, pad_id)
@@ -463,12 +471,7 @@ def predict_by_generation(
     was_training = model.training
     model.eval()
     try:
-        with (
-            torch.inference_mode(),
-            autocast_context(model, dtype),
-            bf16_weight_copies(model, dtype),
-            grouped_query_attention(model),
-        ):
+        with inference_context(model, dtype):
             for batch in tqdm(
                 _batches(order, batch_size),
                 desc=f"{builder.dataset}: generating",
