@@ -1,7 +1,8 @@
 """Command line: ``dialoguellm train --config cpu [--set key=value ...] [--resume]`` and
 ``dialoguellm evaluate --run-dir DIR [--split test] [--mode score|generate]``.
 
-Both read the same YAML profiles as the notebooks (configs/*.yaml) and write the same run folders.
+Both read the same YAML profiles as the notebooks (the packaged ``cpu``, ``paper``, ``paper_r8``, or a YAML
+path) and write the same run folders (``runs.RunLayout``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dialoguellm import paths
+from dialoguellm import runs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,17 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dialoguellm`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from dialoguellm import evaluate, train
-    from dialoguellm.config import load_config, parse_overrides
+    from dialoguellm.config import config_from_dict, load_config, parse_overrides
+    from dialoguellm.corpora.readers import load_corpora_for
+    from dialoguellm.corpora.video import load_descriptions
+    from dialoguellm.evaluation.run import evaluate_run
+    from dialoguellm.training.loop import train
 
-    run = paths.run_dir(args.run_dir)
+    run = runs.run_dir(args.run_dir)
     try:
         if args.command == "train":
             config = load_config(args.config, parse_overrides(args.set))
-            corpora = train.load_corpora_for(config, run, args.data_dir)
-            result = train.train(
-                config, run / args.name, corpora, train.load_descriptions_for(config, run), resume=args.resume
-            )
+            corpora = load_corpora_for(config, run, args.data_dir)
+            descriptions = load_descriptions(run) if config.prompt.use_video else {}
+            result = train(config, run / args.name, corpora, descriptions, resume=args.resume)
             print(
                 json.dumps(
                     {
@@ -72,24 +75,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             config = load_config(args.config, parse_overrides(args.set))
         elif train_dir is not None:
-            config = evaluate.load_run_config(train_dir)
+            config = runs.load_run_config(train_dir)
             if args.set:
-                from dialoguellm.config import config_from_dict
-
                 raw = config.to_dict()
                 raw.pop("source")
                 config = config_from_dict(raw, config.source, parse_overrides(args.set))
         else:
             raise ValueError("--no-adapter needs --config (which model and prompt settings to use).")
-        corpora = train.load_corpora_for(config, run, args.data_dir)
-        out = Path(args.out) if args.out else run / ("evaluation" if train_dir else "evaluation_base")
-        summary = evaluate.evaluate_run(
+        corpora = load_corpora_for(config, run, args.data_dir)
+        out = Path(args.out) if args.out else runs.RunLayout(run).evaluation(train_dir is not None)
+        summary = evaluate_run(
             corpora,
             out,
             train_dir=train_dir,
             config=config,
             split=args.split,
-            descriptions=train.load_descriptions_for(config, run),
+            descriptions=load_descriptions(run) if config.prompt.use_video else {},
             mode=args.mode,
         )
         print(

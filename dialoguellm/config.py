@@ -1,7 +1,7 @@
 """Typed run settings: one YAML file per run (paper profile, CPU default, ablation arms), validated once.
 
-``load_config("cpu")`` reads ``configs/cpu.yaml`` from the repository; ``load_config("path/to/x.yaml")``
-any file. Overrides use dotted keys (``{"train.lr": 1e-4}``, or ``--set train.lr=1e-4`` on the CLI).
+``load_config("cpu")`` reads the packaged profile ``dialoguellm/profiles/cpu.yaml`` (from any folder, after any
+install); ``load_config("path/to/x.yaml")`` any file. Overrides use dotted keys (``{"train.lr": 1e-4}``, or ``--set train.lr=1e-4`` on the CLI).
 Every error names the file, the key and the fix. ``save_config`` writes the resolved settings next to
 every result, so a number can always be traced to what produced it.
 """
@@ -14,15 +14,16 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dialoguellm.io import atomic_path
-from dialoguellm.paths import REPO_DIR
 
-CONFIG_DIR = REPO_DIR / "configs"
+# The packaged profiles (cpu, paper, paper_r8) and ablation arms, found from any folder after any install.
+PROFILES_DIR = Path(str(resources.files("dialoguellm") / "profiles"))
 log = logging.getLogger(__name__)
 
 
@@ -187,15 +188,16 @@ _SECTION_CLASSES = {
 
 
 def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
-    """A bare name ("cpu", "paper") is configs/<name>.yaml in the repository; anything else a path."""
+    """A bare name ("cpu", "paper") is a packaged profile (``dialoguellm/profiles/<name>.yaml``); anything
+    else a path to your own YAML file (e.g. in configs/)."""
     text = os.fspath(name_or_path)
     candidate = Path(text).expanduser()
     if candidate.suffix in (".yaml", ".yml") or os.sep in text or candidate.is_file():
         path = candidate
     else:
-        path = CONFIG_DIR / f"{text}.yaml"
+        path = PROFILES_DIR / f"{text}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))) if CONFIG_DIR.is_dir() else ""
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) if PROFILES_DIR.is_dir() else ""
         raise FileNotFoundError(f"Config not found: {path}. Known profiles: {known or 'none'}.")
     return path
 
@@ -365,7 +367,7 @@ def validate(config: Config) -> None:
         fail("prompt.k_shot", f"is {p.k_shot}; use 0 (zero-shot) or more demonstrations.")
     if p.cutoff_len < 16:
         fail("prompt.cutoff_len", f"is {p.cutoff_len}; prompts need at least 16 tokens (the paper: 256).")
-    from dialoguellm.labels import DATASETS
+    from dialoguellm.corpora.labels import DATASETS
 
     if not d.datasets:
         fail("data.datasets", "is empty; name at least one of meld, emorynlp, iemocap.")

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from dialoguellm.io import write_json
-from dialoguellm.paths import REPO_DIR, figures_dir
+from dialoguellm.plots import figures_dir
+from dialoguellm.runs import REPO_DIR, RunLayout
 
 NOTEBOOKS_DIR = REPO_DIR / "notebooks"
 KERNEL_NAME = "dialoguellm"
@@ -67,7 +68,7 @@ def run_notebook(
     params = {"RUN_DIR": str(run_dir), "FIGURES_DIR": str(figures_dir(figures))}
     params.update(parameters or {})
     _check_parameters(notebook, params)
-    output = run_dir / "notebooks" / notebook.name
+    output = RunLayout(Path(run_dir)).notebooks / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
         str(notebook),
@@ -132,7 +133,8 @@ def source_fingerprint() -> str:
     """A hash of everything a stage's result depends on besides its notebook and parameters: the
     library's code and packaged files, the run configs and the vendored data."""
     digest = hashlib.sha256()
-    roots = [REPO_DIR / "dialoguellm", REPO_DIR / "configs", REPO_DIR / "data" / "raw"]
+    # the package holds the code, the profiles and the vendored corpora; configs/ the accelerate configs
+    roots = [REPO_DIR / "dialoguellm", REPO_DIR / "configs"]
     for root in roots:
         for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
             digest.update(str(path.relative_to(REPO_DIR)).encode())
@@ -178,7 +180,7 @@ def run_notebooks(
         params = dict((parameters or {}).get(path.stem) or {})
         fingerprint = stage_fingerprint(path, params, previous, sources)
         previous = fingerprint
-        marker = run_dir / "stages" / f"{path.stem}.json"
+        marker = RunLayout(run_dir).stage(path.stem)
         if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
             print(f"[{datetime.now():%H:%M:%S}] {path.name}: finished earlier with the same inputs, skipped")
             report["stages"].append({**json.loads(marker.read_text()), "skipped": True})
@@ -192,13 +194,13 @@ def run_notebooks(
         write_json(marker, stage)
         report["stages"].append(stage)
         print(f"[{datetime.now():%H:%M:%S}] {path.name} done in {seconds / 60:.1f} min", flush=True)
-        write_json(run_dir / "pipeline.json", report)
+        write_json(RunLayout(run_dir).pipeline_report, report)
     # Kernels run as child processes; RUSAGE_CHILDREN holds the largest of them (kilobytes on Linux).
     report["peak_memory_gb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, 2)
     report["total_minutes"] = round(
         sum(s["seconds"] for s in report["stages"] if not s.get("skipped")) / 60, 1
     )
-    write_json(run_dir / "pipeline.json", report)
+    write_json(RunLayout(run_dir).pipeline_report, report)
     return report
 
 
@@ -207,7 +209,7 @@ def _resumable_run(runs: Path) -> Path | None:
     latest = runs / "latest"
     if not latest.is_dir():
         return None
-    done = {p.stem for p in (latest / "stages").glob("*.json")}
+    done = {p.stem for p in RunLayout(latest).stages.glob("*.json")}
     return None if {p.stem for p in notebook_paths()} <= done else latest.resolve()
 
 
@@ -253,11 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if args.command == "summary":
-        from dialoguellm.summary import run_summary
+        from dialoguellm.report import run_report
 
-        print(run_summary(Path(args.run_dir) if args.run_dir else runs / "latest"))
+        print(run_report(Path(args.run_dir) if args.run_dir else runs / "latest"))
         return 0
-    from dialoguellm.figures import regenerate
+    from dialoguellm.plots.registry import regenerate
 
     written = regenerate(Path(args.run_dir) if args.run_dir else runs / "latest")
     for path in written:

@@ -1,4 +1,4 @@
-"""The headline numbers of a finished run, as Markdown, read from what its notebooks recorded.
+"""The report of a finished run: its headline numbers as Markdown, read from what its notebooks recorded.
 
 ``python -m dialoguellm.pipeline summary [--run-dir runs/latest]`` prints it; the README's results are
 pasted from this output, so every number there names the command and run that produced it.
@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from dialoguellm.io import read_json
+from dialoguellm.runs import RunLayout
 
 
 def _records(run_dir: Path) -> dict[str, dict[str, Any]]:
-    folder = run_dir / "records"
+    folder = RunLayout(run_dir).records
     return {path.stem: read_json(path) for path in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
 
 
@@ -28,20 +29,20 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines + [""]
 
 
-def run_summary(run_dir: str | os.PathLike) -> str:
+def run_report(run_dir: str | os.PathLike) -> str:
     """Markdown tables of a run's stages, test results, baselines, ablations, error analysis and SECEU."""
     run_dir = Path(run_dir)
     records = _records(run_dir)
     if not records:
-        raise FileNotFoundError(f"No records in {run_dir / 'records'}: run `make reproduce` first.")
+        raise FileNotFoundError(f"No records in {RunLayout(run_dir).records}: run `make reproduce` first.")
     out: list[str] = [f"Run folder: `{run_dir.resolve().name}`", ""]
     # every finished stage leaves a marker, also when the run was continued in several invocations
-    stages = [read_json(path) for path in sorted((run_dir / "stages").glob("*.json"))]
+    stages = [read_json(path) for path in sorted(RunLayout(run_dir).stages.glob("*.json"))]
     if stages:
         rows = [[s["notebook"], f"{s['seconds'] / 60:.1f}"] for s in stages]
         out += _table(["stage", "minutes"], rows)
         out += [f"Total {sum(s['seconds'] for s in stages) / 60:.1f} min over {len(stages)} stages.", ""]
-    pipeline = run_dir / "pipeline.json"
+    pipeline = RunLayout(run_dir).pipeline_report
     if pipeline.is_file() and "peak_memory_gb" in (report := read_json(pipeline)):
         out += [
             f"Peak memory of a notebook kernel in the last invocation: {report['peak_memory_gb']} GB.",
@@ -69,7 +70,7 @@ def run_summary(run_dir: str | os.PathLike) -> str:
                     _pct((evaluation.get("zero_shot_weighted_f1") or {}).get(name)),
                 ]
             )
-        header = ["test set", "n", "accuracy", "weighted F1", "macro F1", "weighted F1, no dev correction"]
+        header = ["test set", "n", "accuracy", "weighted F1", "macro F1", "weighted F1, uncalibrated"]
         out += _table([*header, "weighted F1, untuned model"], rows)
     ablations = records.get("05_ablations", {})
     if ablations.get("baselines"):

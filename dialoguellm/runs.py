@@ -1,48 +1,323 @@
-"""Where things live: the vendored corpora, run folders, figures. Never relative to the working directory
-(notebooks run from notebooks/, tests from a temporary folder, the CLI from anywhere)."""
+"""The run folder: its layout (``RunLayout``, the one place that names its parts), the one rule for finding a
+trained adapter, the values a notebook records, and the provenance (software and hardware) saved with results.
+
+A run folder, as ``make reproduce`` fills it (every writer and reader asks ``RunLayout`` for these paths)::
+
+    <run>/data/<corpus>/             curated corpora (notebook 01)
+    <run>/descriptions/...jsonl      video-description cache (notebook 02)
+    <run>/training/                  config.yaml, metrics.json, environment.json, adapter/, checkpoint/ (03)
+    <run>/evaluation[_base]/         predictions, metrics and summary.json of the test split (04)
+    <run>/baselines/ ablations/      notebook 05
+    <run>/analysis/                  notebook 06's tables
+    <run>/seceu/                     notebook 07's results
+    <run>/records/<notebook>.json    headline values of each notebook (``Recorder``)
+    <run>/stages/ notebooks/ pipeline.json   what the pipeline ran, and when
+
+Nothing here is relative to the working directory (notebooks run from notebooks/, tests from a temporary
+folder, the CLI from anywhere).
+"""
 
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from dialoguellm.io import read_json, write_json
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
-DATA_ENV = "DIALOGUELLM_DATA_DIR"
+# A checkout (or editable install) keeps runs/ and figures/ beside the package; an installed package has no
+# repository, so those default to the working directory instead.
+REPO_DIR = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else Path.cwd()
 RUN_ENV = "DIALOGUELLM_RUN_DIR"
+# Folders of a run that hold other stages' predictions (baselines, ablation arms), never the evaluation's.
+NOT_EVALUATION = ("baselines", "ablations", "analysis", "notebooks", "records", "data")
 
 
-def data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The folder holding the raw corpora (``meld/``, ``emorynlp/``, ...).
+@dataclass(frozen=True)
+class TrainingLayout:
+    """The files of one training run (``RunLayout.training``, an ablation arm's seed folder, ...)."""
 
-    Order: the argument, then $DIALOGUELLM_DATA_DIR, then the copies vendored in this repository
-    (``data/raw``).
-    """
-    chosen = path or os.environ.get(DATA_ENV) or REPO_DIR / "data" / "raw"
-    chosen = Path(chosen).expanduser().resolve()
-    if not chosen.is_dir():
-        raise FileNotFoundError(
-            f"Data folder not found: {chosen}. Pass DATA_DIR (or set ${DATA_ENV}) to the folder that holds "
-            "meld/ and emorynlp/, or run from a checkout of the repository, which vendors them in data/raw."
-        )
-    return chosen
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        """The resolved settings the run trained with."""
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        """Losses, dev history, best step, throughput (written when training ends)."""
+        return self.root / "metrics.json"
+
+    @property
+    def environment(self) -> Path:
+        """Package versions, git commit and hardware (``environment()``)."""
+        return self.root / "environment.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "train.log"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def adapter(self) -> Path:
+        """The adapter with the best dev weighted F1, its dev predictions and calibration."""
+        return self.root / "adapter"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The last step's weights, optimiser and loop state (for ``resume``)."""
+        return self.root / "checkpoint"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where each stage of a pipeline run reads and writes, below ``root``."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def corpus(self, name: str) -> Path:
+        """A curated corpus (``corpora.readers.save_curated``)."""
+        return self.root / "data" / name
+
+    @property
+    def descriptions(self) -> Path:
+        """The video-description cache (notebook 02)."""
+        return self.root / "descriptions" / "descriptions.jsonl"
+
+    @property
+    def training(self) -> Path:
+        """The training run of notebook 03 (config.yaml, metrics.json, adapter/, checkpoint/)."""
+        return self.root / "training"
+
+    @property
+    def adapter(self) -> Path:
+        """The adapter notebook 03 keeps (best dev weighted F1)."""
+        return TrainingLayout(self.training).adapter
+
+    def evaluation(self, adapter: bool = True) -> Path:
+        """Notebook 04's results: with the adapter, or of the bare model (``evaluation_base``)."""
+        return self.root / ("evaluation" if adapter else "evaluation_base")
+
+    @property
+    def baselines(self) -> Path:
+        return self.root / "baselines"
+
+    @property
+    def ablations(self) -> Path:
+        return self.root / "ablations"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def seceu(self) -> Path:
+        return self.root / "seceu"
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records"
+
+    def record(self, notebook: str) -> Path:
+        """The headline values a notebook recorded (``Recorder``)."""
+        return self.records / f"{notebook}.json"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages"
+
+    def stage(self, notebook: str) -> Path:
+        """The marker the pipeline writes once a notebook finished."""
+        return self.stages / f"{notebook}.json"
+
+    @property
+    def notebooks(self) -> Path:
+        """Executed copies of the notebooks."""
+        return self.root / "notebooks"
+
+    @property
+    def pipeline_report(self) -> Path:
+        return self.root / "pipeline.json"
 
 
 def run_dir(path: str | os.PathLike | None = None) -> Path:
-    """The folder a pipeline run writes to (curated data, checkpoints, results, records); created."""
+    """The folder a pipeline run writes to: the argument, else $DIALOGUELLM_RUN_DIR, else runs/manual; created."""
     chosen = Path(path or os.environ.get(RUN_ENV) or REPO_DIR / "runs" / "manual").expanduser().resolve()
     chosen.mkdir(parents=True, exist_ok=True)
     return chosen
 
 
-def figures_dir(path: str | os.PathLike | None = None) -> Path:
-    """Where figures go: the argument, else the repository's figures/ (what the README shows)."""
-    chosen = Path(path or REPO_DIR / "figures").expanduser().resolve()
-    chosen.mkdir(parents=True, exist_ok=True)
-    return chosen
+# ------------------------------------------------------------------------------------------- adapters
+def find_adapter(run: str | os.PathLike, required: bool = True) -> Path | None:
+    """The LoRA adapter of a run: ``RunLayout.adapter`` (notebook 03's), else the shallowest folder with an
+    ``adapter_config.json`` outside ``checkpoint/`` and ``ablations/``, the newest among equals.
+
+    With ``required`` a run without one is an error that says what to run; otherwise None.
+    """
+    run = Path(run)
+    if (RunLayout(run).adapter / "adapter_config.json").is_file():
+        return RunLayout(run).adapter
+    found = [
+        p.parent
+        for p in run.rglob("adapter_config.json")
+        if not {"checkpoint", "ablations"} & set(p.relative_to(run).parts)
+    ]
+    found.sort(key=lambda p: (len(p.relative_to(run).parts), -p.stat().st_mtime))
+    if found:
+        return found[0]
+    if required:
+        raise FileNotFoundError(
+            f"No trained LoRA adapter (adapter_config.json) in {run}. Run notebooks/03_training.ipynb with the "
+            "same RUN_DIR first, or pass ADAPTER_DIR."
+        )
+    return None
 
 
-def shared_dir() -> Path | None:
-    """The read-only ``../shared`` beside a development checkout, when present (tests skip without it)."""
-    candidate = REPO_DIR.parent / "shared"
-    return candidate if candidate.is_dir() else None
+def adapter_settings(adapter_dir: str | os.PathLike) -> Path:
+    """The resolved config.yaml saved by the training run that produced ``adapter_dir`` (its folder or
+    the folder above it)."""
+    adapter_dir = Path(adapter_dir)
+    for candidate in (adapter_dir / "config.yaml", adapter_dir.parent / "config.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"No config.yaml beside the adapter {adapter_dir} (training saves one in the run folder); "
+        "pass PROFILE to name the settings the adapter was trained with."
+    )
+
+
+def load_run_config(train_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The resolved config a training run saved (``<train_dir>/config.yaml``), with dotted overrides."""
+    import yaml
+
+    from dialoguellm.config import config_from_dict
+
+    path = Path(train_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"No config.yaml in {train_dir}; is it a training run folder (notebook 03)?")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw.pop("source", None)
+    return config_from_dict(raw, source=str(path), overrides=dict(overrides or {}))
+
+
+# -------------------------------------------------------------------------------------------- records
+class Recorder:
+    """Collects ``key -> value`` pairs of one notebook run into ``<run>/records/<name>.json`` (a small
+    replacement for scrapbook, which is unmaintained and breaks on pandas 2); tests and later stages read it."""
+
+    def __init__(self, run: str | os.PathLike, name: str):
+        self.path = RunLayout(Path(run)).record(name)
+        self.values: dict[str, Any] = {}
+        # A fresh run of the notebook starts a fresh record; stale keys from an earlier run never linger.
+        write_json(self.path, self.values)
+
+    def record(self, key: str, value: Any) -> Any:
+        """Store ``value`` under ``key`` (JSON-serialisable), save, show it, and return it."""
+        self.values[key] = value
+        write_json(self.path, self.values)
+        _display({key: value})
+        return value
+
+    def record_all(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``record`` every pair of ``values``, in order."""
+        return {key: self.record(key, value) for key, value in values.items()}
+
+
+def load_record(run: str | os.PathLike, name: str) -> dict[str, Any]:
+    """Read the values a notebook recorded (``name`` is the notebook's file stem)."""
+    return read_json(RunLayout(Path(run)).record(name))
+
+
+def _display(value: dict[str, Any]) -> None:
+    try:
+        from IPython.display import JSON, display
+
+        display(JSON(value, expanded=True))
+    except ImportError:  # outside Jupyter a print does
+        print(value)
+
+
+# ----------------------------------------------------------------------------------------- provenance
+PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "numpy", "scikit-learn", "bitsandbytes")
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, git commit and hardware, saved beside every training and evaluation result."""
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    hardware: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        hardware["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        hardware["memory_gb"] = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {"python": platform.python_version(), "packages": versions, "git_commit": commit, "hardware": hardware}
+
+
+def hardware_summary(env: Mapping[str, Any]) -> str:
+    """One line naming the hardware of an ``environment()``, e.g. '2 CPU cores (x86_64), no GPU'."""
+    hw = env.get("hardware", {})
+    gpu = hw.get("gpu") or "no GPU"
+    return f"{hw.get('cpu_count')} CPU cores ({hw.get('processor')}), {gpu}"
+
+
+def hardware_description() -> str:
+    """The machine that produced a number, by name: GPU name(s), else CPU model and usable core count."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            return f"{len(names)} x {names[0]} (CUDA)"
+    except ImportError:  # torch is a dependency; this only guards odd installs
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cores} CPU cores ({cpu})"

@@ -1,7 +1,7 @@
 """Ablations: each of the paper's comparisons as a named arm, run with several seeds, beside the paper.
 
-An arm is a small YAML file in ``configs/ablations/`` that overrides a base profile (``configs/cpu.yaml``
-or ``configs/paper.yaml``) in the project's config format, plus an ``arm:`` block naming it:
+An arm is a small YAML file in ``dialoguellm/profiles/ablations/`` that overrides a base profile (``cpu``
+or ``paper``) in the project's config format, plus an ``arm:`` block naming it:
 
     arm: {name: context_z0, group: context, label: "z = 0"}
     prompt: {context_turns: 0}
@@ -17,10 +17,10 @@ Two ways to run the grid:
   alone moves a number; it is not a training spread. Arms whose settings coincide for a corpus (video arms on EmoryNLP, z = 1 when the base has
   z = 1) are evaluated once and reported under each name.
 - ``train_and_evaluate_arms`` (the paper profile): every arm trains its own adapter for every seed with
-  ``dialoguellm.train`` and is evaluated on the full split, as the paper's ablations were.
+  ``training.loop.train`` and is evaluated on the full split, as the paper's ablations were.
 
-``results_table`` puts mean +- sd of every arm beside the paper's value for the same arm
-(``resources/paper_ablations.csv``, copied from ../shared/PAPER.md), with the model and hardware named.
+``ablation_table`` puts mean +- sd of every arm beside the paper's value for the same arm
+(``resources/paper_ablations.csv``, copied from the paper's Tables 4 and 5), with the model and hardware named.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import contextlib
 import copy
 import logging
 import os
-import platform
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,19 +41,23 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from dialoguellm.config import CONFIG_DIR, Config, config_from_dict, resolve_config_path
+from dialoguellm.config import PROFILES_DIR, Config, config_from_dict, resolve_config_path
+from dialoguellm.corpora.labels import normalised_label_names
 from dialoguellm.io import atomic_path, read_json, write_json
-from dialoguellm.labels import normalised_label_names
+from dialoguellm.metrics import classification_metrics
+from dialoguellm.model import loading
+from dialoguellm.progress import progress_bar as tqdm
+from dialoguellm.prompts import VIDEO_DATASETS, builders_from_config, rows_of, sample_positions
+from dialoguellm.runs import RunLayout
+from dialoguellm.scoring.predictions import predict_by_scoring
+from dialoguellm.training.loop import train
 
 log = logging.getLogger(__name__)
 
-ARMS_DIR = CONFIG_DIR / "ablations"
+ARMS_DIR = PROFILES_DIR / "ablations"
 GROUPS: tuple[str, ...] = ("context", "video", "lora", "k_shot")
-RESULTS_DIR = "ablations"
 PAPER_FILE = "paper_ablations.csv"
 ARM_KEYS = ("name", "group", "label", "tuned")
-# Corpora whose prompts can carry a video description (as dialoguellm.prompts.VIDEO_DATASETS).
-VIDEO_DATASETS = ("meld",)
 
 
 # ------------------------------------------------------------------------------------------------ arms
@@ -214,55 +217,15 @@ def eval_key(arm: Arm, dataset: str) -> tuple:
 # --------------------------------------------------------------------------------------- run folder
 
 
-def find_adapter(run_dir: str | os.PathLike) -> Path:
-    """The LoRA adapter notebook 03 saved in ``run_dir`` (the newest ``adapter_config.json`` outside this
-    module's own ``ablations/`` folder)."""
-    run = Path(run_dir)
-    found = [
-        p.parent
-        for p in run.rglob("adapter_config.json")
-        if RESULTS_DIR not in p.relative_to(run).parts and "checkpoint" not in p.relative_to(run).parts
-    ]
-    if not found:
-        raise FileNotFoundError(
-            f"No trained LoRA adapter (adapter_config.json) in {run}. Run notebooks/03_training.ipynb with the "
-            "same RUN_DIR first, or pass ADAPTER_DIR."
-        )
-    return max(found, key=lambda p: (p / "adapter_config.json").stat().st_mtime)
 
 
-def adapter_settings(adapter_dir: str | os.PathLike) -> Path:
-    """The resolved config.yaml saved by the training run that produced ``adapter_dir`` (its folder or
-    the folder above it)."""
-    adapter_dir = Path(adapter_dir)
-    for candidate in (adapter_dir / "config.yaml", adapter_dir.parent / "config.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"No config.yaml beside the adapter {adapter_dir} (dialoguellm.train saves one in the run folder); "
-        "pass PROFILE to name the settings the adapter was trained with."
-    )
 
 
-def load_descriptions(run_dir: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """``split -> {clip_id: description}`` from the run's description cache (notebook 02); empty maps when
-    there is none."""
-    from dialoguellm.video import load_description_map
-
-    return {split: load_description_map(run_dir, split=split) for split in ("train", "dev", "test")}
 
 
 # ------------------------------------------------------------------------------------------ evaluation
 
 
-def sample_positions(split: Any, k: int, seed: int) -> list[int]:
-    """``k`` row positions of a split (all when ``k`` is 0 or >= its size), stratified by label and
-    deterministic in ``seed`` (the same sampler as training: ``dialoguellm.train.sample_indices``)."""
-    from dialoguellm.prompts import rows_of
-    from dialoguellm.train import sample_indices
-
-    rows = rows_of(split)
-    return sample_indices(len(rows), k, seed, [r["label_id"] for r in rows])
 
 
 def _adapter_off(model: Any) -> contextlib.AbstractContextManager:
@@ -273,8 +236,6 @@ def _adapter_off(model: Any) -> contextlib.AbstractContextManager:
 
 
 def _metric_row(frame: pd.DataFrame, dataset: str) -> dict[str, Any]:
-    from dialoguellm.metrics import classification_metrics
-
     m = classification_metrics(
         frame["gold_id"].to_numpy(), frame["pred_id"].to_numpy(), normalised_label_names(dataset)
     )
@@ -290,8 +251,6 @@ def _described(
     splits: Any, split: str, only: Sequence[int], descriptions: Mapping[str, Mapping[str, str]] | None
 ) -> int:
     """How many sampled utterances have a video description (the only ones a video arm can change)."""
-    from dialoguellm.prompts import rows_of
-
     table = (descriptions or {}).get(split, {})
     rows = rows_of(splits[split])
     return sum(1 for i in only if rows[i].get("clip_id") and table.get(rows[i]["clip_id"]))
@@ -334,9 +293,6 @@ def predict_arm(
     ``demo_seed`` (default: the arm's ``train.seed``, as training and notebook 04 drew them). The untuned
     arm runs ``model`` with its adapter switched off.
     """
-    from dialoguellm.evaluate import predict_by_scoring
-    from dialoguellm.prompts import builders_from_config
-
     if split == "train":
         raise ValueError("Ablations are evaluated on dev or test, never on the training split.")
     descriptions = descriptions or {}
@@ -376,17 +332,13 @@ def evaluate_arms(
 
     ``per_dataset`` utterances of ``split`` are drawn per corpus and seed (0 = all), stratified by label;
     every arm sees the same ones for a seed. ``descriptions`` maps a split name to its
-    ``clip_id -> description`` map (MELD; ``video.load_description_map``). Arms with the same
+    ``clip_id -> description`` map (MELD; ``corpora.video.load_descriptions``). Arms with the same
     ``eval_key`` are predicted once; their rows name the arm they share predictions with.
     """
-    from dialoguellm.progress import progress_bar as tqdm
-
     rows: list[dict[str, Any]] = []
     frames: dict[tuple[str, str, int], pd.DataFrame] = {}
     jobs = [(seed, dataset) for seed in seeds for dataset in corpora]
     bar = tqdm(total=len(jobs) * len(arms), desc="ablation arms", disable=not progress)
-    from dialoguellm.prompts import rows_of
-
     # Rows as plain dicts once: every arm's prompt building (demonstrations, contexts) reads them again.
     as_rows = {d: {s: rows_of(corpora[d][s]) for s in ("train", split)} for d in corpora}
     for seed, dataset in jobs:
@@ -432,15 +384,12 @@ def train_and_evaluate_arms(
     progress: bool = True,
 ) -> pd.DataFrame:
     """The paper's grid: for every arm and seed, train an adapter with the arm's settings
-    (``dialoguellm.train.train``; model selection on dev) and evaluate it on ``split`` of every corpus it
+    (``training.loop.train``; model selection on dev) and evaluate it on ``split`` of every corpus it
     trains on (``data.datasets``, all of which ``corpora`` must hold), sampled as the arm's
     ``data.test_per_dataset`` says (0 = all, the paper). Each adapter is written to
     ``<run_dir>/ablations/runs/<arm>/seed<seed>/``; arms with the same ``train_key`` share one. A run
     folder that already holds an adapter is reused, so an interrupted grid continues where it stopped.
     """
-    from dialoguellm import modeling
-    from dialoguellm.train import train
-
     rows = []
     trained: dict[tuple[str, int], Path] = {}
     for arm in arms:
@@ -449,14 +398,14 @@ def train_and_evaluate_arms(
             config = copy.deepcopy(arm.config)
             config.train.seed = seed
             key = (train_key(arm), seed)
-            out = Path(run_dir) / RESULTS_DIR / "runs" / arm.name / f"seed{seed}"
+            out = RunLayout(Path(run_dir)).ablations / "runs" / arm.name / f"seed{seed}"
             if arm.tuned and key not in trained:
                 if not (out / "adapter" / "adapter_config.json").is_file():
                     train(config, out, {d: corpora[d] for d in config.data.datasets}, descriptions,
                           resume=(out / "checkpoint").exists(), progress=progress)  # fmt: skip
                 trained[key] = out / "adapter"
-            loaded = modeling.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
-            model = modeling.load_adapter(loaded.model, trained[key]) if arm.tuned else loaded.model
+            loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
+            model = loading.load_adapter(loaded.model, trained[key]) if arm.tuned else loaded.model
             for dataset in config.data.datasets:
                 splits = corpora[dataset]
                 only = sample_positions(splits[split], config.data.test_per_dataset, seed)
@@ -537,29 +486,9 @@ def paper_ablations() -> pd.DataFrame:
     return pd.read_csv(StringIO(text))
 
 
-def hardware_description() -> str:
-    """The machine that produced a number: GPU name(s), else CPU model and core count."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            return f"{len(names)} x {names[0]} (CUDA)"
-    except ImportError:  # torch is a dependency; this only guards odd installs
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} CPU cores ({cpu})"
 
 
-def results_table(summary: pd.DataFrame, model: str, hardware: str, note: str = "") -> pd.DataFrame:
+def ablation_table(summary: pd.DataFrame, model: str, hardware: str, note: str = "") -> pd.DataFrame:
     """Each arm beside the paper's value for the same arm and corpus (blank where the paper gives none).
 
     Columns: group, arm, label, dataset, ours_accuracy, ours_weighted_f1 (text "mean +- sd (n seeds)"),
@@ -608,7 +537,7 @@ def save_results(
     runs: pd.DataFrame, table: pd.DataFrame, run_dir: str | os.PathLike, settings: Mapping[str, Any]
 ) -> Path:
     """Write ``<run_dir>/ablations/``: runs.csv (per seed), results.csv (the table) and settings.json."""
-    folder = Path(run_dir) / RESULTS_DIR
+    folder = RunLayout(Path(run_dir)).ablations
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in (("runs", runs), ("results", table)):
         with atomic_path(folder / f"{name}.csv") as tmp:
@@ -617,9 +546,9 @@ def save_results(
     return folder
 
 
-def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
+def load_ablation_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The table ``save_results`` wrote."""
-    path = Path(run_dir) / RESULTS_DIR / "results.csv"
+    path = RunLayout(Path(run_dir)).ablations / "results.csv"
     if not path.is_file():
         raise FileNotFoundError(
             f"Ablation results not found: {path}. Run notebooks/05_ablations.ipynb with the same RUN_DIR."
@@ -629,7 +558,7 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
 
 def load_settings(run_dir: str | os.PathLike) -> dict[str, Any]:
     """What the ablation run used (``<run_dir>/ablations/settings.json``)."""
-    return read_json(Path(run_dir) / RESULTS_DIR / "settings.json")
+    return read_json(RunLayout(Path(run_dir)).ablations / "settings.json")
 
 
 # ----------------------------------------------------------------------------------------------- CLI

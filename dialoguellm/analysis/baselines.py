@@ -26,14 +26,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dialoguellm.corpora.labels import label_names, normalised_label_names
+from dialoguellm.corpora.readers import split_frame
 from dialoguellm.io import atomic_path, write_json
-from dialoguellm.labels import label_names, normalised_label_names
 from dialoguellm.metrics import classification_metrics
+from dialoguellm.prompts import previous_turns_text
+from dialoguellm.runs import RunLayout
 
 log = logging.getLogger(__name__)
 
 BASELINES: tuple[str, ...] = ("majority", "tfidf_lr", "tfidf_lr_context")
-RESULTS_DIR = "baselines"
 DEFAULT_C_GRID: tuple[float, ...] = (1.0, 3.0, 10.0)
 
 
@@ -53,41 +55,8 @@ class BaselineSettings:
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def split_frame(split: Any) -> pd.DataFrame:
-    """A curated split (``datasets.Dataset``, DataFrame or list of record dicts) as a DataFrame."""
-    if isinstance(split, pd.DataFrame):
-        frame = split.copy()
-    elif hasattr(split, "to_pandas"):
-        frame = split.to_pandas()
-    else:
-        frame = pd.DataFrame(list(split))
-    missing = [
-        c for c in ("dataset", "dialogue_id", "turn", "utterance_id", "text", "label") if c not in frame
-    ]
-    if missing:
-        raise ValueError(
-            f"Curated records lack column(s) {', '.join(missing)}; pass a split of "
-            "dialoguellm.data.load_curated(run_dir, dataset)."
-        )
-    return frame.reset_index(drop=True)
 
 
-def previous_turns_text(frame: pd.DataFrame, z: int | str) -> list[str]:
-    """For every row, the text of the ``z`` utterances before it in its dialogue (oldest first), joined.
-
-    ``z="all"`` takes every earlier utterance. Rows may come in any order; turns are compared by number,
-    as in ``dialoguellm.prompts.context_of``.
-    """
-    if z != "all" and (not isinstance(z, int) or z < 0):
-        raise ValueError(f"context_turns must be an integer >= 0 or 'all', not {z!r}.")
-    out = [""] * len(frame)
-    for _, part in frame.groupby("dialogue_id", sort=False):
-        part = part.sort_values("turn")
-        texts = part["text"].tolist()
-        for pos, idx in enumerate(part.index):
-            start = 0 if z == "all" else max(0, pos - int(z))
-            out[idx] = " ".join(texts[start:pos])
-    return out
 
 
 def _gold_ids(frame: pd.DataFrame, dataset: str) -> np.ndarray:
@@ -332,7 +301,7 @@ def _setting_text(name: str, model: Any) -> str:
 
 def save_baselines(result: BaselineRun, run_dir: str | os.PathLike) -> Path:
     """Write ``<run_dir>/baselines/``: results.csv, settings.json and one predictions CSV per split."""
-    folder = Path(run_dir) / RESULTS_DIR
+    folder = RunLayout(Path(run_dir)).baselines
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "results.csv") as tmp:
         result.table.to_csv(tmp, index=False)
@@ -352,7 +321,7 @@ def save_baselines(result: BaselineRun, run_dir: str | os.PathLike) -> Path:
 
 def load_baseline_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The table ``save_baselines`` wrote (``<run_dir>/baselines/results.csv``)."""
-    path = Path(run_dir) / RESULTS_DIR / "results.csv"
+    path = RunLayout(Path(run_dir)).baselines / "results.csv"
     if not path.is_file():
         raise FileNotFoundError(
             f"Baseline results not found: {path}. Run notebooks/05_ablations.ipynb (it fits the baselines) "

@@ -1,8 +1,8 @@
 """Error analysis of saved predictions: where the model fails, and one cheap mitigation.
 
-Everything here reads prediction frames in the layout of ``dialoguellm.evaluate.predict_by_scoring``
-(example_id, dataset, gold_id, pred_id, gold, pred, parsed, p_<label>), joined when needed to the curated
-records (``dialoguellm.data.load_curated``) by ``example_id == utterance_id``. No model is run.
+Everything here reads prediction frames (``scoring.predictions``: example_id, dataset, gold_id, pred_id,
+gold, pred, parsed, p_<label>), joined when needed to the curated records (``corpora.readers.load_curated``)
+by ``example_id == utterance_id``. No model is run on test.
 
 - ``normalised_confusion``: row-normalised confusion matrix (each gold row sums to 1).
 - ``neutral_share``: the paper's first failure mode, over-prediction of neutral (predicted vs true share).
@@ -10,26 +10,34 @@ records (``dialoguellm.data.load_curated``) by ``example_id == utterance_id``. N
   surprise vs joy or excitement, sadness/frustration), in each corpus's own label set.
 - ``error_breakdown``: accuracy by context length, turn position, utterance length, description presence.
 - ``confident_errors``: the example browser, the wrong predictions the model was surest of.
-- ``PriorCorrection``: per-class log-prior offsets fitted on DEV predictions only and applied to test, a
-  mitigation the paper lacks; ``prior_correction_report`` puts it beside the uncorrected numbers.
+- ``prior_correction_report``: the likelihood calibration (``calibration.PriorCorrection``, fitted on DEV
+  predictions only), a mitigation the paper lacks, beside the uncorrected numbers.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from dialoguellm.calibration import PriorCorrection
+from dialoguellm.corpora.readers import split_frame
 from dialoguellm.io import atomic_path, read_json, write_json
-from dialoguellm.labels import normalised_label_names
-from dialoguellm.metrics import classification_metrics
+from dialoguellm.prompts import builders_from_config, dialogue_index, previous_turns_text, rows_of
+from dialoguellm.runs import RunLayout
+from dialoguellm.scoring.predictions import (
+    check_frame,
+    dataset_of,
+    label_words,
+    metrics_of,
+    probability_matrix,
+    read_predictions,
+)
 
-RESULTS_DIR = "analysis"
 NEUTRAL = "neutral"
 UNPARSED = "(unparsed)"
 
@@ -56,79 +64,18 @@ FACTORS: tuple[str, ...] = ("context_length", "turn_position", "utterance_length
 # ------------------------------------------------------------------------------------------ basics
 
 
-def label_words(frame: pd.DataFrame, dataset: str | None = None) -> list[str]:
-    """The label words of a prediction frame, in label-id order (from the corpus, else the p_ columns)."""
-    dataset = dataset or _dataset_of(frame)
-    if dataset is not None:
-        return list(normalised_label_names(dataset))
-    cols = [c[2:] for c in frame.columns if c.startswith("p_")]
-    if not cols:
-        raise ValueError("The prediction frame has no dataset column and no p_<label> columns.")
-    return cols
 
 
-def _dataset_of(frame: pd.DataFrame) -> str | None:
-    if "dataset" not in frame or frame.empty:
-        return None
-    names = frame["dataset"].unique()
-    if len(names) != 1:
-        raise ValueError(f"The prediction frame mixes datasets {sorted(names)}; analyse one at a time.")
-    return str(names[0])
 
 
-def _check_frame(frame: pd.DataFrame) -> None:
-    missing = [c for c in ("example_id", "gold_id", "pred_id") if c not in frame]
-    if missing:
-        raise ValueError(
-            f"Prediction frame lacks column(s) {', '.join(missing)}; expected the layout of "
-            "dialoguellm.evaluate.predict_by_scoring (example_id, dataset, gold_id, pred_id, ...)."
-        )
 
 
-def probability_matrix(frame: pd.DataFrame, words: Sequence[str]) -> np.ndarray:
-    """The (N, L) label probabilities of a scored prediction frame (columns p_<label>)."""
-    cols = [f"p_{w}" for w in words]
-    missing = [c for c in cols if c not in frame]
-    if missing:
-        raise ValueError(
-            f"Prediction frame lacks {', '.join(missing)}: label probabilities come from label scoring "
-            "(eval.mode score); generate-mode predictions cannot be prior-corrected or ranked by confidence."
-        )
-    return frame[cols].to_numpy(dtype=float)
 
 
-def raw_scores(frame: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
-    """(N, L) raw label scores of a scored frame: ``ll_<label>`` (the label log-likelihoods evaluation saves,
-    never changed by a calibration), else ``log p_<label>``."""
-    ll = [f"ll_{w}" for w in labels]
-    if all(c in frame for c in ll):
-        return frame[ll].to_numpy(dtype=float)
-    # Probabilities can underflow to 0 for a label the model never considers; clip before the log.
-    return np.log(np.clip(probability_matrix(frame, labels), 1e-12, None))
 
 
-def raw_frame(frame: pd.DataFrame, dataset: str | None = None) -> pd.DataFrame:
-    """The uncalibrated predictions of a frame that evaluation calibrated (``eval.calibrate``: it keeps the
-    raw prediction as ``pred_id_raw`` and the raw scores as ``ll_<label>``); other frames come back as they are."""
-    if "pred_id_raw" not in frame:
-        return frame
-    words = label_words(frame, dataset)
-    scores = raw_scores(frame, words)
-    probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    out = frame.drop(columns=["pred_id_raw"]).assign(pred_id=frame["pred_id_raw"].astype(int))
-    out["pred"] = [words[i] if i >= 0 else "" for i in out["pred_id"]]
-    for j, word in enumerate(words):
-        out[f"p_{word}"] = probs[:, j]
-    return out
 
 
-def metrics_of(frame: pd.DataFrame, dataset: str | None = None) -> dict[str, Any]:
-    """Accuracy, weighted/macro F1 etc. of a prediction frame (``dialoguellm.metrics``)."""
-    _check_frame(frame)
-    return classification_metrics(
-        frame["gold_id"].to_numpy(), frame["pred_id"].to_numpy(), label_words(frame, dataset)
-    )
 
 
 # ---------------------------------------------------------------------------- confusion and failure modes
@@ -140,7 +87,7 @@ def normalised_confusion(frame: pd.DataFrame, dataset: str | None = None) -> pd.
     A gold label with no examples keeps a row of zeros (there is nothing to normalise). Unparsed answers
     (pred_id -1, generate mode) get their own last column, so every non-empty row still sums to 1.
     """
-    _check_frame(frame)
+    check_frame(frame)
     words = label_words(frame, dataset)
     n = len(words)
     gold = frame["gold_id"].to_numpy(dtype=int)
@@ -161,7 +108,7 @@ def normalised_confusion(frame: pd.DataFrame, dataset: str | None = None) -> pd.
 
 def neutral_share(frame: pd.DataFrame, dataset: str | None = None, label: str = NEUTRAL) -> dict[str, Any]:
     """True and predicted share of ``label`` (neutral); ratio > 1 means it is over-predicted."""
-    _check_frame(frame)
+    check_frame(frame)
     words = label_words(frame, dataset)
     if label not in words:
         raise ValueError(f"No {label!r} label in {words}.")
@@ -186,7 +133,7 @@ def close_pair_confusions(frame: pd.DataFrame, dataset: str | None = None) -> pd
     Columns: dataset, gold, predicted, count, gold_support, share_of_gold (count / gold_support),
     paper_pair (whether the paper names the pair).
     """
-    dataset = dataset or _dataset_of(frame)
+    dataset = dataset or dataset_of(frame)
     if dataset is None:
         raise ValueError("close_pair_confusions needs the dataset name (no dataset column in the frame).")
     words = label_words(frame, dataset)
@@ -240,9 +187,7 @@ def attach_records(
     columns named in ``FACTORS``. ``descriptions`` is the ``clip_id -> text`` map of the split; ``shown``
     says whether the prompts carried them (prompt.use_video), which names the description buckets.
     """
-    from dialoguellm.baselines import previous_turns_text, split_frame
-
-    _check_frame(frame)
+    check_frame(frame)
     recs = split_frame(records)
     recs = recs.assign(context_text=previous_turns_text(recs, context_turns))
     keep = ["utterance_id", "dialogue_id", "turn", "speaker", "text", "clip_id", "context_text"]
@@ -265,7 +210,7 @@ def attach_records(
     merged["turn_position"] = _bucket(merged["turn"], TURN_BINS)
     merged["utterance_length"] = _bucket(merged["utterance_words"].clip(lower=1), UTTERANCE_BINS)
     merged["context_length"] = _bucket(merged["context_words"], CONTEXT_BINS)
-    dataset = _dataset_of(frame)
+    dataset = dataset_of(frame)
     if dataset == "meld" or descriptions:
         table = descriptions or {}
         merged["has_description"] = [
@@ -359,113 +304,10 @@ def confident_errors(
 # ------------------------------------------------------------------------------------ prior correction
 
 
-@dataclass
-class PriorCorrection:
-    """Per-class log-prior offsets: corrected score = scale * log p(label | prompt) - offset[label].
-
-    Fitted on dev predictions only (``fit``), then applied unchanged to any other split (``apply``). The
-    offsets and the one scale maximise the dev log-likelihood of the gold labels (a convex problem, solved by
-    Newton's method; a small L2 term keeps offsets finite for a label dev lacks and the scale near 1). At that
-    optimum (without the L2 term) the mean corrected probability of every label equals its dev frequency, so a
-    label the model over-predicts (neutral) is pushed down by exactly the amount dev shows, and nothing is
-    learnt from test. The scale matters for length-normalised scores (``eval.length_normalise``): a mean per
-    token is a log-probability divided by 2-4 tokens, whose softmax is far too flat; matching the mean
-    probabilities of such flat rows to the label frequencies pushed most predictions onto the majority label.
-    """
-
-    labels: list[str]
-    offsets: list[float] = field(default_factory=list)
-    scale: float = 1.0
-    method: str = "likelihood"
-    fitted_on: str = "dev"
-    n_fit: int = 0
-
-    @staticmethod
-    def log_scores(frame: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
-        """The model's raw label scores: the saved log-likelihoods (ll_<label>) when present, else the log of
-        the probabilities (equal up to a per-row constant, which no argmax or softmax sees)."""
-        return raw_scores(frame, labels)
-
-    @classmethod
-    def fit(
-        cls,
-        dev: pd.DataFrame,
-        labels: Sequence[str] | None = None,
-        method: str = "likelihood",
-        l2: float | None = None,
-    ) -> PriorCorrection:
-        """Fit the offsets on a DEV prediction frame (the only frame this method ever reads).
-
-        ``l2`` (default 1 / number of dev rows) shrinks the offsets toward 0, so a label seen once or twice
-        in a small dev sample cannot get an extreme offset; with a large dev split it fades away.
-        """
-        _check_frame(dev)
-        labels = list(labels or label_words(dev))
-        if len(dev) == 0:
-            raise ValueError("Cannot fit a prior correction on an empty dev prediction frame.")
-        scores = cls.log_scores(dev, labels)
-        gold = dev["gold_id"].to_numpy(dtype=int)
-        if method != "likelihood":
-            raise ValueError(f"Prior correction method must be 'likelihood', not {method!r}.")
-        scale, offsets = _fit_likelihood_offsets(
-            scores, gold, len(labels), 1.0 / len(dev) if l2 is None else l2
-        )
-        offsets = offsets - offsets.mean()  # only differences matter; centred offsets read more easily
-        return cls(labels=labels, offsets=offsets.tolist(), scale=scale, method=method, n_fit=len(dev))
-
-    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """A copy of ``frame`` with corrected probabilities and predictions (gold untouched)."""
-        _check_frame(frame)
-        scores = self.scale * self.log_scores(frame, self.labels) - np.asarray(self.offsets)[None, :]
-        probs = _softmax(scores)
-        pred = probs.argmax(axis=1)
-        out = frame.copy()
-        out["pred_id"] = pred.astype(int)
-        out["pred"] = [self.labels[i] for i in pred]
-        for j, word in enumerate(self.labels):
-            out[f"p_{word}"] = probs[:, j]
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "labels": self.labels,
-            "offsets": self.offsets,
-            "scale": self.scale,
-            "method": self.method,
-            "fitted_on": self.fitted_on,
-            "n_fit": self.n_fit,
-        }
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
 
 
-def _fit_likelihood_offsets(
-    scores: np.ndarray, gold: np.ndarray, n: int, l2: float
-) -> tuple[float, np.ndarray]:
-    """(a, b) minimising mean NLL of softmax(a * scores - b)[gold] + l2 (|b|^2 + (a - 1)^2), by Newton's
-    method: the logits are linear in (a, b), so the problem is convex (~10 steps)."""
-    onehot = np.eye(n)[gold]
-    a, b = 1.0, np.zeros(n)
-    for _ in range(100):
-        p = _softmax(a * scores - b)
-        ps = (p * scores).sum(axis=1, keepdims=True)  # expected score under p, per row
-        # Gradients of the mean NLL: d/da = mean(E_p[s] - s_gold), d/db = mean(onehot - p).
-        grad_a = float((ps[:, 0] - (onehot * scores).sum(axis=1)).mean()) + 2 * l2 * (a - 1)
-        grad_b = (onehot - p).mean(axis=0) + 2 * l2 * b
-        # Hessian (per row: J^T (diag p - p p^T) J with J = [s, -I]), averaged over rows.
-        h_aa = float((p * scores**2).sum(axis=1).mean() - (ps[:, 0] ** 2).mean()) + 2 * l2
-        h_ab = -(p * (scores - ps)).mean(axis=0)
-        h_bb = (np.diag(p.mean(axis=0)) - p.T @ p / len(p)) + 2 * l2 * np.eye(n)
-        hess = np.block([[np.array([[h_aa]]), h_ab[None, :]], [h_ab[:, None], h_bb]])
-        step = np.linalg.solve(hess, np.concatenate([[grad_a], grad_b]))
-        a, b = a - step[0], b - step[1:]
-        if np.abs(step).max() < 1e-8:
-            break
-    return float(a), b
 
 
 def prior_correction_report(
@@ -481,8 +323,8 @@ def prior_correction_report(
     e.g. evaluation's own calibrated predictions) with accuracy, weighted F1, macro F1 and the predicted vs
     true neutral share on test.
     """
-    dataset = _dataset_of(test)
-    correction = PriorCorrection.fit(dev, label_words(dev, _dataset_of(dev)), method=method)
+    dataset = dataset_of(test)
+    correction = PriorCorrection.fit(dev, label_words(dev, dataset_of(dev)), method=method)
     corrected = correction.apply(test)
     rows = []
     variants = {
@@ -491,7 +333,7 @@ def prior_correction_report(
         **(others or {}),
     }
     for variant, frame in variants.items():
-        m = metrics_of(frame, dataset)
+        m = metrics_of(frame, label_words(frame, dataset))
         row = {
             "dataset": dataset,
             "variant": variant,
@@ -514,7 +356,7 @@ def baseline_prior_correction(
 ) -> pd.DataFrame:
     """The same correction on a baseline's saved dev and test predictions (notebook 05's
     ``<run_dir>/baselines``): does it help a classifier that is not an LLM? Empty when none were saved."""
-    folder = Path(run_dir) / "baselines"
+    folder = RunLayout(Path(run_dir)).baselines
     reports = []
     for name in datasets:
         dev, test = (folder / f"{name}_{baseline}_{split}_predictions.csv" for split in ("dev", "test"))
@@ -526,82 +368,14 @@ def baseline_prior_correction(
 
 # ------------------------------------------------------------------------------- reading a run folder
 
-# Folders of a run that hold other stages' predictions (baselines, ablation arms), never notebook 04's.
-_NOT_EVALUATION = ("baselines", "ablations", RESULTS_DIR, "notebooks", "records", "data")
 
 
-def find_predictions(
-    run_dir: str | os.PathLike, folder: str | os.PathLike | None = None
-) -> dict[tuple[str, str], Path]:
-    """``(dataset, split) -> predictions CSV`` of the evaluation stage (notebook 04) in ``run_dir``.
-
-    Looks for ``*_predictions.csv`` (``evaluate.save_predictions``) under ``folder`` (default: the whole run
-    outside the baselines/ablations/analysis folders); the corpus is read from the file's dataset column and
-    the split from its name (``..._dev_...`` / ``..._test_...``). For a pair, label-scoring predictions win
-    over generate-mode ones (only they carry label probabilities), then the newest file.
-    """
-    run = Path(run_dir)
-    root = Path(folder) if folder else run
-    ranked: dict[tuple[str, str], tuple[tuple[bool, float], Path]] = {}
-    for path in root.rglob("*_predictions.csv"):
-        rel = path.relative_to(root).parts
-        if folder is None and rel[0] in _NOT_EVALUATION:
-            continue
-        tokens = set(path.stem.replace("-", "_").split("_")) | set(rel[:-1])
-        split = "test" if "test" in tokens else "dev" if "dev" in tokens else None
-        if split is None:
-            continue
-        head = pd.read_csv(path, nrows=1)
-        if "dataset" not in head or head.empty:
-            continue
-        # Label-scoring predictions (with p_<label> columns) win over generate-mode ones, then the newest.
-        rank = (any(c.startswith("p_") for c in head.columns), path.stat().st_mtime)
-        key = (str(head["dataset"].iloc[0]), split)
-        if key not in ranked or rank > ranked[key][0]:
-            ranked[key] = (rank, path)
-    return {key: path for key, (_, path) in ranked.items()}
 
 
-def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """A saved prediction frame (example_id read as text, so ids like '001' survive)."""
-    return pd.read_csv(path, dtype={"example_id": str}, keep_default_na=False, na_values=[""])
 
 
-def score_split(
-    config: Any,
-    model: Any,
-    tokenizer: Any,
-    corpora: Mapping[str, Any],
-    split: str,
-    per_dataset: int,
-    descriptions: Mapping[str, Mapping[str, str]] | None = None,
-    progress: bool = True,
-) -> dict[str, pd.DataFrame]:
-    """Label-scoring predictions of ``model`` on ``split`` of each corpus, prompts exactly as in training
-    and evaluation (``train.prepare_examples``), ``per_dataset`` utterances stratified by label (0 = all).
-    Used for the dev predictions the prior correction is fitted on, when notebook 04 saved none."""
-    import copy
-
-    from dialoguellm.train import prepare_examples, score_prepared
-
-    config = copy.deepcopy(config)
-    setattr(config.data, f"{split}_per_dataset", per_dataset)
-    config.data.datasets = [d for d in config.data.datasets if d in corpora]
-    prepared = prepare_examples(config, tokenizer, corpora, (split,), descriptions)
-    return score_prepared(model, tokenizer, prepared, config, split, progress)
 
 
-def load_tokenizer(config: Any) -> Any:
-    """The tokenizer of ``config.model`` alone (no weights), to rebuild prompts for reading."""
-    from transformers import AutoTokenizer
-
-    from dialoguellm.modeling import resolve_model_path
-
-    folder, gguf_file = resolve_model_path(config.model.name)
-    kwargs: dict[str, Any] = {"trust_remote_code": config.model.trust_remote_code}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    return AutoTokenizer.from_pretrained(folder, **kwargs)
 
 
 def rebuild_prompts(
@@ -615,8 +389,6 @@ def rebuild_prompts(
 ) -> dict[str, str]:
     """``example_id -> prompt text`` for a few utterances, built as training/evaluation built them (same
     settings, same demonstrations), so the example browser shows what the model read without re-running it."""
-    from dialoguellm.prompts import builders_from_config, dialogue_index, rows_of
-
     descriptions = descriptions or {}
     builder = builders_from_config(tokenizer, {dataset: corpus}, config, descriptions)[dataset]
     rows = rows_of(corpus[split])
@@ -636,7 +408,7 @@ def rebuild_prompts(
 
 def save_table(table: pd.DataFrame, run_dir: str | os.PathLike, name: str) -> Path:
     """Write ``<run_dir>/analysis/<name>.csv`` atomically (figures are redrawn from these files)."""
-    path = Path(run_dir) / RESULTS_DIR / f"{name}.csv"
+    path = RunLayout(Path(run_dir)).analysis / f"{name}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=True if table.index.name else False)
@@ -645,15 +417,15 @@ def save_table(table: pd.DataFrame, run_dir: str | os.PathLike, name: str) -> Pa
 
 def load_table(run_dir: str | os.PathLike, name: str, index_col: int | None = None) -> pd.DataFrame | None:
     """A table ``save_table`` wrote, or None when the run has none."""
-    path = Path(run_dir) / RESULTS_DIR / f"{name}.csv"
+    path = RunLayout(Path(run_dir)).analysis / f"{name}.csv"
     return pd.read_csv(path, index_col=index_col) if path.is_file() else None
 
 
 def save_json(data: Any, run_dir: str | os.PathLike, name: str) -> Path:
     """Write ``<run_dir>/analysis/<name>.json``."""
-    return write_json(Path(run_dir) / RESULTS_DIR / f"{name}.json", data)
+    return write_json(RunLayout(Path(run_dir)).analysis / f"{name}.json", data)
 
 
 def load_json(run_dir: str | os.PathLike, name: str) -> Any:
     """Read ``<run_dir>/analysis/<name>.json``."""
-    return read_json(Path(run_dir) / RESULTS_DIR / f"{name}.json")
+    return read_json(RunLayout(Path(run_dir)).analysis / f"{name}.json")

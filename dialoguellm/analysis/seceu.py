@@ -6,8 +6,8 @@ The score of a taker is the mean Euclidean distance between their points and the
 ``EQ = 15 * (M - score) / SD + 100``. DialogueLLM reports SECEU 2.31 -> EQ 109, above 72% of humans.
 
 The test files are published for research use without an open licence, so they are never part of this
-repository: :func:`load_seceu` reads them from a folder (default: the shared copy beside a development
-checkout) and :func:`download_seceu` fetches them, checked against SHA-256 sums recorded here.
+repository: :func:`load_seceu` reads them from a folder you give (``SECEU_DIR``, or the environment variable
+``DIALOGUELLM_SECEU_DIR``) and :func:`download_seceu` fetches them, checked against SHA-256 sums recorded here.
 
 A model answers an item in one of two ways, both from the same prompt (``templates/seceu_question.txt``):
 
@@ -32,7 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from dialoguellm.io import atomic_path, read_json
+from dialoguellm.io import atomic_path, read_json, write_json
+from dialoguellm.model.loading import resolve_model_path
+from dialoguellm.progress import progress_bar as tqdm
+from dialoguellm.runs import find_adapter
+from dialoguellm.scoring.engine import generate_texts, score_options
 
 ITEMS_FILE = "seceu_items.json"
 STANDARD_FILE = "seceu_standard.json"
@@ -106,24 +110,25 @@ def where_to_get() -> str:
     return (
         f"The SECEU test files ({ITEMS_FILE}, {STANDARD_FILE}) are published for research use by their authors "
         f"at {AUTHORS_SITE} (items, standard scores and norm; not redistributable here). Fetch the JSON "
-        f"transcription with `dialoguellm.eq.download_seceu(folder)` (checksummed), or pass SECEU_DIR, the "
+        f"transcription with `dialoguellm.analysis.seceu.download_seceu(folder)` (checksummed), or pass SECEU_DIR, the "
         "folder that holds them."
     )
 
 
-def default_seceu_dir() -> Path | None:
-    """The shared copy ``../shared/data/seceu`` beside a development checkout, when it holds the files."""
-    from dialoguellm.paths import shared_dir
+SECEU_ENV = "DIALOGUELLM_SECEU_DIR"
 
-    shared = shared_dir()
-    if shared is None:
+
+def default_seceu_dir() -> Path | None:
+    """The folder ``$DIALOGUELLM_SECEU_DIR`` names, when it holds the files (else None)."""
+    named = os.environ.get(SECEU_ENV)
+    if not named:
         return None
-    folder = shared / "data" / "seceu"
+    folder = Path(named).expanduser()
     return folder if (folder / ITEMS_FILE).is_file() else None
 
 
 def find_seceu_dir(path: str | os.PathLike | None = None) -> Path | None:
-    """``path`` when it holds the SECEU files, else the shared copy (when ``path`` is None), else None."""
+    """``path`` when it holds the SECEU files, else ``$DIALOGUELLM_SECEU_DIR`` (when ``path`` is None), else None."""
     if path is None:
         return default_seceu_dir()
     folder = Path(path).expanduser()
@@ -144,13 +149,13 @@ def _number_list(path: Path, name: str, value: Any, length: int) -> list[float]:
 
 
 def load_seceu(path: str | os.PathLike | None = None) -> SeceuData:
-    """Read items, standard scores, human pattern and norm from a folder (default: the shared copy).
+    """Read items, standard scores, human pattern and norm from a folder (default: ``$DIALOGUELLM_SECEU_DIR``).
 
     Errors name the file and field at fault; a missing folder says where to get the files.
     """
     folder = Path(path).expanduser() if path is not None else default_seceu_dir()
     if folder is None or not folder.is_dir():
-        shown = folder if folder is not None else "(no SECEU_DIR given and no ../shared/data/seceu)"
+        shown = folder if folder is not None else f"(no SECEU_DIR given and no ${SECEU_ENV})"
         raise FileNotFoundError(f"SECEU folder not found: {shown}. {where_to_get()}")
     for name in (ITEMS_FILE, STANDARD_FILE):
         if not (folder / name).is_file():
@@ -418,7 +423,7 @@ class SeceuResult:
         }
 
 
-def score_answers(
+def result_from_answers(
     answers: np.ndarray, data: SeceuData, label: str = "model", mode: str = "given", **extra: Any
 ) -> SeceuResult:
     """Score a taker's answers (items x 4, each summing to 10 or all zeros) against the standard scores."""
@@ -446,12 +451,12 @@ def reference_results(data: SeceuData) -> list[SeceuResult]:
     top = np.zeros(data.standard_scores.shape)
     top[np.arange(len(top)), data.standard_scores.argmax(axis=1)] = TOTAL_POINTS
     return [
-        score_answers(uniform, data, label="reference: 2.5 points on every option", mode="reference"),
-        score_answers(top, data, label="reference: 10 points on the humans' top option", mode="reference"),
+        result_from_answers(uniform, data, label="reference: 2.5 points on every option", mode="reference"),
+        result_from_answers(top, data, label="reference: 10 points on the humans' top option", mode="reference"),
     ]
 
 
-def results_table(results: Sequence[SeceuResult], with_paper: bool = True) -> Any:
+def seceu_table(results: Sequence[SeceuResult], with_paper: bool = True) -> Any:
     """Our results (rounded as the paper rounds) beside the paper's Table 6, one row per model."""
     import pandas as pd
 
@@ -476,9 +481,6 @@ def results_table(results: Sequence[SeceuResult], with_paper: bool = True) -> An
     return pd.concat([ours, paper_table()], ignore_index=True)
 
 
-# ------------------------------------------------------------------------------------------ model side
-def _device(model: Any) -> Any:
-    return next(model.parameters()).device
 
 
 def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
@@ -492,12 +494,6 @@ def _pad_id(tokenizer: Any) -> int:
     return int(pad if pad is not None else 0)
 
 
-def _forward_parameters(model: Any) -> set[str]:
-    """Names the model's forward accepts (through a PEFT wrapper, which forwards **kwargs)."""
-    import inspect
-
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(inner.forward).parameters)
 
 
 def _option_ids(item: SeceuItem, tokenizer: Any, prompt: str) -> list[list[int]]:
@@ -515,43 +511,14 @@ def option_log_probs(
 ) -> np.ndarray:
     """Log-probability (summed over its tokens) of each option's name as the answer to the item's prompt.
 
-    Returns items x 4. The prompt runs once per item; its key/value cache is repeated for the four options,
-    which then run as one right-padded batch (4x less compute than four full sequences).
+    Returns items x 4. The scoring engine runs the prompt once per item and continues it with the four
+    options as branches of one pass (``scoring.engine.score_options``), in the model's own precision.
     """
-    import torch
-
-    from dialoguellm.progress import progress_bar as tqdm
-
-    device, pad = _device(model), _pad_id(tokenizer)
-    accepted = _forward_parameters(model)
-    # transformers 5.2x renamed past_key_values to cache; ask the model which one it takes.
-    cache_name = "cache" if "cache" in accepted else "past_key_values"
-    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
     totals = np.zeros((len(items), N_OPTIONS))
-    model.eval()
     for i, item in enumerate(tqdm(items, desc="SECEU items", disable=not progress)):
         prompt = build_prompt(item, tokenizer)
-        prompt_ids = torch.tensor([_encode_prompt(tokenizer, prompt)], device=device)
         options = _option_ids(item, tokenizer, prompt)
-        n_prompt, width = prompt_ids.shape[1], max(len(ids) for ids in options)
-        option_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in options], device=device)
-        # Right padding is safe here: causal attention never lets a real token see the pads after it.
-        mask = torch.ones((N_OPTIONS, n_prompt + width), dtype=torch.long, device=device)
-        for k, ids in enumerate(options):
-            mask[k, n_prompt + len(ids) :] = 0
-        positions = torch.arange(n_prompt, n_prompt + width, device=device).expand(N_OPTIONS, -1)
-        with torch.no_grad():
-            first = model(input_ids=prompt_ids, use_cache=True, **keep_last)
-            cache = getattr(first, "cache", None) or first.past_key_values
-            cache.batch_repeat_interleave(N_OPTIONS)
-            rest = model(
-                input_ids=option_ids, attention_mask=mask, position_ids=positions, **{cache_name: cache}
-            ).logits
-        # Token j of an option is predicted by the prompt's last position (j = 0) or option position j - 1.
-        predicting = torch.cat([first.logits[:, -1:].expand(N_OPTIONS, -1, -1), rest[:, :-1]], dim=1)
-        token_lp = torch.log_softmax(predicting.float(), dim=-1).gather(-1, option_ids.unsqueeze(-1))[..., 0]
-        for k, ids in enumerate(options):
-            totals[i, k] = float(token_lp[k, : len(ids)].sum())
+        totals[i] = score_options(model, _encode_prompt(tokenizer, prompt), options, _pad_id(tokenizer), "fp32")
     return totals
 
 
@@ -563,30 +530,22 @@ def generate_answers(
     batch_size: int = 4,
     progress: bool = True,
 ) -> list[str]:
-    """Generate an answer to each item's prompt (greedy: the paper's temperature 0.1 is near-greedy)."""
-    import torch
-
-    from dialoguellm.progress import progress_bar as tqdm
-
+    """Generate an answer to each item's prompt (greedy: the paper's temperature 0.1 is near-greedy), in
+    item order, through the scoring engine (``scoring.engine.generate_texts``)."""
     prompts = [_encode_prompt(tokenizer, build_prompt(item, tokenizer)) for item in items]
-    device, pad = _device(model), _pad_id(tokenizer)
-    texts: list[str] = []
-    model.eval()
-    for start in tqdm(range(0, len(prompts), batch_size), desc="SECEU answers", disable=not progress):
-        batch = prompts[start : start + batch_size]
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-            )
-        texts += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-    return texts
+    return generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        batch_size,
+        max_new_tokens,
+        "fp32",
+        pad_id=_pad_id(tokenizer),
+        stop_at_eos=False,
+        sort_by_length=False,
+        desc="SECEU answers",
+        progress=progress,
+    )
 
 
 def score_model(
@@ -628,18 +587,16 @@ def score_model(
         parsed = [parse_answer(text, item.options) for text, item in zip(texts, data.items, strict=True)]
         answers = np.stack([normalise_scores(raw) for raw, _ in parsed])
         parse = [how for _, how in parsed]
-    return score_answers(answers, data, label=label, mode=mode, parse=parse, texts=texts, config=config)
+    return result_from_answers(answers, data, label=label, mode=mode, parse=parse, texts=texts, config=config)
 
 
 def save_result(result: SeceuResult, folder: str | os.PathLike) -> Path:
     """Write a result (with its config) to ``<folder>/seceu_<label>.json``, atomically; return the path."""
-    from dialoguellm.io import write_json
-
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", result.label).strip("_") or "model"
     return write_json(Path(folder) / f"seceu_{slug}.json", result.to_dict())
 
 
-def load_results(folder: str | os.PathLike) -> list[SeceuResult]:
+def load_seceu_results(folder: str | os.PathLike) -> list[SeceuResult]:
     """Read back the results :func:`save_result` wrote (e.g. to redraw the figure from a run)."""
     results = []
     for path in sorted(Path(folder).glob("seceu_*.json")):
@@ -662,18 +619,6 @@ def load_results(folder: str | os.PathLike) -> list[SeceuResult]:
     return results
 
 
-def find_adapter(run_dir: str | os.PathLike) -> Path | None:
-    """The LoRA adapter notebook 03 saved under ``run_dir`` (``train.train`` writes ``<run>/adapter``).
-
-    Any folder with an ``adapter_config.json`` outside ``checkpoint/`` counts; the shallowest wins (ablation
-    arms train deeper in the run folder), then the newest.
-    """
-    run = Path(run_dir)
-    found = [
-        p.parent for p in run.rglob("adapter_config.json") if "checkpoint" not in p.relative_to(run).parts
-    ]
-    found.sort(key=lambda p: (len(p.relative_to(run).parts), -p.stat().st_mtime))
-    return found[0] if found else None
 
 
 def adapter_for(
@@ -681,11 +626,9 @@ def adapter_for(
 ) -> tuple[Path | None, str]:
     """``(adapter folder or None, note)``: the LoRA adapter to score, when it was trained on ``model_name``.
 
-    ``adapter_dir`` names one explicitly (it must exist); otherwise :func:`find_adapter` looks in the run.
+    ``adapter_dir`` names one explicitly (it must exist); otherwise ``runs.find_adapter`` looks in the run.
     The note says why there is none (not trained yet, or trained on another base model), for the notebook.
     """
-    from dialoguellm.modeling import resolve_model_path
-
     if adapter_dir is not None:
         adapter = Path(adapter_dir).expanduser()
         if not (adapter / "adapter_config.json").is_file():
@@ -694,7 +637,7 @@ def adapter_for(
                 "training run wrote, or ADAPTER_DIR = None to use the one in RUN_DIR."
             )
     else:
-        adapter = find_adapter(run_dir)
+        adapter = find_adapter(run_dir, required=False)
     if adapter is None:
         return (
             None,
@@ -712,45 +655,3 @@ def adapter_for(
             "only the base model is scored."
         )
     return adapter, f"LoRA adapter: {adapter}"
-
-
-# -------------------------------------------------------------------------------------------- figure
-def plot_item_distances(
-    results: Sequence[SeceuResult], path: str | os.PathLike, human_pattern: Sequence[float] | None = None
-) -> Path:
-    """Per-item distance to the human standard scores, one line per model; the human template dashed."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    from dialoguellm.plots import save_figure, style_context
-
-    with style_context():
-        fig = Figure(figsize=(9, 4.8), layout="constrained")
-        ax = fig.subplots()
-        for result in results:
-            numbers = np.arange(1, result.n_items + 1)
-            ax.plot(
-                numbers,
-                result.distances,
-                marker="o",
-                markersize=3,
-                label=f"{result.label} (SECEU {result.seceu:.2f}, EQ {result.eq:.0f})",
-            )
-        if human_pattern is not None:
-            pattern = np.asarray(human_pattern, float)
-            ax.plot(
-                np.arange(1, len(pattern) + 1),
-                pattern,
-                color="#555555",
-                linestyle="--",
-                label="human template (item distances)",
-            )
-        ax.axhline(NORM_MEAN, color="#999999", linewidth=0.8, linestyle=":", label=f"human mean {NORM_MEAN}")
-        ax.set_xlabel("SECEU item")
-        ax.set_ylabel("distance to human standard scores")
-        ax.set_ylim(bottom=0)
-        ax.set_title("SECEU: per-item distance (lower is closer to people)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        # Below the axes: with 40 items the lines fill the whole plot area.
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
-        return save_figure(fig, path)

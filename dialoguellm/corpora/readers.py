@@ -24,14 +24,16 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from datasets import Dataset, DatasetDict, Features, Value
 
-from dialoguellm import labels as label_vocab
-from dialoguellm.paths import data_dir as resolve_data_dir
+from dialoguellm.corpora import labels as label_vocab
+from dialoguellm.io import atomic_path
+from dialoguellm.runs import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,29 @@ IEMOCAP_TEST_SESSION = 5
 # Every 10th dialogue (sorted by name) of sessions 1-4 is held out as dev: 12 of the 120 dialogues of the
 # official release, about the 10% the peers hold out. Fixed by rule, so it never depends on a seed.
 IEMOCAP_DEV_EVERY = 10
+
+
+DATA_ENV = "DIALOGUELLM_DATA_DIR"
+
+
+def vendored_dir() -> Path:
+    """The public corpora shipped inside the package (``dialoguellm/corpora/raw``: MELD, EmoryNLP, MELD video
+    descriptions), read through importlib.resources so an installed package finds them from any folder."""
+    return Path(str(resources.files("dialoguellm.corpora") / "raw"))
+
+
+def raw_data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The folder holding the raw corpora (``meld/``, ``emorynlp/``, ...).
+
+    Order: the argument, then $DIALOGUELLM_DATA_DIR, then the copies vendored in the package.
+    """
+    chosen = Path(path or os.environ.get(DATA_ENV) or vendored_dir()).expanduser().resolve()
+    if not chosen.is_dir():
+        raise FileNotFoundError(
+            f"Data folder not found: {chosen}. Pass DATA_DIR (or set ${DATA_ENV}) to the folder that holds "
+            "meld/ and emorynlp/ (the package vendors them in dialoguellm/corpora/raw)."
+        )
+    return chosen
 
 
 class CorpusError(ValueError):
@@ -255,7 +280,7 @@ def load_meld(data_dir: str | os.PathLike | None = None) -> DatasetDict:
     Turns follow Utterance_ID (which has gaps; the order is kept, not the raw number). The clip id
     ``dia{D}_utt{U}`` names the video clip; start and end are in seconds.
     """
-    folder = resolve_data_dir(data_dir) / "meld"
+    folder = raw_data_dir(data_dir) / "meld"
     splits = {}
     for split, name in MELD_FILES.items():
         path = folder / name
@@ -296,7 +321,7 @@ def load_emorynlp(data_dir: str | os.PathLike | None = None, source: str = "erc"
     each split from its official JSON in ``emorynlp/official_json`` when present, else from the CoMPM TSV
     copy in ``emorynlp/compm_tsv`` (same scenes and order; only the first speaker is kept there).
     """
-    folder = resolve_data_dir(data_dir) / "emorynlp"
+    folder = raw_data_dir(data_dir) / "emorynlp"
     if source == "erc":
         return _as_dataset_dict(
             {
@@ -609,10 +634,8 @@ def save_curated(corpus: DatasetDict, run_dir: str | os.PathLike) -> Path:
     """Write one corpus to ``<run_dir>/data/<dataset>/<split>.parquet`` (each file atomically)."""
     import pyarrow.parquet as pq
 
-    from dialoguellm.io import atomic_path
-
     dataset = corpus["train"][0]["dataset"]
-    folder = Path(run_dir) / "data" / dataset
+    folder = RunLayout(Path(run_dir)).corpus(dataset)
     for split, ds in corpus.items():
         with atomic_path(folder / f"{split}.parquet") as tmp:
             pq.write_table(ds.data.table, tmp)
@@ -623,7 +646,7 @@ def load_curated(run_dir: str | os.PathLike, dataset: str) -> DatasetDict:
     """Read back what ``save_curated`` wrote (notebook 01's output)."""
     import pyarrow.parquet as pq
 
-    folder = Path(run_dir) / "data" / dataset
+    folder = RunLayout(Path(run_dir)).corpus(dataset)
     splits = {}
     for split in SPLITS:
         path = folder / f"{split}.parquet"
@@ -637,6 +660,25 @@ def load_curated(run_dir: str | os.PathLike, dataset: str) -> DatasetDict:
         _check_label_set(rows, dataset, path)
         splits[split] = Dataset.from_list(rows, features=RECORD_FEATURES)
     return _as_dataset_dict(splits)
+
+
+def load_corpora_for(
+    config: Any, run_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+) -> dict[str, DatasetDict]:
+    """The corpora a config names (``data.datasets``): notebook 01's curated copies in ``run_dir`` when
+    present, else the raw corpora (``data_dir`` or the vendored copies)."""
+    corpora = {}
+    for name in config.data.datasets:
+        if run_dir is not None and RunLayout(Path(run_dir)).corpus(name).is_dir():
+            corpora[name] = load_curated(run_dir, name)
+        else:
+            corpora.update(load_corpora([name], data_dir))
+        if name not in corpora:
+            raise FileNotFoundError(
+                f"Corpus {name!r} (data.datasets) could not be loaded; run notebook 01 with this RUN_DIR or drop "
+                "it from data.datasets."
+            )
+    return corpora
 
 
 def _check_label_set(rows: list[dict[str, Any]], dataset: str, path: Path) -> None:
@@ -663,6 +705,25 @@ def _check_label_set(rows: list[dict[str, Any]], dataset: str, path: Path) -> No
 
 
 # ---------------------------------------------------------------------------------------- summaries
+
+
+def split_frame(split: Any) -> pd.DataFrame:
+    """A curated split (``datasets.Dataset``, DataFrame or list of record dicts) as a DataFrame."""
+    if isinstance(split, pd.DataFrame):
+        frame = split.copy()
+    elif hasattr(split, "to_pandas"):
+        frame = split.to_pandas()
+    else:
+        frame = pd.DataFrame(list(split))
+    missing = [
+        c for c in ("dataset", "dialogue_id", "turn", "utterance_id", "text", "label") if c not in frame
+    ]
+    if missing:
+        raise ValueError(
+            f"Curated records lack column(s) {', '.join(missing)}; pass a split of "
+            "dialoguellm.corpora.readers.load_curated(run_dir, dataset)."
+        )
+    return frame.reset_index(drop=True)
 
 
 def corpus_summary(corpora: dict[str, DatasetDict]) -> pd.DataFrame:

@@ -14,10 +14,10 @@ MELD. The paper never released those texts, so this module makes them for anyone
 4. ``describe_clips`` runs a describer over clips and appends one JSON line per result to an
    append-only cache (``DescriptionCache``). A kill -9 loses at most the clips in flight, a re-run
    skips what is done, failures are kept with their reason and retried on request.
-5. ``load_description_map`` gives the prompt builder ``clip_id -> description``.
+5. ``load_descriptions`` gives the prompt builder ``split -> {clip_id: description}``.
 
 MELD numbers its clips per split, so ``dia0_utt0`` exists in train, dev and test and they are different
-clips: the cache keeps the split beside the clip id, and ``load_description_map`` takes a ``split``.
+clips: the cache keeps the split beside the clip id, and ``load_descriptions`` keys its map by split.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dialoguellm.paths import REPO_DIR
+from dialoguellm.runs import RunLayout
 
 if TYPE_CHECKING:  # PIL is imported lazily: the import describer and the cache need no imaging stack.
     from PIL.Image import Image
@@ -58,10 +58,8 @@ MELD_SPLIT_DIRS: dict[str, str] = {
     "test": "output_repeated_splits_test",
 }
 CLIP_ID_PATTERN = re.compile(r"dia\d+_utt\d+")
-# Where a run keeps its descriptions, relative to the run folder.
-CACHE_RELPATH = Path("descriptions") / "descriptions.jsonl"
 # The 191 real descriptions of MELD test clips that ship with the project (see its SOURCE.md).
-VENDORED_DESCRIPTIONS = REPO_DIR / "data" / "raw" / "meld_video_descriptions" / "descriptions.jsonl"
+VENDORED_DESCRIPTIONS = Path(str(resources.files("dialoguellm.corpora"))) / "raw" / "meld_video_descriptions" / "descriptions.jsonl"
 VENDORED_MODEL = "gpt-4o-mini (EmotionConflict/Meld-Captioning, visual_objective_description)"
 
 # A small open model (Apache-2.0, 256M parameters) that runs on a CPU; any image-text-to-text model works.
@@ -717,7 +715,7 @@ def cache_path(run_dir_or_cache: str | os.PathLike) -> Path:
     """The cache file of a run folder (``<run>/descriptions/descriptions.jsonl``), or the path itself if it
     names a ``.jsonl`` file."""
     p = Path(run_dir_or_cache)
-    return p if p.suffix == ".jsonl" else p / CACHE_RELPATH
+    return p if p.suffix == ".jsonl" else RunLayout(p).descriptions
 
 
 def cache_key(split: str, clip_id: str, describer: str, model: str, prompt_id: str) -> str:
@@ -963,15 +961,14 @@ def _now() -> str:
 
 
 # ------------------------------------------------------------------------------------------- reading
-def load_descriptions(
-    run_dir_or_cache_path: str | os.PathLike, describer: str | None = None, model: str | None = None
-) -> dict[tuple[str, str], str]:
-    """``(split, clip_id) -> description`` from a cache ({} when there is no cache).
+SPLITS = ("train", "dev", "test")
 
-    When a clip has descriptions from several describers/models/prompts, the latest one wins; pass
-    ``describer`` and/or ``model`` to choose.
-    """
-    path = cache_path(run_dir_or_cache_path)
+
+def _cached_descriptions(
+    source: str | os.PathLike, describer: str | None = None, model: str | None = None
+) -> dict[tuple[str, str], str]:
+    """``(split, clip_id) -> description`` of a cache, the latest record of a clip winning."""
+    path = cache_path(source)
     if not path.is_file():
         return {}
     out: dict[tuple[str, str], str] = {}
@@ -985,31 +982,26 @@ def load_descriptions(
     return out
 
 
-def load_description_map(
-    run_dir_or_cache_path: str | os.PathLike,
-    split: str | None = None,
-    describer: str | None = None,
-    model: str | None = None,
-) -> dict[str, str]:
-    """``clip_id -> description`` for the prompt builder ({} when there is no cache).
+def load_descriptions(
+    source: str | os.PathLike, describer: str | None = None, model: str | None = None
+) -> dict[str, dict[str, str]]:
+    """The one description loader: ``split -> {clip_id: description}`` (every split of ``SPLITS`` present,
+    empty when the cache has none or there is no cache).
 
-    ``run_dir_or_cache_path`` is a run folder (its ``descriptions/descriptions.jsonl`` is read) or the cache
-    file. MELD reuses clip ids in every split, so when the cache holds descriptions of more than one split
-    ``split`` must be given; otherwise a ``ValueError`` says so rather than mixing clips up.
+    ``source`` is a run folder (its ``RunLayout.descriptions`` is read) or the cache file. MELD reuses clip
+    ids in every split, so the map is keyed by split first and clips of two splits are never mixed. When a
+    clip has descriptions from several describers/models/prompts, the latest wins; pass ``describer`` and/or
+    ``model`` to choose.
     """
-    table = load_descriptions(run_dir_or_cache_path, describer=describer, model=model)
-    splits = {s for s, _ in table}
-    if split is None and len(splits) > 1:
-        raise ValueError(
-            f"{cache_path(run_dir_or_cache_path)} holds descriptions of splits {sorted(splits)}, and MELD clip ids "
-            "repeat across splits; pass split= (e.g. load_description_map(run_dir, split='test'))."
-        )
-    return {cid: text for (s, cid), text in table.items() if split is None or s == split}
+    out: dict[str, dict[str, str]] = {split: {} for split in SPLITS}
+    for (split, clip_id), text in _cached_descriptions(source, describer, model).items():
+        out.setdefault(split, {})[clip_id] = text
+    return out
 
 
 def example_items(
     clips: Sequence[ClipRef],
-    descriptions: Mapping[tuple[str, str], str],
+    descriptions: Mapping[str, Mapping[str, str]],
     k: int = 3,
     n_frames: int = 4,
     max_side: int = 384,
@@ -1020,7 +1012,7 @@ def example_items(
     for ref in clips:
         if len(items) >= k:
             break
-        text = descriptions.get((ref.split, ref.clip_id))
+        text = descriptions.get(ref.split, {}).get(ref.clip_id)
         if text is None or ref.path is None:
             continue
         try:
@@ -1033,7 +1025,7 @@ def example_items(
 
 def coverage_by_split(records: Any, run_dir_or_cache_path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Per split of the curated MELD records: clips, described clips, and the share described."""
-    table = load_descriptions(run_dir_or_cache_path)
+    table = _cached_descriptions(run_dir_or_cache_path)
     counts: Counter[str] = Counter()
     described: Counter[str] = Counter()
     for ref in clip_refs(records):
@@ -1051,4 +1043,4 @@ def coverage_by_split(records: Any, run_dir_or_cache_path: str | os.PathLike) ->
 
 def description_lengths(run_dir_or_cache_path: str | os.PathLike) -> list[int]:
     """Word counts of the descriptions in a cache."""
-    return [len(text.split()) for text in load_descriptions(run_dir_or_cache_path).values()]
+    return [len(text.split()) for text in _cached_descriptions(run_dir_or_cache_path).values()]

@@ -1,5 +1,6 @@
-"""Every figure of the project is written by one function here (or in a stage module using
-``style_context``/``save_figure``), from saved results, with the packaged style and no display needed.
+"""Figures: one module per stage (``corpora``, ``training``, ``evaluation``, ``analysis``, ``seceu``), one
+registry of every figure ``make figures`` redraws (``registry``), and here the packaged style and the writer
+they all use. A plot function takes saved results and draws; it never computes them.
 
 Figures are built on ``matplotlib.figure.Figure`` objects, never pyplot's global state, so they render the
 same under papermill, pytest and a terminal. Notebooks show the written file, which is exactly what
@@ -15,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 
 import matplotlib
-import pandas as pd
 
 matplotlib.use("Agg")  # headless and deterministic; notebooks display the saved PNG instead
 
@@ -23,6 +23,7 @@ import matplotlib.style  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dialoguellm.io import atomic_path  # noqa: E402
+from dialoguellm.runs import REPO_DIR  # noqa: E402
 
 STYLE_FILE = "dialoguellm.mplstyle"
 
@@ -43,24 +44,8 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_label_distribution(distribution: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Bar charts of label shares per split, one panel per dataset (input: ``data.label_distribution``)."""
-    datasets = list(dict.fromkeys(distribution["dataset"]))
-    with style_context():
-        fig = Figure(figsize=(4.2 * len(datasets), 4.2))
-        axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-        for ax, name in zip(axes, datasets, strict=True):
-            part = distribution[distribution["dataset"] == name]
-            table = part.pivot_table(index="normalised", columns="split", values="count", sort=False)
-            table = table[[s for s in ("train", "dev", "test") if s in table.columns]]
-            shares = table / table.sum(axis=0)
-            order = shares.mean(axis=1).sort_values(ascending=False).index
-            shares.loc[order].plot.bar(ax=ax, width=0.8)
-            ax.set_title(f"{name}: {int(table.sum().sum()):,} utterances")
-            ax.set_xlabel("")
-            ax.set_ylabel("share of the split")
-            ax.tick_params(axis="x", rotation=40)
-            for label in ax.get_xticklabels():
-                label.set_horizontalalignment("right")
-        fig.suptitle("Label distribution per split (paper's normalised label words)")
-        return save_figure(fig, path)
+def figures_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where figures go: the argument, else the repository's figures/ (what the README shows); created."""
+    chosen = Path(path or REPO_DIR / "figures").expanduser().resolve()
+    chosen.mkdir(parents=True, exist_ok=True)
+    return chosen

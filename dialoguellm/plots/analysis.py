@@ -1,22 +1,24 @@
 """Figures of the ablations (notebook 05) and the error analysis (notebook 06).
 
 One function per figure, each drawing on a ``matplotlib.figure.Figure`` with the packaged style and
-writing one PNG to ``path``. ``FIGURES`` maps a figure name to a producer ``(run_dir, out_dir) -> path``
-that redraws it from the results the notebooks saved (``<run_dir>/ablations``, ``<run_dir>/baselines``,
-``<run_dir>/analysis``), or returns None when the run lacks them; ``dialoguellm.figures`` merges it.
+writing one PNG to ``path``. The ``*_from_run`` producers redraw them from the results the notebooks saved
+(``RunLayout.ablations``, ``.baselines``, ``.analysis``), or return None when the run lacks them; the
+registry (``plots.registry.FIGURES``) lists them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dialoguellm.analysis.error_analysis import FACTORS
 from dialoguellm.plots import save_figure, style_context
+from dialoguellm.runs import RunLayout
 
 OURS_COLOR = "#4C72B0"
 PAPER_COLOR = "#C44E52"
@@ -85,7 +87,7 @@ def plot_ablation_results(
         return save_figure(fig, path)
 
 
-def plot_confusion_matrices(
+def plot_confusion_panels(
     confusions: Mapping[str, pd.DataFrame], path: str | os.PathLike, ncols: int | None = None, title: str = ""
 ) -> Path:
     """Row-normalised confusion matrices (gold rows sum to 1), one panel per entry, ``ncols`` per row.
@@ -154,9 +156,7 @@ def plot_failure_modes(neutral: pd.DataFrame, pairs: pd.DataFrame, path: str | o
 
 def plot_error_breakdown(breakdown: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Accuracy per bucket of context length, turn position, utterance length and description presence,
-    one line per corpus (bucket sizes in the labels). Input: ``analysis.error_breakdown``."""
-    from dialoguellm.analysis import FACTORS
-
+    one line per corpus (bucket sizes in the labels). Input: ``analysis.error_analysis.error_breakdown``."""
     present = set(breakdown["factor"])
     factors = [f for f in FACTORS if f in present] + sorted(present - set(FACTORS))
     with style_context():
@@ -210,16 +210,20 @@ def _read_csv(path: Path, **kwargs) -> pd.DataFrame | None:
     return pd.read_csv(path, **kwargs) if path.is_file() else None
 
 
-def _ablation_figure(run_dir: Path, out: Path) -> Path | None:
-    table = _read_csv(run_dir / "ablations" / "results.csv")
+def ablation_results_from_run(run_dir: Path, out: Path) -> Path | None:
+    """``make figures`` producer (None when the run lacks its inputs)."""
+    run_dir, out = Path(run_dir), Path(out)
+    table = _read_csv(RunLayout(run_dir).ablations / "results.csv")
     if table is None or table.empty:
         return None
-    baselines = _read_csv(run_dir / "baselines" / "results.csv")
+    baselines = _read_csv(RunLayout(run_dir).baselines / "results.csv")
     return plot_ablation_results(table, out / "ablation_results.png", baselines)
 
 
-def _confusion_figure(run_dir: Path, out: Path) -> Path | None:
-    folder = run_dir / "analysis"
+def confusion_panels_from_run(run_dir: Path, out: Path) -> Path | None:
+    """``make figures`` producer (None when the run lacks its inputs)."""
+    run_dir, out = Path(run_dir), Path(out)
+    folder = RunLayout(run_dir).analysis
     files = sorted(folder.glob("confusion_*_corrected.csv")) if folder.is_dir() else []
     if not files:
         return None
@@ -228,36 +232,32 @@ def _confusion_figure(run_dir: Path, out: Path) -> Path | None:
         name = corrected.stem.removeprefix("confusion_").removesuffix("_corrected")
         confusions[name] = pd.read_csv(folder / f"confusion_{name}.csv", index_col=0)
         confusions[f"{name}, prior-corrected"] = pd.read_csv(corrected, index_col=0)
-    return plot_confusion_matrices(confusions, out / CONFUSION_FIGURE, ncols=2, title=CONFUSION_TITLE)
+    return plot_confusion_panels(confusions, out / CONFUSION_FIGURE, ncols=2, title=CONFUSION_TITLE)
 
 
-def _failure_modes_figure(run_dir: Path, out: Path) -> Path | None:
-    neutral = _read_csv(run_dir / "analysis" / "neutral_share.csv")
-    pairs = _read_csv(run_dir / "analysis" / "close_pairs.csv")
+def failure_modes_from_run(run_dir: Path, out: Path) -> Path | None:
+    """``make figures`` producer (None when the run lacks its inputs)."""
+    run_dir, out = Path(run_dir), Path(out)
+    neutral = _read_csv(RunLayout(run_dir).analysis / "neutral_share.csv")
+    pairs = _read_csv(RunLayout(run_dir).analysis / "close_pairs.csv")
     if neutral is None or pairs is None:
         return None
     return plot_failure_modes(neutral, pairs, out / "failure_modes.png")
 
 
-def _breakdown_figure(run_dir: Path, out: Path) -> Path | None:
-    breakdown = _read_csv(run_dir / "analysis" / "error_breakdown.csv")
+def error_breakdown_from_run(run_dir: Path, out: Path) -> Path | None:
+    """``make figures`` producer (None when the run lacks its inputs)."""
+    run_dir, out = Path(run_dir), Path(out)
+    breakdown = _read_csv(RunLayout(run_dir).analysis / "error_breakdown.csv")
     if breakdown is None or breakdown.empty:
         return None
     return plot_error_breakdown(breakdown, out / "error_breakdown.png")
 
 
-def _prior_figure(run_dir: Path, out: Path) -> Path | None:
-    report = _read_csv(run_dir / "analysis" / "prior_correction.csv")
+def prior_correction_from_run(run_dir: Path, out: Path) -> Path | None:
+    """``make figures`` producer (None when the run lacks its inputs)."""
+    run_dir, out = Path(run_dir), Path(out)
+    report = _read_csv(RunLayout(run_dir).analysis / "prior_correction.csv")
     if report is None or report.empty:
         return None
     return plot_prior_correction(report, out / "prior_correction.png")
-
-
-# figure producers: (run folder, output folder) -> written path, or None when the run lacks the inputs
-FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
-    "ablation_results": _ablation_figure,
-    "confusion_prior_correction": _confusion_figure,
-    "failure_modes": _failure_modes_figure,
-    "error_breakdown": _breakdown_figure,
-    "prior_correction": _prior_figure,
-}

@@ -9,9 +9,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from matplotlib.figure import Figure
 
+from dialoguellm.corpora import readers, video
+from dialoguellm.corpora.labels import DATASETS
 from dialoguellm.plots import save_figure, style_context
+from dialoguellm.runs import RunLayout
 
 SPLIT_ORDER = ("train", "dev", "test")
 
@@ -90,21 +94,49 @@ def plot_frames_with_descriptions(items: Sequence[Mapping[str, Any]], path: str 
 def coverage_figure_from_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
     """``make figures`` producer: the coverage figure from a run's description cache and curated MELD
     (None when the run has neither)."""
-    from dialoguellm import data, video
-
     run_dir = Path(run_dir)
-    if not video.cache_path(run_dir).is_file() or not (run_dir / "data" / "meld").is_dir():
+    if not video.cache_path(run_dir).is_file() or not RunLayout(run_dir).corpus("meld").is_dir():
         return None
-    coverage = video.coverage_by_split(data.load_curated(run_dir, "meld"), run_dir)
+    coverage = video.coverage_by_split(readers.load_curated(run_dir, "meld"), run_dir)
     return plot_description_coverage(coverage, Path(out_dir) / "video_description_coverage.png")
 
 
 def lengths_figure_from_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
     """``make figures`` producer: the description-length figure from a run's cache (None without one)."""
-    from dialoguellm import video
-
     if not video.cache_path(run_dir).is_file():
         return None
     return plot_description_lengths(
         video.description_lengths(run_dir), Path(out_dir) / "video_description_lengths.png"
     )
+
+
+def plot_label_distribution(distribution: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Bar charts of label shares per split, one panel per dataset (input: ``corpora.readers.label_distribution``)."""
+    datasets = list(dict.fromkeys(distribution["dataset"]))
+    with style_context():
+        fig = Figure(figsize=(4.2 * len(datasets), 4.2))
+        axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+        for ax, name in zip(axes, datasets, strict=True):
+            part = distribution[distribution["dataset"] == name]
+            table = part.pivot_table(index="normalised", columns="split", values="count", sort=False)
+            table = table[[s for s in ("train", "dev", "test") if s in table.columns]]
+            shares = table / table.sum(axis=0)
+            order = shares.mean(axis=1).sort_values(ascending=False).index
+            shares.loc[order].plot.bar(ax=ax, width=0.8)
+            ax.set_title(f"{name}: {int(table.sum().sum()):,} utterances")
+            ax.set_xlabel("")
+            ax.set_ylabel("share of the split")
+            ax.tick_params(axis="x", rotation=40)
+            for label in ax.get_xticklabels():
+                label.set_horizontalalignment("right")
+        fig.suptitle("Label distribution per split (paper's normalised label words)")
+        return save_figure(fig, path)
+
+
+def label_distribution_from_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
+    """``make figures`` producer: label shares per split from a run's curated corpora (None without any)."""
+    run = RunLayout(Path(run_dir))
+    curated = {name: readers.load_curated(run.root, name) for name in DATASETS if run.corpus(name).is_dir()}
+    if not curated:
+        return None
+    return plot_label_distribution(readers.label_distribution(curated), Path(out_dir) / "label_distribution.png")

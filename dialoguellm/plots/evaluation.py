@@ -1,4 +1,4 @@
-"""Figures of the method stage (training curves, confusion matrices, our numbers next to the paper's).
+"""Figures of the evaluation stage (notebook 04): confusion matrices, our numbers next to the paper's.
 
 One function per figure, written with the packaged style (``dialoguellm.plots.style_context``) on the Agg
 backend; notebooks display the written PNG.
@@ -7,7 +7,7 @@ backend; notebooks display the written PNG.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +15,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from dialoguellm.evaluation.run import comparison_summaries, comparison_table
+from dialoguellm.io import read_json
 from dialoguellm.plots import save_figure, style_context
-
-
-def plot_loss_curve(
-    losses: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, Any]], path: str | os.PathLike
-) -> Path:
-    """Training loss per optimiser step (left) and dev weighted F1 at each evaluation (right)."""
-    with style_context():
-        fig = Figure(figsize=(9, 3.6))
-        ax_loss, ax_dev = fig.subplots(1, 2)
-        steps = [x["step"] for x in losses]
-        values = [x["loss"] for x in losses]
-        ax_loss.plot(steps, values, marker="." if len(steps) < 50 else None)
-        ax_loss.set_xlabel("optimiser step")
-        ax_loss.set_ylabel("answer-token loss")
-        ax_loss.set_title("training loss")
-        if history:
-            ax_dev.plot([h["step"] for h in history], [h["dev_weighted_f1"] for h in history], marker="o")
-        ax_dev.set_xlabel("optimiser step")
-        ax_dev.set_ylabel("weighted F1")
-        ax_dev.set_title("dev (model selection)")
-        fig.tight_layout()
-        return save_figure(fig, path)
+from dialoguellm.runs import RunLayout
 
 
 def plot_confusion_matrices(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLike) -> Path:
@@ -96,23 +77,11 @@ def plot_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         return save_figure(fig, path)
 
 
-# ---- producers for `make figures`: (run folder, output folder) -> written path, or None without inputs
-def loss_curve_from_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path | None:
-    """training_loss.png from ``<run>/training/metrics.json`` (notebook 03)."""
-    from dialoguellm.io import read_json
-
-    path = Path(run_dir) / "training" / "metrics.json"
-    if not path.is_file():
-        return None
-    metrics = read_json(path)
-    return plot_loss_curve(metrics["losses"], metrics["history"], Path(out) / "training_loss.png")
 
 
 def confusion_from_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path | None:
     """confusion_matrices.png from ``<run>/evaluation/summary.json`` (notebook 04)."""
-    from dialoguellm.io import read_json
-
-    path = Path(run_dir) / "evaluation" / "summary.json"
+    path = RunLayout(Path(run_dir)).evaluation() / "summary.json"
     if not path.is_file():
         return None
     return plot_confusion_matrices(read_json(path)["results"], Path(out) / "confusion_matrices.png")
@@ -120,16 +89,11 @@ def confusion_from_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Pa
 
 def comparison_from_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path | None:
     """comparison_with_paper.png from ``<run>/evaluation[_base]/summary.json`` (notebook 04)."""
-    from dialoguellm import evaluate, modeling
-    from dialoguellm.io import read_json
-
-    run = Path(run_dir)
-    if not (run / "evaluation" / "summary.json").is_file():
+    run = RunLayout(Path(run_dir))
+    if not (run.evaluation() / "summary.json").is_file():
         return None
-    summary = read_json(run / "evaluation" / "summary.json")
-    name = modeling.display_name(summary["model"])
-    summaries = {f"ours: {name} + LoRA ({summary['mode']})": summary}
-    if (run / "evaluation_base" / "summary.json").is_file():
-        base = read_json(run / "evaluation_base" / "summary.json")
-        summaries[f"ours: {name} without LoRA ({base['mode']})"] = base
-    return plot_comparison(evaluate.comparison_table(summaries), Path(out) / "comparison_with_paper.png")
+    summaries = comparison_summaries(
+        read_json(run.evaluation() / "summary.json"),
+        read_json(run.evaluation(False) / "summary.json") if (run.evaluation(False) / "summary.json").is_file() else None,
+    )
+    return plot_comparison(comparison_table(summaries), Path(out) / "comparison_with_paper.png")

@@ -1,5 +1,7 @@
-"""`make figures`: rewrite every figure in figures/ from a finished run's saved results, without
-retraining. Each entry maps a figure file to the function that draws it and the saved inputs it needs."""
+"""`make figures`: the one registry of the project's figures. Each entry maps a figure to the producer that
+redraws it from a finished run's saved results, ``(run folder, output folder) -> written path``, or None when
+the run lacks its inputs (a stage that was not run). No model is loaded and nothing is retrained.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +9,27 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dialoguellm import analysis_plots, data, eq, plots, plots_method, video_plots
-from dialoguellm.labels import DATASETS
-from dialoguellm.paths import figures_dir
+from dialoguellm.plots import analysis, corpora, evaluation, figures_dir, seceu, training
 
-
-def _label_distribution(run_dir: Path, out: Path) -> Path | None:
-    curated = {
-        name: data.load_curated(run_dir, name) for name in DATASETS if (run_dir / "data" / name).is_dir()
-    }
-    if not curated:
-        return None
-    return plots.plot_label_distribution(data.label_distribution(curated), out / "label_distribution.png")
-
-
-def _seceu_item_distances(run_dir: Path, out: Path) -> Path | None:
-    results = eq.load_results(run_dir / "eq") if (run_dir / "eq").is_dir() else []
-    if not results:
-        return None
-    return eq.plot_item_distances(results, out / "seceu_item_distances.png")
-
-
-# figure producers: (run folder, output folder) -> written path, or None when the run lacks the inputs
 FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
-    "label_distribution": _label_distribution,
-    "video_description_coverage": video_plots.coverage_figure_from_run,
-    "video_description_lengths": video_plots.lengths_figure_from_run,
-    "training_loss": plots_method.loss_curve_from_run,
-    "confusion_matrices": plots_method.confusion_from_run,
-    "comparison_with_paper": plots_method.comparison_from_run,
-    "seceu_item_distances": _seceu_item_distances,
-    **analysis_plots.FIGURES,
+    "label_distribution": corpora.label_distribution_from_run,  # notebook 01
+    "video_description_coverage": corpora.coverage_figure_from_run,  # 02
+    "video_description_lengths": corpora.lengths_figure_from_run,  # 02
+    "training_loss": training.loss_curve_from_run,  # 03
+    "confusion_matrices": evaluation.confusion_from_run,  # 04
+    "comparison_with_paper": evaluation.comparison_from_run,  # 04
+    "ablation_results": analysis.ablation_results_from_run,  # 05
+    "confusion_prior_correction": analysis.confusion_panels_from_run,  # 06
+    "failure_modes": analysis.failure_modes_from_run,  # 06
+    "error_breakdown": analysis.error_breakdown_from_run,  # 06
+    "prior_correction": analysis.prior_correction_from_run,  # 06
+    "seceu_item_distances": seceu.item_distances_from_run,  # 07
 }
 
 
 def regenerate(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Draw every registered figure from ``run_dir`` into ``out_dir`` (default: figures/)."""
+    """Draw every registered figure from ``run_dir`` into ``out_dir`` (default: figures/); returns the
+    files written (a figure whose inputs the run lacks is left as it is)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(

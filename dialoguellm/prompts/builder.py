@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from dialoguellm.labels import label_names, normalised_label_names
+from dialoguellm.corpora.labels import label_names, normalised_label_names
 
 # Corpora whose prompts mention a video description (the paper: MELD only; IEMOCAP's were all alike and
 # EmoryNLP has no video). The instruction names it even for a clip without one, so that training and test
@@ -93,6 +93,19 @@ def context_of(row: Mapping[str, Any], dialogue: Sequence[Mapping[str, Any]], z:
     if z == "all":
         return earlier
     return earlier[len(earlier) - int(z) :] if int(z) > 0 else []
+
+
+def previous_turns_text(split: Any, z: int | str) -> list[str]:
+    """For every row of a split (any order), the text of its ``z`` previous utterances in its dialogue
+    (``context_of``, oldest first), joined by spaces: the context the prompt shows, as plain text for the
+    error analysis and the context baseline. ``z="all"`` takes every earlier utterance."""
+    if z != "all" and (not isinstance(z, int) or z < 0):
+        raise ValueError(f"context_turns must be an integer >= 0 or 'all', not {z!r}.")
+    rows = rows_of(split)
+    index = dialogue_index(rows)
+    return [
+        " ".join(str(r["text"]) for r in context_of(row, index[str(row["dialogue_id"])], z)) for row in rows
+    ]
 
 
 @dataclass

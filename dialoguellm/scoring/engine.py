@@ -1,44 +1,33 @@
-"""Evaluation: label scoring (the default) and generate-and-parse (the paper's way, for comparison).
+"""The scoring engine: every pass of a language model over prompts goes through here.
 
-Label scoring reads the model's probability of every candidate answer: the log-likelihood of the label's
-full token sequence (the word and the end-of-sequence token) after the prompt, or with ``eval.length_normalise``
-its mean per token (how beam search ranks finished answers). The highest wins, so every prediction is a valid
-label, and the normalised probabilities are saved with each prediction.
+Training's answer loss, label scoring, generation, calibration's dev scores, the ablation arms and the SECEU
+test's option probabilities all call these functions, so there is one implementation of the cached,
+batched forward pass (the lm-evaluation-harness split: the scorer apart from the tasks that use it).
 
-Speed on CPUs comes from three things, none of which changes a score:
+Speed on CPUs comes from these, none of which changes a score:
 - the tokens every prompt of a corpus shares (system message, instruction, demonstrations) are run once and
   their keys/values reused for every batch (``encode_prefix``);
 - prompts are batched by length with left padding, so all end in the same column and each batch needs one
   forward pass over its distinct tokens;
-- all candidate labels continue from the prompt's cached keys/values, so the prompt is read once, not once
-  per label;
+- all candidate answers continue from the prompt's keys/values as branches of one pass
+  (``forward_hidden``'s tails), so the prompt is read once, not once per answer;
 - on CPUs, frozen fp32 weights (the LoRA matrices beside a bf16 base) are cast to bf16 once per call, not
   once per matrix product (``bf16_weight_copies``), and attention reads the shared key/value heads in place
   (``grouped_query_attention``); benchmarks/inference_weights.py measures both side by side. Generation gets
   the same two, so benchmarks/eval_speed.py compares like with like.
-Generation mode decodes greedily and parses the text with the same PromptBuilder; text that names no label
-is counted as wrong, never replaced by a random label (the released test script did that).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from dialoguellm.metrics import classification_metrics, save_metrics  # noqa: F401 (re-exported)
 from dialoguellm.progress import progress_bar as tqdm
-from dialoguellm.prompts import PromptBuilder, PromptExample
-
-log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ forward machinery
@@ -297,9 +286,20 @@ def _batches(order: Sequence[int], size: int) -> list[list[int]]:
     return [list(order[i : i + size]) for i in range(0, len(order), size)]
 
 
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Any:
+    """While inside, ``model`` is in eval mode (no dropout); its training flag comes back on exit."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def score_examples(
     model: Any,
-    examples: Sequence[PromptExample],
+    examples: Sequence[Any],
     answers: Sequence[Sequence[int]],
     pad_id: int,
     batch_size: int = 16,
@@ -307,467 +307,80 @@ def score_examples(
     desc: str = "scoring",
     progress: bool = True,
 ) -> np.ndarray:
-    """Log-likelihood of every answer for every example: array (N, L), in the order of ``examples``."""
+    """Log-likelihood of every answer for every example (anything with ``prompt_ids``): array (N, L), in the
+    order of ``examples``. The prompts' shared prefix runs once; batches hold prompts of similar length."""
     if not examples:
         return np.zeros((0, len(answers)))
     prompts = [e.prompt_ids for e in examples]
     p = common_prefix_length(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     result = np.zeros((len(prompts), len(answers)), dtype=np.float64)
-    was_training = model.training
-    model.eval()
-    try:
-        with inference_context(model, dtype):
-            prefix = encode_prefix(model, prompts[0][:p])
-            for batch in tqdm(_batches(order, batch_size), desc=desc, disable=not progress, leave=False):
-                scores = score_answers(model, prefix, p, [prompts[i][p:] for i in batch], answers, pad_id)
-                result[batch] = scores.double().cpu().numpy()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), inference_context(model, dtype):
+        prefix = encode_prefix(model, prompts[0][:p])
+        for batch in tqdm(_batches(order, batch_size), desc=desc, disable=not progress, leave=False):
+            scores = score_answers(model, prefix, p, [prompts[i][p:] for i in batch], answers, pad_id)
+            result[batch] = scores.double().cpu().numpy()
     return result
 
 
-def length_normalised(loglik: np.ndarray, answers: Sequence[Sequence[int]]) -> np.ndarray:
-    """Label log-likelihoods (N, L) divided by each answer's token count: the mean log-probability per token,
-    the score beam search (length penalty 1.0) ranks finished answers by. Without it, a label of two tokens
-    ("neutral" + end) starts ahead of one of four ("sad", "ness", ...) for no reason of meaning."""
-    lengths = np.array([len(a) for a in answers], dtype=float)
-    if (lengths <= 0).any():
-        raise ValueError("Every answer needs at least one token to be length-normalised.")
-    return loglik / lengths
-
-
-def probabilities(loglik: np.ndarray) -> np.ndarray:
-    """Normalise label log-likelihoods into probabilities over the candidate labels (rows sum to 1)."""
-    shifted = loglik - loglik.max(axis=1, keepdims=True)
-    expd = np.exp(shifted)
-    return expd / expd.sum(axis=1, keepdims=True)
-
-
-def predict_by_scoring(
-    model: Any,
-    tokenizer: Any,
-    builder: PromptBuilder,
-    examples: Sequence[PromptExample],
-    batch_size: int = 16,
-    dtype: str = "bf16",
-    progress: bool = True,
-    length_normalise: bool = False,
-) -> pd.DataFrame:
-    """Label-scoring predictions: one row per example with gold, prediction and per-label probabilities.
-
-    ``ll_<label>`` holds the score each label was ranked by: its log-likelihood, or with ``length_normalise``
-    that divided by its token count (``length_normalised``); ``p_<label>`` is the softmax of those scores.
-    """
-    loglik = score_examples(
-        model,
-        examples,
-        builder.answer_ids,
-        tokenizer.pad_token_id,
-        batch_size,
-        dtype,
-        desc=f"{builder.dataset}: scoring",
-        progress=progress,
-    )
-    if length_normalise:
-        loglik = length_normalised(loglik, builder.answer_ids)
-    probs = probabilities(loglik) if len(examples) else loglik
-    pred = loglik.argmax(axis=1) if len(examples) else np.zeros(0, dtype=int)
-    frame = pd.DataFrame(
-        {
-            "example_id": [e.example_id for e in examples],
-            "dataset": builder.dataset,
-            "gold_id": [e.label_id for e in examples],
-            "pred_id": pred.astype(int),
-            "gold": [builder.labels[e.label_id] for e in examples],
-            "pred": [builder.labels[i] for i in pred],
-            "parsed": True,
-        }
-    )
-    for j, label in enumerate(builder.labels):
-        frame[f"p_{label}"] = probs[:, j] if len(examples) else []
-    for j, label in enumerate(builder.labels):
-        frame[f"ll_{label}"] = loglik[:, j] if len(examples) else []
-    return frame
-
-
-def loglik_matrix(predictions: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
-    """The (N, L) label log-likelihoods stored in a label-scoring prediction frame."""
-    return predictions[[f"ll_{label}" for label in labels]].to_numpy(dtype=float)
-
-
-def fit_label_bias(
-    loglik: np.ndarray, gold: Sequence[int], labels: Sequence[str], rounds: int = 3, span: float = 4.0
+def score_options(
+    model: Any, prompt_ids: Sequence[int], options: Sequence[Sequence[int]], pad_id: int, dtype: str = "fp32"
 ) -> np.ndarray:
-    """One additive bias per label maximising weighted F1 of ``argmax(loglik + bias)`` on these (dev) rows.
-
-    Coordinate ascent over a grid; the first label's bias stays 0 (only differences matter). Fit on dev,
-    applied unchanged to test: a prior correction, never tuned on the test split.
-    """
-    gold = np.asarray(gold, dtype=int)
-    bias = np.zeros(loglik.shape[1])
-    grid = np.linspace(-span, span, 81)
-
-    def score(b: np.ndarray) -> float:
-        return classification_metrics(gold, (loglik + b).argmax(axis=1), labels)["weighted_f1"]
-
-    best = score(bias)
-    for _ in range(rounds):
-        improved = False
-        for j in range(1, loglik.shape[1]):
-            for value in grid:
-                trial = bias.copy()
-                trial[j] = value
-                got = score(trial)
-                if got > best + 1e-9:
-                    best, bias, improved = got, trial, True
-        if not improved:
-            break
-    return bias
+    """Log-likelihood (summed over its tokens) of each of one prompt's own candidate continuations, shape
+    (len(options),): the prompt runs once and every option continues it as a branch of ``score_answers``
+    (the SECEU test's four options per item)."""
+    with eval_mode(model), inference_context(model, dtype):
+        scores = score_answers(model, None, 0, [list(prompt_ids)], options, pad_id)
+    return scores[0].double().cpu().numpy()
 
 
-def apply_label_bias(predictions: pd.DataFrame, labels: Sequence[str], bias: Sequence[float]) -> pd.DataFrame:
-    """Predictions after adding ``bias`` to the log-likelihoods (the raw prediction kept as pred_id_raw)."""
-    out = predictions.copy()
-    adjusted = loglik_matrix(out, labels) + np.asarray(bias, dtype=float)
-    out["pred_id_raw"] = out["pred_id"]
-    out["pred_id"] = adjusted.argmax(axis=1)
-    out["pred"] = [labels[i] for i in out["pred_id"]]
-    probs = probabilities(adjusted)
-    for j, label in enumerate(labels):
-        out[f"p_{label}"] = probs[:, j]
-    return out
-
-
-# The paper's generation settings (its test script): 4 beams, repetition penalty 1.15. It also sets
-# temperature 0.7 and top-p 0.95, which only act when sampling; the script does not sample, so neither do we
-# (and sampling would make a prediction a draw).
-PAPER_GENERATION: dict[str, Any] = {"num_beams": 4, "repetition_penalty": 1.15, "do_sample": False}
-
-
-def predict_by_generation(
+def generate_texts(
     model: Any,
     tokenizer: Any,
-    builder: PromptBuilder,
-    examples: Sequence[PromptExample],
+    prompts: Sequence[Sequence[int]],
     batch_size: int = 16,
     max_new_tokens: int = 8,
     dtype: str = "bf16",
+    settings: Mapping[str, Any] | None = None,
+    pad_id: int | None = None,
+    stop_at_eos: bool = True,
+    sort_by_length: bool = True,
+    desc: str = "generating",
     progress: bool = True,
-    generation: Mapping[str, Any] | None = None,
-) -> pd.DataFrame:
-    """Generation then parsing; unparsed outputs get ``pred_id = -1`` and count as wrong.
+) -> list[str]:
+    """The text ``model.generate`` continues each prompt (token ids) with, decoded without special tokens.
 
-    Greedy by default; ``generation`` passes other settings to ``model.generate`` (``PAPER_GENERATION``: the
-    released test script's beam search).
+    Prompts are left-padded in batches (by length unless ``sort_by_length`` is off, which keeps the batches
+    in the given order); ``settings`` go to ``generate`` (greedy by default). ``pad_id`` defaults to the
+    tokenizer's; ``stop_at_eos`` passes the tokenizer's end-of-sequence token (else the model's generation
+    config decides).
     """
-    from dialoguellm.modeling import contiguous_head_inputs
+    from dialoguellm.model.loading import contiguous_head_inputs
 
     contiguous_head_inputs(model)
-    settings = {"do_sample": False, **dict(generation or {})}
+    pad = tokenizer.pad_token_id if pad_id is None else pad_id
+    stop = {"eos_token_id": tokenizer.eos_token_id} if stop_at_eos else {}
+    settings = {"do_sample": False, **dict(settings or {})}
     device = next(model.parameters()).device
-    texts: list[str] = [""] * len(examples)
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt_ids))
-    was_training = model.training
-    model.eval()
-    try:
-        with inference_context(model, dtype):
-            for batch in tqdm(
-                _batches(order, batch_size),
-                desc=f"{builder.dataset}: generating",
-                disable=not progress,
-                leave=False,
-            ):
-                seqs = [examples[i].prompt_ids for i in batch]
-                width = max(len(s) for s in seqs)
-                ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(seqs), width), dtype=torch.long)
-                for r, s in enumerate(seqs):
-                    ids[r, width - len(s) :] = torch.tensor(s)
-                    mask[r, width - len(s) :] = 1
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    **settings,
-                )
-                for r, i in enumerate(batch):
-                    texts[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
-    finally:
-        model.train(was_training)
-    parsed = [builder.parse(t) for t in texts]
-    return pd.DataFrame(
-        {
-            "example_id": [e.example_id for e in examples],
-            "dataset": builder.dataset,
-            "gold_id": [e.label_id for e in examples],
-            "pred_id": [-1 if p is None else p for p in parsed],
-            "gold": [builder.labels[e.label_id] for e in examples],
-            "pred": ["" if p is None else builder.labels[p] for p in parsed],
-            "parsed": [p is not None for p in parsed],
-            "output": texts,
-        }
-    )
-
-
-def predict(
-    model: Any,
-    tokenizer: Any,
-    builder: PromptBuilder,
-    examples: Sequence[PromptExample],
-    mode: str = "score",
-    batch_size: int = 16,
-    max_new_tokens: int = 8,
-    dtype: str = "bf16",
-    progress: bool = True,
-    length_normalise: bool = False,
-) -> pd.DataFrame:
-    """Predictions in ``mode`` "score" (label scoring) or "generate" (greedy text, then parse)."""
-    if mode == "score":
-        return predict_by_scoring(
-            model, tokenizer, builder, examples, batch_size, dtype, progress, length_normalise
-        )
-    if mode == "generate":
-        return predict_by_generation(
-            model, tokenizer, builder, examples, batch_size, max_new_tokens, dtype, progress
-        )
-    raise ValueError(f"eval.mode must be score or generate, not {mode!r}.")
-
-
-def metrics_of(predictions: pd.DataFrame, labels: Sequence[str]) -> dict[str, Any]:
-    """Metrics of a prediction frame (unparsed rows, pred_id -1, count as wrong)."""
-    result = classification_metrics(
-        predictions["gold_id"].to_numpy(), predictions["pred_id"].to_numpy(), labels
-    )
-    result["unparsed"] = int((~predictions["parsed"].astype(bool)).sum())
-    return result
-
-
-def save_predictions(
-    predictions: pd.DataFrame, metrics: Mapping[str, Any], folder: str | os.PathLike, name: str
-) -> dict[str, Path]:
-    """Write ``<name>_predictions.csv`` and ``<name>_metrics.json`` (+ per-class CSV) atomically."""
-    from dialoguellm.io import atomic_path
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_path = folder / f"{name}_predictions.csv"
-    with atomic_path(csv_path) as tmp:
-        predictions.to_csv(tmp, index=False)
-    paths = save_metrics(metrics, folder, name)
-    paths["predictions"] = csv_path
-    return paths
-
-
-def nan_safe(value: float) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
-# --------------------------------------------------------------------------------------------- runs
-def load_calibration(adapter_dir: str | os.PathLike, config: Any) -> dict[str, list[float]]:
-    """The per-label biases training fitted on dev (``<adapter>/calibration.json``), when ``eval.calibrate``
-    is on and the file exists; else {}.
-
-    The biases only fit scores on the scale they were fitted on, so evaluating with another
-    ``eval.length_normalise`` than the training run (its ``config.yaml`` beside the adapter) is refused.
-    """
-    from dialoguellm.io import read_json
-
-    folder = Path(adapter_dir)
-    path = folder / "calibration.json"
-    if not config.eval.calibrate:
-        return {}
-    if not path.is_file():
-        log.warning(
-            "eval.calibrate is on but %s has no calibration.json (trained without eval.calibrate, or "
-            "training stopped before fitting it: resume it); reporting uncalibrated predictions.",
-            folder,
-        )
-        return {}
-    if (folder.parent / "config.yaml").is_file():
-        trained = load_run_config(folder.parent).eval.length_normalise
-        if bool(trained) != bool(config.eval.length_normalise):
-            raise ValueError(
-                f"{path} was fitted on {'length-normalised' if trained else 'summed'} label scores, but "
-                f"this evaluation sets eval.length_normalise={config.eval.length_normalise}. Evaluate with "
-                f"eval.length_normalise={trained} (the training run's value), or eval.calibrate=false."
+    texts: list[str] = [""] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort_by_length else range(len(prompts))
+    with eval_mode(model), inference_context(model, dtype):
+        for batch in tqdm(_batches(list(order), batch_size), desc=desc, disable=not progress, leave=False):
+            seqs = [list(prompts[i]) for i in batch]
+            width = max(len(s) for s in seqs)
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for r, seq in enumerate(seqs):
+                ids[r, width - len(seq) :] = torch.tensor(seq)
+                mask[r, width - len(seq) :] = 1
+            out = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                **stop,
+                **settings,
             )
-    calibration = read_json(path)
-    if not isinstance(calibration, dict) or not all(isinstance(v, list) for v in calibration.values()):
-        raise ValueError(f"{path} should map each corpus to a list of label biases; retrain or delete it.")
-    return calibration
-
-
-def load_run_config(train_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Any:
-    """The resolved config a training run saved (``<train_dir>/config.yaml``), with dotted overrides."""
-    import yaml
-
-    from dialoguellm.config import config_from_dict
-
-    path = Path(train_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"No config.yaml in {train_dir}; is it a training run folder (notebook 03)?")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    raw.pop("source", None)
-    return config_from_dict(raw, source=str(path), overrides=dict(overrides or {}))
-
-
-def evaluate_run(
-    corpora: Mapping[str, Any],
-    out_dir: str | os.PathLike,
-    train_dir: str | os.PathLike | None = None,
-    config: Any = None,
-    split: str = "test",
-    descriptions: Mapping[str, Mapping[str, str]] | None = None,
-    mode: str | None = None,
-    loaded: Any = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Evaluate a trained adapter (``train_dir/adapter``), or the bare model when ``train_dir`` is None.
-
-    Settings come from the run's saved config unless ``config`` is given. Writes, under ``out_dir``,
-    ``<split>_<corpus>_predictions.csv``, ``_metrics.json``, ``_per_class.csv`` and ``summary.json``;
-    returns the summary (per-corpus metrics, model, hardware, seconds).
-    """
-    import time
-
-    from dialoguellm import modeling
-    from dialoguellm.io import write_json
-    from dialoguellm.train import environment, hardware_summary, prepare_examples
-
-    start = time.time()
-    if config is None:
-        if train_dir is None:
-            raise ValueError("Pass config= when evaluating a model without a training run.")
-        config = load_run_config(train_dir)
-    m = config.model
-    modeling.set_threads(m.num_threads)
-    if loaded is None:
-        loaded = modeling.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
-    model = loaded.model
-    if train_dir is not None:
-        model = modeling.load_adapter(model, Path(train_dir) / "adapter")
-    prepared = prepare_examples(config, loaded.tokenizer, corpora, (split,), descriptions)
-    mode = mode or config.eval.mode
-    out = Path(out_dir)
-    calibration = (
-        load_calibration(Path(train_dir) / "adapter", config)
-        if train_dir is not None and mode == "score"
-        else {}
-    )
-    results: dict[str, Any] = {}
-    for name, examples in prepared.examples[split].items():
-        builder = prepared.builders[name]
-        preds = predict(
-            model,
-            loaded.tokenizer,
-            builder,
-            examples,
-            mode,
-            config.eval.batch_size,
-            config.eval.max_new_tokens,
-            m.dtype,
-            progress,
-            config.eval.length_normalise,
-        )
-        metrics = metrics_of(preds, builder.labels)
-        bias = calibration.get(name) if mode == "score" else None
-        if bias is not None:
-            raw = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
-            preds = apply_label_bias(preds, builder.labels, bias)
-            metrics = metrics_of(preds, builder.labels)
-            metrics["uncalibrated"] = raw
-            metrics["label_bias"] = list(map(float, bias))
-        save_predictions(preds, metrics, out, f"{split}_{name}")
-        results[name] = metrics
-    env = environment()
-    summary = {
-        "split": split,
-        "mode": mode,
-        "model": m.name,
-        "adapter": str(Path(train_dir) / "adapter") if train_dir is not None else None,
-        "hardware": hardware_summary(env),
-        "environment": env,
-        "seconds": time.time() - start,
-        "calibrated": bool(calibration) and mode == "score",
-        "length_normalised": bool(config.eval.length_normalise) and mode == "score",
-        "results": results,
-    }
-    write_json(out / "summary.json", summary)
-    return summary
-
-
-def paper_results() -> pd.DataFrame:
-    """The paper's Table 3 rows and peers (accuracy / weighted F1 in %), from the packaged data file."""
-    from importlib import resources
-
-    with resources.as_file(resources.files("dialoguellm") / "resources" / "paper_results.csv") as path:
-        return pd.read_csv(path)
-
-
-def comparison_table(
-    summaries: Mapping[str, Mapping[str, Any]], datasets: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Our runs (``label -> evaluate_run summary``) above the paper's rows, in %, one row per system and corpus.
-
-    Columns: system, dataset, accuracy, weighted_f1, ours, source (for ours: model and hardware).
-    """
-    rows = []
-    for label, summary in summaries.items():
-        for name, result in summary["results"].items():
-            if "uncalibrated" in result:  # the raw argmax too, so the dev-fitted correction is visible
-                raw = result["uncalibrated"]
-                rows.append(
-                    {
-                        "system": f"{label}, uncalibrated",
-                        "dataset": name,
-                        "accuracy": round(100 * raw["accuracy"], 2),
-                        "weighted_f1": round(100 * raw["weighted_f1"], 2),
-                        "ours": True,
-                        "source": f"{summary['model']} on {summary['hardware']}",
-                    }
-                )
-            rows.append(
-                {
-                    "system": label,
-                    "dataset": name,
-                    "accuracy": round(100 * result["accuracy"], 2),
-                    "weighted_f1": round(100 * result["weighted_f1"], 2),
-                    "ours": True,
-                    "source": f"{summary['model']} on {summary['hardware']}",
-                }
-            )
-    ours = pd.DataFrame(rows)
-    paper = paper_results().assign(ours=False)
-    table = pd.concat([ours, paper], ignore_index=True)
-    names = (
-        list(datasets)
-        if datasets is not None
-        else list(dict.fromkeys(ours["dataset"]))
-        if len(ours)
-        else None
-    )
-    if names is not None:
-        table = table[table["dataset"].isin(names)]
-    return table.reset_index(drop=True)
-
-
-def results_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
-    """Headline metrics of an ``evaluate_run`` summary, one row per corpus."""
-    return pd.DataFrame(
-        [
-            {
-                "dataset": name,
-                "n": r["n"],
-                "accuracy": r["accuracy"],
-                "weighted_f1": r["weighted_f1"],
-                "macro_f1": r["macro_f1"],
-                "unparsed": r.get("unparsed", 0),
-                "weighted_f1_uncalibrated": r.get("uncalibrated", {}).get("weighted_f1", r["weighted_f1"]),
-                "accuracy_uncalibrated": r.get("uncalibrated", {}).get("accuracy", r["accuracy"]),
-            }
-            for name, r in summary["results"].items()
-        ]
-    ).set_index("dataset")
+            for r, i in enumerate(batch):
+                texts[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
+    return texts

@@ -1,0 +1,187 @@
+"""Evaluation of a trained adapter (or the bare model) on a split: predictions, metrics, the label biases
+training fitted on dev (``calibration``), and the comparison with the paper's table.
+
+Writes, under its output folder (``RunLayout.evaluation``): ``<split>_<corpus>_predictions.csv``,
+``_metrics.json``, ``_per_class.csv`` and ``summary.json`` (with the provenance of the run).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dialoguellm.calibration import apply_label_bias, load_calibration
+from dialoguellm.io import write_json
+from dialoguellm.model import loading
+from dialoguellm.prompts import prepare_examples
+from dialoguellm.runs import TrainingLayout, environment, hardware_summary, load_run_config
+from dialoguellm.scoring.predictions import metrics_of, predict, save_predictions
+
+
+def evaluate_run(
+    corpora: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    train_dir: str | os.PathLike | None = None,
+    config: Any = None,
+    split: str = "test",
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
+    mode: str | None = None,
+    loaded: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a trained adapter (``train_dir/adapter``), or the bare model when ``train_dir`` is None.
+
+    Settings come from the run's saved config unless ``config`` is given. Writes, under ``out_dir``,
+    ``<split>_<corpus>_predictions.csv``, ``_metrics.json``, ``_per_class.csv`` and ``summary.json``;
+    returns the summary (per-corpus metrics, model, hardware, seconds).
+    """
+    start = time.time()
+    if config is None:
+        if train_dir is None:
+            raise ValueError("Pass config= when evaluating a model without a training run.")
+        config = load_run_config(train_dir)
+    m = config.model
+    loading.set_threads(m.num_threads)
+    if loaded is None:
+        loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
+    model = loaded.model
+    if train_dir is not None:
+        model = loading.load_adapter(model, TrainingLayout(train_dir).adapter)
+    prepared = prepare_examples(config, loaded.tokenizer, corpora, (split,), descriptions)
+    mode = mode or config.eval.mode
+    out = Path(out_dir)
+    calibration = (
+        load_calibration(TrainingLayout(train_dir).adapter, config)
+        if train_dir is not None and mode == "score"
+        else {}
+    )
+    results: dict[str, Any] = {}
+    for name, examples in prepared.examples[split].items():
+        builder = prepared.builders[name]
+        preds = predict(
+            model,
+            loaded.tokenizer,
+            builder,
+            examples,
+            mode,
+            config.eval.batch_size,
+            config.eval.max_new_tokens,
+            m.dtype,
+            progress,
+            config.eval.length_normalise,
+        )
+        metrics = metrics_of(preds, builder.labels)
+        bias = calibration.get(name) if mode == "score" else None
+        if bias is not None:
+            raw = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
+            preds = apply_label_bias(preds, builder.labels, bias)
+            metrics = metrics_of(preds, builder.labels)
+            metrics["uncalibrated"] = raw
+            metrics["label_bias"] = list(map(float, bias))
+        save_predictions(preds, metrics, out, f"{split}_{name}")
+        results[name] = metrics
+    env = environment()
+    summary = {
+        "split": split,
+        "mode": mode,
+        "model": m.name,
+        "adapter": str(TrainingLayout(train_dir).adapter) if train_dir is not None else None,
+        "hardware": hardware_summary(env),
+        "environment": env,
+        "seconds": time.time() - start,
+        "calibrated": bool(calibration) and mode == "score",
+        "length_normalised": bool(config.eval.length_normalise) and mode == "score",
+        "results": results,
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def paper_results() -> pd.DataFrame:
+    """The paper's Table 3 rows and peers (accuracy / weighted F1 in %), from the packaged data file."""
+    with resources.as_file(resources.files("dialoguellm") / "resources" / "paper_results.csv") as path:
+        return pd.read_csv(path)
+
+
+def comparison_summaries(
+    summary: Mapping[str, Any], base: Mapping[str, Any] | None = None
+) -> dict[str, Mapping[str, Any]]:
+    """Notebook 04's summaries under the names the comparison shows: the adapter's, and the bare model's
+    (``ZERO_SHOT``) when given."""
+    name = loading.display_name(summary["model"])
+    out = {f"ours: {name} + LoRA ({summary['mode']})": summary}
+    if base is not None:
+        out[f"ours: {name} without LoRA ({base['mode']})"] = base
+    return out
+
+
+def comparison_table(
+    summaries: Mapping[str, Mapping[str, Any]], datasets: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Our runs (``label -> evaluate_run summary``) above the paper's rows, in %, one row per system and corpus.
+
+    Columns: system, dataset, accuracy, weighted_f1, ours, source (for ours: model and hardware).
+    """
+    rows = []
+    for label, summary in summaries.items():
+        for name, result in summary["results"].items():
+            if "uncalibrated" in result:  # the raw argmax too, so the dev-fitted correction is visible
+                raw = result["uncalibrated"]
+                rows.append(
+                    {
+                        "system": f"{label}, uncalibrated",
+                        "dataset": name,
+                        "accuracy": round(100 * raw["accuracy"], 2),
+                        "weighted_f1": round(100 * raw["weighted_f1"], 2),
+                        "ours": True,
+                        "source": f"{summary['model']} on {summary['hardware']}",
+                    }
+                )
+            rows.append(
+                {
+                    "system": label,
+                    "dataset": name,
+                    "accuracy": round(100 * result["accuracy"], 2),
+                    "weighted_f1": round(100 * result["weighted_f1"], 2),
+                    "ours": True,
+                    "source": f"{summary['model']} on {summary['hardware']}",
+                }
+            )
+    ours = pd.DataFrame(rows)
+    paper = paper_results().assign(ours=False)
+    table = pd.concat([ours, paper], ignore_index=True)
+    names = (
+        list(datasets)
+        if datasets is not None
+        else list(dict.fromkeys(ours["dataset"]))
+        if len(ours)
+        else None
+    )
+    if names is not None:
+        table = table[table["dataset"].isin(names)]
+    return table.reset_index(drop=True)
+
+
+def results_frame(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Headline metrics of an ``evaluate_run`` summary, one row per corpus."""
+    return pd.DataFrame(
+        [
+            {
+                "dataset": name,
+                "n": r["n"],
+                "accuracy": r["accuracy"],
+                "weighted_f1": r["weighted_f1"],
+                "macro_f1": r["macro_f1"],
+                "unparsed": r.get("unparsed", 0),
+                "weighted_f1_uncalibrated": r.get("uncalibrated", {}).get("weighted_f1", r["weighted_f1"]),
+                "accuracy_uncalibrated": r.get("uncalibrated", {}).get("accuracy", r["accuracy"]),
+            }
+            for name, r in summary["results"].items()
+        ]
+    ).set_index("dataset")

@@ -1,0 +1,122 @@
+"""What training optimises and in what order: the answer-token loss of a micro-batch (through the scoring
+engine's shared-prefix forward pass), the micro-batches of an epoch, and the learning-rate schedule.
+
+- loss on the answer tokens only (the label word and the end-of-sequence token), averaged per token;
+- dynamic padding and length grouping: micro-batches hold prompts of one corpus and similar length;
+- the tokens shared by every prompt of a micro-batch (system message, instruction, demonstrations) are run
+  once and their keys/values broadcast to the batch; gradients flow through them as usual;
+- cosine decay to ``min_lr_ratio`` of the peak after a linear warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from dialoguellm.prompts import PromptExample
+from dialoguellm.scoring.engine import common_prefix_length, decoder_parts, encode_prefix, forward_hidden
+
+
+def micro_batches(
+    examples: Mapping[str, Sequence[PromptExample]], size: int, seed: int, group_by_length: bool = True
+) -> list[tuple[str, list[int]]]:
+    """One epoch of micro-batches ``(corpus, example positions)``, shuffled with ``seed``.
+
+    Each micro-batch holds one corpus (its prompts share an instruction prefix); with length grouping,
+    examples are sorted by length within chunks of 32 micro-batches before batching, so padding is small but
+    the order stays random.
+    """
+    rng = random.Random(seed)
+    batches: list[tuple[str, list[int]]] = []
+    for name, items in examples.items():
+        order = list(range(len(items)))
+        rng.shuffle(order)
+        if group_by_length:
+            chunk = size * 32
+            grouped = []
+            for start in range(0, len(order), chunk):
+                part = order[start : start + chunk]
+                grouped += sorted(part, key=lambda i: len(items[i].prompt_ids))
+            order = grouped
+        batches += [(name, order[i : i + size]) for i in range(0, len(order), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+# ------------------------------------------------------------------------------------------- the loss
+def answer_loss(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+    pad_id: int,
+    share_prefix: bool = True,
+    stats: dict[str, int] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the answer tokens of a micro-batch, and the number of answer tokens.
+
+    The prompts' common prefix runs once (batch 1) and is broadcast; prompt+answer rows are left-padded so
+    all answers end in the last column, and the output projection runs on the answer positions only (one 2-D
+    product: no logits over the vocabulary for prompt tokens). ``stats``, when given, accumulates the
+    tokens computed and the pad tokens among them (the trainer's padding-waste report).
+    """
+    p = common_prefix_length(prompts) if share_prefix else 0
+    prefix = encode_prefix(model, list(prompts[0][:p]))
+    suffixes = [list(q[p:]) + list(a) for q, a in zip(prompts, answers, strict=True)]
+    a_max = max(len(a) for a in answers)
+    hidden, s_max = forward_hidden(model, prefix, p, suffixes, pad_id)
+    if stats is not None:
+        real = sum(len(s) for s in suffixes)
+        stats["tokens"] = stats.get("tokens", 0) + p + len(suffixes) * s_max
+        stats["pad_tokens"] = stats.get("pad_tokens", 0) + len(suffixes) * s_max - real
+        stats["answer_tokens"] = stats.get("answer_tokens", 0) + sum(len(a) for a in answers)
+    # Column c predicts the token in column c + 1; an answer of n tokens fills the last n columns, so the
+    # columns s_max - a_max - 1 ... s_max - 2 predict every answer token.
+    picked = hidden[:, s_max - a_max - 1 : s_max - 1]
+    targets = torch.full((len(answers), a_max), -100, dtype=torch.long, device=hidden.device)
+    for row, a in enumerate(answers):
+        targets[row, a_max - len(a) :] = torch.tensor(list(a), device=hidden.device)
+    keep = targets.reshape(-1) != -100
+    _, head = decoder_parts(model)
+    logits = head(picked.reshape(-1, picked.shape[-1])[keep])
+    n_tokens = int(keep.sum())
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets.reshape(-1)[keep], reduction="sum")
+    return loss / max(n_tokens, 1), n_tokens
+
+
+class AnswerLoss(torch.nn.Module):
+    """``answer_loss`` as a module, so that one forward call holds a whole micro-batch (prefix and rows).
+
+    DDP (``accelerate launch``) synchronises gradients through a module's forward; wrapping the loss, not the
+    language model, keeps the shared-prefix pass inside that one call.
+    """
+
+    def __init__(self, model: Any, pad_id: int, share_prefix: bool = True):
+        super().__init__()
+        self.model = model
+        self.pad_id = pad_id
+        self.share_prefix = share_prefix
+
+    def forward(
+        self,
+        prompts: Sequence[Sequence[int]],
+        answers: Sequence[Sequence[int]],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean answer-token loss, tensor of tokens computed, pad tokens, answer tokens)."""
+        stats: dict[str, int] = {}
+        loss, _ = answer_loss(self.model, prompts, answers, self.pad_id, self.share_prefix, stats)
+        return loss, torch.tensor([stats["tokens"], stats["pad_tokens"], stats["answer_tokens"]])
+
+
+# ----------------------------------------------------------------------------------------- schedules
+def lr_factor(step: int, total: int, warmup: int, kind: str, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate at optimiser step ``step`` (0-based)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
