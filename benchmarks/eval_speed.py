@@ -30,8 +30,11 @@ from pathlib import Path
 
 import torch
 
-from dialoguellm import data, evaluate, modeling, train
+from dialoguellm import calibration, prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
+from dialoguellm.corpora import readers
+from dialoguellm.model import loading as modeling
+from dialoguellm.scoring import predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,28 +65,28 @@ def main(argv: list[str] | None = None) -> dict:
     model = loaded.model
     if args.adapter:
         model = modeling.load_adapter(model, args.adapter)
-    corpora = {"meld": data.load_meld(args.data_dir)}
+    corpora = {"meld": readers.load_meld(args.data_dir)}
     config.data.datasets = ["meld"]
     config.data.test_per_dataset = args.full
-    prepared = train.prepare_examples(config, loaded.tokenizer, corpora, ("test",))
+    prepared = prompts.prepare_examples(config, loaded.tokenizer, corpora, ("test",))
     builder, full = prepared.builders["meld"], prepared.examples["test"]["meld"]
-    pick = train.sample_indices(len(full), args.compare, config.train.seed, [e.label_id for e in full])
+    pick = prompts.sample_indices(len(full), args.compare, config.train.seed, [e.label_id for e in full])
     sample = [full[i] for i in pick]
     tok, dtype, bs = loaded.tokenizer, config.model.dtype, config.eval.batch_size
-    # The adapter's dev-fitted label biases (train.save_dev_selection), applied as notebook 04 applies them.
-    bias = evaluate.load_calibration(args.adapter, config).get("meld") if args.adapter else None
+    # The adapter's dev-fitted label biases (loop.save_dev_selection), applied as notebook 04 applies them.
+    bias = calibration.load_calibration(args.adapter, config).get("meld") if args.adapter else None
     norm = config.eval.length_normalise
 
     def run(mode: str, examples, **generation) -> dict:
         def call():
             if mode == "score":
-                return evaluate.predict_by_scoring(model, tok, builder, examples, bs, dtype, True, norm)
-            return evaluate.predict_by_generation(
+                return predictions.predict_by_scoring(model, tok, builder, examples, bs, dtype, True, norm)
+            return predictions.predict_by_generation(
                 model, tok, builder, examples, bs, config.eval.max_new_tokens, dtype, True, generation
             )
 
         preds, seconds = timed(call)
-        m = evaluate.metrics_of(preds, builder.labels)
+        m = predictions.metrics_of(preds, builder.labels)
         out = {
             "utterances": len(examples),
             "seconds": round(seconds, 2),
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
             "unparsed": m["unparsed"],
         }
         if mode == "score" and bias is not None:  # what notebook 04 reports (dev-fitted, eval.calibrate)
-            c = evaluate.metrics_of(evaluate.apply_label_bias(preds, builder.labels, bias), builder.labels)
+            c = predictions.metrics_of(calibration.apply_label_bias(preds, builder.labels, bias), builder.labels)
             out["accuracy_calibrated"] = round(c["accuracy"], 4)
             out["weighted_f1_calibrated"] = round(c["weighted_f1"], 4)
         return out
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     compare = {
         "label_scoring": run("score", sample),
         "greedy_generate": run("generate", sample),
-        "paper_generate": run("generate", sample, **evaluate.PAPER_GENERATION),
+        "paper_generate": run("generate", sample, **predictions.PAPER_GENERATION),
     }
     # The whole test set compared three ways already holds the full-set label scoring: not run twice.
     full_run = compare["label_scoring"] if len(sample) == len(full) else run("score", full)
@@ -119,13 +122,13 @@ def main(argv: list[str] | None = None) -> dict:
         >= max(f1["greedy_generate"], f1["paper_generate"]),
         "full MELD test set under 180 s": full_run["seconds"] < 180 and full_run["utterances"] == 2610,
     }
-    env = train.environment()
+    env = runs.environment()
     result = {
         "benchmark": "eval_speed",
         "command": "python benchmarks/eval_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": config.model.name,
         "adapter": args.adapter,
-        "hardware": train.hardware_summary(env),
+        "hardware": runs.hardware_summary(env),
         "torch_threads": threads,
         "torch": torch.__version__,
         "settings": {
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
             "dtype": dtype,
             "max_new_tokens": config.eval.max_new_tokens,
             "length_normalise": norm,
-            "paper_generation": evaluate.PAPER_GENERATION,
+            "paper_generation": predictions.PAPER_GENERATION,
         },
         "comparison_sample": compare,
         "ratios": ratios,

@@ -272,7 +272,7 @@ def time_training(
     model: Any, batches: list, warmup: int, pad_id: int, share_prefix: bool, config: Any
 ) -> dict:
     """Seconds per micro-batch step (forward, backward, AdamW step) after ``warmup`` untimed steps."""
-    from dialoguellm.train import answer_loss
+    from dialoguellm.training.loss import answer_loss
 
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -342,7 +342,7 @@ def train_measures(
 def score_measures(model: Any, examples: list, answers: list, batch_sizes: list[int]) -> dict[str, Any]:
     """Label-scoring utterances/s (``evaluate.score_examples``, bf16) at each batch size (one untimed
     warm-up pass on a few examples first)."""
-    from dialoguellm.evaluate import score_examples
+    from dialoguellm.scoring.engine import score_examples
 
     device = next(model.parameters()).device
     score_examples(model, examples[: max(batch_sizes)], answers, 0, max(batch_sizes), "bf16", progress=False)
@@ -434,8 +434,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from dialoguellm import modeling
     from dialoguellm.config import load_config
+    from dialoguellm.model import loading as modeling
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}

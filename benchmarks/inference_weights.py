@@ -9,8 +9,8 @@ machine hits all of them alike:
 1. ``autocast_casts``: the LoRA adapter beside the bf16 base; autocast casts its fp32 matrices to bf16 at
    every call, and attention copies the key/value heads once per query head (the path before this benchmark);
 2. ``bf16_copies``: the same model with its frozen fp32 weights replaced by bf16 copies while scoring
-   (``evaluate.bf16_weight_copies``): the same bf16 matmuls;
-3. ``bf16_copies_gqa``: 2 plus grouped-query attention in place (``evaluate.grouped_query_attention``): what
+   (``engine.bf16_weight_copies``): the same bf16 matmuls;
+3. ``bf16_copies_gqa``: 2 plus grouped-query attention in place (``engine.grouped_query_attention``): what
    evaluation does now. 2 and 3 must give bit-identical scores to 1;
 4. ``merged`` (tried, not adopted): the adapter folded into the base weights (peft ``merge_and_unload``) with
    2 and 3: one matrix product per layer instead of three, but the merged weights are bf16 like the base, and
@@ -33,15 +33,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dialoguellm import evaluate, modeling, train
+from dialoguellm import prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
+from dialoguellm.corpora import readers
 from dialoguellm.metrics import classification_metrics
+from dialoguellm.model import loading as modeling
+from dialoguellm.scoring import engine, predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("autocast_casts", "bf16_copies", "bf16_copies_gqa", "merged")
 
 
-REAL = {name: getattr(evaluate, name) for name in ("bf16_weight_copies", "grouped_query_attention")}
+REAL = {name: getattr(engine, name) for name in ("bf16_weight_copies", "grouped_query_attention")}
 
 
 @contextlib.contextmanager
@@ -82,9 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     models = {v: merged if v == "merged" else adapter for v in VARIANTS}
     tok = separate.tokenizer
-    corpora = train.load_corpora_for(config, None, args.data_dir)
+    corpora = readers.load_corpora_for(config, None, args.data_dir)
     config.data.dev_per_dataset = args.per_dataset
-    prepared = train.prepare_examples(config, tok, corpora, ("dev",))
+    prepared = prompts.prepare_examples(config, tok, corpora, ("dev",))
 
     seconds = dict.fromkeys(VARIANTS, 0.0)
     per_corpus: dict[str, dict] = {}
@@ -96,10 +99,10 @@ def main(argv: list[str] | None = None) -> dict:
             for k in range(len(VARIANTS)):  # rotate the order chunk by chunk
                 variant = VARIANTS[(c + k) % len(VARIANTS)]
                 for name_, context in speedups(variant).items():
-                    setattr(evaluate, name_, context)
+                    setattr(engine, name_, context)
                 try:
                     start = time.perf_counter()
-                    loglik = evaluate.score_examples(
+                    loglik = engine.score_examples(
                         models[variant],
                         chunk,
                         builder.answer_ids,
@@ -112,12 +115,12 @@ def main(argv: list[str] | None = None) -> dict:
                     seconds[variant] += time.perf_counter() - start
                 finally:
                     for name_, context in REAL.items():
-                        setattr(evaluate, name_, context)
+                        setattr(engine, name_, context)
                 scores[variant].append(loglik)
         gold = np.array([e.label_id for e in examples])
         ranked = {v: np.concatenate(scores[v]) for v in VARIANTS}
         if config.eval.length_normalise:  # the scores evaluation ranks labels by
-            ranked = {v: evaluate.length_normalised(s, builder.answer_ids) for v, s in ranked.items()}
+            ranked = {v: predictions.length_normalised(s, builder.answer_ids) for v, s in ranked.items()}
         ref = ranked["autocast_casts"]
         entry: dict = {"utterances": len(examples)}
         for variant in VARIANTS:
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         v: all(e[v]["max_abs_score_difference"] == 0.0 for e in per_corpus.values())
         for v in ("bf16_copies", "bf16_copies_gqa")
     }
-    env = train.environment()
+    env = runs.environment()
     result = {
         "benchmark": "inference_weights",
         "command": "python benchmarks/inference_weights.py "
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": m.name,
         "adapter": args.adapter,
         "split": "dev",
-        "hardware": train.hardware_summary(env),
+        "hardware": runs.hardware_summary(env),
         "torch_threads": threads,
         "torch": torch.__version__,
         "settings": {

@@ -31,9 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dialoguellm import evaluate, modeling, train
+from dialoguellm import calibration, prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
+from dialoguellm.corpora import readers
 from dialoguellm.metrics import classification_metrics
+from dialoguellm.model import loading as modeling
+from dialoguellm.scoring import engine, predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = ("sum", "mean")
@@ -50,7 +53,7 @@ def cross_fitted_f1(
         pred = np.zeros(len(gold), dtype=int)
         for held in np.array_split(order, folds):
             fit = np.setdiff1d(order, held)
-            bias = evaluate.fit_label_bias(scores[fit], gold[fit], labels)
+            bias = calibration.fit_label_bias(scores[fit], gold[fit], labels)
             pred[held] = (scores[held] + bias).argmax(axis=1)
         out.append(classification_metrics(gold, pred, labels)["weighted_f1"])
     return out
@@ -68,7 +71,7 @@ def fit_size_curve(
         order = rng.permutation(len(gold))
         held = order[largest:]
         for size in sizes:
-            bias = evaluate.fit_label_bias(scores[order[:size]], gold[order[:size]], labels) if size else 0.0
+            bias = calibration.fit_label_bias(scores[order[:size]], gold[order[:size]], labels) if size else 0.0
             out[size].append(
                 classification_metrics(gold[held], (scores[held] + bias).argmax(axis=1), labels)[
                     "weighted_f1"
@@ -78,7 +81,7 @@ def fit_size_curve(
 
 
 def variant_scores(loglik: np.ndarray, answers) -> dict[str, np.ndarray]:
-    return {"sum": loglik, "mean": evaluate.length_normalised(loglik, answers)}
+    return {"sum": loglik, "mean": predictions.length_normalised(loglik, answers)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -108,14 +111,14 @@ def main(argv: list[str] | None = None) -> dict:
     threads = modeling.set_threads(config.model.num_threads)
     loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
     model = modeling.load_adapter(loaded.model, args.adapter) if args.adapter else loaded.model
-    corpora = train.load_corpora_for(config, None, args.data_dir)
+    corpora = readers.load_corpora_for(config, None, args.data_dir)
     config.data.dev_per_dataset = args.per_dataset
-    prepared = train.prepare_examples(config, loaded.tokenizer, corpora, ("dev",))
+    prepared = prompts.prepare_examples(config, loaded.tokenizer, corpora, ("dev",))
 
     per_corpus: dict[str, dict] = {}
     for name, examples in prepared.examples["dev"].items():
         builder = prepared.builders[name]
-        loglik = evaluate.score_examples(
+        loglik = engine.score_examples(
             model,
             examples,
             builder.answer_ids,
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         "split": "dev",
         "model": config.model.name,
         "adapter": args.adapter,
-        "hardware": train.hardware_summary(train.environment()),
+        "hardware": runs.hardware_summary(runs.environment()),
         "torch_threads": threads,
         "torch": torch.__version__,
         "settings": {

@@ -30,7 +30,7 @@ Z_VALUES: list[int | str] = [0, 1, 2, 3, "all"]
 def length_stats(examples: list[Any], answer_ids: list[list[int]], trimmed: int) -> dict[str, Any]:
     """Prompt-length statistics of one corpus split (tokens), with its shared prefix and answer length;
     ``trimmed`` counts the prompts that lost context turns to the cutoff."""
-    from dialoguellm.evaluate import common_prefix_length
+    from dialoguellm.scoring.engine import common_prefix_length
 
     lengths = sorted(len(e.prompt_ids) for e in examples)
     prefix = common_prefix_length([e.prompt_ids for e in examples])
@@ -52,9 +52,9 @@ def length_stats(examples: list[Any], answer_ids: list[list[int]], trimmed: int)
 
 def measure(splits: tuple[str, ...] = ("train", "dev", "test"), z_values=Z_VALUES) -> dict[str, Any]:
     """Build every prompt of MELD and EmoryNLP with the paper profile, then MELD train for each z."""
-    from dialoguellm import modeling
     from dialoguellm.config import load_config
-    from dialoguellm.data import load_corpora
+    from dialoguellm.corpora.readers import load_corpora
+    from dialoguellm.model import loading as modeling
     from dialoguellm.prompts import builders_from_config, context_of, dialogue_index, make_builders, rows_of
 
     config = load_config("paper")

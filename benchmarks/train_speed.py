@@ -27,15 +27,20 @@ from pathlib import Path
 
 import torch
 
-from dialoguellm import data, evaluate, modeling, train
+from dialoguellm import prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
+from dialoguellm.corpora import readers
+from dialoguellm.model import loading as modeling
+from dialoguellm.scoring import engine
+from dialoguellm.training import loop
+from dialoguellm.training import loss as training_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def fresh_lora(config):
     loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
-    train.set_seed(config.train.seed)
+    loop.set_seed(config.train.seed)
     lora = config.lora
     return loaded, modeling.add_lora(loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
 
@@ -51,8 +56,8 @@ def ours(config, prepared, batches) -> dict:
         items = [prepared.examples["train"][name][j] for j in idx]
         answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
         start = time.perf_counter()
-        with evaluate.autocast_context(model, config.model.dtype):
-            loss, _ = train.answer_loss(
+        with engine.autocast_context(model, config.model.dtype):
+            loss, _ = training_loss.answer_loss(
                 model, [e.prompt_ids for e in items], answers, loaded.tokenizer.pad_token_id, True, stats
             )
         loss.backward()
@@ -156,23 +161,23 @@ def main(argv: list[str] | None = None) -> dict:
     threads = modeling.set_threads(config.model.num_threads)
     # The first micro-batches of the real first epoch (the config's training sample, length-grouped as the
     # trainer groups it), keeping full ones only so that the Trainer's batches are the same.
-    corpora = data.load_corpora(config.data.datasets, args.data_dir)
+    corpora = readers.load_corpora(config.data.datasets, args.data_dir)
     loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
-    prepared = train.prepare_examples(config, loaded.tokenizer, corpora, ("train",))
+    prepared = prompts.prepare_examples(config, loaded.tokenizer, corpora, ("train",))
     size = config.train.micro_batch_size
-    epoch = train.micro_batches(
+    epoch = training_loss.micro_batches(
         prepared.examples["train"], size, config.train.seed, config.train.group_by_length
     )
     batches = [b for b in epoch if len(b[1]) == size][: args.micro_batches]
     result_ours = ours(config, prepared, batches)
     result_base = baseline(config, prepared, batches)
     ratio = round(result_ours["tokens_per_second"] / result_base["tokens_per_second"], 2)
-    env = train.environment()
+    env = runs.environment()
     result = {
         "benchmark": "train_speed",
         "command": "python benchmarks/train_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": config.model.name,
-        "hardware": train.hardware_summary(env),
+        "hardware": runs.hardware_summary(env),
         "torch_threads": threads,
         "settings": {
             "micro_batch_size": config.train.micro_batch_size,

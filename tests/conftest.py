@@ -32,7 +32,7 @@ def plain_tokenizer():
 @pytest.fixture()
 def tiny_loaded(tiny_model_dir):
     """A freshly loaded tiny model (fp32) and tokenizer through dialoguellm.modeling."""
-    from dialoguellm import modeling
+    from dialoguellm.model import loading as modeling
 
     return modeling.load_model(tiny_model_dir, dtype="fp32")
 

@@ -1,6 +1,6 @@
 """One process of the multi-process training test (tests/test_distributed.py), started by torchrun.
 
-Trains the tiny model on a synthetic corpus with the library's own ``train.train`` and records, outside
+Trains the tiny model on a synthetic corpus with the library's own ``loop.train`` and records, outside
 the run folder, which micro-batches this process ran. Usage: ``ddp_worker.py MODEL_DIR RUN_DIR LOG_DIR``.
 """
 
@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tiny import synthetic_corpus
 
-from dialoguellm import train
 from dialoguellm.config import config_from_dict
+from dialoguellm.training import loop
+from dialoguellm.training import loss as training_loss
 
 TRAIN = {
     "lr": 5e-3,
@@ -49,16 +50,16 @@ def corpus():
 
 def main(model_dir: str, run_dir: str, log_dir: str) -> None:
     seen: list[int] = []
-    forward = train.AnswerLoss.forward
+    forward = training_loss.AnswerLoss.forward
 
     def counting(self, prompts, answers):
         seen.append(len(prompts))
         return forward(self, prompts, answers)
 
-    train.AnswerLoss.forward = counting
-    result = train.train(config(model_dir), run_dir, corpus(), progress=False)
+    training_loss.AnswerLoss.forward = counting
+    result = loop.train(config(model_dir), run_dir, corpus(), progress=False)
     rank = int(os.environ.get("RANK", "0"))
-    record = {"rank": rank, "world": train.distributed_world(), "micro_batches": seen, "best": result.best}
+    record = {"rank": rank, "world": loop.distributed_world(), "micro_batches": seen, "best": result.best}
     Path(log_dir, f"rank{rank}.json").write_text(json.dumps(record), encoding="utf-8")
 
 

@@ -8,13 +8,18 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from tiny import shared_dir
 
-from dialoguellm import ablation
+from dialoguellm import config as config_mod
+from dialoguellm import prompts
+from dialoguellm.analysis import ablation
 from dialoguellm.config import load_config
-from dialoguellm.labels import LABELS
-from dialoguellm.paths import shared_dir
+from dialoguellm.corpora.labels import LABELS
+from dialoguellm.model import loading as modeling
+from dialoguellm.runs import RunLayout, hardware_description
+from dialoguellm.scoring import predictions
 
-PROFILES = [p for p in ("cpu", "paper") if (ablation.CONFIG_DIR / f"{p}.yaml").is_file()]
+PROFILES = [p for p in ("cpu", "paper") if (config_mod.PROFILES_DIR / f"{p}.yaml").is_file()]
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -123,7 +128,7 @@ def test_summary_and_table_put_each_arm_beside_the_paper():
     assert summary.loc[0, "delta_accuracy_sd"] == pytest.approx(np.std([-10, -5], ddof=1))
     assert summary.loc[1, "delta_accuracy_mean"] == pytest.approx(0.0)
     assert summary.loc[0, "accuracy_sd"] == pytest.approx(np.std([50, 60], ddof=1))
-    table = ablation.results_table(summary, model="tiny", hardware=ablation.hardware_description())
+    table = ablation.ablation_table(summary, model="tiny", hardware=hardware_description())
     row = table.iloc[0]
     assert row["ours_accuracy"] == "55.0 +- 7.1 (2 seeds)"
     assert row["paper_accuracy"] == 70.91 and row["paper_row"] == "- without context"
@@ -157,7 +162,6 @@ def test_arms_are_evaluated_with_one_adapter(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dialoguellm import evaluate, modeling
     from dialoguellm.prompts import make_builders
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -206,10 +210,10 @@ def test_arms_are_evaluated_with_one_adapter(tiny_model_dir):
         tokenizer, {"meld": corpora["meld"]}, template=p.template, style=p.style, context_turns=p.context_turns,
         k_shot=p.k_shot, seed=arm.config.train.seed, use_video=p.use_video, cutoff_len=p.cutoff_len,
     )["meld"]  # fmt: skip
-    only = ablation.sample_positions(corpora["meld"]["test"], 9, 1)
+    only = prompts.sample_positions(corpora["meld"]["test"], 9, 1)
     examples = builder.build_split(corpora["meld"]["test"], descriptions["test"], only=only)
     assert arm.config.eval.length_normalise  # from configs/cpu.yaml, the arms' base
-    expected = evaluate.predict_by_scoring(
+    expected = predictions.predict_by_scoring(
         bare, tokenizer, builder, examples, progress=False, length_normalise=arm.config.eval.length_normalise
     )
     np.testing.assert_allclose(untuned[p_cols], expected[p_cols], atol=1e-4)
@@ -239,7 +243,7 @@ def test_train_mode_trains_each_arm_once_and_resumes(tiny_model_dir, tmp_path):
     corpora = {"meld": synthetic_corpus("meld")}
     runs = ablation.train_and_evaluate_arms(arms, corpora, tmp_path, seeds=[3], progress=False)
     assert list(runs["arm"]) == ["context_z0", "lora_tuned", "lora_untuned"] and (runs["n"] == 5).all()
-    folder = tmp_path / ablation.RESULTS_DIR / "runs"
+    folder = RunLayout(tmp_path).ablations / "runs"
     adapters = sorted(p.parent.relative_to(folder).as_posix() for p in folder.rglob("adapter_config.json"))
     # lora_untuned trains nothing and evaluates the bare model; the other two arms differ in z: two adapters.
     assert adapters == ["context_z0/seed3/adapter", "lora_tuned/seed3/adapter"]
@@ -250,7 +254,7 @@ def test_train_mode_trains_each_arm_once_and_resumes(tiny_model_dir, tmp_path):
 
 
 def test_results_are_saved_and_the_figure_redrawn_from_them(tmp_path, capsys):
-    from dialoguellm.analysis_plots import FIGURES
+    from dialoguellm.plots.registry import FIGURES
 
     runs = pd.DataFrame(
         [
@@ -261,10 +265,10 @@ def test_results_are_saved_and_the_figure_redrawn_from_them(tmp_path, capsys):
             for seed in (1, 2)
         ]
     )  # fmt: skip
-    table = ablation.results_table(ablation.summarise(runs), model="m", hardware="h")
+    table = ablation.ablation_table(ablation.summarise(runs), model="m", hardware="h")
     ablation.save_results(runs, table, tmp_path, {"mode": "evaluate"})
     assert (
-        ablation.load_results(tmp_path).shape[0] == 2
+        ablation.load_ablation_results(tmp_path).shape[0] == 2
         and ablation.load_settings(tmp_path)["mode"] == "evaluate"
     )
     out = tmp_path / "figures"

@@ -7,8 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dialoguellm import analysis, analysis_plots
-from dialoguellm.labels import normalised_label_names
+from dialoguellm import calibration
+from dialoguellm.analysis import error_analysis as analysis
+from dialoguellm.corpora.labels import normalised_label_names
+from dialoguellm.model import loading as modeling
+from dialoguellm.plots import registry
+from dialoguellm.scoring import predictions
 
 MELD = list(normalised_label_names("meld"))  # neutral happiness surprise anger sadness disgust fear
 
@@ -190,11 +194,11 @@ def test_prior_correction_fits_the_scale_of_length_normalised_scores():
             frame[f"ll_{w}"] = flat[:, j]
         frames.append(frame)
     dev, test = frames
-    correction = analysis.PriorCorrection.fit(dev, MELD)
+    correction = calibration.PriorCorrection.fit(dev, MELD)
     assert correction.scale > 3  # the flat rows are sharpened, not left as they are
     # The same scores as log-probabilities (three times larger) get about a third of the scale (the L2 pull
     # towards 1, weight 1/3000, keeps it from being exact).
-    exact = analysis.PriorCorrection.fit(dev.assign(**{f"ll_{w}": 3 * dev[f"ll_{w}"] for w in MELD}), MELD)
+    exact = calibration.PriorCorrection.fit(dev.assign(**{f"ll_{w}": 3 * dev[f"ll_{w}"] for w in MELD}), MELD)
     assert correction.scale == pytest.approx(3 * exact.scale, rel=0.05)
     table, _, _ = analysis.prior_correction_report(dev, test)
     before, after = table.iloc[0], table.iloc[1]
@@ -219,14 +223,14 @@ def test_prior_correction_never_reads_test():
     assert (corrected2["pred_id"] == corrected["pred_id"]).all()
     # ...while different dev labels do change the offsets.
     other_dev = dev.assign(gold_id=np.zeros(len(dev), dtype=int))
-    assert analysis.PriorCorrection.fit(other_dev).offsets != correction.offsets
+    assert calibration.PriorCorrection.fit(other_dev).offsets != correction.offsets
     assert correction.to_dict()["fitted_on"] == "dev" and correction.n_fit == 500
 
 
 def test_prior_correction_needs_label_probabilities():
     frame = frame_from([0, 1], [0, 1]).drop(columns=["p_fear"])
     with pytest.raises(ValueError, match="p_fear"):
-        analysis.PriorCorrection.fit(frame, MELD)
+        calibration.PriorCorrection.fit(frame, MELD)
 
 
 def test_figures_redraw_from_saved_tables(tmp_path):
@@ -255,14 +259,14 @@ def test_figures_redraw_from_saved_tables(tmp_path):
     analysis.save_table(analysis.error_breakdown(merged), run, "error_breakdown")
     out = tmp_path / "figures"
     out.mkdir()
-    written = {name: make(run, out) for name, make in analysis_plots.FIGURES.items()}
+    written = {name: make(run, out) for name, make in registry.FIGURES.items()}
     assert written["ablation_results"] is None  # no ablation results in this run: nothing drawn, no error
     for name in ("confusion_prior_correction", "failure_modes", "error_breakdown", "prior_correction"):
         assert written[name] is not None and written[name].stat().st_size > 10_000, name
 
 
 def test_find_predictions_reads_the_evaluation_stage_only(tmp_path):
-    from dialoguellm.evaluate import save_predictions
+    from dialoguellm.scoring.predictions import save_predictions
 
     test = frame_from([0, 1], [0, 0])
     dev = frame_from([1, 1], [1, 0])
@@ -270,15 +274,15 @@ def test_find_predictions_reads_the_evaluation_stage_only(tmp_path):
     save_predictions(dev, analysis.metrics_of(dev), tmp_path / "evaluation", "meld_dev")
     # Another stage's predictions (the baselines) are not the evaluation's.
     save_predictions(test, analysis.metrics_of(test), tmp_path / "baselines", "meld_tfidf_lr_test")
-    found = analysis.find_predictions(tmp_path)
+    found = predictions.find_predictions(tmp_path)
     assert set(found) == {("meld", "test"), ("meld", "dev")}
     assert found[("meld", "test")].parent.name == "evaluation"
-    back = analysis.read_predictions(found[("meld", "dev")])
+    back = predictions.read_predictions(found[("meld", "dev")])
     assert back["example_id"].tolist() == ["u0", "u1"] and back["pred_id"].tolist() == [1, 0]
 
 
 def test_find_predictions_prefers_scored_predictions(tmp_path):
-    from dialoguellm.evaluate import save_predictions
+    from dialoguellm.scoring.predictions import save_predictions
 
     scored = frame_from([0, 1], [0, 0])
     generated = scored.drop(columns=[c for c in scored if c.startswith("p_")]).assign(
@@ -286,11 +290,11 @@ def test_find_predictions_prefers_scored_predictions(tmp_path):
     )
     save_predictions(scored, analysis.metrics_of(scored), tmp_path / "evaluation", "meld_test")
     save_predictions(generated, analysis.metrics_of(generated), tmp_path / "evaluation", "meld_test_generate")
-    assert analysis.find_predictions(tmp_path)[("meld", "test")].name == "meld_test_predictions.csv"
+    assert predictions.find_predictions(tmp_path)[("meld", "test")].name == "meld_test_predictions.csv"
 
 
 def test_calibrated_predictions_are_analysed_raw_and_corrected_from_raw_scores():
-    from dialoguellm.evaluate import apply_label_bias
+    from dialoguellm.calibration import apply_label_bias
 
     rng = np.random.default_rng(4)
     gold, probs = biased_scores(300, rng)
@@ -299,11 +303,11 @@ def test_calibrated_predictions_are_analysed_raw_and_corrected_from_raw_scores()
         frame[f"ll_{w}"] = np.log(probs[:, j]) - 3.0  # log-likelihoods: the probabilities up to a constant
     calibrated = apply_label_bias(frame, MELD, [0, 2, 2, 2, 2, 2, 2])  # evaluation's eval.calibrate output
     assert (calibrated["pred_id"] != frame["pred_id"]).any()
-    raw = analysis.raw_frame(calibrated)
+    raw = predictions.uncalibrated(calibrated)
     assert (raw["pred_id"] == frame["pred_id"]).all() and "pred_id_raw" not in raw
     np.testing.assert_allclose(raw[[f"p_{w}" for w in MELD]], probs, atol=1e-9)
     # The prior correction reads the raw scores (ll_), so it is the same from either frame.
-    correction = analysis.PriorCorrection.fit(frame)
+    correction = calibration.PriorCorrection.fit(frame)
     assert (correction.apply(calibrated)["pred_id"] == correction.apply(frame)["pred_id"]).all()
     table, _, _ = analysis.prior_correction_report(frame, raw, others={"calibrated": calibrated})
     assert list(table["variant"])[-1] == "calibrated" and len(table) == 3
@@ -313,9 +317,8 @@ def test_calibrated_predictions_are_analysed_raw_and_corrected_from_raw_scores()
 def test_dev_scoring_and_rebuilt_prompts_match_training_and_evaluation(tiny_model_dir):
     from tiny import synthetic_corpus
 
-    from dialoguellm import modeling
     from dialoguellm.config import load_config
-    from dialoguellm.train import prepare_examples
+    from dialoguellm.prompts import prepare_examples
 
     config = load_config(
         "cpu",
@@ -328,12 +331,12 @@ def test_dev_scoring_and_rebuilt_prompts_match_training_and_evaluation(tiny_mode
     )
     corpora = {"meld": synthetic_corpus("meld")}
     loaded = modeling.load_model(tiny_model_dir, "fp32")
-    scored = analysis.score_split(config, loaded.model, loaded.tokenizer, corpora, "dev", 5, progress=False)
+    scored = predictions.score_split(config, loaded.model, loaded.tokenizer, corpora, "dev", 5, progress=False)
     assert len(scored["meld"]) == 5 and np.allclose(scored["meld"][[f"p_{w}" for w in MELD]].sum(axis=1), 1)
     # The browser's prompts are those evaluation built (same settings, same demonstration).
     reference = prepare_examples(config, loaded.tokenizer, corpora, ("test",)).examples["test"]["meld"]
     wanted = [e.example_id for e in reference[:3]]
-    tokenizer = analysis.load_tokenizer(config)
+    tokenizer = modeling.load_tokenizer(config)
     prompts = analysis.rebuild_prompts(config, tokenizer, corpora["meld"], "meld", "test", wanted)
     assert prompts == {e.example_id: e.prompt for e in reference[:3]}
 

@@ -6,8 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dialoguellm import analysis, baselines, data
-from dialoguellm.labels import LABELS
+from dialoguellm import prompts
+from dialoguellm.analysis import baselines
+from dialoguellm.corpora import readers
+from dialoguellm.corpora.labels import LABELS
+from dialoguellm.scoring import predictions
 
 
 def corpus(split_texts: dict[str, list[tuple[str, str, str]]]) -> dict[str, pd.DataFrame]:
@@ -44,11 +47,11 @@ def test_previous_turns_text_stays_inside_the_dialogue_and_in_order():
             "text": ["second", "first", "other", "third"],
         }
     )
-    assert baselines.previous_turns_text(frame, 1) == ["first", "", "", "second"]
-    assert baselines.previous_turns_text(frame, "all") == ["first", "", "", "first second"]
-    assert baselines.previous_turns_text(frame, 0) == ["", "", "", ""]
+    assert prompts.previous_turns_text(frame, 1) == ["first", "", "", "second"]
+    assert prompts.previous_turns_text(frame, "all") == ["first", "", "", "first second"]
+    assert prompts.previous_turns_text(frame, 0) == ["", "", "", ""]
     with pytest.raises(ValueError, match="context_turns"):
-        baselines.previous_turns_text(frame, -1)
+        prompts.previous_turns_text(frame, -1)
 
 
 def test_tfidf_learns_keywords_and_majority_predicts_the_top_label():
@@ -74,7 +77,7 @@ def test_tfidf_learns_keywords_and_majority_predicts_the_top_label():
         "pred",
         "parsed",
     ]
-    probs = analysis.probability_matrix(frame, analysis.label_words(frame))
+    probs = predictions.probability_matrix(frame, predictions.label_words(frame))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     assert probs[:, [5, 6]].max() == 0  # disgust and fear never occur in training: probability 0
 
@@ -124,7 +127,7 @@ def test_unknown_baseline_is_refused():
 @pytest.mark.slow
 def test_majority_and_tfidf_on_meld_test():
     """PAPER.md's measured floor: majority 48.1 / 31.3 on MELD test; TF-IDF + LR about 52.9 / 46.4."""
-    meld = data.load_meld()
+    meld = readers.load_meld()
     run = baselines.run_baselines(
         {"meld": meld},
         ["majority", "tfidf_lr"],

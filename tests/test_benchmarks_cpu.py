@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from dialoguellm import prompts
+from dialoguellm.model import loading as modeling
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -62,15 +65,13 @@ def test_train_speed_times_both_on_the_same_tokens(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, monkeypatch):
-    from dialoguellm import train
-
-    real = train.prepare_examples
+    real = prompts.prepare_examples
 
     def dev_only(config, tokenizer, corpora, splits, *args, **kwargs):
         assert tuple(splits) == ("dev",)  # the choice is made on dev; the test split is never built
         return real(config, tokenizer, corpora, splits, *args, **kwargs)
 
-    monkeypatch.setattr(train, "prepare_examples", dev_only)
+    monkeypatch.setattr(prompts, "prepare_examples", dev_only)
     out = tmp_path / "norm.json"
     args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--per-dataset", "14", "--folds", "2"]
     curve = ["--fit-sizes", "0", "4", "8", "--fit-repeats", "2"]
@@ -95,7 +96,6 @@ def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
 ):
     import torch
 
-    from dialoguellm import modeling, train
 
     peft_model = modeling.add_lora(
         modeling.load_model(tiny_model_dir, dtype="fp32").model, 4, 8, 0.0, "all-linear"
@@ -105,13 +105,13 @@ def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
             if "lora_B" in name:
                 p.normal_(0, 0.5)  # an update that changes the scores (a fresh adapter has B = 0)
     peft_model.save_pretrained(tmp_path / "adapter")
-    real = train.prepare_examples
+    real = prompts.prepare_examples
 
     def dev_only(config, tokenizer, corpora, splits, *args, **kwargs):
         assert tuple(splits) == ("dev",)
         return real(config, tokenizer, corpora, splits, *args, **kwargs)
 
-    monkeypatch.setattr(train, "prepare_examples", dev_only)
+    monkeypatch.setattr(prompts, "prepare_examples", dev_only)
     out = tmp_path / "weights.json"
     args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--set", "model.dtype=bf16"]
     args += ["--adapter", str(tmp_path / "adapter"), "--per-dataset", "10", "--chunk", "4", "--out", str(out)]

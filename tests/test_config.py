@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from dialoguellm.config import CONFIG_DIR, describe, load_config, parse_overrides, save_config
+from dialoguellm.config import PROFILES_DIR, describe, load_config, parse_overrides, save_config
 
 
 def test_paper_profile_is_table_2():
@@ -45,7 +45,7 @@ def test_cpu_profile_uses_embedded_model():
 
 
 def test_every_cpu_line_is_commented():
-    for line in (CONFIG_DIR / "cpu.yaml").read_text().splitlines():
+    for line in (PROFILES_DIR / "cpu.yaml").read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#") and line.startswith("  "):
             assert "#" in line, f"uncommented setting in cpu.yaml: {line!r}"
 

@@ -6,19 +6,19 @@ import json
 from collections import Counter
 
 import pytest
+from tiny import shared_dir
 
-from dialoguellm import data, labels
-from dialoguellm.paths import shared_dir
+from dialoguellm.corpora import labels, readers
 
 
 @pytest.fixture(scope="module")
 def meld():
-    return data.load_meld()
+    return readers.load_meld()
 
 
 @pytest.fixture(scope="module")
 def emorynlp():
-    return data.load_emorynlp()
+    return readers.load_emorynlp()
 
 
 def _sizes(corpus):
@@ -41,7 +41,7 @@ def test_meld_test_label_distribution(meld):
 
 def test_meld_records_follow_the_schema(meld):
     row = meld["test"][0]
-    assert set(row) == set(data.RECORD_FEATURES)
+    assert set(row) == set(readers.RECORD_FEATURES)
     assert row["dataset"] == "meld" and row["split"] == "test"
     assert row["clip_id"] == row["utterance_id"] == f"dia{row['dialogue_id']}_utt0"
     assert 0 <= row["start"] < row["end"]
@@ -71,7 +71,7 @@ def test_emorynlp_erc_split_counts(emorynlp):
 
 
 def test_emorynlp_official_release_counts():
-    official = data.load_emorynlp(source="official")
+    official = readers.load_emorynlp(source="official")
     assert _sizes(official) == {"train": (9934, 713), "dev": (1344, 99), "test": (1328, 85)}
     assert Counter(official["dev"]["label"]) == {
         "Neutral": 393, "Joyful": 289, "Scared": 178, "Mad": 143, "Powerful": 134, "Peaceful": 132, "Sad": 75,
@@ -81,16 +81,16 @@ def test_emorynlp_official_release_counts():
 
 
 def test_emorynlp_erc_ids_match_the_official_json(emorynlp):
-    official = {row["utterance_id"]: row for row in data.load_emorynlp(source="official")["test"]}
+    official = {row["utterance_id"]: row for row in readers.load_emorynlp(source="official")["test"]}
     for row in emorynlp["test"]:
         assert official[row["utterance_id"]]["label"] == row["label"]
 
 
 def test_text_normalisation_repairs_cp1252_artefacts():
-    assert data.normalise_text("You must\x92ve had\x85 enough \x97 okay") == "You must’ve had… enough — okay"
-    assert data.normalise_text("companyâ€™s") == "company’s"
-    assert data.normalise_text("  so   much \n space\t") == "so much space"
-    assert data.normalise_text("José") == "José"  # real accents survive
+    assert readers.normalise_text("You must\x92ve had\x85 enough \x97 okay") == "You must’ve had… enough — okay"
+    assert readers.normalise_text("companyâ€™s") == "company’s"
+    assert readers.normalise_text("  so   much \n space\t") == "so much space"
+    assert readers.normalise_text("José") == "José"  # real accents survive
 
 
 def test_no_text_keeps_c1_controls_or_double_spaces(meld, emorynlp):
@@ -119,19 +119,19 @@ def test_normalisation_maps_synonyms_only():
 
 
 def test_curated_parquet_round_trip(tmp_path, emorynlp):
-    data.save_curated(emorynlp, tmp_path)
-    back = data.load_curated(tmp_path, "emorynlp")
-    for split in data.SPLITS:
+    readers.save_curated(emorynlp, tmp_path)
+    back = readers.load_curated(tmp_path, "emorynlp")
+    for split in readers.SPLITS:
         assert back[split].to_list() == emorynlp[split].to_list()
     assert not list((tmp_path / "data" / "emorynlp").glob(".*tmp"))  # no temporary files left
 
 
 def test_summaries(meld, emorynlp):
-    summary = data.corpus_summary({"meld": meld, "emorynlp": emorynlp})
+    summary = readers.corpus_summary({"meld": meld, "emorynlp": emorynlp})
     assert summary.set_index(["dataset", "split"]).loc[("emorynlp", "test"), "dialogues"] == 79
-    dist = data.label_distribution({"meld": meld})
+    dist = readers.label_distribution({"meld": meld})
     assert dist["count"].sum() == 9989 + 1109 + 2610
-    assert list(data.dialogue_frame(meld["dev"], "0").columns) == ["turn", "speaker", "text", "label"]
+    assert list(readers.dialogue_frame(meld["dev"], "0").columns) == ["turn", "speaker", "text", "label"]
 
 
 @pytest.mark.shared
@@ -139,24 +139,24 @@ def test_vendored_corpora_equal_the_shared_copies():
     shared = shared_dir()
     if shared is None:
         pytest.skip("../shared is absent (only development checkouts have it); the vendored copy is used")
-    from dialoguellm.paths import REPO_DIR
+    from dialoguellm.runs import REPO_DIR
 
-    pairs = [(f"meld/{name}", f"meld/{name}") for name in data.MELD_FILES.values()]
+    pairs = [(f"meld/{name}", f"meld/{name}") for name in readers.MELD_FILES.values()]
     pairs += [
         (f"emorynlp/meld_repo_csv/{n}", f"emorynlp/meld_repo_csv/{n}")
-        for n in data.EMORYNLP_ERC_FILES.values()
+        for n in readers.EMORYNLP_ERC_FILES.values()
     ]
     for ours, theirs in pairs:
-        assert (REPO_DIR / "data" / "raw" / ours).read_bytes() == (shared / "data" / theirs).read_bytes()
+        assert (REPO_DIR / "dialoguellm" / "corpora" / "raw" / ours).read_bytes() == (shared / "data" / theirs).read_bytes()
 
 
 def test_vendored_data_carries_licences_and_sources():
-    from dialoguellm.paths import REPO_DIR
+    from dialoguellm.runs import REPO_DIR
 
     for corpus in ("meld", "emorynlp"):
-        folder = REPO_DIR / "data" / "raw" / corpus
+        folder = REPO_DIR / "dialoguellm" / "corpora" / "raw" / corpus
         assert (folder / "LICENSE").stat().st_size > 500
         assert "Repository" in (folder / "SOURCE.md").read_text()
     json.loads(
-        (REPO_DIR / "data" / "raw" / "emorynlp" / "official_json" / "emotion-detection-dev.json").read_text()
+        (REPO_DIR / "dialoguellm" / "corpora" / "raw" / "emorynlp" / "official_json" / "emotion-detection-dev.json").read_text()
     )

@@ -14,7 +14,7 @@ import torch
 from ddp_worker import config, corpus
 from safetensors.torch import load_file
 
-from dialoguellm import train
+from dialoguellm.training import loop
 
 TESTS = Path(__file__).parent
 
@@ -51,12 +51,12 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path):
     ]  # examples per process and step
     global_batch = [per_step[2 * s] + per_step[2 * s + 1] for s in range(steps)]
     assert max(global_batch) == cfg.train.batch_size  # full steps hold the configured global batch
-    # only rank 0 wrote: one train.log, one metrics.json, one adapter; rank 1 reports no best adapter
+    # only rank 0 wrote: one loop.log, one metrics.json, one adapter; rank 1 reports no best adapter
     assert ranks[1]["best"] is None and ranks[0]["best"] is not None
     assert (ddp_run / "adapter" / "adapter_model.safetensors").is_file()
     assert len(list(ddp_run.rglob("train.log"))) == 1
 
-    single = train.train(cfg, tmp_path / "single", corpus(), progress=False)
+    single = loop.train(cfg, tmp_path / "single", corpus(), progress=False)
     a = load_file(str(ddp_run / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(single.adapter_dir / "adapter_model.safetensors"))
     assert a.keys() == b.keys()

@@ -18,8 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import shared_seceu_dir
 
-from dialoguellm import eq
+from dialoguellm import runs
+from dialoguellm.analysis import seceu as eq
+from dialoguellm.model import loading as modeling
+from dialoguellm.plots import seceu as seceu_plots
 
 # Invented scenarios in the SECEU schema (not SECEU items).
 SYNTHETIC_ITEMS = [
@@ -204,7 +208,7 @@ def test_reference_takers(synthetic):
     assert uniform.answers.sum(axis=1) == pytest.approx([10.0] * 3)
     assert top.answers.tolist()[0] == [0, 0, 0, 10]  # humans' top option of the first invented item
     assert top.distances[0] == pytest.approx(np.linalg.norm([4.0, 0.5, 0.5, -5.0]))
-    assert set(eq.results_table([uniform, top], with_paper=False)["source"]) == {
+    assert set(eq.seceu_table([uniform, top], with_paper=False)["source"]) == {
         "reference taker (no model; % from a normal approximation)"
     }
 
@@ -323,9 +327,9 @@ def test_probability_mode_end_to_end(tiny_lm, synthetic, tmp_path):
     summary = result.summary()
     assert summary["unparsed"] == 0 and summary["items"] == 3
     json.dumps(result.to_dict())  # results files are plain JSON
-    table = eq.results_table([result])
+    table = eq.seceu_table([result])
     assert table.iloc[0]["model"] == "tiny" and "DialogueLLM" in set(table["model"])
-    figure = eq.plot_item_distances([result], tmp_path / "d.png", synthetic.human_pattern)
+    figure = seceu_plots.plot_item_distances([result], tmp_path / "d.png", synthetic.human_pattern)
     assert figure.stat().st_size > 5_000
 
 
@@ -393,27 +397,38 @@ def test_generate_mode_applies_the_rules(monkeypatch, synthetic):
 # ------------------------------------------------------------------------------- the real SECEU files
 @pytest.mark.shared
 def test_real_files_load_and_match_the_recorded_checksums():
-    folder = eq.default_seceu_dir()
+    folder = shared_seceu_dir()
     if folder is None:
         pytest.skip("../shared/data/seceu is absent (the SECEU files are research-use only, not in the repo)")
     for name, expected in eq.SHA256.items():
         assert eq.sha256_file(folder / name) == expected, name
-    data = eq.load_seceu()
+    data = eq.load_seceu(folder)
     assert len(data) == 40 and all(len(item.options) == 4 for item in data.items)
     assert data.standard_scores.sum(axis=1) == pytest.approx([10.0] * 40, abs=0.011)
     assert (data.mean, data.sd) == (2.79, 0.822)
-    perfect = eq.score_answers(data.standard_scores, data)
+    perfect = eq.result_from_answers(data.standard_scores, data)
     assert perfect.seceu == 0.0 and perfect.eq == pytest.approx(15 * 2.79 / 0.822 + 100)
     uniform, top = eq.reference_results(data)
     # Spreading points pays: the uniform taker beats DialogueLLM's 2.31; all-in on the top option does not.
     assert uniform.seceu == pytest.approx(2.1238, abs=1e-4) and top.seceu == pytest.approx(7.0792, abs=1e-4)
 
 
+def test_the_seceu_folder_is_only_one_the_user_names(tmp_path, monkeypatch):
+    """No folder outside the ones a user gives (SECEU_DIR, $DIALOGUELLM_SECEU_DIR) is ever read."""
+    monkeypatch.delenv(eq.SECEU_ENV, raising=False)
+    assert eq.default_seceu_dir() is None
+    with pytest.raises(FileNotFoundError, match="no SECEU_DIR given"):
+        eq.load_seceu()
+    monkeypatch.setenv(eq.SECEU_ENV, str(tmp_path))
+    assert eq.default_seceu_dir() is None  # the folder lacks the files
+    (tmp_path / eq.ITEMS_FILE).write_text("[]")
+    assert eq.default_seceu_dir() == tmp_path
+
+
 @pytest.mark.slow
 def test_tuned_model_scores_through_peft_and_adapter_is_found(tiny_dir, synthetic, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dialoguellm import modeling
 
     run = tmp_path / "run"
     assert eq.adapter_for(run, str(tiny_dir))[0] is None
@@ -427,7 +442,7 @@ def test_tuned_model_scores_through_peft_and_adapter_is_found(tiny_dir, syntheti
     assert adapter == run / "adapter" and str(adapter) in note
     (run / "ablation" / "arm" / "adapter").mkdir(parents=True)  # a deeper, newer adapter loses
     (run / "ablation" / "arm" / "adapter" / "adapter_config.json").write_text("{}")
-    assert eq.find_adapter(run) == run / "adapter"
+    assert runs.find_adapter(run) == run / "adapter"
     with pytest.raises(FileNotFoundError, match="adapter_config.json missing"):
         eq.adapter_for(run, str(tiny_dir), adapter_dir=tmp_path / "none")
     assert eq.adapter_for(run, str(tiny_dir), adapter_dir=run / "adapter")[0] == run / "adapter"
@@ -438,7 +453,7 @@ def test_tuned_model_scores_through_peft_and_adapter_is_found(tiny_dir, syntheti
     assert result.answers.sum(axis=1) == pytest.approx([10.0] * 3)
     saved = eq.save_result(result, tmp_path / "eq")
     assert saved.name == "seceu_tiny_LoRA.json"
-    [back] = eq.load_results(tmp_path / "eq")
+    [back] = eq.load_seceu_results(tmp_path / "eq")
     assert back.label == "tiny + LoRA" and back.distances == pytest.approx(result.distances, abs=1e-4)
 
 
@@ -446,7 +461,7 @@ def test_tuned_model_scores_through_peft_and_adapter_is_found(tiny_dir, syntheti
 def test_download_of_the_real_files_passes_the_recorded_checksums(local_server, tmp_path):
     import shutil
 
-    folder = eq.default_seceu_dir()
+    folder = shared_seceu_dir()
     if folder is None:
         pytest.skip("../shared/data/seceu is absent (the SECEU files are research-use only, not in the repo)")
     base, served = local_server

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dialoguellm import evaluate
+from dialoguellm import calibration, metrics
 from dialoguellm.prompts import PromptBuilder, PromptExample, select_demonstrations
+from dialoguellm.scoring import engine, predictions
 
 
 def _reference(model, prompt, answer):
@@ -30,7 +31,7 @@ def test_batched_scoring_equals_separate_scoring(tiny_loaded, tiny_tokenizer, me
     eos = tok.eos_token_id
     # Multi-token answers of different lengths, one a prefix of another.
     answers = [a for a in builder.answer_ids] + [[7, 8, 9, eos], [7, eos]]
-    got = evaluate.score_examples(
+    got = engine.score_examples(
         model, examples, answers, tok.pad_token_id, batch_size, dtype="fp32", progress=False
     )
     want = np.array([[_reference(model, e.prompt_ids, a) for a in answers] for e in examples])
@@ -44,29 +45,29 @@ def test_scoring_without_shared_prefix(tiny_loaded):
         for i, ids in enumerate([[10, 11, 12], [13, 12], [9, 9, 9, 9]])
     ]
     answers = [[20, 5], [21, 22, 5]]
-    got = evaluate.score_examples(model, examples, answers, 1, 2, dtype="fp32", progress=False)
+    got = engine.score_examples(model, examples, answers, 1, 2, dtype="fp32", progress=False)
     want = np.array([[_reference(model, e.prompt_ids, a) for a in answers] for e in examples])
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 def test_common_prefix_keeps_one_token():
-    assert evaluate.common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
-    assert evaluate.common_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2
-    assert evaluate.common_prefix_length([[1], [2]]) == 0
+    assert engine.common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
+    assert engine.common_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert engine.common_prefix_length([[1], [2]]) == 0
 
 
 def test_predictions_carry_probabilities(tiny_loaded, meld_corpus, tmp_path):
     builder = PromptBuilder(tiny_loaded.tokenizer, "meld", context_turns=1)
     examples = builder.build_split(meld_corpus["dev"])
-    frame = evaluate.predict(
+    frame = predictions.predict(
         tiny_loaded.model, tiny_loaded.tokenizer, builder, examples, "score", 4, dtype="fp32", progress=False
     )
     probs = frame[[f"p_{label}" for label in builder.labels]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
     assert (frame["pred_id"].to_numpy() == probs.argmax(axis=1)).all()
     assert frame["parsed"].all() and len(frame) == len(examples)
-    metrics = evaluate.metrics_of(frame, builder.labels)
-    paths = evaluate.save_predictions(frame, metrics, tmp_path, "dev_meld")
+    metrics = predictions.metrics_of(frame, builder.labels)
+    paths = predictions.save_predictions(frame, metrics, tmp_path, "dev_meld")
     assert pd.read_csv(paths["predictions"]).shape[0] == len(examples)
     assert set(pd.read_csv(paths["per_class"])["label"]) == set(builder.labels)
 
@@ -74,7 +75,7 @@ def test_predictions_carry_probabilities(tiny_loaded, meld_corpus, tmp_path):
 def test_generation_counts_unparsed_as_wrong(tiny_loaded, meld_corpus):
     builder = PromptBuilder(tiny_loaded.tokenizer, "meld", context_turns=1)
     examples = builder.build_split(meld_corpus["dev"])
-    frame = evaluate.predict(
+    frame = predictions.predict(
         tiny_loaded.model,
         tiny_loaded.tokenizer,
         builder,
@@ -88,7 +89,7 @@ def test_generation_counts_unparsed_as_wrong(tiny_loaded, meld_corpus):
     assert len(frame) == len(examples)
     unparsed = ~frame["parsed"]
     assert (frame.loc[unparsed, "pred_id"] == -1).all()
-    metrics = evaluate.metrics_of(frame, builder.labels)
+    metrics = predictions.metrics_of(frame, builder.labels)
     assert metrics["unparsed"] == int(unparsed.sum())
     correct = (frame["pred_id"] == frame["gold_id"]).sum()
     assert metrics["accuracy"] == pytest.approx(correct / len(frame))
@@ -96,11 +97,11 @@ def test_generation_counts_unparsed_as_wrong(tiny_loaded, meld_corpus):
 
 def test_unknown_mode(tiny_loaded):
     with pytest.raises(ValueError, match="eval.mode"):
-        evaluate.predict(tiny_loaded.model, tiny_loaded.tokenizer, None, [], "vote")
+        predictions.predict(tiny_loaded.model, tiny_loaded.tokenizer, None, [], "vote")
 
 
 def test_probabilities_normalise():
-    p = evaluate.probabilities(np.array([[-1.0, -2.0], [-1000.0, -1000.0]]))
+    p = predictions.probabilities(np.array([[-1.0, -2.0], [-1000.0, -1000.0]]))
     np.testing.assert_allclose(p.sum(axis=1), 1)
     assert p[1, 0] == pytest.approx(0.5)
 
@@ -112,13 +113,13 @@ def test_label_bias_fitted_on_dev_corrects_a_majority_lean():
     loglik[np.arange(400), gold] += 1.5  # informative scores ...
     loglik[:, 0] += 2.0  # ... pushed towards label 0
     labels = ["a", "b", "c"]
-    raw = evaluate.classification_metrics(gold, loglik.argmax(1), labels)["weighted_f1"]
-    bias = evaluate.fit_label_bias(loglik, gold, labels)
-    fitted = evaluate.classification_metrics(gold, (loglik + bias).argmax(1), labels)["weighted_f1"]
+    raw = metrics.classification_metrics(gold, loglik.argmax(1), labels)["weighted_f1"]
+    bias = calibration.fit_label_bias(loglik, gold, labels)
+    fitted = metrics.classification_metrics(gold, (loglik + bias).argmax(1), labels)["weighted_f1"]
     assert bias[0] == 0 and fitted > raw + 0.1
     frame = pd.DataFrame({f"ll_{x}": loglik[:, j] for j, x in enumerate(labels)})
     frame["pred_id"] = loglik.argmax(1)
-    adjusted = evaluate.apply_label_bias(frame, labels, bias)
+    adjusted = calibration.apply_label_bias(frame, labels, bias)
     assert (adjusted["pred_id"] == (loglik + bias).argmax(1)).all()
     assert (adjusted["pred_id_raw"] == frame["pred_id"]).all()
 
@@ -132,16 +133,16 @@ def test_length_normalised_scores_rank_by_mean_token_log_likelihood(tiny_loaded,
     lengths = np.array([len(a) for a in builder.answer_ids], dtype=float)
     assert len(set(lengths)) == len(lengths)
     args = (tiny_loaded.model, tok, builder, examples, 4, "fp32", False)
-    summed = evaluate.predict_by_scoring(*args)
-    mean = evaluate.predict_by_scoring(*args, length_normalise=True)
-    ll_sum, ll_mean = (evaluate.loglik_matrix(f, builder.labels) for f in (summed, mean))
+    summed = predictions.predict_by_scoring(*args)
+    mean = predictions.predict_by_scoring(*args, length_normalise=True)
+    ll_sum, ll_mean = (predictions.label_scores(f, builder.labels) for f in (summed, mean))
     np.testing.assert_allclose(ll_mean, ll_sum / lengths)
     assert (mean["pred_id"].to_numpy() == ll_mean.argmax(axis=1)).all()
     # A label of more tokens is no longer penalised for them: mean and sum differ in a crafted case.
     crafted = np.array([[-2.0, -3.0]])  # 2 tokens at -1 each vs 3 tokens at -1 each
-    assert evaluate.length_normalised(crafted, [[1, 2], [3, 4, 5]]).tolist() == [[-1.0, -1.0]]
+    assert predictions.length_normalised(crafted, [[1, 2], [3, 4, 5]]).tolist() == [[-1.0, -1.0]]
     with pytest.raises(ValueError, match="at least one token"):
-        evaluate.length_normalised(crafted, [[1], []])
+        predictions.length_normalised(crafted, [[1], []])
 
 
 def test_calibration_on_another_score_scale_is_refused(tmp_path, caplog):
@@ -158,15 +159,15 @@ def test_calibration_on_another_score_scale_is_refused(tmp_path, caplog):
     (run / "config.yaml").write_text(yaml.safe_dump(settings))
     # No calibration.json: a warning, and no biases.
     with caplog.at_level("WARNING", logger="dialoguellm.evaluate"):
-        assert evaluate.load_calibration(adapter, trained) == {}
+        assert calibration.load_calibration(adapter, trained) == {}
     assert "calibration.json" in caplog.text
     (adapter / "calibration.json").write_text('{"meld": [0, 1, 0, 0, 0, 0, 0]}')
-    assert evaluate.load_calibration(adapter, trained) == {"meld": [0, 1, 0, 0, 0, 0, 0]}
+    assert calibration.load_calibration(adapter, trained) == {"meld": [0, 1, 0, 0, 0, 0, 0]}
     other = config_from_dict({"eval": {"calibrate": True, "length_normalise": True}}, source="test")
     with pytest.raises(ValueError, match=r"calibration\.json.*summed.*eval\.length_normalise=False"):
-        evaluate.load_calibration(adapter, other)
+        calibration.load_calibration(adapter, other)
     off = config_from_dict({"eval": {"calibrate": False, "length_normalise": True}}, source="test")
-    assert evaluate.load_calibration(adapter, off) == {}
+    assert calibration.load_calibration(adapter, off) == {}
     (adapter / "calibration.json").write_text('["not", "a", "mapping"]')
     with pytest.raises(ValueError, match="retrain or delete"):
-        evaluate.load_calibration(adapter, trained)
+        calibration.load_calibration(adapter, trained)

@@ -7,17 +7,17 @@ from collections import Counter
 import pytest
 from iemocap_synth import DIALOGUES_PER_SESSION, build_iemocap_tree, dialogue_names
 
-from dialoguellm import data
+from dialoguellm.corpora import readers
 
 
 @pytest.fixture(scope="module")
 def iemocap(tmp_path_factory):
-    return data.load_iemocap(build_iemocap_tree(tmp_path_factory.mktemp("iemocap")))
+    return readers.load_iemocap(build_iemocap_tree(tmp_path_factory.mktemp("iemocap")))
 
 
 def test_splits_follow_sessions_and_the_fixed_dev_rule(iemocap):
     train_names = [n for s in range(1, 5) for n in dialogue_names(s)]
-    dev = data.iemocap_dev_dialogues(train_names)
+    dev = readers.iemocap_dev_dialogues(train_names)
     assert dev == sorted(train_names)[9::10]  # every 10th of sessions 1-4, by name
     assert set(iemocap["dev"]["dialogue_id"]) == set(dev)
     assert set(iemocap["train"]["dialogue_id"]) == set(train_names) - set(dev)
@@ -47,6 +47,6 @@ def test_load_corpora_skips_iemocap_without_a_folder(caplog):
     import logging
 
     with caplog.at_level(logging.INFO):
-        corpora = data.load_corpora(["emorynlp", "iemocap"], iemocap_dir=None)
+        corpora = readers.load_corpora(["emorynlp", "iemocap"], iemocap_dir=None)
     assert list(corpora) == ["emorynlp"]
     assert "IEMOCAP skipped" in caplog.text and "licensed" in caplog.text

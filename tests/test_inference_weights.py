@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dialoguellm import evaluate, modeling
+from dialoguellm.model import loading as modeling
 from dialoguellm.prompts import PromptBuilder
+from dialoguellm.scoring import engine
 
 
 def _with_lora(model, seed=0):
@@ -29,7 +30,7 @@ def _with_lora(model, seed=0):
 def _scores(model, tokenizer, corpus, dtype, n=12):
     builder = PromptBuilder(tokenizer, "meld", context_turns=1)
     examples = builder.build_split(corpus["test"])[:n]
-    return evaluate.score_examples(
+    return engine.score_examples(
         model, examples, builder.answer_ids, tokenizer.pad_token_id, 4, dtype=dtype, progress=False
     )
 
@@ -42,11 +43,11 @@ def _no_copies(model, dtype="bf16"):
 def test_bf16_copies_give_bit_identical_scores(tiny_loaded, meld_corpus, monkeypatch):
     model = _with_lora(tiny_loaded.model)
     got = _scores(model, tiny_loaded.tokenizer, meld_corpus, "bf16")
-    monkeypatch.setattr(evaluate, "bf16_weight_copies", _no_copies)
+    monkeypatch.setattr(engine, "bf16_weight_copies", _no_copies)
     want = _scores(model, tiny_loaded.tokenizer, meld_corpus, "bf16")  # autocast casts at every call
     np.testing.assert_array_equal(got, want)
     monkeypatch.undo()
-    with evaluate.bf16_weight_copies(model, "bf16"):  # the copies were really in place
+    with engine.bf16_weight_copies(model, "bf16"):  # the copies were really in place
         base = model.get_base_model()
         assert base.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
         assert base.model.layers[0].self_attn.q_proj.lora_A["default"].weight.dtype == torch.bfloat16
@@ -62,7 +63,7 @@ def test_bf16_copies_are_undone_even_after_an_error(tiny_loaded):
     trainable.requires_grad_(True)
     before = dict(model.named_parameters(remove_duplicate=False))
     with pytest.raises(RuntimeError, match="inside"):
-        with evaluate.bf16_weight_copies(model, "bf16"):
+        with engine.bf16_weight_copies(model, "bf16"):
             assert model.lm_head.weight.dtype == torch.bfloat16
             assert model.lm_head.weight is not model.model.embed_tokens.weight
             assert model.model.layers[0].mlp.up_proj.weight is trainable  # trainable weights stay as they are
@@ -71,7 +72,7 @@ def test_bf16_copies_are_undone_even_after_an_error(tiny_loaded):
     assert after.keys() == before.keys()
     assert all(after[name] is before[name] for name in before)  # the same Parameter objects, fp32
     assert model.lm_head.weight is model.model.embed_tokens.weight  # the tie is back
-    with evaluate.bf16_weight_copies(model, "fp32"):  # fp32 scoring: nothing to copy
+    with engine.bf16_weight_copies(model, "fp32"):  # fp32 scoring: nothing to copy
         assert model.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
 
 
@@ -85,7 +86,7 @@ def test_grouped_query_attention_gives_bit_identical_scores(tiny_loaded, meld_co
     monkeypatch.setattr(sdpa_attention, "use_gqa_in_sdpa", lambda *a: seen.append(real(*a)) or seen[-1])
     got = _scores(model, tiny_loaded.tokenizer, meld_corpus, "fp32")
     assert seen and all(seen)  # every attention call read the shared heads in place
-    monkeypatch.setattr(evaluate, "grouped_query_attention", _no_copies)
+    monkeypatch.setattr(engine, "grouped_query_attention", _no_copies)
     seen.clear()
     want = _scores(model, tiny_loaded.tokenizer, meld_corpus, "fp32")
     assert seen and not any(seen)  # transformers' default with a mask: repeat_kv
@@ -93,13 +94,13 @@ def test_grouped_query_attention_gives_bit_identical_scores(tiny_loaded, meld_co
 
 
 def test_grouped_query_attention_switch_is_restored(tiny_loaded, monkeypatch):
-    monkeypatch.setenv(evaluate.GQA_SWITCH, "0")
+    monkeypatch.setenv(engine.GQA_SWITCH, "0")
     with pytest.raises(RuntimeError):
-        with evaluate.grouped_query_attention(tiny_loaded.model):
-            assert os.environ[evaluate.GQA_SWITCH] == "1"
+        with engine.grouped_query_attention(tiny_loaded.model):
+            assert os.environ[engine.GQA_SWITCH] == "1"
             raise RuntimeError("inside")
-    assert os.environ[evaluate.GQA_SWITCH] == "0"
-    monkeypatch.delenv(evaluate.GQA_SWITCH)
-    with evaluate.grouped_query_attention(tiny_loaded.model):
+    assert os.environ[engine.GQA_SWITCH] == "0"
+    monkeypatch.delenv(engine.GQA_SWITCH)
+    with engine.grouped_query_attention(tiny_loaded.model):
         pass
-    assert evaluate.GQA_SWITCH not in os.environ
+    assert engine.GQA_SWITCH not in os.environ

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dialoguellm import modeling
+from dialoguellm.model import loading as modeling
 
 
 def test_local_folder_loads_with_pad_token(tiny_model_dir):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from dialoguellm import pipeline
-from dialoguellm.record import load_record
+from dialoguellm.runs import load_record
 
 PARAMS_FILE = Path(__file__).with_name("notebook_params.yaml")
 NOTEBOOKS = pipeline.notebook_paths()
@@ -93,7 +93,7 @@ def test_curation_notebook_counts(notebook_run):
 
 @pytest.mark.slow
 def test_figures_regenerate_from_a_run(notebook_run, tmp_path):
-    from dialoguellm.figures import regenerate
+    from dialoguellm.plots.registry import regenerate
 
     run, _, _ = notebook_run
     written = regenerate(run, tmp_path)
@@ -131,7 +131,7 @@ def test_notebook_shape(notebook):
 
 @pytest.mark.slow
 def test_run_summary_reports_every_stage(notebook_run):
-    from dialoguellm.summary import run_summary
+    from dialoguellm.report import run_report as run_summary
 
     run, errors, _ = notebook_run
     assert not any(errors.values())
@@ -143,7 +143,7 @@ def test_run_summary_reports_every_stage(notebook_run):
 
 
 def test_run_summary_without_records_says_what_to_do(tmp_path):
-    from dialoguellm.summary import run_summary
+    from dialoguellm.report import run_report as run_summary
 
     with pytest.raises(FileNotFoundError, match="run `make reproduce` first"):
         run_summary(tmp_path)

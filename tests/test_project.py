@@ -11,7 +11,7 @@ import pytest
 import tomllib
 import yaml
 
-from dialoguellm.paths import REPO_DIR
+from dialoguellm.runs import REPO_DIR
 
 
 def _makefile_var(name: str) -> str:
@@ -65,11 +65,12 @@ def test_tree_is_linted_and_formatted():
 
 
 def test_committed_label_figure_equals_what_the_code_draws(tmp_path):
-    from dialoguellm import data, plots
+    from dialoguellm.corpora import readers
+    from dialoguellm.plots import corpora as corpus_plots
 
-    corpora = data.load_corpora(["meld", "emorynlp"])
-    drawn = plots.plot_label_distribution(
-        data.label_distribution(corpora), tmp_path / "label_distribution.png"
+    corpora = readers.load_corpora(["meld", "emorynlp"])
+    drawn = corpus_plots.plot_label_distribution(
+        readers.label_distribution(corpora), tmp_path / "label_distribution.png"
     )
     assert drawn.read_bytes() == (REPO_DIR / "figures" / "label_distribution.png").read_bytes(), (
         "figures/label_distribution.png is stale: run `make reproduce` (or `make figures`)"

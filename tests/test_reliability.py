@@ -18,8 +18,10 @@ import pytest
 import yaml
 from tiny import save_synthetic_corpus, synthetic_corpus, tiny_settings
 
-from dialoguellm import cli, train
-from dialoguellm.paths import REPO_DIR
+from dialoguellm import cli
+from dialoguellm.corpora import readers
+from dialoguellm.runs import REPO_DIR
+from dialoguellm.training import loop
 
 # What a rerun must reproduce; the rest of metrics.json is timing and hardware.
 REPRODUCED = ("best", "history", "losses", "steps")
@@ -150,7 +152,7 @@ def test_notebook_03_passes_resume_through():
     ]
     assert len(calls) == 1
     resume = {k.arg: ast.unparse(k.value) for k in calls[0].keywords}.get("resume")
-    assert resume == "RESUME", "notebook 03 must pass its RESUME parameter to train.train(resume=...)"
+    assert resume == "RESUME", "notebook 03 must pass its RESUME parameter to loop.train(resume=...)"
 
 
 @pytest.mark.parametrize("flag, expected", [([], False), (["--resume"], True)])
@@ -159,9 +161,9 @@ def test_cli_passes_resume_through(monkeypatch, tmp_path, flag, expected):
 
     def fake_train(config, run_dir, corpora, descriptions=None, resume=False, **kwargs):
         seen["resume"] = resume
-        return train.TrainResult(run_dir, run_dir / "adapter", {}, [], 0.0)
+        return loop.TrainResult(run_dir, run_dir / "adapter", {}, [], 0.0)
 
-    monkeypatch.setattr(train, "train", fake_train)
-    monkeypatch.setattr(train, "load_corpora_for", lambda *args, **kwargs: {})
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(readers, "load_corpora_for", lambda *args, **kwargs: {})
     assert cli.main(["train", "--config", "cpu", "--run-dir", str(tmp_path), *flag]) == 0
     assert seen["resume"] is expected

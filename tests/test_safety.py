@@ -12,9 +12,10 @@ from pathlib import Path
 import yaml
 from tiny import save_synthetic_corpus, synthetic_corpus, tiny_settings
 
-from dialoguellm import cli, video
+from dialoguellm import cli
 from dialoguellm.config import load_config
-from dialoguellm.paths import REPO_DIR
+from dialoguellm.corpora import video
+from dialoguellm.runs import REPO_DIR
 
 # Tokens a researcher may have in the environment; none may be written anywhere.
 FAKE_TOKENS = {
@@ -55,7 +56,7 @@ def test_fake_keys_reach_no_file_or_log_of_a_whole_run(tiny_model_dir, tmp_path,
     assert (ok.done, bad.failed) == (len(clips), 1)
     # The key really was sent (so the scan below can fail), and the run really used the descriptions.
     assert server.headers[0]["Authorization"] == f"Bearer {FAKE_TOKENS[video.ENV_API_KEY]}"
-    described = video.load_description_map(run, split="test")
+    described = video.load_descriptions(run)["test"]
     assert len(described) == 8 and set(described.values()) == {"A person stands in a kitchen (1 frames)."}
 
     files = [p for p in run.rglob("*") if p.is_file()]

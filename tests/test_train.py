@@ -11,8 +11,14 @@ import pytest
 import torch
 from tiny import synthetic_corpus, tiny_settings
 
-from dialoguellm import evaluate, train
+from dialoguellm import calibration, prompts
 from dialoguellm.config import config_from_dict
+from dialoguellm.evaluation import run as evaluation
+from dialoguellm.model import loading as modeling
+from dialoguellm.plots import evaluation as evaluation_plots
+from dialoguellm.plots import training as training_plots
+from dialoguellm.training import checkpoints, loop
+from dialoguellm.training import loss as training_loss
 
 
 def _config(model_dir, **train_kw):
@@ -40,7 +46,7 @@ def test_tiny_llama_learns_sixteen_examples(tiny_model_dir, tmp_path):
     corpus = _memorise_corpus()
     assert len(corpus["train"]) == 16
     config = _config(tiny_model_dir, epochs=40, eval_every=40)
-    result = train.train(config, tmp_path / "run", {"meld": corpus}, progress=False)
+    result = loop.train(config, tmp_path / "run", {"meld": corpus}, progress=False)
     run = result.run_dir
     for name in (
         "adapter/adapter_model.safetensors",
@@ -48,14 +54,13 @@ def test_tiny_llama_learns_sixteen_examples(tiny_model_dir, tmp_path):
         "metrics.json",
         "environment.json",
         "train.log",
-        "loss_curve.png",
         "checkpoint/state.json",
     ):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["losses"][-1]["loss"] < metrics["losses"][0]["loss"] / 10
-    summary = evaluate.evaluate_run(
+    summary = evaluation.evaluate_run(
         {"meld": dict(corpus)}, tmp_path / "eval", train_dir=run, split="train", progress=False
     )
     assert summary["results"]["meld"]["accuracy"] == 1.0
@@ -65,22 +70,22 @@ def test_tiny_llama_learns_sixteen_examples(tiny_model_dir, tmp_path):
 def test_resume_continues_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch):
     corpus = {"meld": _memorise_corpus()}
     config = _config(tiny_model_dir, epochs=2, save_every=2, eval_every=4)  # 8 steps
-    full = train.train(config, tmp_path / "full", corpus, progress=False)
+    full = loop.train(config, tmp_path / "full", corpus, progress=False)
 
-    real_save = train.save_checkpoint
+    real_save = checkpoints.save_checkpoint
 
     def interrupted(model, optimizer, state, folder):
         real_save(model, optimizer, state, folder)
         if state["step"] == 4:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "save_checkpoint", interrupted)
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train.train(config, tmp_path / "cut", corpus, progress=False)
-    monkeypatch.setattr(train, "save_checkpoint", real_save)
+        loop.train(config, tmp_path / "cut", corpus, progress=False)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     with pytest.raises(FileExistsError, match="resume"):
-        train.train(config, tmp_path / "cut", corpus, progress=False)
-    resumed = train.train(config, tmp_path / "cut", corpus, resume=True, progress=False)
+        loop.train(config, tmp_path / "cut", corpus, progress=False)
+    resumed = loop.train(config, tmp_path / "cut", corpus, resume=True, progress=False)
     assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
     from safetensors.torch import load_file
 
@@ -94,31 +99,31 @@ def test_resume_continues_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch
 def test_deepspeed_runs_write_no_checkpoint_and_refuse_resume(tiny_model_dir, tmp_path, monkeypatch):
     """Under DeepSpeed ZeRO the optimizer state is partitioned: no one-process checkpoint pretends to resume it
     (DeepSpeed itself is not installed here; accelerate's plugin is what the branch reads)."""
-    monkeypatch.setattr(train, "deepspeed_active", lambda accelerator: True)
+    monkeypatch.setattr(loop, "deepspeed_active", lambda accelerator: True)
     corpus = {"meld": _memorise_corpus()}
     config = _config(tiny_model_dir, epochs=1, save_every=1, eval_every=2)
-    result = train.train(config, tmp_path / "run", corpus, progress=False)
+    result = loop.train(config, tmp_path / "run", corpus, progress=False)
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
     assert (result.run_dir / "metrics.json").is_file()
     assert not (result.run_dir / "checkpoint").exists()
     with pytest.raises(ValueError, match=r"--resume is not supported under DeepSpeed.*ddp\.yaml"):
-        train.train(config, tmp_path / "run", corpus, resume=True, progress=False)
+        loop.train(config, tmp_path / "run", corpus, resume=True, progress=False)
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()  # nothing lost by the refusal
 
 
 def test_sample_indices_are_stratified_and_deterministic():
     labels = [0] * 80 + [1] * 20
-    chosen = train.sample_indices(100, 10, seed=1, labels=labels)
-    assert chosen == train.sample_indices(100, 10, seed=1, labels=labels)
+    chosen = prompts.sample_indices(100, 10, seed=1, labels=labels)
+    assert chosen == prompts.sample_indices(100, 10, seed=1, labels=labels)
     assert sum(labels[i] for i in chosen) == 2
-    assert train.sample_indices(5, 0, seed=1) == list(range(5))
+    assert prompts.sample_indices(5, 0, seed=1) == list(range(5))
 
 
 def test_cosine_schedule_reaches_the_floor():
-    assert train.lr_factor(0, 100, 0, "cosine", 0.1) == pytest.approx(1.0)
-    assert train.lr_factor(100, 100, 0, "cosine", 0.1) == pytest.approx(0.1)
-    assert train.lr_factor(0, 100, 10, "cosine", 0.1) == pytest.approx(0.1)  # warm-up
-    assert train.lr_factor(50, 100, 0, "constant", 0.1) == 1.0
+    assert training_loss.lr_factor(0, 100, 0, "cosine", 0.1) == pytest.approx(1.0)
+    assert training_loss.lr_factor(100, 100, 0, "cosine", 0.1) == pytest.approx(0.1)
+    assert training_loss.lr_factor(0, 100, 10, "cosine", 0.1) == pytest.approx(0.1)  # warm-up
+    assert training_loss.lr_factor(50, 100, 0, "constant", 0.1) == 1.0
 
 
 def test_micro_batches_keep_one_corpus_each():
@@ -127,10 +132,10 @@ def test_micro_batches_keep_one_corpus_each():
             self.prompt_ids = [0] * n
 
     examples = {"meld": [E(i) for i in range(10)], "emorynlp": [E(i) for i in range(7)]}
-    batches = train.micro_batches(examples, 4, seed=0)
+    batches = training_loss.micro_batches(examples, 4, seed=0)
     assert sorted(i for name, b in batches if name == "meld" for i in b) == list(range(10))
     assert len(batches) == 3 + 2
-    assert batches == train.micro_batches(copy.deepcopy(examples), 4, seed=0)
+    assert batches == training_loss.micro_batches(copy.deepcopy(examples), 4, seed=0)
 
 
 def test_cli_train_then_evaluate(tiny_model_dir, tmp_path, capsys):
@@ -163,12 +168,11 @@ def test_cli_train_then_evaluate(tiny_model_dir, tmp_path, capsys):
     assert (run / "evaluation" / "test_meld_predictions.csv").is_file()
     result = json.loads((run / "evaluation" / "test_meld_metrics.json").read_text())
     assert result["label_bias"] == bias and "weighted_f1" in result["uncalibrated"]
-    from dialoguellm import plots_method
 
     for producer in (
-        plots_method.loss_curve_from_run,
-        plots_method.confusion_from_run,
-        plots_method.comparison_from_run,
+        training_plots.loss_curve_from_run,
+        evaluation_plots.confusion_from_run,
+        evaluation_plots.comparison_from_run,
     ):
         assert producer(run, tmp_path / "figures").is_file()
         assert producer(tmp_path / "empty", tmp_path / "figures") is None
@@ -186,8 +190,8 @@ def test_loss_is_the_same_with_and_without_the_shared_prefix(tiny_loaded, meld_c
     examples = builder.build_split(meld_corpus["dev"])
     prompts = [e.prompt_ids for e in examples]
     answers = [builder.answer_ids[e.label_id] for e in examples]
-    shared, n = train.answer_loss(model, prompts, answers, tok.pad_token_id, share_prefix=True)
-    full, n_full = train.answer_loss(model, prompts, answers, tok.pad_token_id, share_prefix=False)
+    shared, n = training_loss.answer_loss(model, prompts, answers, tok.pad_token_id, share_prefix=True)
+    full, n_full = training_loss.answer_loss(model, prompts, answers, tok.pad_token_id, share_prefix=False)
     assert n == n_full == sum(len(a) for a in answers)
     assert shared.item() == pytest.approx(full.item(), abs=1e-5)
     import torch
@@ -211,7 +215,7 @@ def test_calibration_is_fitted_with_the_selected_adapter_and_refitted_on_resume(
     settings["eval"].update(calibrate=True)
     settings["data"].update(dev_per_dataset=4)
     config = config_from_dict(settings, source="test")
-    result = train.train(config, tmp_path / "run", corpus, progress=False)
+    result = loop.train(config, tmp_path / "run", corpus, progress=False)
     adapter = result.adapter_dir
     first = json.loads((adapter / "calibration.json").read_text())
     report = json.loads((adapter / "calibration_dev.json").read_text())
@@ -219,7 +223,6 @@ def test_calibration_is_fitted_with_the_selected_adapter_and_refitted_on_resume(
     assert report["length_normalise"] is False
 
     # fit_calibration loads the kept adapter into the model before scoring, whatever the model holds now.
-    from dialoguellm import modeling
 
     loaded = modeling.load_model(str(tiny_model_dir), "fp32")
     model = modeling.load_adapter(loaded.model, adapter)
@@ -228,12 +231,12 @@ def test_calibration_is_fitted_with_the_selected_adapter_and_refitted_on_resume(
         for name, p in model.named_parameters():
             if "lora_" in name:
                 p.add_(0.5)
-    again = train.fit_calibration(model, loaded.tokenizer, corpus, config, adapter, progress=False)
+    again = calibration.fit_calibration(model, loaded.tokenizer, corpus, config, adapter, progress=False)
     assert again == first
     state = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
     for name, tensor in saved.items():
         torch.testing.assert_close(state[name], tensor)
 
     (adapter / "calibration.json").unlink()  # as if killed after the last step, before the fit
-    train.train(config, tmp_path / "run", corpus, resume=True, progress=False)
+    loop.train(config, tmp_path / "run", corpus, resume=True, progress=False)
     assert json.loads((adapter / "calibration.json").read_text()) == first

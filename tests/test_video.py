@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import shared_dir
 
-from dialoguellm import video
-from dialoguellm.paths import REPO_DIR, shared_dir
+from dialoguellm.corpora import readers, video
+from dialoguellm.plots import corpora as corpus_plots
+from dialoguellm.runs import REPO_DIR
 
 av = pytest.importorskip("av")
 
@@ -244,11 +246,11 @@ def test_local_vlm_pipeline_fills_the_cache_end_to_end(meld_raw, tmp_path):
     assert (other.attempted, other.done) == (2, 2)
 
     # What the prompt builder reads: clip id -> text, per split (MELD reuses clip ids across splits).
-    with pytest.raises(ValueError, match="split="):
-        video.load_description_map(run)
-    test_map = video.load_description_map(run, split="test", model=str(model_dir))
+    by_split = video.load_descriptions(run)
+    assert sum(bool(clips) for clips in by_split.values()) > 1  # several splits, each its own map
+    test_map = video.load_descriptions(run, model=str(model_dir))["test"]
     assert set(test_map) == {"dia0_utt0", "dia0_utt1"}
-    assert video.load_description_map(tmp_path / "no-run") == {}
+    assert video.load_descriptions(tmp_path / "no-run") == {"train": {}, "dev": {}, "test": {}}
 
 
 def test_make_describer_rejects_unknown_names(monkeypatch):
@@ -274,7 +276,6 @@ class EchoDescriber(video.Describer):
 
 CHILD = """
 import sys, time
-from dialoguellm import video
 class Slow(video.Describer):
     name, model, needs_frames = "echo", "echo-1", False
     def describe(self, clip, frames, prompt):
@@ -311,7 +312,7 @@ def test_kill_9_mid_run_resumes_without_loss_or_duplicates(tmp_path):
     records = [json.loads(line) for line in lines]  # every line parses: the torn one was cut off
     ids = [r["clip_id"] for r in records]
     assert len(ids) == len(set(ids)) == n
-    assert video.load_description_map(cache_file) == {
+    assert video.load_descriptions(cache_file)["test"] == {
         f"dia{i}_utt0": f"description of test/dia{i}_utt0" for i in range(n)
     }
 
@@ -338,12 +339,12 @@ def test_failures_are_recorded_with_their_reason_and_retried_on_request(tmp_path
     describer.fail = False
     second = video.describe_clips(clips, describer, tmp_path / "run", retry_failed=True, progress=False)
     assert (second.attempted, second.done, second.failed, second.left) == (2, 1, 1, 1)
-    assert set(video.load_description_map(tmp_path / "run")) == {"dia0_utt0", "dia1_utt0"}
+    assert set(video.load_descriptions(tmp_path / "run")["test"]) == {"dia0_utt0", "dia1_utt0"}
 
 
 # ------------------------------------------------------------------------------------------- import
 def meld_test_clip_ids() -> set[str]:
-    with open(REPO_DIR / "data" / "raw" / "meld" / "test_sent_emo.csv", encoding="utf-8", newline="") as fh:
+    with open(REPO_DIR / "dialoguellm" / "corpora" / "raw" / "meld" / "test_sent_emo.csv", encoding="utf-8", newline="") as fh:
         return {f"dia{r['Dialogue_ID']}_utt{r['Utterance_ID']}" for r in csv.DictReader(fh)}
 
 
@@ -361,7 +362,7 @@ def test_vendored_descriptions_all_match_meld_test_utterances(tmp_path):
     )
     summary = video.describe_clips(clips, describer, tmp_path, progress=False)
     assert (summary.clips, summary.done, summary.failed) == (191, 191, 0)
-    described = video.load_description_map(tmp_path, split="test")
+    described = video.load_descriptions(tmp_path)["test"]
     assert described == {r["clip_id"]: r["description"] for r in rows}
     assert video.describe_clips(clips, describer, tmp_path, progress=False).attempted == 0
 
@@ -397,7 +398,7 @@ def test_import_reads_csv_json_list_and_json_object(tmp_path):
         video.describe_clips(
             clips, video.make_describer("import", path=tmp_path / name, **kwargs), run, progress=False
         )
-        assert video.load_description_map(run) == expected
+        assert video.load_descriptions(run)["dev"] == expected
 
 
 # Bad description files and caches: tests/bad_inputs/test_descriptions.py
@@ -405,14 +406,13 @@ def test_import_reads_csv_json_list_and_json_object(tmp_path):
 
 # -------------------------------------------------------------------------------------------- plots
 def test_figures_are_written(meld_raw, tmp_path):
-    from dialoguellm import video_plots
 
     coverage = {"train": {"clips": 10, "described": 0}, "test": {"clips": 4, "described": 3}}
     frames = video.sample_frames(meld_raw / "output_repeated_splits_test" / "dia0_utt0.mp4", n_frames=3)
     paths = [
-        video_plots.plot_description_coverage(coverage, tmp_path / "coverage.png"),
-        video_plots.plot_description_lengths([12, 40, 41, 300], tmp_path / "lengths.png"),
-        video_plots.plot_frames_with_descriptions(
+        corpus_plots.plot_description_coverage(coverage, tmp_path / "coverage.png"),
+        corpus_plots.plot_description_lengths([12, 40, 41, 300], tmp_path / "lengths.png"),
+        corpus_plots.plot_frames_with_descriptions(
             [{"title": "test/dia0_utt0", "frames": frames, "description": "a person " * 200}],
             tmp_path / "f.png",
         ),
@@ -422,24 +422,23 @@ def test_figures_are_written(meld_raw, tmp_path):
 
 
 def test_figure_producers_redraw_from_a_run(tmp_path):
-    from dialoguellm import data, video_plots
 
     run, out = tmp_path / "run", tmp_path / "out"
-    assert video_plots.lengths_figure_from_run(run, out) is None  # nothing to draw yet
+    assert corpus_plots.lengths_figure_from_run(run, out) is None  # nothing to draw yet
     describer = video.make_describer("import", path=video.VENDORED_DESCRIPTIONS, split="test")
-    meld = data.load_meld()
+    meld = readers.load_meld()
     video.describe_clips(video.clip_refs(meld), describer, run, progress=False)
-    assert video_plots.coverage_figure_from_run(run, out) is None  # no curated MELD in the run
-    data.save_curated(meld, run)
-    assert video_plots.coverage_figure_from_run(run, out).name == "video_description_coverage.png"
-    assert video_plots.lengths_figure_from_run(run, out).stat().st_size > 5_000
+    assert corpus_plots.coverage_figure_from_run(run, out) is None  # no curated MELD in the run
+    readers.save_curated(meld, run)
+    assert corpus_plots.coverage_figure_from_run(run, out).name == "video_description_coverage.png"
+    assert corpus_plots.lengths_figure_from_run(run, out).stat().st_size > 5_000
 
 
 @pytest.mark.slow
 def test_notebook_with_clips_describes_and_shows_frames(tmp_path):
     """The notebook's video branch (the tiny-parameter run in test_notebooks covers the import branch)."""
     from dialoguellm import pipeline
-    from dialoguellm.record import load_record
+    from dialoguellm.runs import load_record
 
     raw = tmp_path / "MELD.Raw"
     for clip_id in ("dia0_utt0", "dia0_utt1", "dia1_utt0"):

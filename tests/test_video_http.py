@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dialoguellm import video
+from dialoguellm.corpora import video
 
 av = pytest.importorskip("av")
 FAKE_KEY = "sk-test-9f8e7d6c5b4a-NEVER-LOG-ME"
@@ -177,7 +177,7 @@ def test_success_sends_images_model_and_key_and_fills_the_cache(server, clips, d
     images = [p for p in body["messages"][0]["content"] if p["type"] == "image_url"]
     assert len(images) == 2 and images[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     assert server.headers[0]["Authorization"] == f"Bearer {FAKE_KEY}"
-    assert video.load_description_map(tmp_path) == {
+    assert video.load_descriptions(tmp_path)["test"] == {
         "dia0_utt0": "A person stands in a kitchen (2 frames).",
         "dia1_utt0": "A person stands in a kitchen (2 frames).",
     }
@@ -245,8 +245,7 @@ def test_the_api_key_never_reaches_cache_logs_or_errors(
 @pytest.mark.slow
 def test_notebook_with_the_http_describer_never_shows_the_key(server, describer_env, tmp_path):
     from dialoguellm import pipeline
-    from dialoguellm.paths import REPO_DIR
-    from dialoguellm.record import load_record
+    from dialoguellm.runs import REPO_DIR, load_record
 
     raw = tmp_path / "MELD.Raw"
     for clip_id in ("dia0_utt0", "dia0_utt1"):

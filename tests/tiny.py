@@ -8,10 +8,11 @@ take it as their MODEL path (``tiny_model_dir``).
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 
-from dialoguellm.labels import LABELS, NORMALISATION
+from dialoguellm.corpora.labels import LABELS, NORMALISATION
 
 # One thread: the tiny model gains nothing from two, and on a machine shared with other jobs two OpenMP
 # threads that wait on each other run up to 50x slower.
@@ -163,7 +164,24 @@ def save_synthetic_corpus(run_dir, corpus: dict) -> None:
     """Write ``synthetic_corpus`` rows into ``run_dir/data`` as notebook 01 would (curated parquet files)."""
     from datasets import Dataset, DatasetDict
 
-    from dialoguellm import data
+    from dialoguellm.corpora import readers
 
-    splits = {split: Dataset.from_list(rows, features=data.RECORD_FEATURES) for split, rows in corpus.items()}
-    data.save_curated(DatasetDict(splits), run_dir)
+    splits = {split: Dataset.from_list(rows, features=readers.RECORD_FEATURES) for split, rows in corpus.items()}
+    readers.save_curated(DatasetDict(splits), run_dir)
+
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path | None:
+    """The read-only ``../shared`` beside a development checkout, when present (tests that need it skip
+    without it; the package itself never reads it)."""
+    candidate = REPO_DIR.parent / "shared"
+    return candidate if candidate.is_dir() else None
+
+
+def shared_seceu_dir() -> Path | None:
+    """The SECEU files in ``../shared/data/seceu`` (research use only, never in the repository), if present."""
+    shared = shared_dir()
+    folder = shared / "data" / "seceu" if shared is not None else None
+    return folder if folder is not None and (folder / "seceu_items.json").is_file() else None

@@ -442,3 +442,14 @@ def set_threads(num_threads: int | None) -> int:
 
 def dump_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=str)
+
+
+def load_tokenizer(config: Any) -> Any:
+    """The tokenizer of ``config.model`` alone (no weights), to rebuild prompts for reading."""
+    from transformers import AutoTokenizer
+
+    folder, gguf_file = resolve_model_path(config.model.name)
+    kwargs: dict[str, Any] = {"trust_remote_code": config.model.trust_remote_code}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    return AutoTokenizer.from_pretrained(folder, **kwargs)

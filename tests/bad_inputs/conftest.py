@@ -15,8 +15,8 @@ def finished_run(tmp_path) -> Path:
     metrics, checkpoint marker, adapter), evaluation results, a description cache and stage markers."""
     from tiny import save_synthetic_corpus, synthetic_corpus
 
-    from dialoguellm import video
     from dialoguellm.config import load_config, save_config
+    from dialoguellm.corpora import video
     from dialoguellm.io import write_json
 
     run = tmp_path / "run"

@@ -11,8 +11,8 @@ import yaml
 from unchanged import Written
 
 from dialoguellm import cli
-from dialoguellm.config import CONFIG_DIR, load_config, parse_overrides
-from dialoguellm.data import CorpusError
+from dialoguellm.config import PROFILES_DIR, load_config, parse_overrides
+from dialoguellm.corpora.readers import CorpusError
 
 # (case, edits of configs/cpu.yaml as {"section.key": value} or the file's whole text, --set overrides, message)
 CASES = [
@@ -94,7 +94,7 @@ def _config_file(tmp_path, edits) -> str:
     if isinstance(edits, str):
         path.write_text(edits)
         return str(path)
-    raw = yaml.safe_load((CONFIG_DIR / "cpu.yaml").read_text())
+    raw = yaml.safe_load((PROFILES_DIR / "cpu.yaml").read_text())
     for dotted, value in edits.items():
         section, _, key = dotted.partition(".")
         if key:
@@ -160,7 +160,7 @@ def _rewrite_curated(run, column: str, value) -> str:
     ids=["label from another corpus", "label id off by one", "rows of another corpus"],
 )
 def test_a_label_set_that_does_not_match_the_data(finished_run, capsys, column, value, message):
-    from dialoguellm.train import load_corpora_for
+    from dialoguellm.corpora.readers import load_corpora_for
 
     # Keep the row's label id consistent unless the id is the thing broken (so only one fault is present).
     path = _rewrite_curated(finished_run, column, value)
@@ -173,7 +173,7 @@ def test_a_label_set_that_does_not_match_the_data(finished_run, capsys, column, 
 
 
 def test_a_corpus_the_run_does_not_have(finished_run, written, capsys):
-    from dialoguellm.train import load_corpora_for
+    from dialoguellm.corpora.readers import load_corpora_for
 
     config = load_config("cpu", {"data.datasets": ["meld", "iemocap"]})
     with pytest.raises(

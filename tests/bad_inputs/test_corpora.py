@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from iemocap_synth import build_iemocap_tree
 
-from dialoguellm import data
-from dialoguellm.data import CorpusError
+from dialoguellm.corpora import readers
+from dialoguellm.corpora.readers import CorpusError
+from dialoguellm.corpora.readers import raw_data_dir as data_dir
 from dialoguellm.io import write_json
-from dialoguellm.paths import REPO_DIR, data_dir
+from dialoguellm.runs import REPO_DIR
 
-RAW = REPO_DIR / "data" / "raw"
+RAW = REPO_DIR / "dialoguellm" / "corpora" / "raw"
 HEADER = (
     "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime"
 )
@@ -38,7 +39,7 @@ def _write_train(folder: Path, rows: list[str], header: str = HEADER, encoding: 
 
 
 def test_the_small_fixture_itself_loads(meld_dir):
-    assert len(data.load_meld(meld_dir)["train"]) == 1
+    assert len(readers.load_meld(meld_dir)["train"]) == 1
 
 
 def test_missing_data_folder(tmp_path):
@@ -49,7 +50,7 @@ def test_missing_data_folder(tmp_path):
 def test_missing_meld_file(meld_dir):
     (meld_dir / "meld" / "dev_sent_emo.csv").unlink()
     with pytest.raises(CorpusError, match=r"MELD file not found: .*dev_sent_emo\.csv\. Point DATA_DIR"):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_renamed_column(meld_dir):
@@ -61,7 +62,7 @@ def test_renamed_column(meld_dir):
     with pytest.raises(
         CorpusError, match=r"train_sent_emo\.csv: missing column\(s\) Emotion; found .*Emotions"
     ):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_wrong_delimiter(meld_dir):
@@ -71,7 +72,7 @@ def test_wrong_delimiter(meld_dir):
         HEADER.replace(",", ";"),
     )
     with pytest.raises(CorpusError, match=r"missing column\(s\) Utterance, Speaker.*comma-separated"):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_wrong_encoding(meld_dir):
@@ -79,7 +80,7 @@ def test_wrong_encoding(meld_dir):
         meld_dir, [ROW.format(n=1, text="It\u2019s me.", label="neutral", dia=0, utt=0)], encoding="cp1252"
     )
     with pytest.raises(CorpusError, match=r"train_sent_emo\.csv is not UTF-8.*iconv"):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_unknown_label_names_its_row(meld_dir):
@@ -92,7 +93,7 @@ def test_unknown_label_names_its_row(meld_dir):
         CorpusError,
         match=r"train_sent_emo\.csv, row 3: unknown meld label 'annoyed'.*expected one of neutral",
     ):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_empty_utterance_names_its_row(meld_dir):
@@ -104,7 +105,7 @@ def test_empty_utterance_names_its_row(meld_dir):
         ],
     )
     with pytest.raises(CorpusError, match=r"row 3: empty utterance 'dia0_utt1'"):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_dialogue_repeating_a_turn(meld_dir):
@@ -116,19 +117,19 @@ def test_dialogue_repeating_a_turn(meld_dir):
     with pytest.raises(
         CorpusError, match=r"row 3: dialogue '4' repeats turn 2 \(first at .*row 2\)\. Remove the duplicate"
     ):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_header_without_rows(meld_dir):
     _write_train(meld_dir, [])
     with pytest.raises(CorpusError, match=r"train_sent_emo\.csv has a header but no rows"):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_non_integer_dialogue_id(meld_dir):
     _write_train(meld_dir, [ROW.format(n=1, text="Hi.", label="neutral", dia="zero", utt=0)])
     with pytest.raises(CorpusError, match=r"row 2: field 'Dialogue_ID' is 'zero', expected an integer"):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_bad_time(meld_dir):
@@ -137,13 +138,13 @@ def test_bad_time(meld_dir):
         [ROW.format(n=1, text="Hi.", label="neutral", dia=0, utt=0).replace("00:00:01,000", "1 sec")],
     )
     with pytest.raises(CorpusError, match=r"row 2: field 'StartTime' is '1 sec'"):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 def test_row_with_extra_fields(meld_dir):
     _write_train(meld_dir, [ROW.format(n=1, text="Hi, there", label="neutral", dia=0, utt=0)])
     with pytest.raises(CorpusError, match=r"row 2: more fields than the header has; check the quoting"):
-        data.load_meld(meld_dir)
+        readers.load_meld(meld_dir)
 
 
 @pytest.fixture
@@ -159,14 +160,14 @@ def test_emorynlp_bad_speaker_list(emory_dir):
     lines[1] = lines[1].replace("['", "[", 1)
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(CorpusError, match=r"emorynlp_dev_final\.csv, row 2: Speaker .* is not a list"):
-        data.load_emorynlp(emory_dir)
+        readers.load_emorynlp(emory_dir)
 
 
 def test_emorynlp_json_that_is_not_json(emory_dir):
     path = emory_dir / "emorynlp" / "official_json" / "emotion-detection-dev.json"
     path.write_text("not json at all")
     with pytest.raises(CorpusError, match=r"emotion-detection-dev\.json is not valid UTF-8 JSON"):
-        data.load_emorynlp(emory_dir, source="official")
+        readers.load_emorynlp(emory_dir, source="official")
 
 
 def test_emorynlp_json_missing_field(emory_dir):
@@ -175,7 +176,7 @@ def test_emorynlp_json_missing_field(emory_dir):
     del doc["episodes"][0]["scenes"][0]["utterances"][0]["emotion"]
     path.write_text(json.dumps(doc))
     with pytest.raises(CorpusError, match=r"emotion-detection-tst\.json: missing field 'emotion'"):
-        data.load_emorynlp(emory_dir, source="official")
+        readers.load_emorynlp(emory_dir, source="official")
 
 
 def test_emorynlp_scene_without_utterances(emory_dir):
@@ -184,24 +185,24 @@ def test_emorynlp_scene_without_utterances(emory_dir):
     doc["episodes"][0]["scenes"][0]["utterances"] = []
     path.write_text(json.dumps(doc))
     with pytest.raises(CorpusError, match=r"scene 's01_e01_c04' has no utterances"):
-        data.load_emorynlp(emory_dir, source="official")
+        readers.load_emorynlp(emory_dir, source="official")
 
 
 def test_emorynlp_tsv_with_wrong_field_count(emory_dir):
     path = emory_dir / "emorynlp" / "compm_tsv" / "EMORY_train.txt"
     path.write_text("Monica Geller\tHi.\tNeutral\nJoey Tribbiani Hey Joyful\n")
     with pytest.raises(CorpusError, match=r"EMORY_train\.txt, line 2: expected 3 tab-separated fields"):
-        data.load_emorynlp(emory_dir, source="official")
+        readers.load_emorynlp(emory_dir, source="official")
 
 
 def test_unknown_emorynlp_source():
     with pytest.raises(ValueError, match="Unknown EmoryNLP source 'full'; use 'erc'"):
-        data.load_emorynlp(source="full")
+        readers.load_emorynlp(source="full")
 
 
 def test_unknown_dataset_name():
     with pytest.raises(ValueError, match="Unknown dataset 'friends'"):
-        data.load_corpora(["friends"])
+        readers.load_corpora(["friends"])
 
 
 @pytest.fixture
@@ -211,13 +212,13 @@ def iemocap_root(tmp_path):
 
 def test_iemocap_missing_root(tmp_path):
     with pytest.raises(CorpusError, match=r"IEMOCAP folder not found: .*licensed.*IEMOCAP_DIR"):
-        data.load_iemocap(tmp_path / "IEMOCAP_full_release")
+        readers.load_iemocap(tmp_path / "IEMOCAP_full_release")
 
 
 def test_iemocap_missing_session(iemocap_root):
     shutil.rmtree(iemocap_root / "Session3")
     with pytest.raises(CorpusError, match=r"Session3/dialog/transcriptions is missing.*Session1-5"):
-        data.load_iemocap(iemocap_root)
+        readers.load_iemocap(iemocap_root)
 
 
 def test_iemocap_malformed_transcription_line(iemocap_root):
@@ -226,7 +227,7 @@ def test_iemocap_malformed_transcription_line(iemocap_root):
     lines[1] = "Ses02F_impro01_M001 006.2-008.2: no brackets"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(CorpusError, match=r"Ses02F_impro01\.txt, line 2: .* does not match"):
-        data.load_iemocap(iemocap_root)
+        readers.load_iemocap(iemocap_root)
 
 
 def test_iemocap_malformed_label_line(iemocap_root):
@@ -235,20 +236,20 @@ def test_iemocap_malformed_label_line(iemocap_root):
     with pytest.raises(
         CorpusError, match=r"EmoEvaluation/Ses01F_impro02\.txt, line 3: .* not a tab-separated"
     ):
-        data.load_iemocap(iemocap_root)
+        readers.load_iemocap(iemocap_root)
 
 
 def test_iemocap_transcript_without_labels_file(iemocap_root):
     (iemocap_root / "Session4" / "dialog" / "EmoEvaluation" / "Ses04F_impro03.txt").unlink()
     with pytest.raises(CorpusError, match=r"IEMOCAP labels missing for .*Ses04F_impro03\.txt"):
-        data.load_iemocap(iemocap_root)
+        readers.load_iemocap(iemocap_root)
 
 
 def test_iemocap_utterance_without_label(iemocap_root):
     path = iemocap_root / "Session5" / "dialog" / "EmoEvaluation" / "Ses05F_impro01.txt"
     path.write_text("\n".join(line for line in path.read_text().splitlines() if "_F004\t" not in line) + "\n")
     with pytest.raises(CorpusError, match=r"line \d+: utterance Ses05F_impro01_F004 has no label"):
-        data.load_iemocap(iemocap_root)
+        readers.load_iemocap(iemocap_root)
 
 
 def test_iemocap_empty_dialogue(iemocap_root):
@@ -258,7 +259,7 @@ def test_iemocap_empty_dialogue(iemocap_root):
     with pytest.raises(
         CorpusError, match=r"Ses01F_impro01\.txt: no utterance lines .* the dialogue is empty"
     ):
-        data.load_iemocap(iemocap_root)
+        readers.load_iemocap(iemocap_root)
 
 
 def test_a_failed_write_keeps_the_previous_file(tmp_path):

@@ -8,8 +8,7 @@ import json
 import pytest
 from unchanged import Written
 
-from dialoguellm import train, video
-from dialoguellm.config import config_from_dict
+from dialoguellm.corpora import video
 
 ROW = '{{"clip_id": "{}", "description": "{}"}}\n'
 CLIPS = [video.ClipRef("dev", "dia0_utt0"), video.ClipRef("test", "dia0_utt0")]
@@ -150,22 +149,19 @@ def test_cache_with_a_broken_middle_line_is_named_and_left_alone(finished_run):
     written = Written(finished_run)
     message = r"descriptions\.jsonl, line 2: not a valid cache record.*delete that line"
     with pytest.raises(ValueError, match=message):
-        video.load_description_map(finished_run, split="test")
-    with pytest.raises(ValueError, match=message):  # training does not go on silently without video
-        train.load_descriptions_for(config_from_dict({"prompt": {"use_video": True}}), finished_run)
+        video.load_descriptions(finished_run)["test"]
     with pytest.raises(ValueError, match=message):
         describer = video.make_describer("import", path=video.VENDORED_DESCRIPTIONS, split="test")
         video.describe_clips(CLIPS, describer, finished_run, progress=False)
     written.assert_unchanged()
 
 
-def test_cache_of_several_splits_read_without_a_split(finished_run):
+def test_cache_of_several_splits_keeps_each_split_apart(finished_run):
     video.DescriptionCache(finished_run).append(
         {"key": "dev/dia0_utt0|import|x|p", "split": "dev", "clip_id": "dia0_utt0", "status": "ok"}
         | {"describer": "import", "model": "x", "description": "two people sit"}
     )
     written = Written(finished_run)
-    with pytest.raises(ValueError, match=r"holds descriptions of splits \['dev', 'test'\].*pass split="):
-        video.load_description_map(finished_run)
-    assert video.load_description_map(finished_run, split="dev") == {"dia0_utt0": "two people sit"}
+    assert video.load_descriptions(finished_run)["test"].get("dia0_utt0") != "two people sit"  # ids repeat per split
+    assert video.load_descriptions(finished_run)["dev"] == {"dia0_utt0": "two people sit"}
     written.assert_unchanged()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dialoguellm import cli, modeling
+from dialoguellm import cli
+from dialoguellm.model import loading as modeling
 
 # Settings that make `dialoguellm train` reach the model quickly on the finished run's curated MELD data.
 TINY = ["data.datasets=[meld]", "model.dtype=fp32", "model.num_threads=1"]
