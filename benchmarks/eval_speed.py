@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
             "unparsed": m["unparsed"],
         }
         if mode == "score" and bias is not None:  # what notebook 04 reports (dev-fitted, eval.calibrate)
-            c = predictions.metrics_of(calibration.apply_label_bias(preds, builder.labels, bias), builder.labels)
+            c = predictions.metrics_of(
+                calibration.apply_label_bias(preds, builder.labels, bias), builder.labels
+            )
             out["accuracy_calibrated"] = round(c["accuracy"], 4)
             out["weighted_f1_calibrated"] = round(c["weighted_f1"], 4)
         return out

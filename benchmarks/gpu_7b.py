@@ -87,7 +87,7 @@ TINY = {
     "rms_norm_eps": 1e-5,
     "tie_word_embeddings": False,
 }
-# Utterances of the official splits (PAPER.md); IEMOCAP's dev dialogues are held out of its 5,810.
+# Utterances of the official splits; IEMOCAP's dev dialogues are held out of its 5,810.
 TRAIN_SIZES = {"meld": 9989, "emorynlp": 7551, "iemocap": 5810}
 DEV_SIZES = {"meld": 1109, "emorynlp": 954}
 TEST_SIZES = {"meld": 2610, "emorynlp": 984, "iemocap": 1623}
@@ -401,14 +401,14 @@ def preflight(cuda: bool, skip_qlora: bool) -> str | None:
         sys.exit(
             f"transformers {transformers.__version__} names the model's cache argument past_key_values; "
             "dialoguellm passes cache= (the transformers this project pins). On a GPU machine with an older "
-            "image, carry newer wheels: python benchmarks/gpu_wheels.py (see its docstring)."
+            "image, carry newer wheels: python tools/gpu_wheels.py (see its docstring)."
         )
     if not cuda:
         return "no CUDA device (bitsandbytes 4-bit kernels need one)"
     if skip_qlora:
         return "--skip-qlora"
     if importlib.util.find_spec("bitsandbytes") is None:
-        return "bitsandbytes is not installed (carry it: python benchmarks/gpu_wheels.py)"
+        return "bitsandbytes is not installed (carry it: python tools/gpu_wheels.py)"
     return None
 
 

@@ -71,7 +71,9 @@ def fit_size_curve(
         order = rng.permutation(len(gold))
         held = order[largest:]
         for size in sizes:
-            bias = calibration.fit_label_bias(scores[order[:size]], gold[order[:size]], labels) if size else 0.0
+            bias = (
+                calibration.fit_label_bias(scores[order[:size]], gold[order[:size]], labels) if size else 0.0
+            )
             out[size].append(
                 classification_metrics(gold[held], (scores[held] + bias).argmax(axis=1), labels)[
                     "weighted_f1"

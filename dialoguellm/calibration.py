@@ -26,6 +26,7 @@ import pandas as pd
 from dialoguellm.corpora.labels import normalised_label_names
 from dialoguellm.io import read_json, write_json
 from dialoguellm.metrics import classification_metrics
+from dialoguellm.prompts import prepare_split
 from dialoguellm.runs import load_run_config
 from dialoguellm.scoring.predictions import (
     check_frame,
@@ -33,7 +34,7 @@ from dialoguellm.scoring.predictions import (
     label_words,
     metrics_of,
     probabilities,
-    score_split,
+    score_prepared,
 )
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def fit_calibration(
 
     Biases fitted on few rows follow that sample's noise (benchmarks/length_normalisation.py prints held-out
     dev weighted F1 by the number of rows they were fitted on). Prompts are built exactly as in training and
-    evaluation (``scoring.predictions.score_split``).
+    evaluation (``prompts.prepare_split``).
     """
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -118,9 +119,8 @@ def fit_calibration(
     if not weights.is_file():
         raise FileNotFoundError(f"No selected adapter in {folder} to calibrate (adapter_model.safetensors).")
     set_peft_model_state_dict(model, load_file(str(weights)))
-    predictions = score_split(
-        config, model, tokenizer, corpora, "dev", config.eval.calibration_per_dataset, descriptions, progress
-    )
+    dev = prepare_split(config, tokenizer, corpora, "dev", config.eval.calibration_per_dataset, descriptions)
+    predictions = score_prepared(model, tokenizer, dev, config, "dev", progress)
     calibration, report = {}, {"length_normalise": bool(config.eval.length_normalise), "corpora": {}}
     for name, preds in predictions.items():
         labels = normalised_label_names(name)

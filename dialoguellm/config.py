@@ -197,8 +197,13 @@ def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     else:
         path = PROFILES_DIR / f"{text}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) if PROFILES_DIR.is_dir() else ""
-        raise FileNotFoundError(f"Config not found: {path}. Known profiles: {known or 'none'}.")
+        known = (
+            ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))) if PROFILES_DIR.is_dir() else ""
+        )
+        raise FileNotFoundError(
+            f"Config not found: {path}. Known profiles: {known or 'none'} (pass the name, e.g. --config paper, "
+            "or the path of your own YAML file)."
+        )
     return path
 
 

@@ -253,7 +253,16 @@ def _display(value: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- provenance
-PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "numpy", "scikit-learn", "bitsandbytes")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "numpy",
+    "scikit-learn",
+    "bitsandbytes",
+)
 
 
 def environment() -> dict[str, Any]:
@@ -291,7 +300,12 @@ def environment() -> dict[str, Any]:
         hardware["memory_gb"] = round(pages / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
-    return {"python": platform.python_version(), "packages": versions, "git_commit": commit, "hardware": hardware}
+    return {
+        "python": platform.python_version(),
+        "packages": versions,
+        "git_commit": commit,
+        "hardware": hardware,
+    }
 
 
 def hardware_summary(env: Mapping[str, Any]) -> str:

@@ -318,7 +318,7 @@ def test_dev_scoring_and_rebuilt_prompts_match_training_and_evaluation(tiny_mode
     from tiny import synthetic_corpus
 
     from dialoguellm.config import load_config
-    from dialoguellm.prompts import prepare_examples
+    from dialoguellm.prompts import prepare_examples, prepare_split
 
     config = load_config(
         "cpu",
@@ -331,7 +331,8 @@ def test_dev_scoring_and_rebuilt_prompts_match_training_and_evaluation(tiny_mode
     )
     corpora = {"meld": synthetic_corpus("meld")}
     loaded = modeling.load_model(tiny_model_dir, "fp32")
-    scored = predictions.score_split(config, loaded.model, loaded.tokenizer, corpora, "dev", 5, progress=False)
+    dev = prepare_split(config, loaded.tokenizer, corpora, "dev", 5)
+    scored = predictions.score_prepared(loaded.model, loaded.tokenizer, dev, config, "dev", progress=False)
     assert len(scored["meld"]) == 5 and np.allclose(scored["meld"][[f"p_{w}" for w in MELD]].sum(axis=1), 1)
     # The browser's prompts are those evaluation built (same settings, same demonstration).
     reference = prepare_examples(config, loaded.tokenizer, corpora, ("test",)).examples["test"]["meld"]

@@ -96,7 +96,6 @@ def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
 ):
     import torch
 
-
     peft_model = modeling.add_lora(
         modeling.load_model(tiny_model_dir, dtype="fp32").model, 4, 8, 0.0, "all-linear"
     )

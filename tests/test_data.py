@@ -87,7 +87,9 @@ def test_emorynlp_erc_ids_match_the_official_json(emorynlp):
 
 
 def test_text_normalisation_repairs_cp1252_artefacts():
-    assert readers.normalise_text("You must\x92ve had\x85 enough \x97 okay") == "You must’ve had… enough — okay"
+    assert (
+        readers.normalise_text("You must\x92ve had\x85 enough \x97 okay") == "You must’ve had… enough — okay"
+    )
     assert readers.normalise_text("companyâ€™s") == "company’s"
     assert readers.normalise_text("  so   much \n space\t") == "so much space"
     assert readers.normalise_text("José") == "José"  # real accents survive
@@ -147,7 +149,9 @@ def test_vendored_corpora_equal_the_shared_copies():
         for n in readers.EMORYNLP_ERC_FILES.values()
     ]
     for ours, theirs in pairs:
-        assert (REPO_DIR / "dialoguellm" / "corpora" / "raw" / ours).read_bytes() == (shared / "data" / theirs).read_bytes()
+        assert (REPO_DIR / "dialoguellm" / "corpora" / "raw" / ours).read_bytes() == (
+            shared / "data" / theirs
+        ).read_bytes()
 
 
 def test_vendored_data_carries_licences_and_sources():
@@ -158,5 +162,13 @@ def test_vendored_data_carries_licences_and_sources():
         assert (folder / "LICENSE").stat().st_size > 500
         assert "Repository" in (folder / "SOURCE.md").read_text()
     json.loads(
-        (REPO_DIR / "dialoguellm" / "corpora" / "raw" / "emorynlp" / "official_json" / "emotion-detection-dev.json").read_text()
+        (
+            REPO_DIR
+            / "dialoguellm"
+            / "corpora"
+            / "raw"
+            / "emorynlp"
+            / "official_json"
+            / "emotion-detection-dev.json"
+        ).read_text()
     )

@@ -429,7 +429,6 @@ def test_the_seceu_folder_is_only_one_the_user_names(tmp_path, monkeypatch):
 def test_tuned_model_scores_through_peft_and_adapter_is_found(tiny_dir, synthetic, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
     run = tmp_path / "run"
     assert eq.adapter_for(run, str(tiny_dir))[0] is None
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tiny import shared_seceu_dir
 
 from dialoguellm import pipeline
 from dialoguellm.runs import load_record
@@ -22,6 +23,10 @@ NOTEBOOKS = pipeline.notebook_paths()
 
 def _fill(value: Any, resolve) -> Any:
     if isinstance(value, str):
+        whole = re.fullmatch(r"\{(\w+)\}", value)
+        if whole:  # a value that is only a placeholder takes the resolved object itself (None included)
+            resolved = resolve(whole.group(1))
+            return None if resolved is None else str(resolved)
         return re.sub(r"\{(\w+)\}", lambda m: str(resolve(m.group(1))), value)
     if isinstance(value, list):
         return [_fill(v, resolve) for v in value]
@@ -45,6 +50,8 @@ def notebook_run(tmp_path_factory, request):
                 cache[name] = build_iemocap_tree(tmp_path_factory.mktemp("iemocap"))
             elif name == "tiny_model":
                 cache[name] = request.getfixturevalue("tiny_model_dir")
+            elif name == "seceu_dir":
+                cache[name] = None if shared_seceu_dir() is None else str(shared_seceu_dir())
             elif name == "tmp":
                 cache[name] = tmp_path_factory.mktemp("scratch")
             else:
@@ -93,11 +100,17 @@ def test_curation_notebook_counts(notebook_run):
 
 @pytest.mark.slow
 def test_figures_regenerate_from_a_run(notebook_run, tmp_path):
-    from dialoguellm.plots.registry import regenerate
+    from dialoguellm.plots.registry import FIGURES, regenerate
 
-    run, _, _ = notebook_run
+    run, errors, _ = notebook_run
+    assert not any(errors.values())
     written = regenerate(run, tmp_path)
-    assert {p.name for p in written} >= {"label_distribution.png"}
+    expected = set(FIGURES)
+    if load_record(run, "07_emotional_intelligence").get("status") != "scored":  # no SECEU files here
+        expected -= {"seceu_item_distances"}
+    assert {p.stem for p in written} == expected, "a registered figure was not redrawn from the run"
+    for path in written:
+        assert path.parent == tmp_path and path.stat().st_size > 10_000, path
 
 
 def _code_cells(notebook: Path) -> list[dict]:

@@ -344,7 +344,11 @@ def test_failures_are_recorded_with_their_reason_and_retried_on_request(tmp_path
 
 # ------------------------------------------------------------------------------------------- import
 def meld_test_clip_ids() -> set[str]:
-    with open(REPO_DIR / "dialoguellm" / "corpora" / "raw" / "meld" / "test_sent_emo.csv", encoding="utf-8", newline="") as fh:
+    with open(
+        REPO_DIR / "dialoguellm" / "corpora" / "raw" / "meld" / "test_sent_emo.csv",
+        encoding="utf-8",
+        newline="",
+    ) as fh:
         return {f"dia{r['Dialogue_ID']}_utt{r['Utterance_ID']}" for r in csv.DictReader(fh)}
 
 

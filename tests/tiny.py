@@ -166,7 +166,9 @@ def save_synthetic_corpus(run_dir, corpus: dict) -> None:
 
     from dialoguellm.corpora import readers
 
-    splits = {split: Dataset.from_list(rows, features=readers.RECORD_FEATURES) for split, rows in corpus.items()}
+    splits = {
+        split: Dataset.from_list(rows, features=readers.RECORD_FEATURES) for split, rows in corpus.items()
+    }
     readers.save_curated(DatasetDict(splits), run_dir)
 
 

@@ -1,4 +1,5 @@
-"""Wheels that a bare GPU machine needs to run benchmarks/gpu_7b.py, downloaded here, small enough to carry.
+"""A development-machine helper (not a benchmark): the wheels that a bare GPU machine needs to run
+benchmarks/gpu_7b.py, downloaded here, small enough to carry.
 
 A GPU image that already holds torch (with CUDA) may lack bitsandbytes, or hold a transformers older than
 the package uses (transformers before the ``cache=`` keyword of the model forward breaks label scoring).
@@ -6,7 +7,7 @@ This downloads the versions installed in this environment (the ones the tests ra
 Python 3.12 by default, and drops bitsandbytes' libraries for CUDA 11/12, ROCm and XPU (43 MB -> 7 MB), so
 the three wheels are about 22 MB in all.
 
-    python benchmarks/gpu_wheels.py                     # -> .whl/ (add /.whl/ to .git/info/exclude)
+    python tools/gpu_wheels.py                     # -> .whl/ (add /.whl/ to .git/info/exclude)
     # then, on the GPU machine, from the repository root:
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_7b.py --out-dir "$OUT"

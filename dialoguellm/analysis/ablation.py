@@ -217,15 +217,7 @@ def eval_key(arm: Arm, dataset: str) -> tuple:
 # --------------------------------------------------------------------------------------- run folder
 
 
-
-
-
-
-
-
 # ------------------------------------------------------------------------------------------ evaluation
-
-
 
 
 def _adapter_off(model: Any) -> contextlib.AbstractContextManager:
@@ -484,8 +476,6 @@ def paper_ablations() -> pd.DataFrame:
     from io import StringIO
 
     return pd.read_csv(StringIO(text))
-
-
 
 
 def ablation_table(summary: pd.DataFrame, model: str, hardware: str, note: str = "") -> pd.DataFrame:

@@ -55,10 +55,6 @@ class BaselineSettings:
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-
-
-
-
 def _gold_ids(frame: pd.DataFrame, dataset: str) -> np.ndarray:
     if "label_id" in frame:
         return frame["label_id"].to_numpy(dtype=int)

@@ -64,20 +64,6 @@ FACTORS: tuple[str, ...] = ("context_length", "turn_position", "utterance_length
 # ------------------------------------------------------------------------------------------ basics
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------------------- confusion and failure modes
 
 
@@ -304,12 +290,6 @@ def confident_errors(
 # ------------------------------------------------------------------------------------ prior correction
 
 
-
-
-
-
-
-
 def prior_correction_report(
     dev: pd.DataFrame,
     test: pd.DataFrame,
@@ -367,15 +347,6 @@ def baseline_prior_correction(
 
 
 # ------------------------------------------------------------------------------- reading a run folder
-
-
-
-
-
-
-
-
-
 
 
 def rebuild_prompts(

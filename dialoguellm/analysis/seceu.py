@@ -452,7 +452,9 @@ def reference_results(data: SeceuData) -> list[SeceuResult]:
     top[np.arange(len(top)), data.standard_scores.argmax(axis=1)] = TOTAL_POINTS
     return [
         result_from_answers(uniform, data, label="reference: 2.5 points on every option", mode="reference"),
-        result_from_answers(top, data, label="reference: 10 points on the humans' top option", mode="reference"),
+        result_from_answers(
+            top, data, label="reference: 10 points on the humans' top option", mode="reference"
+        ),
     ]
 
 
@@ -481,8 +483,6 @@ def seceu_table(results: Sequence[SeceuResult], with_paper: bool = True) -> Any:
     return pd.concat([ours, paper_table()], ignore_index=True)
 
 
-
-
 def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     # A chat template already writes the special tokens it needs (e.g. BOS); plain text gets the usual ones.
     special = not getattr(tokenizer, "chat_template", None)
@@ -492,8 +492,6 @@ def _encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
 def _pad_id(tokenizer: Any) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return int(pad if pad is not None else 0)
-
-
 
 
 def _option_ids(item: SeceuItem, tokenizer: Any, prompt: str) -> list[list[int]]:
@@ -518,7 +516,9 @@ def option_log_probs(
     for i, item in enumerate(tqdm(items, desc="SECEU items", disable=not progress)):
         prompt = build_prompt(item, tokenizer)
         options = _option_ids(item, tokenizer, prompt)
-        totals[i] = score_options(model, _encode_prompt(tokenizer, prompt), options, _pad_id(tokenizer), "fp32")
+        totals[i] = score_options(
+            model, _encode_prompt(tokenizer, prompt), options, _pad_id(tokenizer), "fp32"
+        )
     return totals
 
 
@@ -617,8 +617,6 @@ def load_seceu_results(folder: str | os.PathLike) -> list[SeceuResult]:
             )
         )
     return results
-
-
 
 
 def adapter_for(

@@ -662,6 +662,19 @@ def load_curated(run_dir: str | os.PathLike, dataset: str) -> DatasetDict:
     return _as_dataset_dict(splits)
 
 
+def load_curated_corpora(run_dir: str | os.PathLike) -> dict[str, DatasetDict]:
+    """Every corpus notebook 01 curated into ``run_dir`` (an error naming the notebook when there is none)."""
+    run = RunLayout(Path(run_dir))
+    curated = {
+        name: load_curated(run.root, name) for name in label_vocab.DATASETS if run.corpus(name).is_dir()
+    }
+    if not curated:
+        raise FileNotFoundError(
+            f"No curated corpora in {run.root / 'data'}; run notebooks/01_data_curation.ipynb with this RUN_DIR first."
+        )
+    return curated
+
+
 def load_corpora_for(
     config: Any, run_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
 ) -> dict[str, DatasetDict]:

@@ -59,7 +59,12 @@ MELD_SPLIT_DIRS: dict[str, str] = {
 }
 CLIP_ID_PATTERN = re.compile(r"dia\d+_utt\d+")
 # The 191 real descriptions of MELD test clips that ship with the project (see its SOURCE.md).
-VENDORED_DESCRIPTIONS = Path(str(resources.files("dialoguellm.corpora"))) / "raw" / "meld_video_descriptions" / "descriptions.jsonl"
+VENDORED_DESCRIPTIONS = (
+    Path(str(resources.files("dialoguellm.corpora")))
+    / "raw"
+    / "meld_video_descriptions"
+    / "descriptions.jsonl"
+)
 VENDORED_MODEL = "gpt-4o-mini (EmotionConflict/Meld-Captioning, visual_objective_description)"
 
 # A small open model (Apache-2.0, 256M parameters) that runs on a CPU; any image-text-to-text model works.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -245,19 +246,19 @@ def failure_modes_from_run(run_dir: Path, out: Path) -> Path | None:
     return plot_failure_modes(neutral, pairs, out / "failure_modes.png")
 
 
+def _from_analysis_table(run_dir: Path, out: Path, name: str, plot: Any) -> Path | None:
+    """``plot(<analysis>/<name>.csv, out/<name>.png)``, or None when the run saved no such table."""
+    table = _read_csv(RunLayout(Path(run_dir)).analysis / f"{name}.csv")
+    if table is None or table.empty:
+        return None
+    return plot(table, Path(out) / f"{name}.png")
+
+
 def error_breakdown_from_run(run_dir: Path, out: Path) -> Path | None:
     """``make figures`` producer (None when the run lacks its inputs)."""
-    run_dir, out = Path(run_dir), Path(out)
-    breakdown = _read_csv(RunLayout(run_dir).analysis / "error_breakdown.csv")
-    if breakdown is None or breakdown.empty:
-        return None
-    return plot_error_breakdown(breakdown, out / "error_breakdown.png")
+    return _from_analysis_table(run_dir, out, "error_breakdown", plot_error_breakdown)
 
 
 def prior_correction_from_run(run_dir: Path, out: Path) -> Path | None:
     """``make figures`` producer (None when the run lacks its inputs)."""
-    run_dir, out = Path(run_dir), Path(out)
-    report = _read_csv(RunLayout(run_dir).analysis / "prior_correction.csv")
-    if report is None or report.empty:
-        return None
-    return plot_prior_correction(report, out / "prior_correction.png")
+    return _from_analysis_table(run_dir, out, "prior_correction", plot_prior_correction)

@@ -139,4 +139,6 @@ def label_distribution_from_run(run_dir: str | os.PathLike, out_dir: str | os.Pa
     curated = {name: readers.load_curated(run.root, name) for name in DATASETS if run.corpus(name).is_dir()}
     if not curated:
         return None
-    return plot_label_distribution(readers.label_distribution(curated), Path(out_dir) / "label_distribution.png")
+    return plot_label_distribution(
+        readers.label_distribution(curated), Path(out_dir) / "label_distribution.png"
+    )

@@ -77,8 +77,6 @@ def plot_comparison(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         return save_figure(fig, path)
 
 
-
-
 def confusion_from_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> Path | None:
     """confusion_matrices.png from ``<run>/evaluation/summary.json`` (notebook 04)."""
     path = RunLayout(Path(run_dir)).evaluation() / "summary.json"
@@ -94,6 +92,8 @@ def comparison_from_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> P
         return None
     summaries = comparison_summaries(
         read_json(run.evaluation() / "summary.json"),
-        read_json(run.evaluation(False) / "summary.json") if (run.evaluation(False) / "summary.json").is_file() else None,
+        read_json(run.evaluation(False) / "summary.json")
+        if (run.evaluation(False) / "summary.json").is_file()
+        else None,
     )
     return plot_comparison(comparison_table(summaries), Path(out) / "comparison_with_paper.png")

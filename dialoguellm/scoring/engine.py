@@ -363,7 +363,9 @@ def generate_texts(
     settings = {"do_sample": False, **dict(settings or {})}
     device = next(model.parameters()).device
     texts: list[str] = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort_by_length else range(len(prompts))
+    order = (
+        sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort_by_length else range(len(prompts))
+    )
     with eval_mode(model), inference_context(model, dtype):
         for batch in tqdm(_batches(list(order), batch_size), desc=desc, disable=not progress, leave=False):
             seqs = [list(prompts[i]) for i in batch]

@@ -25,7 +25,7 @@ import pandas as pd
 from dialoguellm.corpora.labels import normalised_label_names
 from dialoguellm.io import atomic_path
 from dialoguellm.metrics import classification_metrics, save_metrics
-from dialoguellm.prompts import Prepared, PromptBuilder, PromptExample, prepare_split
+from dialoguellm.prompts import Prepared, PromptBuilder, PromptExample
 from dialoguellm.runs import NOT_EVALUATION
 from dialoguellm.scoring.engine import generate_texts, score_examples
 
@@ -239,23 +239,6 @@ def score_prepared(
         )
         for name, examples in prepared.examples[split].items()
     }
-
-
-def score_split(
-    config: Any,
-    model: Any,
-    tokenizer: Any,
-    corpora: Mapping[str, Any],
-    split: str,
-    per_dataset: int,
-    descriptions: Mapping[str, Mapping[str, str]] | None = None,
-    progress: bool = True,
-) -> dict[str, pd.DataFrame]:
-    """Label-scoring predictions of ``model`` on ``split`` of each corpus, prompts exactly as in training
-    and evaluation, ``per_dataset`` utterances stratified by label (0 = all): the dev predictions a
-    calibration is fitted on."""
-    prepared = prepare_split(config, tokenizer, corpora, split, per_dataset, descriptions)
-    return score_prepared(model, tokenizer, prepared, config, split, progress)
 
 
 # ----------------------------------------------------------------------------------------- the frames

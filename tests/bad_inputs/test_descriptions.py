@@ -162,6 +162,8 @@ def test_cache_of_several_splits_keeps_each_split_apart(finished_run):
         | {"describer": "import", "model": "x", "description": "two people sit"}
     )
     written = Written(finished_run)
-    assert video.load_descriptions(finished_run)["test"].get("dia0_utt0") != "two people sit"  # ids repeat per split
+    assert (
+        video.load_descriptions(finished_run)["test"].get("dia0_utt0") != "two people sit"
+    )  # ids repeat per split
     assert video.load_descriptions(finished_run)["dev"] == {"dia0_utt0": "two people sit"}
     written.assert_unchanged()
