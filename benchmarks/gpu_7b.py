@@ -4,18 +4,18 @@
     python benchmarks/gpu_7b.py --tiny           # CPU smoke test: a 2-layer LLaMA, a few steps
 
 The random weights are built on the GPU, written once to a temporary folder (13.5 GB; ``--tmp-dir``) and
-loaded back through ``dialoguellm.modeling.load_model`` for each part, so every number comes from the
+loaded back through ``dialoguellm.model.loading.load_model`` for each part, so every number comes from the
 package's own code paths. Settings from configs/paper.yaml: LoRA r/alpha/dropout/targets, micro-batch 8,
 cutoff 256, scoring batch 16. What it measures:
 
-(a) bf16 LoRA training steps (``dialoguellm.modeling.add_lora`` + ``dialoguellm.train.answer_loss``, bf16
+(a) bf16 LoRA training steps (``dialoguellm.model.loading.add_lora`` + ``dialoguellm.training.loss.answer_loss``, bf16
     autocast, AdamW step every micro-batch): on full 8 x 256-token micro-batches (tokens/s, MFU, peak
     memory) and on micro-batches shaped like the real prompts (a shared prefix run once + distinct rest;
     examples/s);
-(b) 4-bit NF4 QLoRA: ``dialoguellm.modeling.load_model(..., quantization="4bit")`` (BitsAndBytesConfig
+(b) 4-bit NF4 QLoRA: ``dialoguellm.model.loading.load_model(..., quantization="4bit")`` (BitsAndBytesConfig
     NF4 + double quant, ``prepare_model_for_kbit_training``), i.e. exactly the package's QLoRA recipe; the
     same two step kinds, peak memory from before loading to the end of training;
-(c) label scoring (``dialoguellm.evaluate.score_examples``) of synthetic prompts shaped like the real ones,
+(c) label scoring (``dialoguellm.scoring.engine.score_examples``) of synthetic prompts shaped like the real ones,
     7 labels of 2-4 tokens: utterances/s at two batch sizes;
 (d) the projected time of the paper's full run (MELD 9,989 + EmoryNLP 7,551 + IEMOCAP 5,810 training
     utterances, 10 epochs, one dev evaluation per epoch) from those throughputs;

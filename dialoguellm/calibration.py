@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import pandas as pd
 from dialoguellm.corpora.labels import normalised_label_names
 from dialoguellm.io import read_json, write_json
 from dialoguellm.metrics import classification_metrics
-from dialoguellm.prompts import prepare_split
+from dialoguellm.prompts import Prepared
 from dialoguellm.runs import load_run_config
 from dialoguellm.scoring.predictions import (
     check_frame,
@@ -95,22 +95,15 @@ def calibration_reuses_selection(config: Any) -> bool:
 
 
 def fit_calibration(
-    model: Any,
-    tokenizer: Any,
-    corpora: Mapping[str, Any],
-    config: Any,
-    folder: Path,
-    descriptions: Mapping[str, Mapping[str, str]] | None = None,
-    progress: bool = True,
+    model: Any, tokenizer: Any, dev: Prepared, config: Any, folder: Path, progress: bool = True
 ) -> dict[str, list[float]]:
-    """Label biases (``eval.calibrate``) fitted on ``eval.calibration_per_dataset`` dev utterances per
-    corpus (0 = all), scored with the selected adapter in ``folder``, whose weights are loaded into ``model``
-    first. Writes ``calibration.json`` (what evaluation applies to test) and ``calibration_dev.json`` (how
+    """Label biases (``eval.calibrate``) fitted on the dev prompts ``dev`` (training prepares
+    ``eval.calibration_per_dataset`` utterances per corpus with ``prompts.prepare_split``), scored with the
+    selected adapter in ``folder``, whose weights are loaded into ``model`` first. Writes ``calibration.json`` (what evaluation applies to test) and ``calibration_dev.json`` (how
     many dev rows, weighted F1 before and after, in-sample) into ``folder``; returns the biases.
 
     Biases fitted on few rows follow that sample's noise (benchmarks/length_normalisation.py prints held-out
-    dev weighted F1 by the number of rows they were fitted on). Prompts are built exactly as in training and
-    evaluation (``prompts.prepare_split``).
+    dev weighted F1 by the number of rows they were fitted on).
     """
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -119,7 +112,6 @@ def fit_calibration(
     if not weights.is_file():
         raise FileNotFoundError(f"No selected adapter in {folder} to calibrate (adapter_model.safetensors).")
     set_peft_model_state_dict(model, load_file(str(weights)))
-    dev = prepare_split(config, tokenizer, corpora, "dev", config.eval.calibration_per_dataset, descriptions)
     predictions = score_prepared(model, tokenizer, dev, config, "dev", progress)
     calibration, report = {}, {"length_normalise": bool(config.eval.length_normalise), "corpora": {}}
     for name, preds in predictions.items():

@@ -154,6 +154,14 @@ class RunLayout:
     def pipeline_report(self) -> Path:
         return self.root / "pipeline.json"
 
+    def written(self, path: Path, what: str, notebook: str) -> Path:
+        """``path`` when a stage wrote it, else an error naming the notebook to run with this run folder."""
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{what} not found: {path}. Run notebooks/{notebook}.ipynb with the same RUN_DIR."
+            )
+        return path
+
 
 def run_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder a pipeline run writes to: the argument, else $DIALOGUELLM_RUN_DIR, else runs/manual; created."""

@@ -56,7 +56,7 @@ RECORD_FEATURES = Features(
     }
 )
 
-# Official file names; DATA_DIR points at a folder holding meld/ and emorynlp/ laid out like data/raw.
+# Official file names; DATA_DIR points at a folder holding meld/ and emorynlp/ laid out like dialoguellm/corpora/raw.
 MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 MELD_COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID", "StartTime", "EndTime")
 EMORYNLP_ERC_FILES = {
@@ -165,8 +165,8 @@ def _parse_int(value: str, path: Path, row: int, field: str) -> int:
 def _require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise CorpusError(
-            f"{what} file not found: {path}. Point DATA_DIR at a folder laid out like data/raw "
-            f"(see data/raw/README.md), or restore the file from the corpus's official release."
+            f"{what} file not found: {path}. Point DATA_DIR at a folder laid out like dialoguellm/corpora/raw "
+            f"(see its README.md), or restore the file from the corpus's official release."
         )
     return path
 

@@ -129,7 +129,7 @@ class ClipIndex:
 def clip_refs(records: Any, splits: Sequence[str] | None = None) -> list[ClipRef]:
     """The distinct (split, clip id) pairs of curated records, in record order.
 
-    ``records`` is a ``datasets.DatasetDict`` (as returned by ``dialoguellm.data.load_meld``), a mapping of
+    ``records`` is a ``datasets.DatasetDict`` (as returned by ``corpora.readers.load_meld``), a mapping of
     split -> rows, or an iterable of row dicts with ``split`` and ``clip_id``. Rows without a clip id
     (other corpora) are skipped.
     """
@@ -1012,7 +1012,7 @@ def example_items(
     max_side: int = 384,
 ) -> list[dict[str, Any]]:
     """Up to ``k`` described clips with a file, as ``{title, frames, description}`` for
-    ``video_plots.plot_frames_with_descriptions``. Clips that no longer decode are passed over."""
+    ``plots.corpora.plot_frames_with_descriptions``. Clips that no longer decode are passed over."""
     items: list[dict[str, Any]] = []
     for ref in clips:
         if len(items) >= k:

@@ -245,7 +245,7 @@ def load_model(
 
     ``dtype`` is the precision of the frozen base weights (bf16 halves memory and, on CPU, avoids casting
     every weight at every autocast call); peft keeps LoRA weights in fp32, and computation runs under
-    autocast (see ``evaluate.autocast_context``).
+    autocast (see ``scoring.engine.autocast_context``).
     ``quantization`` ("8bit"/"4bit") loads through bitsandbytes and prepares the model for k-bit training.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -263,7 +263,7 @@ def load_model(
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype,
         "trust_remote_code": trust_remote_code,
-        # evaluate.py passes explicit boolean 4D masks, which SDPA takes as they are.
+        # the scoring engine passes explicit boolean 4D masks, which SDPA takes as they are.
         "attn_implementation": "sdpa",
     }
     if gguf_file:

@@ -41,7 +41,7 @@ from dialoguellm.config import Config, save_config
 from dialoguellm.io import recover_folder, write_json
 from dialoguellm.model import loading
 from dialoguellm.progress import progress_bar as tqdm
-from dialoguellm.prompts import Prepared, prepare_examples
+from dialoguellm.prompts import Prepared, prepare_examples, prepare_split
 from dialoguellm.runs import TrainingLayout, environment, hardware_summary
 from dialoguellm.scoring.engine import autocast_context
 from dialoguellm.scoring.predictions import metrics_of, save_predictions, score_prepared
@@ -500,7 +500,9 @@ def _finish(
         return result
     if config.eval.calibrate and s.state["best"] is not None and not calibration_reuses_selection(config):
         if not (s.run.adapter / "calibration.json").is_file():  # after a resume, the fit may already be there
-            fit_calibration(s.model, s.tokenizer, corpora, config, s.run.adapter, descriptions, s.progress)
+            n = config.eval.calibration_per_dataset
+            dev = prepare_split(config, s.tokenizer, corpora, "dev", n, descriptions)
+            fit_calibration(s.model, s.tokenizer, dev, config, s.run.adapter, s.progress)
         result.seconds = seconds = s.seconds_before + time.time() - s.start
     metrics = {
         "best": s.state["best"],
