@@ -1,5 +1,6 @@
-"""Command line: ``dialoguellm train --config cpu [--set key=value ...] [--resume]`` and
-``dialoguellm evaluate --run-dir DIR [--split test] [--mode score|generate]``.
+"""Command line: ``dialoguellm train --config cpu [--set key=value ...] [--resume]``,
+``dialoguellm evaluate --run-dir DIR [--split test] [--mode score|generate]`` and
+``dialoguellm predict (--run-dir DIR | --model NAME) [--labels meld|"calm,angry"] turns.csv``.
 
 Both read the same YAML profiles as the notebooks (the packaged ``cpu``, ``paper``, ``paper_r8``, or a YAML
 path) and write the same run folders (``runs.RunLayout``).
@@ -40,13 +41,48 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--mode", default=None, choices=["score", "generate"])
     ev.add_argument("--out", default=None, help="output folder (default: RUN_DIR/evaluation[_<mode>])")
     ev.add_argument("--data-dir", default=None)
+    pr = sub.add_parser(
+        "predict", help="predict the emotion of every turn of your own conversation file (CSV or JSONL)"
+    )
+    pr.add_argument("turns", help="CSV (header: speaker,text[,dialogue_id,description,label]) or JSONL")
+    pr.add_argument("--run-dir", default=None, help="a trained run: its adapter, settings and label biases")
+    pr.add_argument("--model", default=None, help="or a bare model: embedded, a folder, a .gguf file, a hub id")
+    pr.add_argument("--config", default=None, help="prompt settings for --model (default: the cpu profile)")
+    pr.add_argument(
+        "--labels", default=None, help="a corpus (meld, emorynlp, iemocap) or your own words: 'calm,angry,happy'"
+    )
+    pr.add_argument("--out", default=None, help="output file (default: standard output)")
+    pr.add_argument("--format", default=None, choices=["csv", "json"], help="default: from --out, else csv")
     return parser
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from dialoguellm.evaluation.predict import predict, write_prediction
+
+    fmt = args.format or ("json" if args.out and args.out.lower().endswith(".json") else "csv")
+    result = predict(args.turns, args.run_dir, args.model, args.labels, args.config)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.out:
+        path = write_prediction(result, args.out, fmt)
+        print(f"{len(result.frame)} turns -> {path}", file=sys.stderr)
+    elif fmt == "csv":
+        result.frame.to_csv(sys.stdout, index=False, float_format="%.4f")
+    else:
+        print(json.dumps(result.to_dict(), indent=2))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dialoguellm`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "predict":  # reads a run folder, never creates one
+        try:
+            return _predict(args)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"dialoguellm predict: {err}", file=sys.stderr)
+            return 2
     from dialoguellm.config import config_from_dict, load_config, parse_overrides
     from dialoguellm.corpora.readers import load_corpora_for
     from dialoguellm.corpora.video import load_descriptions

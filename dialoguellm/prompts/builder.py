@@ -172,6 +172,7 @@ class PromptBuilder:
         descriptions: Mapping[str, str] | None = None,
         use_video: bool = True,
         cutoff_len: int = 256,
+        labels: Sequence[str] | None = None,
     ):
         if style not in ("auto", "chat", "plain"):
             raise ValueError(f"prompt style must be auto, chat or plain, not {style!r}.")
@@ -190,8 +191,10 @@ class PromptBuilder:
         self.demonstrations = list(demonstrations)
         self.descriptions = dict(descriptions or {}) if use_video else {}
         self.cutoff_len = cutoff_len
-        self.labels: tuple[str, ...] = normalised_label_names(dataset)
-        self._native = label_names(dataset)
+        # ``labels``: a user's own label words (``dialoguellm.predict``) in place of the corpus's, scored
+        # zero-shot by the same engine; their prompts take a video description whenever one is given.
+        self.labels: tuple[str, ...] = tuple(labels) if labels else normalised_label_names(dataset)
+        self._native = self.labels if labels else label_names(dataset)
         eos = tokenizer.eos_token_id
         if eos is None:
             raise ValueError("The tokenizer has no eos_token; it is needed to end every answer.")
@@ -202,7 +205,7 @@ class PromptBuilder:
         if len({tuple(a) for a in self.answer_ids}) != len(self.answer_ids):
             raise ValueError(f"Two {dataset} labels tokenise identically: {self.labels}.")
         self.max_answer_len = max(len(a) for a in self.answer_ids)
-        self.use_video = use_video and dataset in VIDEO_DATASETS
+        self.use_video = use_video and (dataset in VIDEO_DATASETS or bool(labels))
         if not self.use_video:
             self.descriptions = {}
         sources = "sources_with_video" if self.use_video else "sources_without_video"
