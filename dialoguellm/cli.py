@@ -1,6 +1,7 @@
 """Command line: ``dialoguellm train --config cpu [--set key=value ...] [--resume]``,
 ``dialoguellm evaluate --run-dir DIR [--split test] [--mode score|generate]`` and
-``dialoguellm predict (--run-dir DIR | --model NAME) [--labels meld|"calm,angry"] turns.csv``.
+``dialoguellm predict (--run-dir DIR | --model NAME) [--labels meld|"calm,angry"] turns.csv`` and
+``dialoguellm export --run-dir DIR --merge OUT``.
 
 Both read the same YAML profiles as the notebooks (the packaged ``cpu``, ``paper``, ``paper_r8``, or a YAML
 path) and write the same run folders (``runs.RunLayout``).
@@ -53,7 +54,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--out", default=None, help="output file (default: standard output)")
     pr.add_argument("--format", default=None, choices=["csv", "json"], help="default: from --out, else csv")
+    ex = sub.add_parser("export", help="export a run's adapter merged into its base model (safetensors)")
+    ex.add_argument("--run-dir", required=True, help="the trained run whose adapter to export")
+    ex.add_argument("--merge", required=True, metavar="OUT", help="new folder for the merged model")
+    ex.add_argument(
+        "--dev-sample", type=int, default=200, help="dev utterances per corpus checked before/after merging"
+    )
     return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dialoguellm.evaluation.export import merge_adapter
+
+    report = merge_adapter(args.run_dir, args.merge, args.dev_sample)
+    print(json.dumps({"merged": args.merge, "merge_check": report}, indent=2))
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -77,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dialoguellm`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "predict":  # reads a run folder, never creates one
+    if args.command in ("predict", "export"):  # read a run folder, never create one
         try:
-            return _predict(args)
-        except (ValueError, FileNotFoundError) as err:
-            print(f"dialoguellm predict: {err}", file=sys.stderr)
+            return _predict(args) if args.command == "predict" else _export(args)
+        except (ValueError, FileNotFoundError, FileExistsError) as err:
+            print(f"dialoguellm {args.command}: {err}", file=sys.stderr)
             return 2
     from dialoguellm.config import config_from_dict, load_config, parse_overrides
     from dialoguellm.corpora.readers import load_corpora_for

@@ -19,9 +19,11 @@ import pandas as pd
 from dialoguellm.calibration import apply_label_bias, load_calibration
 from dialoguellm.io import write_json
 from dialoguellm.model import loading
-from dialoguellm.prompts import prepare_examples
+from dialoguellm.model.card import invocation, write_model_card
+from dialoguellm.prompts import prepare_examples, rows_of
 from dialoguellm.runs import TrainingLayout, environment, hardware_summary, load_run_config
 from dialoguellm.scoring.predictions import metrics_of, predict, save_predictions
+from dialoguellm.stats import METRICS, frame_interval
 
 
 def evaluate_run(
@@ -84,6 +86,8 @@ def evaluate_run(
             metrics = metrics_of(preds, builder.labels)
             metrics["uncalibrated"] = raw
             metrics["label_bias"] = list(map(float, bias))
+        dialogue = {str(r["utterance_id"]): str(r["dialogue_id"]) for r in rows_of(corpora[name][split])}
+        preds.insert(1, "dialogue_id", [dialogue.get(str(e), "") for e in preds["example_id"]])
         save_predictions(preds, metrics, out, f"{split}_{name}")
         results[name] = metrics
     env = environment()
@@ -100,7 +104,30 @@ def evaluate_run(
         "results": results,
     }
     write_json(out / "summary.json", summary)
+    if train_dir is not None and split == "test":
+        adapter = TrainingLayout(train_dir).adapter
+        write_model_card(adapter, test=card_results(out, summary, split))
     return summary
+
+
+def card_results(out_dir: str | os.PathLike, summary: Mapping[str, Any], split: str = "test") -> dict[str, Any]:
+    """The test metrics of an evaluation with their dialogue-bootstrap intervals (``stats.frame_interval``),
+    as the model card shows them; a metric whose interval cannot be drawn (one dialogue) shows its value."""
+    from dialoguellm.scoring.predictions import read_predictions
+
+    results = {}
+    for name, metrics in summary["results"].items():
+        frame = read_predictions(Path(out_dir) / f"{split}_{name}_predictions.csv")
+        entry: dict[str, Any] = {"n": metrics["n"], "calibrated": "label_bias" in metrics}
+        for metric in METRICS:
+            try:
+                interval = frame_interval(frame, metric, source=f"{split}_{name}")
+                entry[metric] = {**interval.as_dict(), "text": str(interval)}
+                entry["dialogues"] = interval.n_groups
+            except ValueError:  # fewer than two dialogues: no interval, only the value
+                entry[metric] = {"estimate": metrics[metric], "text": f"{100 * metrics[metric]:.1f}"}
+        results[name] = entry
+    return {"results": results, "command": invocation(), "hardware": summary["hardware"]}
 
 
 def paper_results() -> pd.DataFrame:

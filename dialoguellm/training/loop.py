@@ -39,6 +39,7 @@ import torch
 from dialoguellm.calibration import calibration_reuses_selection, fit_calibration, label_bias_of
 from dialoguellm.config import Config, save_config
 from dialoguellm.io import recover_folder, write_json
+from dialoguellm.model.card import invocation, write_model_card
 from dialoguellm.model import loading
 from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import Prepared, prepare_examples, prepare_split
@@ -519,4 +520,6 @@ def _finish(
         "model": config.model.name,
     }
     write_json(s.run.metrics, metrics)
+    if s.state["best"] is not None:  # the adapter folder's model card (README.md), from what was just written
+        write_model_card(s.run.adapter, train_command=invocation())
     return result
