@@ -272,3 +272,74 @@ def _fit_likelihood_offsets(
         if np.abs(step).max() < 1e-8:
             break
     return float(a), b
+
+
+# ------------------------------------------------------------------ can the scores be trusted (test)
+def _confidence(probs: np.ndarray, gold: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(probability of the predicted label, whether it is right) per row."""
+    probs = np.asarray(probs, dtype=float)
+    gold = np.asarray(gold, dtype=int)
+    if probs.ndim != 2 or len(probs) != len(gold):
+        raise ValueError(
+            f"Expected an (N, L) probability matrix for {len(gold)} gold labels, got {probs.shape}."
+        )
+    return probs.max(axis=1), probs.argmax(axis=1) == gold
+
+
+def reliability_table(probs: np.ndarray, gold: Sequence[int], bins: int = 10) -> pd.DataFrame:
+    """The reliability diagram's numbers: rows sorted into ``bins`` equal-width bins of their confidence
+    (the predicted label's probability); per bin the count, mean confidence and accuracy (empty bins kept,
+    with NaN). A calibrated model's accuracy equals its confidence in every bin."""
+    confidence, correct = _confidence(probs, gold)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # Bins are (lower, upper]; a confidence of exactly 0 cannot occur (it is a maximum over >= 2 labels).
+    index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = index == b
+        n = int(inside.sum())
+        rows.append(
+            {
+                "bin": b,
+                "lower": edges[b],
+                "upper": edges[b + 1],
+                "count": n,
+                "confidence": float(confidence[inside].mean()) if n else np.nan,
+                "accuracy": float(correct[inside].mean()) if n else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(probs: np.ndarray, gold: Sequence[int], bins: int = 10) -> float:
+    """ECE: the mean over rows of |accuracy - confidence| of their bin (``reliability_table``), i.e. the
+    bins' gaps weighted by their share of rows. 0 for a calibrated model; in [0, 1]."""
+    table = reliability_table(probs, gold, bins)
+    full = table[table["count"] > 0]
+    total = full["count"].sum()
+    return (
+        float((full["count"] * (full["accuracy"] - full["confidence"]).abs()).sum() / total) if total else 0.0
+    )
+
+
+def coverage_curve(probs: np.ndarray, gold: Sequence[int]) -> pd.DataFrame:
+    """Accuracy against coverage: keep the most confident k predictions (k = 1..N, set aside the least
+    confident) and measure their accuracy. Columns: kept, coverage (k / N), accuracy, threshold (the lowest
+    confidence kept). Ties in confidence are broken by row order, so the curve is deterministic."""
+    confidence, correct = _confidence(probs, gold)
+    order = np.argsort(-confidence, kind="stable")
+    kept = np.arange(1, len(order) + 1)
+    return pd.DataFrame(
+        {
+            "kept": kept,
+            "coverage": kept / max(len(order), 1),
+            "accuracy": np.cumsum(correct[order]) / kept,
+            "threshold": confidence[order],
+        }
+    )
+
+
+def accuracy_at_coverage(curve: pd.DataFrame, coverage: float) -> float:
+    """The accuracy of the most confident ``coverage`` share of predictions (at least one row)."""
+    k = max(1, int(round(coverage * len(curve))))
+    return float(curve["accuracy"].iloc[k - 1])

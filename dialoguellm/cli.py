@@ -47,10 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("turns", help="CSV (header: speaker,text[,dialogue_id,description,label]) or JSONL")
     pr.add_argument("--run-dir", default=None, help="a trained run: its adapter, settings and label biases")
-    pr.add_argument("--model", default=None, help="or a bare model: embedded, a folder, a .gguf file, a hub id")
+    pr.add_argument(
+        "--model", default=None, help="or a bare model: embedded, a folder, a .gguf file, a hub id"
+    )
     pr.add_argument("--config", default=None, help="prompt settings for --model (default: the cpu profile)")
     pr.add_argument(
-        "--labels", default=None, help="a corpus (meld, emorynlp, iemocap) or your own words: 'calm,angry,happy'"
+        "--labels",
+        default=None,
+        help="a corpus (meld, emorynlp, iemocap) or your own words: 'calm,angry,happy'",
     )
     pr.add_argument("--out", default=None, help="output file (default: standard output)")
     pr.add_argument("--format", default=None, choices=["csv", "json"], help="default: from --out, else csv")

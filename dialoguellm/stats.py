@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from dialoguellm.io import write_json
 from dialoguellm.corpora.labels import LABELS
+from dialoguellm.io import write_json
 
 METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
 DEFAULT_RESAMPLES = 10_000

@@ -138,7 +138,12 @@ def test_cli_writes_json_and_csv_with_a_bare_model(tmp_path, tiny_model_dir, cap
         ("missing.csv", "speaker,words\nAnn,hi\n", None, "no 'text' column"),
         ("empty_text.csv", "speaker,text\nAnn,hi\nBen,\n", None, "row 3: empty text"),
         ("notes.txt", "Ann: hi\n", None, "not a CSV or JSONL file"),
-        ("broken.jsonl", '{"speaker": "Ann", "text": "hi"}\n{"speaker": "Ben",\n', None, "line 2: not valid JSON"),
+        (
+            "broken.jsonl",
+            '{"speaker": "Ann", "text": "hi"}\n{"speaker": "Ben",\n',
+            None,
+            "line 2: not valid JSON",
+        ),
         ("quote.csv", 'speaker,text\nAnn,"hi\n', None, "row 2"),
         ("ok.csv", "speaker,text\nAnn,hi\n", "calm,angry,Calm", "names 'Calm' twice"),
         ("ok.csv", "speaker,text\nAnn,hi\n", "calm", "a single label"),

@@ -90,4 +90,3 @@ def test_merge_export_writes_safetensors_and_counts_changed_predictions(trained,
     assert not any("lora" in name for name, _ in merged.named_parameters())
     assert "merge_check" in capsys.readouterr().out
     assert cli.main(["export", "--run-dir", str(run), "--merge", str(out)]) == 2  # never overwrites
-

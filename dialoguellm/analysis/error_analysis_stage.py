@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from dialoguellm import calibration
 from dialoguellm.analysis import error_analysis as ea
 from dialoguellm.config import Config
 from dialoguellm.corpora.readers import load_curated
@@ -22,7 +23,14 @@ from dialoguellm.corpora.video import load_descriptions
 from dialoguellm.model import loading
 from dialoguellm.prompts import prepare_split
 from dialoguellm.runs import RunLayout, adapter_settings, find_adapter, load_run_config
-from dialoguellm.scoring.predictions import find_predictions, read_predictions, score_prepared, uncalibrated
+from dialoguellm.scoring.predictions import (
+    find_predictions,
+    label_words,
+    probability_matrix,
+    read_predictions,
+    score_prepared,
+    uncalibrated,
+)
 
 CALIBRATED_VARIANT = "label bias for dev F1 (eval.calibrate, notebook 04)"
 
@@ -211,6 +219,70 @@ def prior_corrections(
     ea.save_table(neutral, inputs.run, "neutral_share")
     ea.save_json(offsets, inputs.run, "prior_offsets")
     return PriorCorrectionResult(table, offsets, panels, neutral)
+
+
+@dataclass
+class TrustResult:
+    """Calibration of the test probabilities: per corpus and variant (raw, with the dev-fitted label
+    biases) the ECE and accuracy at a few coverages (``summary``), the reliability bins and the curve."""
+
+    summary: pd.DataFrame
+    reliability: pd.DataFrame
+    coverage: pd.DataFrame
+
+
+TRUST_COVERAGES = (1.0, 0.8, 0.5)
+
+
+def score_trust(inputs: AnalysisInputs, bins: int = 10) -> TrustResult:
+    """Expected calibration error, reliability bins and accuracy against coverage of the test predictions,
+    before and (when notebook 04 applied them) after the dev-fitted label biases; the three tables saved
+    (``reliability``, ``coverage``, ``calibration_error``) for ``make figures``."""
+    summary, reliability, coverage = [], [], []
+    for name, raw in inputs.tests.items():
+        variants = {"raw": raw}
+        if name in inputs.calibrated:
+            variants["label biases (dev)"] = inputs.calibrated[name]
+        for variant, frame in variants.items():
+            probs = probability_matrix(frame, label_words(frame, name))
+            gold = frame["gold_id"].to_numpy()
+            keys = {"dataset": name, "variant": variant}
+            bins_table = calibration.reliability_table(probs, gold, bins)
+            curve = calibration.coverage_curve(probs, gold)
+            reliability.append(bins_table.assign(**keys))
+            coverage.append(curve.assign(**keys))
+            summary.append(
+                {
+                    **keys,
+                    "n": len(frame),
+                    "ece": calibration.expected_calibration_error(probs, gold, bins),
+                    "mean_confidence": float(probs.max(axis=1).mean()),
+                    **{
+                        f"accuracy_at_{int(100 * c)}": calibration.accuracy_at_coverage(curve, c)
+                        for c in TRUST_COVERAGES
+                    },
+                }
+            )
+    result = TrustResult(
+        pd.DataFrame(summary),
+        pd.concat(reliability, ignore_index=True),
+        pd.concat(coverage, ignore_index=True),
+    )
+    ea.save_table(result.summary, inputs.run, "calibration_error")
+    ea.save_table(result.reliability, inputs.run, "reliability")
+    ea.save_table(result.coverage, inputs.run, "coverage")
+    return result
+
+
+def trust_records(trust: TrustResult) -> dict[str, Any]:
+    """Notebook 06's record of the calibration: ECE and accuracy at 100/80/50% coverage per corpus and variant."""
+    return {
+        f"{r['dataset']}/{r['variant']}": {
+            k: round(float(r[k]), 4)
+            for k in ("ece", "mean_confidence", *(f"accuracy_at_{int(100 * c)}" for c in TRUST_COVERAGES))
+        }
+        for r in trust.summary.to_dict("records")
+    }
 
 
 def offsets_frame(offsets: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

@@ -289,9 +289,7 @@ def _builder(predictor: Predictor, labels: LabelSet, turns: Turns, notes: list[s
     return builder
 
 
-def predict_turns(
-    predictor: Predictor, turns: Turns, labels: LabelSet, progress: bool = True
-) -> Prediction:
+def predict_turns(predictor: Predictor, turns: Turns, labels: LabelSet, progress: bool = True) -> Prediction:
     """Score every turn of ``turns`` against ``labels`` with ``predictor``'s model and prompt settings."""
     notes: list[str] = []
     builder = _builder(predictor, labels, turns, notes)

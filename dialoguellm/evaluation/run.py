@@ -110,7 +110,9 @@ def evaluate_run(
     return summary
 
 
-def card_results(out_dir: str | os.PathLike, summary: Mapping[str, Any], split: str = "test") -> dict[str, Any]:
+def card_results(
+    out_dir: str | os.PathLike, summary: Mapping[str, Any], split: str = "test"
+) -> dict[str, Any]:
     """The test metrics of an evaluation with their dialogue-bootstrap intervals (``stats.frame_interval``),
     as the model card shows them; a metric whose interval cannot be drawn (one dialogue) shows its value."""
     from dialoguellm.scoring.predictions import read_predictions

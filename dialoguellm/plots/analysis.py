@@ -204,6 +204,49 @@ def plot_prior_correction(report: pd.DataFrame, path: str | os.PathLike) -> Path
         return save_figure(fig, path)
 
 
+def plot_score_trust(reliability: pd.DataFrame, coverage: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Per corpus, a reliability diagram (accuracy against confidence per bin, the diagonal = calibrated;
+    marker area ~ rows in the bin) and accuracy against coverage (the least confident set aside), raw and
+    with the dev-fitted label biases. Inputs: notebook 06's ``reliability`` and ``coverage`` tables."""
+    datasets = _datasets(reliability)
+    colors = {"raw": OURS_COLOR}
+    with style_context():
+        fig = Figure(figsize=(7.2, 3.2 * len(datasets)))
+        axes = fig.subplots(len(datasets), 2, squeeze=False)
+        for row, dataset in zip(axes, datasets, strict=True):
+            rel, cov = row
+            rel.plot([0, 1], [0, 1], color=TRUE_COLOR, lw=1, ls=":", label="calibrated")
+            for variant, part in reliability[reliability["dataset"] == dataset].groupby(
+                "variant", sort=False
+            ):
+                color = colors.get(variant, CORRECTED_COLOR)
+                full = part[part["count"] > 0]
+                rel.plot(
+                    full["confidence"], full["accuracy"], color=color, marker=None, lw=1.2, label=variant
+                )
+                rel.scatter(
+                    full["confidence"],
+                    full["accuracy"],
+                    s=8 + 200 * full["count"] / full["count"].sum(),
+                    color=color,
+                )
+                curve = coverage[(coverage["dataset"] == dataset) & (coverage["variant"] == variant)]
+                cov.plot(100 * curve["coverage"], 100 * curve["accuracy"], color=color, lw=1.4, label=variant)
+            rel.set(
+                xlim=(0, 1),
+                ylim=(0, 1),
+                xlabel="confidence (predicted label's probability)",
+                ylabel="accuracy",
+            )
+            rel.set_title(f"{dataset} test: reliability")
+            cov.set(
+                xlim=(0, 100), ylim=(0, 100), xlabel="coverage (% most confident kept)", ylabel="accuracy (%)"
+            )
+            cov.set_title(f"{dataset} test: accuracy vs coverage")
+            rel.legend(fontsize=7, loc="upper left")
+        return save_figure(fig, path)
+
+
 # ------------------------------------------------------------------------------ redraw from saved results
 
 
@@ -262,3 +305,13 @@ def error_breakdown_from_run(run_dir: Path, out: Path) -> Path | None:
 def prior_correction_from_run(run_dir: Path, out: Path) -> Path | None:
     """``make figures`` producer (None when the run lacks its inputs)."""
     return _from_analysis_table(run_dir, out, "prior_correction", plot_prior_correction)
+
+
+def score_trust_from_run(run_dir: Path, out: Path) -> Path | None:
+    """``make figures`` producer (None when the run lacks its inputs)."""
+    folder = RunLayout(Path(run_dir)).analysis
+    reliability = _read_csv(folder / "reliability.csv")
+    coverage = _read_csv(folder / "coverage.csv")
+    if reliability is None or coverage is None or reliability.empty:
+        return None
+    return plot_score_trust(reliability, coverage, Path(out) / "score_trust.png")

@@ -23,6 +23,7 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "failure_modes": analysis.failure_modes_from_run,  # 06
     "error_breakdown": analysis.error_breakdown_from_run,  # 06
     "prior_correction": analysis.prior_correction_from_run,  # 06
+    "score_trust": analysis.score_trust_from_run,  # 06
     "seceu_item_distances": seceu.item_distances_from_run,  # 07
 }
 

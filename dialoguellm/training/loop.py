@@ -39,8 +39,8 @@ import torch
 from dialoguellm.calibration import calibration_reuses_selection, fit_calibration, label_bias_of
 from dialoguellm.config import Config, save_config
 from dialoguellm.io import recover_folder, write_json
-from dialoguellm.model.card import invocation, write_model_card
 from dialoguellm.model import loading
+from dialoguellm.model.card import invocation, write_model_card
 from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import Prepared, prepare_examples, prepare_split
 from dialoguellm.runs import TrainingLayout, environment, hardware_summary
