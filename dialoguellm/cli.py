@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--run-dir", default=None, help="pipeline run folder")
     ev.add_argument("--name", default="training", help="training sub-folder to evaluate")
     ev.add_argument("--no-adapter", action="store_true", help="evaluate the bare model (needs --config)")
+    ev.add_argument(
+        "--model",
+        default=None,
+        help="zero-shot, no adapter: a local folder, a .gguf file, a hub id, or openai:NAME (a chat endpoint at "
+        "$DIALOGUELLM_LLM_BASE_URL, key in $DIALOGUELLM_LLM_API_KEY); prompts from --config (default cpu)",
+    )
     ev.add_argument("--config", default=None, help="profile for --no-adapter, or to override the run's")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--split", default="test", choices=["train", "dev", "test"])
@@ -65,6 +71,33 @@ def _parser() -> argparse.ArgumentParser:
         "--dev-sample", type=int, default=200, help="dev utterances per corpus checked before/after merging"
     )
     return parser
+
+
+def _evaluate_model(args: argparse.Namespace, run: Path) -> int:
+    """``evaluate --model``: a model without an adapter, zero-shot, with the profile's prompts; written under
+    ``RUN_DIR/zero_shot/<model>`` (apart from notebook 04's evaluation) unless ``--out`` says otherwise."""
+    from dialoguellm.config import load_config, parse_overrides
+    from dialoguellm.corpora.readers import load_corpora_for
+    from dialoguellm.corpora.video import load_descriptions
+    from dialoguellm.evaluation.endpoint import PREFIX, evaluate_endpoint
+    from dialoguellm.evaluation.run import evaluate_run
+
+    config = load_config(args.config or "cpu", parse_overrides(args.set))
+    config.model.name = args.model  # as given: a path, a hub id or openai:NAME is never parsed as YAML
+    corpora = load_corpora_for(config, run, args.data_dir)
+    descriptions = load_descriptions(run) if config.prompt.use_video else {}
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.model.rstrip("/").split("/")[-1])
+    out = Path(args.out) if args.out else runs.RunLayout(run).root / "zero_shot" / safe
+    if args.model.startswith(PREFIX):
+        summary = evaluate_endpoint(args.model, config, corpora, out, args.split, descriptions)
+    else:
+        summary = evaluate_run(
+            corpora, out, config=config, split=args.split, descriptions=descriptions, mode=args.mode
+        )
+    keys = ("n", "accuracy", "weighted_f1", "macro_f1", "unparsed")
+    results = {n: {k: r.get(k, 0) for k in keys} for n, r in summary["results"].items()}
+    print(json.dumps({"model": summary["model"], "out": str(out), "results": results}, indent=2))
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -126,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             return 0
+        if args.model:
+            return _evaluate_model(args, run)
         train_dir = None if args.no_adapter else run / args.name
         if args.config:
             config = load_config(args.config, parse_overrides(args.set))

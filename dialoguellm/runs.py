@@ -35,7 +35,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else Path.cwd()
 RUN_ENV = "DIALOGUELLM_RUN_DIR"
 # Folders of a run that hold other stages' predictions (baselines, ablation arms), never the evaluation's.
-NOT_EVALUATION = ("baselines", "ablations", "analysis", "notebooks", "records", "data")
+NOT_EVALUATION = ("baselines", "ablations", "analysis", "notebooks", "records", "data", "zero_shot")
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,14 @@ class PromptBuilder:
             messages[0] = {"role": "user", "content": f"{self.instruction}\n\n{messages[0]['content']}"}
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def chat_messages(self, query: str) -> list[dict[str, str]]:
+        """The prompt of ``query`` as chat messages (instruction as the system message, each demonstration a
+        user/assistant pair, the query last): what a chat endpoint receives instead of rendered text."""
+        messages = [{"role": "system", "content": self.instruction}]
+        for q, a in self._demo_parts():
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        return [*messages, {"role": "user", "content": query}]
+
     def tokenize_prompt(self, text: str) -> list[int]:
         # Chat templates write their own special tokens; plain prompts get the tokenizer's BOS.
         return self.tokenizer(text, add_special_tokens=self.style == "plain")["input_ids"]
