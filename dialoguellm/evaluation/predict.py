@@ -297,9 +297,10 @@ def predict_turns(predictor: Predictor, turns: Turns, labels: LabelSet, progress
     for row in turns.rows:
         dialogues.setdefault(row["dialogue_id"], []).append(row)
     descriptions = {f"turn{r['row']}": r["description"] for r in turns.rows if r["description"]}
-    examples = []
+    examples, golds = [], []
     for row in turns.rows:
         gold = _gold_id(row, labels, turns.source)
+        golds.append(gold)
         prompt_row = {**row, "clip_id": f"turn{row['row']}", "label_id": max(gold, 0)}
         try:
             examples.append(builder.build(prompt_row, dialogues[row["dialogue_id"]], descriptions))
@@ -331,7 +332,7 @@ def predict_turns(predictor: Predictor, turns: Turns, labels: LabelSet, progress
             "Your own labels are scored zero-shot: the adapter was trained to answer with corpus labels, "
             "never with these words."
         )
-    frame = _output_frame(turns, labels, scored, examples)
+    frame = _output_frame(turns, labels, scored, examples, golds)
     return Prediction(
         frame=frame,
         labels=builder.labels,
@@ -342,7 +343,9 @@ def predict_turns(predictor: Predictor, turns: Turns, labels: LabelSet, progress
     )
 
 
-def _output_frame(turns: Turns, labels: LabelSet, scored: pd.DataFrame, examples: list[Any]) -> pd.DataFrame:
+def _output_frame(
+    turns: Turns, labels: LabelSet, scored: pd.DataFrame, examples: list[Any], golds: list[int]
+) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "dialogue_id": [r["dialogue_id"] for r in turns.rows],
@@ -352,7 +355,7 @@ def _output_frame(turns: Turns, labels: LabelSet, scored: pd.DataFrame, examples
         }
     )
     if turns.has_gold:
-        out["gold"] = [r["label"] for r in turns.rows]
+        out["gold"] = [labels.words[g] if g >= 0 else "" for g in golds]  # the label set's word
     out["predicted"] = scored["pred"].to_numpy()
     out["probability"] = [scored[f"p_{p}"].iloc[i] for i, p in enumerate(scored["pred"])]
     for word in labels.words:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dialoguellm.plots import analysis, corpora, evaluation, figures_dir, seceu, training
+from dialoguellm.plots import analysis, corpora, evaluation, explore, figures_dir, seceu, training
 
 FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "label_distribution": corpora.label_distribution_from_run,  # notebook 01
@@ -25,6 +25,7 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "prior_correction": analysis.prior_correction_from_run,  # 06
     "score_trust": analysis.score_trust_from_run,  # 06
     "seceu_item_distances": seceu.item_distances_from_run,  # 07
+    "emotion_timeline": explore.emotion_timeline_from_run,  # 08
 }
 
 
