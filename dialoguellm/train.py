@@ -311,6 +311,7 @@ def save_checkpoint(
     meta["rng"] = {
         "python": list(random.getstate()[1]),
         "torch": torch.get_rng_state().tolist(),
+        **cuda_rng_state(),
     }
     with atomic_folder(folder) as tmp:
         save_file(
@@ -349,7 +350,33 @@ def load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, folder: Path) 
         random.setstate((3, tuple(rng["python"]), None))
     if rng.get("torch"):
         torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    restore_cuda_rng_state(rng.get("cuda"), folder)
     return meta
+
+
+def cuda_rng_state() -> dict[str, list[list[int]]]:
+    """``{"cuda": one state per visible GPU}`` when CUDA is available (dropout on a GPU draws from these, not
+    from the CPU generator), else nothing, so CPU checkpoints stay as they were."""
+    if not torch.cuda.is_available():
+        return {}
+    return {"cuda": [state.tolist() for state in torch.cuda.get_rng_state_all()]}
+
+
+def restore_cuda_rng_state(states: list[list[int]] | None, folder: Path) -> None:
+    """Put back what ``cuda_rng_state`` saved. Checkpoints written without it (before it existed, or on a
+    CPU) restore as before; a different number of visible GPUs restores nothing and says so."""
+    if not states or not torch.cuda.is_available():
+        return
+    if len(states) != torch.cuda.device_count():
+        log.warning(
+            "checkpoint %s holds CUDA random states for %d GPUs but %d are visible; the resumed run's GPU "
+            "random numbers (dropout) will differ from an uninterrupted run.",
+            folder,
+            len(states),
+            torch.cuda.device_count(),
+        )
+        return
+    torch.cuda.set_rng_state_all([torch.tensor(state, dtype=torch.uint8) for state in states])
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -363,6 +390,13 @@ def process_state() -> Any:
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def reduce_sum(accelerator: Any, tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all processes and return it on the CPU. The collective gets it on
+    ``accelerator.device``: NCCL, the backend of every multi-GPU launch, takes only CUDA tensors ("No
+    backend type associated with device type cpu"); gloo, the CPU one, takes CPU tensors."""
+    return accelerator.reduce(tensor.to(accelerator.device), "sum").cpu()
 
 
 def throughput_report(counts: torch.Tensor, world: int = 1) -> dict[str, float]:
@@ -607,7 +641,7 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         counts[3] += time.time() - step_start
-        step_loss = float(accelerator.reduce(step_loss, "sum")) if world > 1 else float(step_loss)
+        step_loss = float(reduce_sum(accelerator, step_loss)) if world > 1 else float(step_loss)
         state["micro"] += len(global_ids)
         state["step"] += 1
         state["losses"].append({"step": state["step"], "loss": step_loss, "lr": t.lr * factor})
@@ -637,7 +671,7 @@ def _train(config, run, corpora, descriptions, resume, loaded, progress, start) 
             state["seconds"] = seconds_before + time.time() - start
             save_checkpoint(model, optimizer, state, run / "checkpoint")
         accelerator.wait_for_everyone()
-    counts = accelerator.reduce(counts, "sum") if world > 1 else counts
+    counts = reduce_sum(accelerator, counts) if world > 1 else counts
     throughput = throughput_report(counts, world)
     if throughput["tokens"]:
         log.info(
