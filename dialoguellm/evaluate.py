@@ -595,22 +595,46 @@ def load_calibration(adapter_dir: str | os.PathLike, config: Any) -> dict[str, l
                 f"eval.length_normalise={trained} (the training run's value), or eval.calibrate=false."
             )
     calibration = read_json(path)
-    if not isinstance(calibration, dict) or not all(isinstance(v, list) for v in calibration.values()):
-        raise ValueError(f"{path} should map each corpus to a list of label biases; retrain or delete it.")
+    problem = _calibration_problem(calibration)
+    if problem:
+        raise ValueError(
+            f"{path} should map each corpus to a list of label biases ({problem}); retrain or delete it."
+        )
     return calibration
+
+
+def _calibration_problem(calibration: Any) -> str | None:
+    """What is wrong with a parsed calibration.json, or None: one finite bias per label of a known corpus."""
+    from dialoguellm.labels import LABELS
+
+    if not isinstance(calibration, dict):
+        return f"found a JSON {type(calibration).__name__}"
+    for name, biases in calibration.items():
+        if name not in LABELS:
+            return f"{name!r} is not a corpus; expected {', '.join(LABELS)}"
+        if not isinstance(biases, list) or len(biases) != len(LABELS[name]):
+            return f"{name!r} needs a list of {len(LABELS[name])} numbers, one per label"
+        for bias in biases:
+            if isinstance(bias, bool) or not isinstance(bias, (int, float)):
+                return f"{name!r} holds {bias!r}, not a number"
+            try:
+                if not math.isfinite(bias):
+                    return f"{name!r} holds {bias!r}, not a finite number"
+            except OverflowError:
+                return f"{name!r} holds an integer too large for a bias"
+    return None
 
 
 def load_run_config(train_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Any:
     """The resolved config a training run saved (``<train_dir>/config.yaml``), with dotted overrides."""
-    import yaml
-
-    from dialoguellm.config import config_from_dict
+    from dialoguellm.config import config_from_dict, read_config_file
 
     path = Path(train_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"No config.yaml in {train_dir}; is it a training run folder (notebook 03)?")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    raw.pop("source", None)
+    raw = read_config_file(path) or {}
+    if isinstance(raw, dict):
+        raw.pop("source", None)
     return config_from_dict(raw, source=str(path), overrides=dict(overrides or {}))
 
 
