@@ -14,6 +14,7 @@ reads a test label.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dialoguellm.corpora.labels import normalised_label_names
+from dialoguellm.corpora.labels import LABELS, normalised_label_names
 from dialoguellm.io import read_json, write_json
 from dialoguellm.metrics import classification_metrics
 from dialoguellm.prompts import Prepared
@@ -165,9 +166,32 @@ def load_calibration(adapter_dir: str | os.PathLike, config: Any) -> dict[str, l
                 f"eval.length_normalise={trained} (the training run's value), or eval.calibrate=false."
             )
     calibration = read_json(path)
-    if not isinstance(calibration, dict) or not all(isinstance(v, list) for v in calibration.values()):
-        raise ValueError(f"{path} should map each corpus to a list of label biases; retrain or delete it.")
+    problem = _calibration_problem(calibration)
+    if problem:
+        raise ValueError(
+            f"{path} should map each corpus to a list of label biases ({problem}); retrain or delete it."
+        )
     return calibration
+
+
+def _calibration_problem(calibration: Any) -> str | None:
+    """What is wrong with a parsed calibration.json, or None: one finite bias per label of a known corpus."""
+    if not isinstance(calibration, dict):
+        return f"found a JSON {type(calibration).__name__}"
+    for name, biases in calibration.items():
+        if name not in LABELS:
+            return f"{name!r} is not a corpus; expected {', '.join(LABELS)}"
+        if not isinstance(biases, list) or len(biases) != len(LABELS[name]):
+            return f"{name!r} needs a list of {len(LABELS[name])} numbers, one per label"
+        for bias in biases:
+            if isinstance(bias, bool) or not isinstance(bias, (int, float)):
+                return f"{name!r} holds {bias!r}, not a number"
+            try:
+                if not math.isfinite(bias):
+                    return f"{name!r} holds {bias!r}, not a finite number"
+            except OverflowError:
+                return f"{name!r} holds an integer too large for a bias"
+    return None
 
 
 # ------------------------------------------------------------------------ prior correction (likelihood)

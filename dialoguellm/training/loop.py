@@ -86,6 +86,13 @@ def process_state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def reduce_sum(accelerator: Any, tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all processes and return it on the CPU. The collective gets it on
+    ``accelerator.device``: NCCL, the backend of every multi-GPU launch, takes only CUDA tensors ("No
+    backend type associated with device type cpu"); gloo, the CPU one, takes CPU tensors."""
+    return accelerator.reduce(tensor.to(accelerator.device), "sum").cpu()
+
+
 def deepspeed_active(accelerator: Any) -> bool:
     """Whether ``accelerate launch`` runs DeepSpeed (a ZeRO config), whose optimizer state is partitioned."""
     return getattr(accelerator.state, "deepspeed_plugin", None) is not None
@@ -428,7 +435,7 @@ def _optimizer_step(session: Session) -> tuple[float, float]:
     s.optimizer.zero_grad(set_to_none=True)
     s.counts[3] += time.time() - step_start
     s.state["micro"] += len(global_ids)
-    reduced = float(s.accelerator.reduce(step_loss, "sum")) if sch.world > 1 else float(step_loss)
+    reduced = float(reduce_sum(s.accelerator, step_loss)) if sch.world > 1 else float(step_loss)
     return reduced, lr
 
 
@@ -483,7 +490,7 @@ def _finish(
 ) -> TrainResult:
     """Throughput, the dev calibration (main process), ``metrics.json``; the result."""
     s, config = session, session.config
-    counts = s.accelerator.reduce(s.counts, "sum") if s.schedule.world > 1 else s.counts
+    counts = reduce_sum(s.accelerator, s.counts) if s.schedule.world > 1 else s.counts
     throughput = throughput_report(counts, s.schedule.world)
     if throughput["tokens"]:
         log.info(
