@@ -126,11 +126,11 @@ def evaluate_endpoint(
         todo = [(k, item) for k, item in zip(keys, items, strict=True) if cache.status(k) != "ok"]
         log.info("%s: %d answers cached, %d to ask %s", corpus, len(items) - len(todo), len(todo), name)
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            list(pool.map(lambda pair: _ask(client, cache, *pair), todo))
+            list(pool.map(lambda pair: _ask(client, cache, *pair, split), todo))
         failed += [k for k in keys if cache.status(k) != "ok"]
         if failed:
             continue
-        frame = _frame(builders[corpus], items, [cache.records[k]["text"] for k in keys])
+        frame = _frame(builders[corpus], items, [cache.records[k]["description"] for k in keys])
         metrics = metrics_of(frame, builders[corpus].labels)
         save_predictions(frame, metrics, out, f"{split}_{corpus}")
         results[corpus] = metrics
@@ -162,12 +162,26 @@ def _key(split: str, item: Mapping[str, Any], model: str) -> str:
     return cache_key(split, str(item["row"]["utterance_id"]), ChatEndpoint.name, model, prompt_hash(messages))
 
 
-def _ask(client: ChatEndpoint, cache: DescriptionCache, key: str, item: Mapping[str, Any]) -> None:
-    """One request; its answer or its failure is appended to the cache at once."""
-    uid = ClipRef(split="", clip_id=str(item["row"]["utterance_id"]))
-    record: dict[str, Any] = {"key": key, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+EMPTY_ANSWER = "<empty answer>"  # the cache refuses empty text; this names no label, so it counts as unparsed
+
+
+def _ask(
+    client: ChatEndpoint, cache: DescriptionCache, key: str, item: Mapping[str, Any], split: str
+) -> None:
+    """One request; its answer or its failure is appended to the cache at once (in the description cache's
+    record layout: the utterance id as ``clip_id``, the answer as ``description``)."""
+    utterance = str(item["row"]["utterance_id"])
+    record: dict[str, Any] = {
+        "key": key,
+        "split": split,
+        "clip_id": utterance,
+        "describer": client.name,
+        "model": client.model,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     try:
-        record.update(status="ok", text=client.describe(uid, [], json.dumps(item["messages"])))
+        answer = client.describe(ClipRef(split, utterance), [], json.dumps(item["messages"]))
+        record.update(status="ok", description=answer.strip() or EMPTY_ANSWER)
     except (RuntimeError, ValueError) as err:  # retries exhausted, or a malformed answer
         record.update(status="failed", error=str(err))
         log.warning("%s: %s", key, err)
