@@ -175,3 +175,17 @@ def test_records_and_frames_are_accepted():
     assert {r["dialogue_id"] for r in one.rows} == {"1"} and not one.has_gold
     with pytest.raises(pr.InputError, match="holds no turns"):
         pr.turns_from_records([])
+
+
+def test_import_stays_light_and_predict_is_exported_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dialoguellm; assert 'torch' not in sys.modules, 'import dialoguellm loaded torch'; "
+        "f = dialoguellm.predict; assert f.__module__ == 'dialoguellm.evaluation.predict'; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        dialoguellm.nothing  # noqa: B018
