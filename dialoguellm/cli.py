@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("predict", "export"):  # read a run folder, never create one
         try:
             return _predict(args) if args.command == "predict" else _export(args)
-        except (ValueError, FileNotFoundError, FileExistsError) as err:
+        except (ValueError, OSError) as err:  # OSError: files, and a model or hub id that cannot be loaded
             print(f"dialoguellm {args.command}: {err}", file=sys.stderr)
             return 2
     from dialoguellm.config import config_from_dict, load_config, parse_overrides
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:
         print(f"dialoguellm {args.command}: {err}", file=sys.stderr)
         return 2
 

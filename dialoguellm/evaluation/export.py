@@ -65,8 +65,7 @@ def merge_adapter(
     if report["changed"]:
         log.warning(
             "Merging changes %d of %d dev predictions (%s weights round the merged sum); the merged model "
-            "is not the evaluated adapter. Serve the adapter with peft, or merge in fp32 "
-            "(--set model.dtype=fp32 when training) for an exact copy.",
+            "is not the evaluated adapter. Serve the adapter with peft for the evaluated predictions.",
             report["changed"],
             report["dev_utterances"],
             m.dtype,
