@@ -211,7 +211,7 @@ def plot_score_trust(reliability: pd.DataFrame, coverage: pd.DataFrame, path: st
     datasets = _datasets(reliability)
     colors = {"raw": OURS_COLOR}
     with style_context():
-        fig = Figure(figsize=(7.2, 3.2 * len(datasets)))
+        fig = Figure(figsize=(8.0, 3.8 * len(datasets)))
         axes = fig.subplots(len(datasets), 2, squeeze=False)
         for row, dataset in zip(axes, datasets, strict=True):
             rel, cov = row
@@ -235,7 +235,7 @@ def plot_score_trust(reliability: pd.DataFrame, coverage: pd.DataFrame, path: st
             rel.set(
                 xlim=(0, 1),
                 ylim=(0, 1),
-                xlabel="confidence (predicted label's probability)",
+                xlabel="confidence (p of the predicted label)",
                 ylabel="accuracy",
             )
             rel.set_title(f"{dataset} test: reliability")
@@ -244,6 +244,7 @@ def plot_score_trust(reliability: pd.DataFrame, coverage: pd.DataFrame, path: st
             )
             cov.set_title(f"{dataset} test: accuracy vs coverage")
             rel.legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
         return save_figure(fig, path)
 
 
