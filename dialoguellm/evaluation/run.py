@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from dialoguellm.calibration import apply_label_bias, load_calibration
-from dialoguellm.io import write_json
+from dialoguellm.io import read_predictions, write_json
 from dialoguellm.model import loading
 from dialoguellm.model.card import invocation, write_model_card
 from dialoguellm.prompts import prepare_examples, rows_of
@@ -78,18 +78,13 @@ def evaluate_run(
             progress,
             config.eval.length_normalise,
         )
-        metrics = metrics_of(preds, builder.labels)
-        bias = calibration.get(name) if mode == "score" else None
-        if bias is not None:
-            raw = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
-            preds = apply_label_bias(preds, builder.labels, bias)
-            metrics = metrics_of(preds, builder.labels)
-            metrics["uncalibrated"] = raw
-            metrics["label_bias"] = list(map(float, bias))
+        preds, results[name] = _calibrated(
+            preds, builder.labels, calibration.get(name) if mode == "score" else None
+        )
+        # The dialogue of each row: the model card's intervals resample whole dialogues (dialoguellm.stats).
         dialogue = {str(r["utterance_id"]): str(r["dialogue_id"]) for r in rows_of(corpora[name][split])}
         preds.insert(1, "dialogue_id", [dialogue.get(str(e), "") for e in preds["example_id"]])
-        save_predictions(preds, metrics, out, f"{split}_{name}")
-        results[name] = metrics
+        save_predictions(preds, results[name], out, f"{split}_{name}")
     env = environment()
     summary = {
         "split": split,
@@ -115,8 +110,6 @@ def card_results(
 ) -> dict[str, Any]:
     """The test metrics of an evaluation with their dialogue-bootstrap intervals (``stats.frame_interval``),
     as the model card shows them; a metric whose interval cannot be drawn (one dialogue) shows its value."""
-    from dialoguellm.scoring.predictions import read_predictions
-
     results = {}
     for name, metrics in summary["results"].items():
         frame = read_predictions(Path(out_dir) / f"{split}_{name}_predictions.csv")
@@ -136,6 +129,22 @@ def paper_results() -> pd.DataFrame:
     """The paper's Table 3 rows and peers (accuracy / weighted F1 in %), from the packaged data file."""
     with resources.as_file(resources.files("dialoguellm") / "resources" / "paper_results.csv") as path:
         return pd.read_csv(path)
+
+
+def _calibrated(
+    predictions: pd.DataFrame, labels: Sequence[str], bias: Sequence[float] | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(predictions, metrics) after training's label biases, when there are any; the metrics keep the
+    uncalibrated accuracy and F1 and the biases beside the calibrated ones."""
+    metrics = metrics_of(predictions, labels)
+    if bias is None:
+        return predictions, metrics
+    raw = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
+    predictions = apply_label_bias(predictions, labels, bias)
+    metrics = metrics_of(predictions, labels)
+    metrics["uncalibrated"] = raw
+    metrics["label_bias"] = list(map(float, bias))
+    return predictions, metrics
 
 
 def comparison_summaries(
