@@ -1,7 +1,8 @@
 """Command line: ``dialoguellm train --config cpu [--set key=value ...] [--resume]``,
 ``dialoguellm evaluate --run-dir DIR [--split test] [--mode score|generate]`` and
 ``dialoguellm predict (--run-dir DIR | --model NAME) [--labels meld|"calm,angry"] turns.csv`` and
-``dialoguellm export --run-dir DIR --merge OUT``.
+``dialoguellm export --run-dir DIR --merge OUT`` and
+``dialoguellm prompt --config cpu --corpus meld --split test --index 3`` (one prompt as the model sees it).
 
 Both read the same YAML profiles as the notebooks (the packaged ``cpu``, ``paper``, ``paper_r8``, or a YAML
 path) and write the same run folders (``runs.RunLayout``).
@@ -70,7 +71,39 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--dev-sample", type=int, default=200, help="dev utterances per corpus checked before/after merging"
     )
+    sp = sub.add_parser("prompt", help="print one utterance's prompt exactly as the model sees it")
+    sp.add_argument("--config", default="cpu", help="profile name or a YAML path (its prompt settings)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--corpus", default="meld", help="a corpus of the profile's data.datasets")
+    sp.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    sp.add_argument("--index", type=int, default=0, help="row of the split (0-based)")
+    sp.add_argument("--data-dir", default=None, help="raw corpora folder (default: the vendored copies)")
     return parser
+
+
+def _show_prompt(args: argparse.Namespace) -> int:
+    """``prompt``: the rendered prompt of one utterance (the profile's template, context, demonstrations and
+    cutoff; no video description, which needs notebook 02's cache) and its gold answer."""
+    from dialoguellm.config import load_config, parse_overrides
+    from dialoguellm.corpora.readers import load_corpora_for
+    from dialoguellm.model.loading import load_tokenizer
+    from dialoguellm.prompts.builder import builders_from_config
+
+    config = load_config(args.config, parse_overrides(args.set))
+    if args.corpus not in config.data.datasets:
+        raise ValueError(
+            f"--corpus {args.corpus!r} is not in the profile's data.datasets {list(config.data.datasets)}; "
+            "pick one of those."
+        )
+    corpora = load_corpora_for(config, None, args.data_dir)
+    builder = builders_from_config(load_tokenizer(config), corpora, config)[args.corpus]
+    split = corpora[args.corpus][args.split]
+    if not 0 <= args.index < len(split):
+        raise ValueError(f"--index {args.index} is outside {args.corpus} {args.split} (0..{len(split) - 1}).")
+    example = builder.build_split(split, only=[args.index])[0]
+    print(example.prompt if example.prompt.endswith("\n") else example.prompt + "\n", end="")
+    print(f"[gold answer: {builder.answer_text(example.label_id)}; {len(example.prompt_ids)} prompt tokens]")
+    return 0
 
 
 def _evaluate_model(args: argparse.Namespace, run: Path) -> int:
@@ -129,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dialoguellm`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command in ("predict", "export"):  # read a run folder, never create one
+    if args.command in ("predict", "export", "prompt"):  # read a run folder, never create one
+        handlers = {"predict": _predict, "export": _export, "prompt": _show_prompt}
         try:
-            return _predict(args) if args.command == "predict" else _export(args)
+            return handlers[args.command](args)
         except (ValueError, OSError) as err:  # OSError: files, and a model or hub id that cannot be loaded
             print(f"dialoguellm {args.command}: {err}", file=sys.stderr)
             return 2

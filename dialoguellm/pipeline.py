@@ -246,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     fig.add_argument("--run-dir", help="run folder (default: runs/latest)")
     summ = sub.add_parser("summary", help="print a finished run's headline numbers as Markdown")
     summ.add_argument("--run-dir", help="run folder (default: runs/latest)")
+    exp = sub.add_parser(
+        "export-results",
+        help="copy a finished run's small outputs (predictions, metrics, records) to results/",
+    )
+    exp.add_argument("--run-dir", help="run folder (default: runs/latest)")
+    exp.add_argument("--out", default=str(REPO_DIR / "results" / "cpu"), help="default: results/cpu")
     args = parser.parse_args(argv)
 
     runs = REPO_DIR / "runs"
@@ -275,6 +281,12 @@ def main(argv: list[str] | None = None) -> int:
         from dialoguellm.report import run_report
 
         print(run_report(Path(args.run_dir) if args.run_dir else runs / "latest"))
+        return 0
+    if args.command == "export-results":
+        from dialoguellm.report import export_results
+
+        written = export_results(Path(args.run_dir) if args.run_dir else runs / "latest", args.out)
+        print(f"{len(written)} files in {args.out}")
         return 0
     from dialoguellm.plots.registry import regenerate
 

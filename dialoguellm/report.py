@@ -1,16 +1,23 @@
-"""The report of a finished run: its headline numbers as Markdown, read from what its notebooks recorded.
+"""The report of a finished run: its headline numbers as Markdown, read from what its notebooks recorded
+and from its saved prediction files.
 
-``python -m dialoguellm.pipeline summary [--run-dir runs/latest]`` prints it; the README's results are
-pasted from this output, so every number there names the command and run that produced it.
+``python -m dialoguellm.pipeline summary [--run-dir runs/latest]`` prints it; the README's results table is
+``headline_table`` of the committed run outputs in ``results/`` (``export_results`` copies them there), and a
+test recomputes it from those files.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-from dialoguellm.io import read_json
+import pandas as pd
+
+from dialoguellm import stats
+from dialoguellm.evaluation.run import paper_results
+from dialoguellm.io import read_json, read_predictions
 from dialoguellm.runs import RunLayout
 
 
@@ -36,6 +43,8 @@ def run_report(run_dir: str | os.PathLike) -> str:
     if not records:
         raise FileNotFoundError(f"No records in {run.records}: run `make reproduce` first.")
     out: list[str] = [f"Run folder: `{run.root.resolve().name}`", ""]
+    if any(run.evaluation().glob("test_*_predictions.csv")):
+        out += [headline_table(run.root), ""]
     out += _stages(run)
     out += _evaluation(records.get("03_training", {}), records.get("04_evaluation", {}))
     out += _ablations(records.get("05_ablations", {}))
@@ -142,3 +151,135 @@ def _seceu(seceu: dict[str, Any]) -> list[str]:
             ["model", "items", "SECEU", "EQ", "pattern r"], rows
         )
     return [f"SECEU: {seceu.get('status')}", ""] if seceu else []
+
+
+# ------------------------------------------------------------------------------------ the headline table
+
+PAPER_HEADLINE = "DialogueLLM, 1-shot (headline)"
+FLOORS = {"majority": "floor: majority class", "tfidf_lr": "floor: TF-IDF + LR"}
+RAW = "ours, raw argmax"
+CALIBRATED = "ours + dev-fitted biases"
+CORPUS_ORDER = ("meld", "iemocap", "emorynlp")
+
+
+def headline_systems(run_dir: str | os.PathLike) -> dict[str, dict[str, pd.DataFrame]]:
+    """Test predictions of a run, per system and corpus: ours raw, ours with the dev-fitted biases (when
+    evaluation applied them), and the floors of notebook 05. Each frame's ``pred_id`` is that system's."""
+    run = RunLayout(Path(run_dir))
+    systems: dict[str, dict[str, pd.DataFrame]] = {RAW: {}, CALIBRATED: {}}
+    for path in sorted(run.evaluation().glob("test_*_predictions.csv")):
+        corpus = path.name[len("test_") : -len("_predictions.csv")]
+        frame = read_predictions(path)
+        if "pred_id_raw" in frame:
+            systems[CALIBRATED][corpus] = frame
+            systems[RAW][corpus] = frame.assign(pred_id=frame["pred_id_raw"])
+        else:
+            systems[RAW][corpus] = frame
+    for name, title in FLOORS.items():
+        for corpus in systems[RAW]:
+            path = run.baselines / f"{corpus}_{name}_test_predictions.csv"
+            if path.is_file():
+                systems.setdefault(title, {})[corpus] = read_predictions(path)
+    return {name: frames for name, frames in systems.items() if frames}
+
+
+def headline_table(run_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES) -> str:
+    """Markdown: accuracy and weighted F1 on each test set with 95% dialogue-bootstrap intervals for ours
+    and the floors, the paper's 7B numbers beside them, and paired differences in weighted F1 between our
+    predictions and the strongest floor (same utterances; "no measurable difference" where the interval
+    covers 0). Deterministic (fixed bootstrap seed)."""
+    systems = headline_systems(run_dir)
+    if not systems:
+        raise FileNotFoundError(
+            f"No test predictions in {RunLayout(Path(run_dir)).evaluation()}: run notebook 04 first."
+        )
+    corpora = sorted(systems[RAW], key=lambda c: (CORPUS_ORDER + (c,)).index(c))
+    header = ["system"] + [f"{c} {m}" for c in corpora for m in ("accuracy", "weighted F1")]
+    rows = []
+    for name, frames in systems.items():
+        row = [name]
+        for corpus in corpora:
+            for metric in ("accuracy", "weighted_f1"):
+                frame = frames.get(corpus)
+                row.append(
+                    "-"
+                    if frame is None
+                    else str(stats.frame_interval(frame, metric, f"{name}/{corpus}", n_resamples=n_resamples))
+                )
+        rows.append(row)
+    paper = paper_results()
+    paper = paper[paper["system"] == PAPER_HEADLINE].set_index("dataset")
+    row = ["the paper: DialogueLLM, LLaMA 2-7B, 1-shot (published, no interval)"]
+    for corpus in corpora:
+        for metric in ("accuracy", "weighted_f1"):
+            row.append(f"{paper.loc[corpus, metric]:.1f}" if corpus in paper.index else "-")
+    rows.append(row)
+    out = [
+        "Test sets, percent, with 95% intervals from a bootstrap over dialogues. Raw argmax is the paper's way "
+        "of predicting; the biases are fitted on dev (not in the paper).",
+        "",
+    ] + _table(header, rows)
+    pairs = [(RAW, FLOORS["tfidf_lr"]), (CALIBRATED, FLOORS["tfidf_lr"]), (CALIBRATED, RAW)]
+    rows = []
+    for a, b in pairs:
+        for corpus in corpora:
+            if corpus in systems.get(a, {}) and corpus in systems.get(b, {}):
+                diff = stats.frame_paired_difference(
+                    systems[a][corpus], systems[b][corpus], "weighted_f1", (a, b), n_resamples=n_resamples
+                )
+                verdict = {"A higher": f"{a} higher", "B higher": f"{b} higher"}.get(
+                    diff.verdict, diff.verdict
+                )
+                rows.append([f"{a} - {b}", corpus, _diff(diff), verdict])
+    if rows:
+        out += ["Paired differences in weighted F1 (same utterances; points, 95% interval):", ""]
+        out += _table(["comparison", "test set", "difference", "verdict"], rows)
+    return "\n".join(out).rstrip()
+
+
+def _diff(diff: stats.PairedDifference) -> str:
+    p = "p < 0.001" if diff.p_value < 0.001 else f"p = {diff.p_value:.3f}"
+    return f"{100 * diff.difference:+.1f} [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}], {p}"
+
+
+# The small outputs of a run that the README's numbers rest on (copied by ``export_results``): every
+# prediction, metric and record file, the resolved config and the environment; no weights, no corpora.
+RESULT_FILES = (
+    "pipeline.json",
+    "records/*.json",
+    "stages/*.json",
+    "training/config.yaml",
+    "training/metrics.json",
+    "training/environment.json",
+    "training/data_report.json",
+    "training/adapter/calibration*.json",
+    "training/adapter/dev_*",
+    "evaluation/*",
+    "baselines/*",
+    "ablations/*",
+    "analysis/*",
+    "seceu/*.json",
+    "seceu/*.csv",
+)
+
+
+def export_results(run_dir: str | os.PathLike, out: str | os.PathLike) -> list[Path]:
+    """Copy a finished run's small outputs (``RESULT_FILES``) to ``out``, keeping the run folder's layout,
+    so ``headline_table(out)`` and ``run_report(out)`` work on the copy. Replaces ``out`` whole."""
+    run = Path(run_dir).resolve()
+    if not RunLayout(run).evaluation().is_dir():
+        raise FileNotFoundError(f"{run} has no evaluation/ folder: run `make reproduce` to the end first.")
+    out = Path(out)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    written = []
+    for pattern in RESULT_FILES:
+        for path in sorted(run.glob(pattern)):
+            if path.is_file():
+                target = staging / path.relative_to(run)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+                written.append(out / path.relative_to(run))
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return written

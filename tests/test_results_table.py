@@ -1,0 +1,100 @@
+"""The README's results table is recomputed from the committed run outputs in results/, and the headline
+table and the results export work on a small synthetic run folder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from dialoguellm.corpora.labels import normalised_label_names
+from dialoguellm.report import CALIBRATED, RAW, export_results, headline_systems, headline_table
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "results" / "cpu"
+README = REPO / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _frame(n_dialogues: int, seed: int, calibrated: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    labels = normalised_label_names("meld")
+    rows = []
+    for d in range(n_dialogues):
+        for u in range(int(rng.integers(2, 6))):
+            gold = int(rng.integers(len(labels)))
+            pred = gold if rng.random() < 0.6 else int(rng.integers(len(labels)))
+            rows.append({"example_id": f"dia{d}_utt{u}", "dataset": "meld", "gold_id": gold, "pred_id": pred})
+    frame = pd.DataFrame(rows)
+    frame["gold"] = [labels[i] for i in frame["gold_id"]]
+    frame["pred"] = [labels[i] for i in frame["pred_id"]]
+    frame["parsed"] = True
+    if calibrated:
+        raw = frame["pred_id"].to_numpy().copy()
+        flip = rng.random(len(raw)) < 0.2
+        raw[flip] = 0
+        frame["pred_id_raw"] = raw
+    return frame
+
+
+def _run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    (run / "evaluation").mkdir(parents=True)
+    (run / "baselines").mkdir()
+    (run / "training" / "adapter").mkdir(parents=True)
+    ours = _frame(40, 1, calibrated=True)
+    ours.to_csv(run / "evaluation" / "test_meld_predictions.csv", index=False)
+    floor = ours[["example_id", "dataset", "gold_id", "gold", "parsed"]].assign(pred_id=0, pred="neutral")
+    floor.to_csv(run / "baselines" / "meld_majority_test_predictions.csv", index=False)
+    (run / "training" / "adapter" / "adapter_model.safetensors").write_bytes(b"weights are not results")
+    (run / "training" / "config.yaml").write_text("model: {}\n")
+    return run
+
+
+def test_headline_numbers_are_sklearn_and_intervals_cover_them(tmp_path):
+    run = _run(tmp_path)
+    systems = headline_systems(run)
+    ours = systems[CALIBRATED]["meld"]
+    raw = systems[RAW]["meld"]
+    assert (raw["pred_id"] == ours["pred_id_raw"]).all() and not (raw["pred_id"] == ours["pred_id"]).all()
+    table = headline_table(run, n_resamples=500)
+    for frame, name in ((ours, CALIBRATED), (raw, RAW)):
+        acc = 100 * accuracy_score(frame["gold_id"], frame["pred_id"])
+        wf1 = 100 * f1_score(frame["gold_id"], frame["pred_id"], average="weighted")
+        line = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        cells = re.findall(r"([\d.]+) \[([\d.]+), ([\d.]+)\]", line)
+        assert [float(c[0]) for c in cells] == [round(acc, 1), round(wf1, 1)]
+        for estimate, low, high in cells:
+            assert float(low) <= float(estimate) <= float(high)
+    assert "floor: majority class" in table and "LLaMA 2-7B" in table
+    assert "Paired differences" in table
+
+
+def test_export_keeps_the_layout_and_no_weights(tmp_path):
+    run = _run(tmp_path)
+    out = tmp_path / "results"
+    written = export_results(run, out)
+    assert out / "evaluation" / "test_meld_predictions.csv" in written
+    assert (out / "training" / "config.yaml").is_file()
+    assert not (out / "training" / "adapter" / "adapter_model.safetensors").exists()
+    assert headline_table(out, n_resamples=300) == headline_table(run, n_resamples=300)
+
+
+def test_export_refuses_an_unfinished_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make reproduce"):
+        export_results(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.skipif(not RESULTS.is_dir(), reason="results/cpu is not in this checkout")
+def test_readme_results_table_is_recomputed_from_committed_files():
+    text = README.read_text(encoding="utf-8")
+    assert START in text and END in text, "README.md lost its results markers"
+    shown = text.split(START, 1)[1].split(END, 1)[0].strip()
+    assert shown == headline_table(RESULTS).strip(), (
+        "README's results table differs from `python -m dialoguellm.pipeline summary --run-dir results/cpu`; "
+        "paste the table it prints."
+    )
