@@ -93,6 +93,14 @@ class DataConfig:
         default=0, metadata={"help": "Dev utterances per corpus used for model selection; 0 = all."}
     )
     test_per_dataset: int = field(default=0, metadata={"help": "Test utterances per corpus; 0 = all."})
+    remove_cross_corpus_overlap: bool = field(
+        default=True,
+        metadata={
+            "help": "Before training, remove from each corpus's training split what it shares with another "
+            "corpus's dev or test split (MELD and EmoryNLP are cut from the same Friends episodes; "
+            "dialoguellm.corpora.overlap says what counts). Recorded in the run's data_report.json."
+        },
+    )
 
 
 @dataclass
