@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from dialoguellm.config import config_from_dict, load_config, parse_overrides
-    from dialoguellm.corpora.readers import load_corpora_for
+    from dialoguellm.corpora.readers import load_corpora_for, resolve_datasets
     from dialoguellm.corpora.video import load_descriptions
     from dialoguellm.evaluation.run import evaluate_run
     from dialoguellm.training.loop import train
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     run = runs.run_dir(args.run_dir)
     try:
         if args.command == "train":
-            config = load_config(args.config, parse_overrides(args.set))
+            config = resolve_datasets(load_config(args.config, parse_overrides(args.set)), run)
             corpora = load_corpora_for(config, run, args.data_dir)
             descriptions = load_descriptions(run) if config.prompt.use_video else {}
             result = train(config, run / args.name, corpora, descriptions, resume=args.resume)
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 config = config_from_dict(raw, config.source, parse_overrides(args.set))
         else:
             raise ValueError("--no-adapter needs --config (which model and prompt settings to use).")
+        config = resolve_datasets(config, run)
         corpora = load_corpora_for(config, run, args.data_dir)
         out = Path(args.out) if args.out else runs.RunLayout(run).evaluation(train_dir is not None)
         summary = evaluate_run(

@@ -38,7 +38,10 @@ class ModelConfig:
     )
     dtype: str = field(default="bf16", metadata={"help": "Compute precision: bf16, fp16 or fp32."})
     quantization: str = field(
-        default="none", metadata={"help": "none, 8bit or 4bit (NF4, QLoRA recipe); 8bit/4bit need CUDA."}
+        default="none",
+        metadata={
+            "help": "none, 8bit or 4bit (NF4, QLoRA recipe); 8bit/4bit need bitsandbytes (CUDA, or its CPU backend)."
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run model code from the hub; off unless you trust the source."}
