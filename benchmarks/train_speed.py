@@ -7,7 +7,7 @@ AdamW) on the same training prompts of MELD and EmoryNLP (1-shot, z = 1):
 
 - baseline: ``transformers.Trainer`` with every example padded to the cutoff (256 tokens), labels -100 on
   the prompt, i.e. logits over the whole vocabulary at every position;
-- ours: ``dialoguellm.train.answer_loss`` as the trainer runs it: length-grouped micro-batches of one
+- ours: ``dialoguellm.training.loss.answer_loss`` as the trainer runs it: length-grouped micro-batches of one
   corpus, the shared prefix (system message, instruction, demonstration) run once per micro-batch, dynamic
   padding, logits at the answer positions only.
 

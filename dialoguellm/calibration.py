@@ -14,8 +14,9 @@ reads a test label.
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dialoguellm.corpora.labels import normalised_label_names
+from dialoguellm.corpora.labels import LABELS, normalised_label_names
 from dialoguellm.io import read_json, write_json
 from dialoguellm.metrics import classification_metrics
-from dialoguellm.prompts import prepare_split
+from dialoguellm.prompts import Prepared
 from dialoguellm.runs import load_run_config
 from dialoguellm.scoring.predictions import (
     check_frame,
@@ -95,22 +96,15 @@ def calibration_reuses_selection(config: Any) -> bool:
 
 
 def fit_calibration(
-    model: Any,
-    tokenizer: Any,
-    corpora: Mapping[str, Any],
-    config: Any,
-    folder: Path,
-    descriptions: Mapping[str, Mapping[str, str]] | None = None,
-    progress: bool = True,
+    model: Any, tokenizer: Any, dev: Prepared, config: Any, folder: Path, progress: bool = True
 ) -> dict[str, list[float]]:
-    """Label biases (``eval.calibrate``) fitted on ``eval.calibration_per_dataset`` dev utterances per
-    corpus (0 = all), scored with the selected adapter in ``folder``, whose weights are loaded into ``model``
-    first. Writes ``calibration.json`` (what evaluation applies to test) and ``calibration_dev.json`` (how
+    """Label biases (``eval.calibrate``) fitted on the dev prompts ``dev`` (training prepares
+    ``eval.calibration_per_dataset`` utterances per corpus with ``prompts.prepare_split``), scored with the
+    selected adapter in ``folder``, whose weights are loaded into ``model`` first. Writes ``calibration.json`` (what evaluation applies to test) and ``calibration_dev.json`` (how
     many dev rows, weighted F1 before and after, in-sample) into ``folder``; returns the biases.
 
     Biases fitted on few rows follow that sample's noise (benchmarks/length_normalisation.py prints held-out
-    dev weighted F1 by the number of rows they were fitted on). Prompts are built exactly as in training and
-    evaluation (``prompts.prepare_split``).
+    dev weighted F1 by the number of rows they were fitted on).
     """
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -119,7 +113,6 @@ def fit_calibration(
     if not weights.is_file():
         raise FileNotFoundError(f"No selected adapter in {folder} to calibrate (adapter_model.safetensors).")
     set_peft_model_state_dict(model, load_file(str(weights)))
-    dev = prepare_split(config, tokenizer, corpora, "dev", config.eval.calibration_per_dataset, descriptions)
     predictions = score_prepared(model, tokenizer, dev, config, "dev", progress)
     calibration, report = {}, {"length_normalise": bool(config.eval.length_normalise), "corpora": {}}
     for name, preds in predictions.items():
@@ -173,9 +166,32 @@ def load_calibration(adapter_dir: str | os.PathLike, config: Any) -> dict[str, l
                 f"eval.length_normalise={trained} (the training run's value), or eval.calibrate=false."
             )
     calibration = read_json(path)
-    if not isinstance(calibration, dict) or not all(isinstance(v, list) for v in calibration.values()):
-        raise ValueError(f"{path} should map each corpus to a list of label biases; retrain or delete it.")
+    problem = _calibration_problem(calibration)
+    if problem:
+        raise ValueError(
+            f"{path} should map each corpus to a list of label biases ({problem}); retrain or delete it."
+        )
     return calibration
+
+
+def _calibration_problem(calibration: Any) -> str | None:
+    """What is wrong with a parsed calibration.json, or None: one finite bias per label of a known corpus."""
+    if not isinstance(calibration, dict):
+        return f"found a JSON {type(calibration).__name__}"
+    for name, biases in calibration.items():
+        if name not in LABELS:
+            return f"{name!r} is not a corpus; expected {', '.join(LABELS)}"
+        if not isinstance(biases, list) or len(biases) != len(LABELS[name]):
+            return f"{name!r} needs a list of {len(LABELS[name])} numbers, one per label"
+        for bias in biases:
+            if isinstance(bias, bool) or not isinstance(bias, (int, float)):
+                return f"{name!r} holds {bias!r}, not a number"
+            try:
+                if not math.isfinite(bias):
+                    return f"{name!r} holds {bias!r}, not a finite number"
+            except OverflowError:
+                return f"{name!r} holds an integer too large for a bias"
+    return None
 
 
 # ------------------------------------------------------------------------ prior correction (likelihood)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import types
 import typing
@@ -249,13 +250,19 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if annotation is float:
         if isinstance(value, bool):
             raise ValueError(f"{where}: expected a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 3e-4 (no dot) as a string
+            number = _as_float(value)
+        elif isinstance(value, str):  # YAML reads 3e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        # .nan would pass every range check below (all comparisons with NaN are false)
+        if number is not None and not math.isfinite(number):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        if number is not None:
+            return number
         raise ValueError(f"{where}: expected a number, got {value!r}")
     if annotation is str:
         if isinstance(value, str):
@@ -264,13 +271,20 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ValueError(f"{where}: unsupported setting type {annotation!r}")
 
 
+def _as_float(value: int | float) -> float | None:
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+
+
 def _parse_override_value(text: Any) -> Any:
     # "--set train.lr=1e-4": YAML parsing gives ints, floats, bools and lists like [q_proj, v_proj].
     if not isinstance(text, str):
         return text
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
 
 
@@ -298,8 +312,11 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>", overrides: dic
     sections: dict[str, Any] = {}
     for section, values in merged.items():
         if section not in _SECTION_CLASSES:
+            # an override's section is not in the file: name the override, not only the file
+            named = [key for key in overridden if str(key).split(".", 1)[0] == section]
+            where = f"{source} (override {named[0]})" if named else source
             raise ValueError(
-                f"{source}: unknown section {section!r}; expected one of {', '.join(_SECTION_CLASSES)}."
+                f"{where}: unknown section {section!r}; expected one of {', '.join(_SECTION_CLASSES)}."
             )
         if values is None:
             values = {}
@@ -437,11 +454,20 @@ def validate(config: Config) -> None:
 def load_config(name_or_path: str | os.PathLike = "cpu", overrides: dict[str, Any] | None = None) -> Config:
     """Read a profile (``"cpu"``, ``"paper"``, or a YAML path), apply dotted overrides, validate."""
     path = resolve_config_path(name_or_path)
+    return config_from_dict(read_config_file(path) or {}, source=str(path), overrides=overrides)
+
+
+def read_config_file(path: str | os.PathLike) -> Any:
+    """The parsed YAML of a settings file, or a ValueError naming the file (and the line where YAML says)."""
+    from dialoguellm.io import read_text_file
+
+    text = read_text_file(path, fix="Save the settings file as UTF-8.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err}).") from None
-    return config_from_dict(raw or {}, source=str(path), overrides=overrides)
+    except RecursionError:  # thousands of nested brackets: damage, not settings
+        raise ValueError(f"{path}: not valid YAML (nested too deeply); restore the file.") from None
 
 
 def save_config(config: Config, path: str | os.PathLike) -> Path:

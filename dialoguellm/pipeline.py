@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dialoguellm.io import write_json
+from dialoguellm.io import read_json, write_json
 from dialoguellm.plots import figures_dir
 from dialoguellm.runs import REPO_DIR, RunLayout
 
@@ -181,9 +181,10 @@ def run_notebooks(
         fingerprint = stage_fingerprint(path, params, previous, sources)
         previous = fingerprint
         marker = RunLayout(run_dir).stage(path.stem)
-        if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == fingerprint:
+        finished = _read_marker(marker)
+        if finished is not None and finished.get("fingerprint") == fingerprint:
             print(f"[{datetime.now():%H:%M:%S}] {path.name}: finished earlier with the same inputs, skipped")
-            report["stages"].append({**json.loads(marker.read_text()), "skipped": True})
+            report["stages"].append({**finished, "skipped": True})
             continue
         marker.unlink(missing_ok=True)  # anything after a changed stage is redone
         started = time.perf_counter()
@@ -202,6 +203,22 @@ def run_notebooks(
     )
     write_json(RunLayout(run_dir).pipeline_report, report)
     return report
+
+
+def _read_marker(marker: Path) -> dict[str, Any] | None:
+    """A stage marker's content (None when the stage has none), or a ValueError naming the damaged file."""
+    if not marker.is_file():
+        return None
+    try:
+        content = read_json(marker)
+    except ValueError as err:
+        content = err
+    if not isinstance(content, dict):
+        raise ValueError(
+            f"{marker} is not a stage marker (a JSON object with a fingerprint): {content}. Delete it to run "
+            "that stage again."
+        )
+    return content
 
 
 def _resumable_run(runs: Path) -> Path | None:

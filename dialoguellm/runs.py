@@ -170,6 +170,14 @@ class RunLayout:
     def pipeline_report(self) -> Path:
         return self.root / "pipeline.json"
 
+    def written(self, path: Path, what: str, notebook: str) -> Path:
+        """``path`` when a stage wrote it, else an error naming the notebook to run with this run folder."""
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{what} not found: {path}. Run notebooks/{notebook}.ipynb with the same RUN_DIR."
+            )
+        return path
+
 
 def run_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder a pipeline run writes to: the argument, else $DIALOGUELLM_RUN_DIR, else runs/manual; created."""
@@ -219,15 +227,14 @@ def adapter_settings(adapter_dir: str | os.PathLike) -> Path:
 
 def load_run_config(train_dir: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Any:
     """The resolved config a training run saved (``<train_dir>/config.yaml``), with dotted overrides."""
-    import yaml
+    from dialoguellm.config import config_from_dict, read_config_file
 
-    from dialoguellm.config import config_from_dict
-
-    path = Path(train_dir) / "config.yaml"
+    path = TrainingLayout(Path(train_dir)).config
     if not path.is_file():
         raise FileNotFoundError(f"No config.yaml in {train_dir}; is it a training run folder (notebook 03)?")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    raw.pop("source", None)
+    raw = read_config_file(path) or {}
+    if isinstance(raw, dict):
+        raw.pop("source", None)
     return config_from_dict(raw, source=str(path), overrides=dict(overrides or {}))
 
 

@@ -15,6 +15,8 @@ from accelerate.commands.config.config_args import ClusterConfig, load_config_fr
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DistributedType
 
+from dialoguellm.config import resolve_config_path
+
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = REPO / "configs" / "accelerate"
 EXPECTED = {
@@ -106,5 +108,5 @@ def test_documented_commands_are_valid_launches():
         )
         args, _, _ = _validate_launch_command(args)
         assert args.training_script == "dialoguellm.cli" and args.module, command
-        assert args.training_script_args[:3] == ["train", "--config", "configs/paper.yaml"], command
-        assert (REPO / args.training_script_args[2]).is_file()
+        assert args.training_script_args[:3] == ["train", "--config", "paper"], command
+        assert resolve_config_path(args.training_script_args[2]).is_file()  # the packaged paper profile

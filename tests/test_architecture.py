@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dialoguellm"
 
 # The layers, lowest first. A module may import from its own layer's modules or from any layer below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("dialoguellm", "dialoguellm.io", "dialoguellm.progress", "dialoguellm.metrics",
+    ("foundation", ("dialoguellm", "dialoguellm.io", "dialoguellm.progress", "dialoguellm.metrics", "dialoguellm.stats",
                     "dialoguellm.corpora.labels")),
     ("config", ("dialoguellm.config",)),
     ("runs", ("dialoguellm.runs",)),

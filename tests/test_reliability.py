@@ -148,7 +148,7 @@ def test_notebook_03_passes_resume_through():
         node
         for cell in code
         for node in ast.walk(ast.parse("".join(cell["source"])))
-        if isinstance(node, ast.Call) and ast.unparse(node.func) == "train.train"
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "train"
     ]
     assert len(calls) == 1
     resume = {k.arg: ast.unparse(k.value) for k in calls[0].keywords}.get("resume")

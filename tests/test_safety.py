@@ -145,7 +145,7 @@ def unsafe_lines(source: str, name: str) -> list[str]:
 def _project_sources() -> dict[str, str]:
     """Every Python source of the package and benchmarks, and every notebook's code cells."""
     sources = {}
-    for folder in ("dialoguellm", "benchmarks"):
+    for folder in ("dialoguellm", "benchmarks", "tools"):
         for path in sorted((REPO_DIR / folder).rglob("*.py")):
             sources[str(path.relative_to(REPO_DIR))] = path.read_text(encoding="utf-8")
     for path in sorted((REPO_DIR / "notebooks").glob("*.ipynb")):
@@ -161,10 +161,12 @@ def _project_sources() -> dict[str, str]:
 
 def test_no_unpickling_or_remote_code_anywhere_in_the_project():
     sources = _project_sources()
-    assert "dialoguellm/modeling.py" in sources and any(k.endswith(".ipynb") for k in sources)
+    assert "dialoguellm/model/loading.py" in sources and any(k.endswith(".ipynb") for k in sources)
     problems = [line for name, source in sources.items() for line in unsafe_lines(source, name)]
     assert not problems, "\n".join(problems)
-    for path in sorted(REPO_DIR.glob("configs/**/*.yaml")):
+    profiles = sorted(REPO_DIR.glob("dialoguellm/profiles/**/*.yaml"))
+    assert len(profiles) >= 15  # the three run profiles and twelve ablation arms
+    for path in [*profiles, *sorted(REPO_DIR.glob("configs/**/*.yaml"))]:
         raw = yaml.safe_load(path.read_text()) or {}
         assert (raw.get("model") or {}).get("trust_remote_code", False) is False, path
 

@@ -231,7 +231,8 @@ def test_calibration_is_fitted_with_the_selected_adapter_and_refitted_on_resume(
         for name, p in model.named_parameters():
             if "lora_" in name:
                 p.add_(0.5)
-    again = calibration.fit_calibration(model, loaded.tokenizer, corpus, config, adapter, progress=False)
+    dev = prompts.prepare_split(config, loaded.tokenizer, corpus, "dev", config.eval.calibration_per_dataset)
+    again = calibration.fit_calibration(model, loaded.tokenizer, dev, config, adapter, progress=False)
     assert again == first
     state = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
     for name, tensor in saved.items():

@@ -276,6 +276,7 @@ class EchoDescriber(video.Describer):
 
 CHILD = """
 import sys, time
+from dialoguellm.corpora import video
 class Slow(video.Describer):
     name, model, needs_frames = "echo", "echo-1", False
     def describe(self, clip, frames, prompt):

@@ -135,7 +135,7 @@ def load_arm(
     profile: str | os.PathLike | Config = "cpu",
     overrides: Mapping[str, Any] | None = None,
 ) -> Arm:
-    """Read an arm file (a name in configs/ablations or a path) on top of ``profile``.
+    """Read an arm file (a name in dialoguellm/profiles/ablations or a path) on top of ``profile``.
 
     ``profile``: a profile name ("cpu", "paper"), a YAML path (e.g. the config.yaml a training run saved)
     or a Config. ``overrides`` are dotted keys applied last (``{"prompt.cutoff_len": 512}``), as in
@@ -185,7 +185,7 @@ def load_arms(
     profile: str | os.PathLike | Config = "cpu",
     overrides: Mapping[str, Any] | None = None,
 ) -> list[Arm]:
-    """The arms named (all of configs/ablations when ``names`` is empty), resolved on ``profile``."""
+    """The arms named (all of dialoguellm/profiles/ablations when ``names`` is empty), resolved on ``profile``."""
     paths = arm_paths() if not names else [n for n in names]
     arms = [load_arm(p, profile, overrides) for p in paths]
     seen: dict[str, Path] = {}
@@ -538,12 +538,8 @@ def save_results(
 
 def load_ablation_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The table ``save_results`` wrote."""
-    path = RunLayout(Path(run_dir)).ablations / "results.csv"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Ablation results not found: {path}. Run notebooks/05_ablations.ipynb with the same RUN_DIR."
-        )
-    return pd.read_csv(path)
+    run = RunLayout(Path(run_dir))
+    return pd.read_csv(run.written(run.ablations / "results.csv", "Ablation results", "05_ablations"))
 
 
 def load_settings(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -555,9 +551,9 @@ def load_settings(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dialoguellm.ablation --list`` / ``--show ARM`` (the resolved settings of an arm)."""
+    """``python -m dialoguellm.analysis.ablation --list`` / ``--show ARM`` (the resolved settings of an arm)."""
     parser = argparse.ArgumentParser(
-        prog="python -m dialoguellm.ablation", description=__doc__.split("\n\n")[0]
+        prog="python -m dialoguellm.analysis.ablation", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--profile", default="cpu", help="base profile the arms override (cpu or paper)")
     parser.add_argument("--list", action="store_true", help="list the arms and what they change")

@@ -10,7 +10,7 @@ never used for a choice.
 - ``tfidf_lr_context``: the same plus a second TF-IDF block for the previous ``z`` utterances of the
   dialogue (a separate vocabulary, so a context word is not confused with the same word in the utterance).
 
-Predictions use the frame layout of ``dialoguellm.evaluate.predict_by_scoring`` (example_id, dataset,
+Predictions use the frame layout of ``dialoguellm.scoring.predictions.predict_by_scoring`` (example_id, dataset,
 gold_id, pred_id, gold, pred, parsed, p_<label>), so the error analysis reads baselines and LLM alike.
 """
 
@@ -63,7 +63,7 @@ def _gold_ids(frame: pd.DataFrame, dataset: str) -> np.ndarray:
 
 
 def prediction_frame(frame: pd.DataFrame, dataset: str, probs: np.ndarray) -> pd.DataFrame:
-    """Predictions in the layout of ``evaluate.predict_by_scoring`` (argmax of ``probs``, shape (N, L))."""
+    """Predictions in the layout of ``scoring.predictions.predict_by_scoring`` (argmax of ``probs``, shape (N, L))."""
     words = normalised_label_names(dataset)
     if probs.shape != (len(frame), len(words)):
         raise ValueError(f"probabilities have shape {probs.shape}, expected ({len(frame)}, {len(words)}).")
@@ -244,7 +244,7 @@ def run_baselines(
 ) -> BaselineRun:
     """Fit every baseline on each corpus's train split (C chosen on dev) and score ``eval_splits``.
 
-    ``corpora`` maps a corpus name to its curated DatasetDict (``data.load_curated``) or a mapping of split
+    ``corpora`` maps a corpus name to its curated DatasetDict (``corpora.readers.load_curated``) or a mapping of split
     name to records.
     """
     settings = settings or BaselineSettings()
@@ -317,10 +317,5 @@ def save_baselines(result: BaselineRun, run_dir: str | os.PathLike) -> Path:
 
 def load_baseline_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     """The table ``save_baselines`` wrote (``<run_dir>/baselines/results.csv``)."""
-    path = RunLayout(Path(run_dir)).baselines / "results.csv"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Baseline results not found: {path}. Run notebooks/05_ablations.ipynb (it fits the baselines) "
-            "with the same RUN_DIR."
-        )
-    return pd.read_csv(path)
+    run = RunLayout(Path(run_dir))
+    return pd.read_csv(run.written(run.baselines / "results.csv", "Baseline results", "05_ablations"))

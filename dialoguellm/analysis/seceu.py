@@ -143,9 +143,16 @@ def _number_list(path: Path, name: str, value: Any, length: int) -> list[float]:
     if not isinstance(value, list) or len(value) != length:
         got = f"{len(value)} values" if isinstance(value, list) else type(value).__name__
         raise _fail(path, name, f"must be a list of {length} numbers (got {got})")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in value):
         raise _fail(path, name, "must hold finite numbers only")
     return [float(v) for v in value]
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits (math.isfinite converts it to a float)
+        return False
 
 
 def load_seceu(path: str | os.PathLike | None = None) -> SeceuData:

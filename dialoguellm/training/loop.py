@@ -42,7 +42,7 @@ from dialoguellm.corpora import overlap
 from dialoguellm.io import recover_folder, write_json
 from dialoguellm.model import loading
 from dialoguellm.progress import progress_bar as tqdm
-from dialoguellm.prompts import Prepared, prepare_examples
+from dialoguellm.prompts import Prepared, prepare_examples, prepare_split
 from dialoguellm.prompts.builder import VIDEO_DATASETS
 from dialoguellm.runs import TrainingLayout, environment, hardware_summary
 from dialoguellm.scoring.engine import autocast_context
@@ -85,6 +85,13 @@ def process_state() -> Any:
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
+
+
+def reduce_sum(accelerator: Any, tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all processes and return it on the CPU. The collective gets it on
+    ``accelerator.device``: NCCL, the backend of every multi-GPU launch, takes only CUDA tensors ("No
+    backend type associated with device type cpu"); gloo, the CPU one, takes CPU tensors."""
+    return accelerator.reduce(tensor.to(accelerator.device), "sum").cpu()
 
 
 def deepspeed_active(accelerator: Any) -> bool:
@@ -515,7 +522,7 @@ def _optimizer_step(session: Session) -> tuple[float, float]:
     s.optimizer.zero_grad(set_to_none=True)
     s.counts[3] += time.time() - step_start
     s.state["micro"] += len(global_ids)
-    reduced = float(s.accelerator.reduce(step_loss, "sum")) if sch.world > 1 else float(step_loss)
+    reduced = float(reduce_sum(s.accelerator, step_loss)) if sch.world > 1 else float(step_loss)
     return reduced, lr
 
 
@@ -571,7 +578,7 @@ def _finish(
 ) -> TrainResult:
     """Throughput, the dev calibration (main process), ``metrics.json``; the result."""
     s, config = session, session.config
-    counts = s.accelerator.reduce(s.counts, "sum") if s.schedule.world > 1 else s.counts
+    counts = reduce_sum(s.accelerator, s.counts) if s.schedule.world > 1 else s.counts
     throughput = throughput_report(counts, s.schedule.world)
     if throughput["tokens"]:
         log.info(
@@ -589,7 +596,9 @@ def _finish(
         return result
     if config.eval.calibrate and s.state["best"] is not None and not calibration_reuses_selection(config):
         if not (s.run.adapter / "calibration.json").is_file():  # after a resume, the fit may already be there
-            fit_calibration(s.model, s.tokenizer, corpora, config, s.run.adapter, descriptions, s.progress)
+            n = config.eval.calibration_per_dataset
+            dev = prepare_split(config, s.tokenizer, corpora, "dev", n, descriptions)
+            fit_calibration(s.model, s.tokenizer, dev, config, s.run.adapter, s.progress)
         result.seconds = seconds = s.seconds_before + time.time() - s.start
     metrics = {
         "best": s.state["best"],
