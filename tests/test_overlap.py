@@ -153,3 +153,24 @@ def test_vendored_removal_counts(vendored):
     assert report["removed"] == {"meld": 453, "emorynlp": 745}
     leaked = overlap.leaked_evaluation_utterances(vendored, "test")
     assert len(leaked["meld"]) >= 208 and len(leaked["emorynlp"]) >= 73
+
+
+def test_described_label_shares_compare_the_described_clips_with_the_split():
+    from dialoguellm.corpora import video
+
+    test = synthetic_corpus("meld", sizes=(1, 1, 3), seed=3)["test"]
+    described = {r["clip_id"]: "a kitchen" for r in test[:4]}
+    shares = video.described_label_shares(test, described)
+    assert shares["described"].sum() == 4 and shares["split"].sum() == len(test)
+    assert abs(shares["described_share"].sum() - 1) < 1e-9 and abs(shares["split_share"].sum() - 1) < 1e-9
+
+
+def test_committed_overlap_figure_equals_what_the_code_draws(vendored, tmp_path):
+    from dialoguellm.plots import corpora as corpus_plots
+    from dialoguellm.runs import REPO_DIR
+
+    table = overlap.overlap_table(table=overlap.utterance_table(vendored, data_dir=readers.vendored_dir()))
+    drawn = corpus_plots.plot_cross_corpus_overlap(table, tmp_path / "cross_corpus_overlap.png")
+    assert drawn.read_bytes() == (REPO_DIR / "figures" / "cross_corpus_overlap.png").read_bytes(), (
+        "figures/cross_corpus_overlap.png is stale: run `make figures` on a run whose notebook 01 is current"
+    )
