@@ -102,6 +102,12 @@ def test_plain_prompt_target_tokenises_as_prompt_text_plus_answer(sp_tokenizer):
 
 
 # ------------------------------------------------------------------------------------ end to end on CPU
+
+
+def _json_tail(out: str) -> dict:
+    """The JSON the CLI prints last (training prints its overlap line before it)."""
+    return json.loads(out[out.index("{\n") :])
+
 E2E_SETTINGS = [
     "model.num_threads=1",
     "prompt.use_video=false",
@@ -221,3 +227,34 @@ def test_kbit_refusal_names_the_reason(monkeypatch):
         RuntimeError, match=r"model.quantization=8bit cannot load here: .*no CPU backend.*>= 0.48"
     ):
         loading.load_model("unused", "fp16", "8bit")
+
+
+def test_all_seeds_trains_one_adapter_per_seed_and_reports_mean_and_sd(
+    paper_run, sentencepiece_llama_dir, capsys, caplog, monkeypatch
+):
+    monkeypatch.delenv("IEMOCAP_DIR", raising=False)
+    settings = [f"model.name={sentencepiece_llama_dir}", "model.quantization=none", "eval.seeds=[3, 4]"]
+    options = [x for s in [*settings, *E2E_SETTINGS] for x in ("--set", s)]
+    train = ["train", "--config", "paper", "--run-dir", str(paper_run), "--name", "seeds", "--all-seeds"]
+    with caplog.at_level("WARNING", logger="dialoguellm"), pytest.warns(UserWarning):
+        assert cli.main([*train, *options]) == 0, capsys.readouterr().err
+    assert "eval.seeds lists" not in caplog.text  # every seed is trained: no single-seed warning
+    trained = _json_tail(capsys.readouterr().out)
+    assert set(trained) == {"3", "4"}
+    for seed in (3, 4):
+        assert f"seed: {seed}" in (paper_run / f"seeds_seed{seed}" / "config.yaml").read_text()
+    a, b = (
+        (paper_run / f"seeds_seed{s}" / "adapter" / "adapter_model.safetensors").read_bytes() for s in (3, 4)
+    )
+    assert a != b
+    with pytest.warns(UserWarning):  # a second call with --resume finds both finished
+        assert cli.main([*train, *options, "--resume"]) == 0
+    assert all(v.get("skipped") for v in _json_tail(capsys.readouterr().out).values())
+    out = paper_run / "seeds_eval"
+    args = ["evaluate", "--run-dir", str(paper_run), "--name", "seeds", "--all-seeds", "--out", str(out)]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    summary = json.loads((out / "seeds_summary.json").read_text())
+    assert summary["seeds"] == [3, 4] and set(summary["results"]) == {"meld", "emorynlp"}
+    meld = summary["results"]["meld"]["weighted_f1"]
+    assert len(meld["values"]) == 2 and meld["mean"] == pytest.approx(sum(meld["values"]) / 2)
+    assert (out / "seed3" / "test_meld_predictions.csv").is_file()

@@ -163,12 +163,17 @@ def train(
     resume: bool = False,
     loaded: loading.LoadedModel | None = None,
     progress: bool = True,
+    one_of_seeds: bool = False,
 ) -> TrainResult:
     """Train a LoRA adapter on ``corpora`` (name -> DatasetDict with train/dev) and keep the best on dev.
 
     ``run_dir`` receives everything (``runs.TrainingLayout``). With ``resume`` an interrupted run continues
     from ``checkpoint/``; otherwise an existing checkpoint is an error (so no run is silently mixed).
+    One call trains ``train.seed``; it warns when ``eval.seeds`` lists more, unless ``one_of_seeds`` says
+    the caller trains them all (``dialoguellm train --all-seeds``).
     """
+    if not one_of_seeds and process_state().is_main_process:
+        warn_single_seed(config)
     start = time.time()
     run = TrainingLayout(Path(run_dir))
     run.root.mkdir(parents=True, exist_ok=True)
@@ -337,8 +342,9 @@ def warn_single_seed(config: Config) -> None:
         log.warning(
             "%s: eval.seeds lists %d seeds %s (the paper averages them), but one training run trains one "
             "adapter, with train.seed=%d. For the paper's protocol train each seed into its own folder: "
-            "for s in %s; do dialoguellm train --config ... --set train.seed=$s --name training_seed$s; done, "
-            "then evaluate each and average.",
+            "dialoguellm train --all-seeds (each seed into <name>_seed<S>), then dialoguellm evaluate --all-seeds "
+            "(mean and sd over the seeds); or by hand: for s in %s; do dialoguellm train ... --set train.seed=$s "
+            "--name training_seed$s; done.",
             config.source,
             len(seeds),
             seeds,
@@ -388,7 +394,6 @@ def _start_run(config: Config, run: TrainingLayout, main: bool, resume: bool) ->
     """Threads and seeds; a resumed run must have the settings it was trained with; the main process writes
     ``config.yaml`` and ``environment.json``. Returns the environment."""
     loading.set_threads(config.model.num_threads)
-    warn_single_seed(config)
     set_seed(config.train.seed)
     recover_folder(run.checkpoint)  # a kill between atomic_folder's two renames
     if resume and checkpoint_dir_exists(run.root):
