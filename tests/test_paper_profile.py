@@ -108,6 +108,7 @@ def _json_tail(out: str) -> dict:
     """The JSON the CLI prints last (training prints its overlap line before it)."""
     return json.loads(out[out.index("{\n") :])
 
+
 E2E_SETTINGS = [
     "model.num_threads=1",
     "prompt.use_video=false",
