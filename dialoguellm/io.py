@@ -15,7 +15,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -210,3 +213,18 @@ def csv_rows(
             "before), so it looks cut short, e.g. by an interrupted download. Download it again; if the row is "
             "complete, end the file with a line break."
         )
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """A saved prediction frame (``scoring.predictions.save_predictions``); example_id and dialogue_id are
+    read as text, so ids like '001' survive."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Prediction file not found: {path}; pass a <split>_<corpus>_predictions.csv."
+        )
+    return pd.read_csv(
+        path, dtype={"example_id": str, "dialogue_id": str}, keep_default_na=False, na_values=[""]
+    )

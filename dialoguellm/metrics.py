@@ -34,9 +34,9 @@ def confusion(gold: Sequence[int], pred: Sequence[int], n_labels: int) -> np.nda
     return matrix
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    # sklearn's zero_division=0: an empty denominator gives 0.
-    return np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den > 0)
+def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` with 0 where ``den`` is 0 (sklearn's zero_division=0), broadcasting as numpy does."""
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
 
 
 def classification_metrics(gold: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
@@ -48,9 +48,9 @@ def classification_metrics(gold: Sequence[int], pred: Sequence[int], labels: Seq
     support = np.bincount(gold, minlength=n).astype(float)
     tp = np.diag(matrix).astype(float)
     predicted = matrix.sum(axis=0).astype(float)
-    precision = _safe_div(tp, predicted)
-    recall = _safe_div(tp, support)
-    f1 = _safe_div(2 * precision * recall, precision + recall)
+    precision = safe_div(tp, predicted)
+    recall = safe_div(tp, support)
+    f1 = safe_div(2 * precision * recall, precision + recall)
     total = support.sum()
     return {
         "n": int(len(gold)),

@@ -46,7 +46,8 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from dialoguellm.corpora.labels import LABELS
-from dialoguellm.io import write_json
+from dialoguellm.io import read_predictions, write_json
+from dialoguellm.metrics import safe_div
 
 METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
 DEFAULT_RESAMPLES = 10_000
@@ -140,11 +141,6 @@ def dialogue_confusions(
     return counts
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    # sklearn's zero_division=0: an empty denominator gives 0.
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
-
-
 def metric_from_confusion(counts: np.ndarray, metric: str) -> np.ndarray:
     """``metric`` of confusion counts shaped (..., L, L + 1) (see ``dialogue_confusions``), over the leading
     axes at once; the same definitions as ``classification_metrics`` (weighted F1 = sklearn's "weighted")."""
@@ -156,9 +152,9 @@ def metric_from_confusion(counts: np.ndarray, metric: str) -> np.ndarray:
     total = support.sum(axis=-1)
     if metric == "accuracy":
         return tp.sum(axis=-1) / total
-    precision = _safe_div(tp, labelled.sum(axis=-2))
-    recall = _safe_div(tp, support)
-    f1 = _safe_div(2 * precision * recall, precision + recall)
+    precision = safe_div(tp, labelled.sum(axis=-2))
+    recall = safe_div(tp, support)
+    f1 = safe_div(2 * precision * recall, precision + recall)
     if metric == "macro_f1":
         return f1.mean(axis=-1)
     return (f1 * support).sum(axis=-1) / total
@@ -500,18 +496,6 @@ def frame_paired_difference(
         frame_dialogues(aligned_a, sources[0]),
         metric,
         **options,
-    )
-
-
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """A saved prediction frame (example_id and dialogue_id read as text, so ids like '001' survive)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Prediction file not found: {path}; pass a <split>_<corpus>_predictions.csv."
-        )
-    return pd.read_csv(
-        path, dtype={"example_id": str, "dialogue_id": str}, keep_default_na=False, na_values=[""]
     )
 
 

@@ -53,7 +53,7 @@ ENCODINGS = ["cp1252", "latin-1", "utf-16", "utf-8-sig", "ascii"]
 
 
 def _lines(data: bytes) -> list[bytes]:
-    return readers.splitlines(keepends=True) or [b""]
+    return data.splitlines(keepends=True) or [b""]
 
 
 @st.composite
@@ -80,7 +80,7 @@ def _damage(draw: st.DrawFn, kind: str, data: bytes) -> bytes:
         return data[:at] + draw(st.sampled_from(INSERTS)) + data[at:]
     if kind == "reencode":
         encoding = draw(st.sampled_from(ENCODINGS))
-        return readers.decode("utf-8", errors="replace").encode(encoding, errors="replace")
+        return data.decode("utf-8", errors="replace").encode(encoding, errors="replace")
     lines = _lines(data)
     i = draw(st.integers(0, len(lines) - 1))
     if kind == "delete_line":

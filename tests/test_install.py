@@ -38,7 +38,7 @@ def test_a_non_editable_install_loads_the_cpu_profile_and_meld_from_any_folder(t
         REPO / "dialoguellm", source / "dialoguellm", ignore=shutil.ignore_patterns("__pycache__")
     )
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-compile",
          "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

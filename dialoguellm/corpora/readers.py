@@ -246,6 +246,32 @@ def _record(
     }
 
 
+# The time columns of each MELD-style CSV (EmoryNLP's copy may lack them).
+MELD_TIMES = ("StartTime", "EndTime")
+EMORYNLP_TIMES = ("Start_Time", "End_Time")
+
+
+def _csv_record(
+    dataset: str,
+    split: str,
+    row: dict[str, str],
+    path: Path,
+    row_no: int,
+    dialogue_id: str,
+    utterance_id: str,
+    speaker: str,
+    order: int,
+    times: tuple[str, str],
+    clip_id: str | None = None,
+) -> dict[str, Any]:
+    """``_record`` of a MELD-style CSV row: its ``Utterance``, ``Emotion`` and the two ``times`` columns."""
+    start, end = (_parse_clock(row.get(column, ""), path, row_no, column) for column in times)
+    return _record(
+        dataset, split, dialogue_id, utterance_id, speaker, row["Utterance"], row["Emotion"].strip(),
+        f"{path}, row {row_no}", clip_id=clip_id, start=start, end=end, order=order,
+    )  # fmt: skip
+
+
 def _to_dataset(records: list[dict[str, Any]], source: str) -> Dataset:
     """Order turns within each dialogue, check them, and build the Dataset."""
     if not records:
@@ -292,19 +318,8 @@ def load_meld(data_dir: str | os.PathLike | None = None) -> DatasetDict:
             utt = _parse_int(row["Utterance_ID"], path, row_no, "Utterance_ID")
             clip = f"dia{dia}_utt{utt}"
             records.append(
-                _record(
-                    "meld",
-                    split,
-                    dialogue_id=str(dia),
-                    utterance_id=clip,
-                    speaker=row["Speaker"],
-                    text=row["Utterance"],
-                    label=row["Emotion"].strip(),
-                    where=f"{path}, row {row_no}",
-                    clip_id=clip,
-                    start=_parse_clock(row["StartTime"], path, row_no, "StartTime"),
-                    end=_parse_clock(row["EndTime"], path, row_no, "EndTime"),
-                    order=utt,
+                _csv_record(
+                    "meld", split, row, path, row_no, str(dia), clip, row["Speaker"], utt, MELD_TIMES, clip
                 )
             )
         records.sort(key=lambda rec: (int(rec["dialogue_id"]), rec["_order"]))
@@ -372,19 +387,11 @@ def _read_emorynlp_erc(path: Path, split: str) -> Dataset:
         scene = _parse_int(row["Scene_ID"], path, row_no, "Scene_ID")
         utt = _parse_int(row["Utterance_ID"], path, row_no, "Utterance_ID")
         dialogue_id = f"s{season:02d}_e{episode:02d}_c{scene:02d}"
+        speaker = _parse_speakers(row["Speaker"], where)
+        utterance_id = f"{dialogue_id}_u{utt:03d}"
         records.append(
-            _record(
-                "emorynlp",
-                split,
-                dialogue_id=dialogue_id,
-                utterance_id=f"{dialogue_id}_u{utt:03d}",
-                speaker=_parse_speakers(row["Speaker"], where),
-                text=row["Utterance"],
-                label=row["Emotion"].strip(),
-                where=where,
-                start=_parse_clock(row.get("Start_Time", ""), path, row_no, "Start_Time"),
-                end=_parse_clock(row.get("End_Time", ""), path, row_no, "End_Time"),
-                order=utt,
+            _csv_record(
+                "emorynlp", split, row, path, row_no, dialogue_id, utterance_id, speaker, utt, EMORYNLP_TIMES
             )
         )
     records.sort(key=lambda rec: (rec["dialogue_id"], rec["_order"]))

@@ -76,16 +76,10 @@ def evaluate_run(
             progress,
             config.eval.length_normalise,
         )
-        metrics = metrics_of(preds, builder.labels)
-        bias = calibration.get(name) if mode == "score" else None
-        if bias is not None:
-            raw = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
-            preds = apply_label_bias(preds, builder.labels, bias)
-            metrics = metrics_of(preds, builder.labels)
-            metrics["uncalibrated"] = raw
-            metrics["label_bias"] = list(map(float, bias))
-        save_predictions(preds, metrics, out, f"{split}_{name}")
-        results[name] = metrics
+        preds, results[name] = _calibrated(
+            preds, builder.labels, calibration.get(name) if mode == "score" else None
+        )
+        save_predictions(preds, results[name], out, f"{split}_{name}")
     env = environment()
     summary = {
         "split": split,
@@ -107,6 +101,22 @@ def paper_results() -> pd.DataFrame:
     """The paper's Table 3 rows and peers (accuracy / weighted F1 in %), from the packaged data file."""
     with resources.as_file(resources.files("dialoguellm") / "resources" / "paper_results.csv") as path:
         return pd.read_csv(path)
+
+
+def _calibrated(
+    predictions: pd.DataFrame, labels: Sequence[str], bias: Sequence[float] | None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(predictions, metrics) after training's label biases, when there are any; the metrics keep the
+    uncalibrated accuracy and F1 and the biases beside the calibrated ones."""
+    metrics = metrics_of(predictions, labels)
+    if bias is None:
+        return predictions, metrics
+    raw = {k: metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
+    predictions = apply_label_bias(predictions, labels, bias)
+    metrics = metrics_of(predictions, labels)
+    metrics["uncalibrated"] = raw
+    metrics["label_bias"] = list(map(float, bias))
+    return predictions, metrics
 
 
 def comparison_summaries(

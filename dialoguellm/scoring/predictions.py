@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from dialoguellm.corpora.labels import normalised_label_names
-from dialoguellm.io import atomic_path
+from dialoguellm.io import atomic_path, read_predictions  # noqa: F401 (the frame's reader, beside its writer)
 from dialoguellm.metrics import classification_metrics, save_metrics
 from dialoguellm.prompts import Prepared, PromptBuilder, PromptExample
 from dialoguellm.runs import NOT_EVALUATION
@@ -281,11 +281,6 @@ def save_predictions(
     paths = save_metrics(metrics, folder, name)
     paths["predictions"] = csv_path
     return paths
-
-
-def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    """A saved prediction frame (example_id read as text, so ids like '001' survive)."""
-    return pd.read_csv(path, dtype={"example_id": str}, keep_default_na=False, na_values=[""])
 
 
 def find_predictions(
