@@ -126,7 +126,7 @@ def compare(run_root: Path, datasets: list[str], resamples: int) -> dict[str, An
     """Per corpus and part (overlapping, rest, all): each arm's weighted F1 and the paired difference."""
     from dialoguellm import stats
     from dialoguellm.runs import RunLayout
-    from dialoguellm.scoring.predictions import read_predictions
+    from dialoguellm.io import read_predictions
 
     leaked = overlapping_test_ids(datasets)
     out: dict[str, Any] = {}
