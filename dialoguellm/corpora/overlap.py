@@ -188,10 +188,13 @@ def matched_pairs(
             if key_a == key_b or (cross_corpus_only and key_a[0] == key_b[0]):
                 continue
             a, b = groups[key_a], groups[key_b]
+            found = []
             for i, j, jaccard in _near_pairs(a, b, near_threshold):
                 kind = "exact" if a.at[i, "key"] == b.at[j, "key"] else "near"
-                rows.append([*a.loc[i, columns], *b.loc[j, columns], kind, jaccard])
-            rows.extend(_exact_only_pairs(a, b, columns, rows_seen={(r[2], r[9]) for r in rows}))
+                found.append([*a.loc[i, columns], *b.loc[j, columns], kind, jaccard])
+            # ids repeat across splits (MELD's dia0_utt0), so "seen" is within this pair of splits only
+            found += _exact_only_pairs(a, b, columns, rows_seen={(r[2], r[9]) for r in found})
+            rows += found
     return pd.DataFrame(rows, columns=out_columns)
 
 
