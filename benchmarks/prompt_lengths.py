@@ -53,11 +53,11 @@ def length_stats(examples: list[Any], answer_ids: list[list[int]], trimmed: int)
 def measure(splits: tuple[str, ...] = ("train", "dev", "test"), z_values=Z_VALUES) -> dict[str, Any]:
     """Build every prompt of MELD and EmoryNLP with the paper profile, then MELD train for each z."""
     from dialoguellm.config import load_config
-    from dialoguellm.corpora.readers import load_corpora
+    from dialoguellm.corpora.readers import load_corpora, resolve_datasets
     from dialoguellm.model import loading as modeling
     from dialoguellm.prompts import builders_from_config, context_of, dialogue_index, make_builders, rows_of
 
-    config = load_config("paper")
+    config = resolve_datasets(load_config("paper"))
     tokenizer = modeling.load_model("embedded").tokenizer
     corpora = load_corpora(config.data.datasets)
 

@@ -1,8 +1,11 @@
-"""Command line: ``dialoguellm train --config cpu [--set key=value ...] [--resume]``,
-``dialoguellm evaluate --run-dir DIR [--split test] [--mode score|generate]`` and
-``dialoguellm predict (--run-dir DIR | --model NAME) [--labels meld|"calm,angry"] turns.csv`` and
+"""Command line: ``dialoguellm train --config cpu [--set key=value ...] [--resume] [--all-seeds]``,
+``dialoguellm evaluate --run-dir DIR [--split test] [--mode score|generate] [--all-seeds]``,
+``dialoguellm predict (--run-dir DIR | --model NAME) [--labels meld|"calm,angry"] turns.csv``,
 ``dialoguellm export --run-dir DIR --merge OUT`` and
 ``dialoguellm prompt --config cpu --corpus meld --split test --index 3`` (one prompt as the model sees it).
+
+``--all-seeds`` is the paper's protocol: one adapter per seed of ``eval.seeds``, evaluated each, reported as
+mean and sd over the seeds.
 
 Both read the same YAML profiles as the notebooks (the packaged ``cpu``, ``paper``, ``paper_r8``, or a YAML
 path) and write the same run folders (``runs.RunLayout``).
@@ -33,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--data-dir", default=None, help="raw corpora folder when RUN_DIR holds no curated data")
     tr.add_argument("--name", default="training", help="sub-folder of the run folder for this training run")
+    tr.add_argument(
+        "--all-seeds",
+        action="store_true",
+        help="train one adapter per seed of eval.seeds (the paper's 5) into <name>_seed<S>; with --resume a "
+        "finished seed is skipped and an interrupted one continues",
+    )
     ev = sub.add_parser("evaluate", help="evaluate a trained adapter (or the bare model) on a split")
     ev.add_argument("--run-dir", default=None, help="pipeline run folder")
     ev.add_argument("--name", default="training", help="training sub-folder to evaluate")
@@ -49,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--mode", default=None, choices=["score", "generate"])
     ev.add_argument("--out", default=None, help="output folder (default: RUN_DIR/evaluation[_<mode>])")
     ev.add_argument("--data-dir", default=None)
+    ev.add_argument(
+        "--all-seeds",
+        action="store_true",
+        help="evaluate every <name>_seed<S> that train --all-seeds wrote (into <out>/seed<S>) and write the mean "
+        "and sd over the seeds to <out>/seeds_summary.json",
+    )
     pr = sub.add_parser(
         "predict", help="predict the emotion of every turn of your own conversation file (CSV or JSONL)"
     )
@@ -169,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as err:  # OSError: files, and a model or hub id that cannot be loaded
             print(f"dialoguellm {args.command}: {err}", file=sys.stderr)
             return 2
-    from dialoguellm.config import config_from_dict, load_config, parse_overrides
-    from dialoguellm.corpora.readers import load_corpora_for
+    from dialoguellm.config import load_config, parse_overrides
+    from dialoguellm.corpora.readers import load_corpora_for, resolve_datasets
     from dialoguellm.corpora.video import load_descriptions
     from dialoguellm.evaluation.run import evaluate_run
     from dialoguellm.training.loop import train
@@ -178,58 +193,127 @@ def main(argv: list[str] | None = None) -> int:
     run = runs.run_dir(args.run_dir)
     try:
         if args.command == "train":
-            config = load_config(args.config, parse_overrides(args.set))
+            config = resolve_datasets(load_config(args.config, parse_overrides(args.set)), run)
             corpora = load_corpora_for(config, run, args.data_dir)
             descriptions = load_descriptions(run) if config.prompt.use_video else {}
-            result = train(config, run / args.name, corpora, descriptions, resume=args.resume)
-            print(
-                json.dumps(
-                    {
-                        "adapter": str(result.adapter_dir),
-                        "best": result.best,
-                        "seconds": round(result.seconds, 1),
-                    },
-                    indent=2,
-                )
-            )
+            if not args.all_seeds:
+                result = train(config, run / args.name, corpora, descriptions, resume=args.resume)
+                print(json.dumps(_train_line(result), indent=2))
+                return 0
+            print(json.dumps(_train_seeds(config, run, args, corpora, descriptions), indent=2))
             return 0
         if args.model:
             return _evaluate_model(args, run)
         train_dir = None if args.no_adapter else run / args.name
-        if args.config:
-            config = load_config(args.config, parse_overrides(args.set))
-        elif train_dir is not None:
-            config = runs.load_run_config(train_dir)
-            if args.set:
-                raw = config.to_dict()
-                raw.pop("source")
-                config = config_from_dict(raw, config.source, parse_overrides(args.set))
-        else:
-            raise ValueError("--no-adapter needs --config (which model and prompt settings to use).")
+        if args.all_seeds:
+            if train_dir is None:
+                raise ValueError("--all-seeds evaluates trained adapters; it cannot go with --no-adapter.")
+            train_dir = run / f"{args.name}_seed{_run_seeds(run, args.name)[0]}"
+        config = _evaluation_config(args, train_dir)
         corpora = load_corpora_for(config, run, args.data_dir)
         out = Path(args.out) if args.out else runs.RunLayout(run).evaluation(train_dir is not None)
+        descriptions = load_descriptions(run) if config.prompt.use_video else {}
+        if args.all_seeds:
+            print(json.dumps(_evaluate_seeds(run, args, config, corpora, descriptions, out), indent=2))
+            return 0
         summary = evaluate_run(
-            corpora,
-            out,
-            train_dir=train_dir,
-            config=config,
-            split=args.split,
-            descriptions=load_descriptions(run) if config.prompt.use_video else {},
+            corpora, out, train_dir=train_dir, config=config, split=args.split, descriptions=descriptions,
             mode=args.mode,
-        )
-        print(
-            json.dumps(
-                {
-                    n: {k: r[k] for k in ("accuracy", "weighted_f1", "macro_f1", "unparsed")}
-                    for n, r in summary["results"].items()
-                },
-                indent=2,
-            )
-        )
+        )  # fmt: skip
+        print(json.dumps({n: _headline(r) for n, r in summary["results"].items()}, indent=2))
         return 0
     except (ValueError, OSError, RuntimeError) as err:
         print(f"dialoguellm {args.command}: {err}", file=sys.stderr)
         return 2
+
+
+def _headline(result: dict) -> dict:
+    return {k: result[k] for k in ("accuracy", "weighted_f1", "macro_f1", "unparsed")}
+
+
+def _train_line(result) -> dict:
+    return {"adapter": str(result.adapter_dir), "best": result.best, "seconds": round(result.seconds, 1)}
+
+
+def _train_seeds(config, run: Path, args: argparse.Namespace, corpora: dict, descriptions: dict) -> dict:
+    """One adapter per seed of ``eval.seeds`` into ``<name>_seed<S>`` (the paper averages 5 seeds)."""
+    import copy
+
+    from dialoguellm.training.loop import train
+
+    done = {}
+    for seed in config.eval.seeds:
+        folder = runs.TrainingLayout(run / f"{args.name}_seed{seed}")
+        if args.resume and folder.metrics.is_file():
+            done[seed] = {"adapter": str(folder.adapter), "skipped": "finished earlier"}
+            continue
+        seeded = copy.deepcopy(config)
+        seeded.train.seed = seed
+        resume = args.resume and folder.checkpoint.exists()
+        result = train(seeded, folder.root, corpora, descriptions, resume=resume, one_of_seeds=True)
+        done[seed] = _train_line(result)
+    return done
+
+
+def _run_seeds(run: Path, name: str) -> list[int]:
+    """The seeds whose ``<name>_seed<S>`` folders ``train --all-seeds`` wrote, in eval.seeds order."""
+    found = sorted(p for p in run.glob(f"{name}_seed*") if p.is_dir())
+    if not found:
+        raise FileNotFoundError(
+            f"No {name}_seed<S> folders in {run}; run `dialoguellm train --all-seeds` with this --run-dir first."
+        )
+    seeds = runs.load_run_config(found[0]).eval.seeds
+    missing = [s for s in seeds if not (run / f"{name}_seed{s}").is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"{run}: eval.seeds lists {seeds} but {', '.join(f'{name}_seed{s}' for s in missing)} is missing; "
+            "finish them with `dialoguellm train --all-seeds --resume`."
+        )
+    return list(seeds)
+
+
+def _evaluation_config(args: argparse.Namespace, train_dir: Path | None):
+    """The config to evaluate with: --config, else the training run's own (with --set applied)."""
+    from dialoguellm.config import config_from_dict, load_config, parse_overrides
+    from dialoguellm.corpora.readers import resolve_datasets
+
+    run = runs.run_dir(args.run_dir)
+    if args.config:
+        config = load_config(args.config, parse_overrides(args.set))
+    elif train_dir is not None:
+        config = runs.load_run_config(train_dir)
+        if args.set:
+            raw = config.to_dict()
+            raw.pop("source")
+            config = config_from_dict(raw, config.source, parse_overrides(args.set))
+    else:
+        raise ValueError("--no-adapter needs --config (which model and prompt settings to use).")
+    return resolve_datasets(config, run)
+
+
+def _evaluate_seeds(
+    run: Path, args: argparse.Namespace, config, corpora: dict, descriptions: dict, out: Path
+) -> dict:
+    """Evaluate each seed's adapter into ``out/seed<S>``; mean and sd per corpus in ``out/seeds_summary.json``."""
+    from dialoguellm.evaluation.run import evaluate_run
+    from dialoguellm.io import write_json
+    from dialoguellm.metrics import mean_sd
+
+    per_seed = {}
+    for seed in _run_seeds(run, args.name):
+        summary = evaluate_run(
+            corpora, out / f"seed{seed}", train_dir=run / f"{args.name}_seed{seed}", config=config,
+            split=args.split, descriptions=descriptions, mode=args.mode,
+        )  # fmt: skip
+        per_seed[seed] = summary["results"]
+    corpora_names = list(next(iter(per_seed.values())))
+    summary = {
+        "seeds": list(per_seed),
+        "split": args.split,
+        "results": {name: mean_sd([per_seed[s][name] for s in per_seed]) for name in corpora_names},
+    }
+    write_json(out / "seeds_summary.json", summary)
+    return summary
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ class ModelConfig:
     )
     dtype: str = field(default="bf16", metadata={"help": "Compute precision: bf16, fp16 or fp32."})
     quantization: str = field(
-        default="none", metadata={"help": "none, 8bit or 4bit (NF4, QLoRA recipe); 8bit/4bit need CUDA."}
+        default="none",
+        metadata={
+            "help": "none, 8bit or 4bit (NF4, QLoRA recipe); 8bit/4bit need bitsandbytes (CUDA, or its CPU backend)."
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run model code from the hub; off unless you trust the source."}
@@ -94,6 +97,14 @@ class DataConfig:
         default=0, metadata={"help": "Dev utterances per corpus used for model selection; 0 = all."}
     )
     test_per_dataset: int = field(default=0, metadata={"help": "Test utterances per corpus; 0 = all."})
+    remove_cross_corpus_overlap: bool = field(
+        default=True,
+        metadata={
+            "help": "Before training, remove from each corpus's training split what it shares with another "
+            "corpus's dev or test split (MELD and EmoryNLP are cut from the same Friends episodes; "
+            "dialoguellm.corpora.overlap says what counts). Recorded in the run's data_report.json."
+        },
+    )
 
 
 @dataclass

@@ -63,6 +63,12 @@ class TrainingLayout:
         return self.root / "environment.json"
 
     @property
+    def data_report(self) -> Path:
+        """What the training data was: the cross-corpus overlap removed (with the ids), description
+        coverage per corpus and split, the corpora used."""
+        return self.root / "data_report.json"
+
+    @property
     def log(self) -> Path:
         return self.root / "train.log"
 
@@ -93,6 +99,16 @@ class RunLayout:
     def corpus(self, name: str) -> Path:
         """A curated corpus (``corpora.readers.save_curated``)."""
         return self.root / "data" / name
+
+    @property
+    def overlap(self) -> Path:
+        """Notebook 01's cross-corpus overlap counts (``corpora.overlap.overlap_table``), CSV."""
+        return self.root / "data" / "overlap.csv"
+
+    @property
+    def overlap_pairs(self) -> Path:
+        """Notebook 01's matched utterance pairs (``corpora.overlap.matched_pairs``), CSV."""
+        return self.root / "data" / "overlap_pairs.csv"
 
     @property
     def descriptions(self) -> Path:

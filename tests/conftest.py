@@ -40,3 +40,11 @@ def tiny_loaded(tiny_model_dir):
 @pytest.fixture(scope="session")
 def meld_corpus():
     return synthetic_corpus("meld")
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_llama_dir(tmp_path_factory) -> str:
+    """Folder with a tiny random LLaMA-2-shaped model and a SentencePiece tokenizer (tests/tiny.py)."""
+    from tiny import build_sentencepiece_llama
+
+    return str(build_sentencepiece_llama(Path(tmp_path_factory.mktemp("sp_llama"))))

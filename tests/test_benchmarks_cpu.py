@@ -122,3 +122,32 @@ def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
     for entry in result["per_corpus"].values():
         assert entry["autocast_casts"]["agreement_with_autocast_casts"] == 1.0
         assert entry["merged"]["max_abs_score_difference"] > 0  # bf16 merged weights do move the scores
+
+
+@pytest.mark.slow
+def test_overlap_effect_trains_both_arms_and_splits_the_test_set(tiny_model_dir, tmp_path):
+    out = tmp_path / "overlap.json"
+    args = [
+        "--tiny",
+        "--model",
+        tiny_model_dir,
+        "--set",
+        "model.dtype=fp32",
+        "--run-dir",
+        str(tmp_path / "runs"),
+    ]
+    result = load("overlap_effect").main([*args, "--out", str(out), "--resamples", "200"])
+    assert json.loads(out.read_text()) == result
+    removed = result["removed_from_training"]
+    assert removed["meld"] > 0 and removed["emorynlp"] > 0  # the full training splits lose the shared lines
+    off = json.loads((tmp_path / "runs" / "without_removal" / "training" / "metrics.json").read_text())
+    assert off["cross_corpus_overlap_removed"] is None
+    for name in ("meld", "emorynlp"):
+        parts = result["results"][name]
+        sizes = {part: parts[part]["with_removal"]["n"] for part in ("overlapping", "rest", "all")}
+        assert sizes["overlapping"] + sizes["rest"] == sizes["all"] == 48
+        assert 0 <= parts["all"]["with_removal"]["estimate"] <= 1
+        assert "without_minus_with" in parts["all"]
+    # A second call finds both arms finished and trains nothing again.
+    again = load("overlap_effect").main([*args, "--out", str(out), "--resamples", "200"])
+    assert again["seconds"]["with_removal"] < result["seconds"]["with_removal"]

@@ -187,3 +187,57 @@ def shared_seceu_dir() -> Path | None:
     shared = shared_dir()
     folder = shared / "data" / "seceu" if shared is not None else None
     return folder if folder is not None and (folder / "seceu_items.json").is_file() else None
+
+
+def build_sentencepiece_llama(folder: Path, vocab_size: int = 600) -> Path:
+    """A tiny random LLaMA-2-shaped model folder with a SentencePiece tokenizer trained here from corpus text.
+
+    The tokenizer is LLaMA 2's kind: BPE pieces with a leading-space marker, byte fallback (a newline is
+    ``<0x0A>``), ``<unk>``/``<s>``/``</s>`` at 0/1/2, no pad token and no chat template; transformers
+    converts ``tokenizer.model`` as it does Llama-2-7b-hf's, and the folder keeps the converted
+    ``tokenizer.json`` so that later loads skip the conversion.
+    """
+    import csv
+    import io
+    import json
+
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    from dialoguellm.corpora.readers import vendored_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with (vendored_dir() / "meld" / "train_sent_emo.csv").open(encoding="utf-8", newline="") as handle:
+        texts = [row["Utterance"] for _, row in zip(range(1500), csv.DictReader(handle), strict=False)]
+    texts += _vocabulary_texts()
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    tiny = build_tiny_model(len(tokenizer))
+    tiny.config.pad_token_id, tiny.config.bos_token_id, tiny.config.eos_token_id = None, 1, 2
+    tiny.generation_config.pad_token_id = None
+    tiny.generation_config.bos_token_id, tiny.generation_config.eos_token_id = 1, 2
+    tiny.save_pretrained(folder, safe_serialization=True)
+    return folder

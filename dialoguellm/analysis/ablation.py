@@ -43,6 +43,7 @@ import yaml
 
 from dialoguellm.config import PROFILES_DIR, Config, config_from_dict, resolve_config_path
 from dialoguellm.corpora.labels import normalised_label_names
+from dialoguellm.corpora.readers import resolve_datasets
 from dialoguellm.io import atomic_path, read_json, write_json
 from dialoguellm.metrics import classification_metrics
 from dialoguellm.model import loading
@@ -387,7 +388,8 @@ def train_and_evaluate_arms(
     for arm in arms:
         m = arm.config.model
         for seed in seeds:
-            config = copy.deepcopy(arm.config)
+            # An absent IEMOCAP (the paper grid lists it) is dropped with the warning that says so.
+            config = resolve_datasets(copy.deepcopy(arm.config), run_dir)
             config.train.seed = seed
             key = (train_key(arm), seed)
             out = RunLayout(Path(run_dir)).ablations / "runs" / arm.name / f"seed{seed}"

@@ -709,21 +709,66 @@ def load_curated_corpora(run_dir: str | os.PathLike) -> dict[str, DatasetDict]:
     return curated
 
 
+IEMOCAP_ENV = "IEMOCAP_DIR"
+
+
+def resolve_datasets(
+    config: Any, run_dir: str | os.PathLike | None = None, iemocap_dir: str | os.PathLike | None = None
+) -> Any:
+    """``config`` with ``data.datasets`` limited to the corpora this machine has.
+
+    IEMOCAP is licensed and never shipped: it stays when ``iemocap_dir`` (or ``$IEMOCAP_DIR``) is given or
+    notebook 01 curated it into ``run_dir``; otherwise it is dropped with a warning that names what runs
+    instead and that the numbers are not the paper's three-corpus setting. Other corpora are left as they are.
+    """
+    import copy
+    import warnings
+
+    datasets = list(config.data.datasets)
+    if "iemocap" not in datasets:
+        return config
+    curated = run_dir is not None and RunLayout(Path(run_dir)).corpus("iemocap").is_dir()
+    if iemocap_dir or os.environ.get(IEMOCAP_ENV) or curated:
+        return config
+    kept = [name for name in datasets if name != "iemocap"]
+    if not kept:
+        raise ValueError(
+            f"{config.source}: data.datasets is [iemocap] but IEMOCAP is not available; set {IEMOCAP_ENV} to your "
+            "IEMOCAP_full_release folder."
+        )
+    message = (
+        f"{config.source}: data.datasets names iemocap but {IEMOCAP_ENV} is not set, so this run trains and "
+        f"evaluates on {len(kept)} corpora ({', '.join(kept)}), not the paper's three: its numbers are NOT the "
+        f"paper's setting (one model trained on MELD, IEMOCAP and EmoryNLP together). Set {IEMOCAP_ENV}=/path/to/"
+        "IEMOCAP_full_release (licensed: https://sail.usc.edu/iemocap/) to include it."
+    )
+    log.warning(message)
+    warnings.warn(message, stacklevel=2)
+    resolved = copy.deepcopy(config)
+    resolved.data.datasets = kept
+    return resolved
+
+
 def load_corpora_for(
-    config: Any, run_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+    config: Any,
+    run_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    iemocap_dir: str | os.PathLike | None = None,
 ) -> dict[str, DatasetDict]:
     """The corpora a config names (``data.datasets``): notebook 01's curated copies in ``run_dir`` when
-    present, else the raw corpora (``data_dir`` or the vendored copies)."""
+    present, else the raw corpora (``data_dir`` or the vendored copies; IEMOCAP from ``iemocap_dir`` or
+    ``$IEMOCAP_DIR``). Pass the config through ``resolve_datasets`` first to drop an absent IEMOCAP."""
+    iemocap_dir = iemocap_dir or os.environ.get(IEMOCAP_ENV) or None
     corpora = {}
     for name in config.data.datasets:
         if run_dir is not None and RunLayout(Path(run_dir)).corpus(name).is_dir():
             corpora[name] = load_curated(run_dir, name)
         else:
-            corpora.update(load_corpora([name], data_dir))
+            corpora.update(load_corpora([name], data_dir, iemocap_dir))
         if name not in corpora:
             raise FileNotFoundError(
-                f"Corpus {name!r} (data.datasets) could not be loaded; run notebook 01 with this RUN_DIR or drop "
-                "it from data.datasets."
+                f"Corpus {name!r} (data.datasets) could not be loaded; run notebook 01 with this RUN_DIR, set "
+                f"{IEMOCAP_ENV} for IEMOCAP, or drop it from data.datasets."
             )
     return corpora
 

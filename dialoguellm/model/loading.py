@@ -10,7 +10,9 @@ A model is named by one string:
 
 Precision and quantisation are explicit settings (``dtype``: bf16/fp16/fp32; ``quantization``: none, 8bit,
 4bit NF4); k-bit loading follows the QLoRA recipe (BitsAndBytesConfig, then
-``prepare_model_for_kbit_training``, then LoRA) and needs CUDA.
+``prepare_model_for_kbit_training``, then LoRA). It runs on CUDA, and on CPU where bitsandbytes has its CPU
+backend (0.48 and later; slow, for checking the paper's code path rather than for training a 7B model);
+``kbit_backend_problem`` says why it cannot where it cannot.
 """
 
 from __future__ import annotations
@@ -224,16 +226,41 @@ class LoadedModel:
     source: str
 
 
+def kbit_backend_problem(quantization: str) -> str | None:
+    """Why bitsandbytes cannot load ``quantization`` ("8bit"/"4bit") on this machine, or None when it can.
+
+    On CUDA it can. Without CUDA, bitsandbytes >= 0.48 has a CPU backend (Linear8bitLt, Linear4bit): it is
+    asked to quantise a small matrix, so a build without one is refused here, not deep inside loading.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return "bitsandbytes is not installed (pip install 'dialoguellm[quant]')"
+    if torch.cuda.is_available():
+        return None
+    if "cpu" not in getattr(bnb, "supported_torch_devices", ()):
+        return f"bitsandbytes {bnb.__version__} has no CPU backend (0.48 and later have one)"
+    try:
+        if quantization == "4bit":
+            bnb.functional.quantize_4bit(torch.randn(64, 64, dtype=torch.bfloat16), quant_type="nf4")
+        else:
+            bnb.functional.int8_vectorwise_quant(torch.randn(64, 64, dtype=torch.float16))
+    except Exception as err:  # any failure of the backend means the same thing to the user
+        return f"bitsandbytes {bnb.__version__} failed to quantise a test matrix on CPU ({err})"
+    return None
+
+
 def _check_quantization(quantization: str) -> None:
     if quantization in (None, "", "none"):
         return
     if quantization not in ("8bit", "4bit"):
         raise ValueError(f"model.quantization must be none, 8bit or 4bit, not {quantization!r}.")
-    if not torch.cuda.is_available():
+    problem = kbit_backend_problem(quantization)
+    if problem:
         raise RuntimeError(
-            f"model.quantization={quantization} needs a CUDA GPU (bitsandbytes k-bit kernels); this machine "
-            "has none. On CPU use `--set model.quantization=none` with model.dtype bf16 (half the memory of "
-            "fp32), or run the paper profile on a GPU machine."
+            f"model.quantization={quantization} cannot load here: {problem}. Install bitsandbytes >= 0.48 "
+            "(CPU and CUDA backends), or use `--set model.quantization=none` with model.dtype bf16 (half the "
+            "memory of fp32), or run the paper profile on a GPU machine."
         )
 
 
@@ -295,7 +322,9 @@ def load_model(
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=DTYPES[dtype],
             )
-        kwargs["device_map"] = device_map or {"": process_device().index or 0}
+        # One GPU per process (process_device); without CUDA the CPU backend of bitsandbytes holds the weights.
+        device = process_device()
+        kwargs["device_map"] = device_map or {"": (device.index or 0) if device.type == "cuda" else "cpu"}
     elif device_map is not None:
         kwargs["device_map"] = device_map
     tok_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}

@@ -1,5 +1,6 @@
-"""Figures of the video-description stage (notebook 02): coverage per split, description lengths, and a few
-clips' frames beside their descriptions. One function per figure, packaged style, written to ``path``."""
+"""Figures of the data stages: label shares and the cross-corpus overlap (notebook 01); description coverage,
+lengths and a few clips' frames beside their descriptions (notebook 02). One function per figure, packaged
+style, written to ``path``."""
 
 from __future__ import annotations
 
@@ -142,3 +143,47 @@ def label_distribution_from_run(run_dir: str | os.PathLike, out_dir: str | os.Pa
     return plot_label_distribution(
         readers.label_distribution(curated), Path(out_dir) / "label_distribution.png"
     )
+
+
+def plot_cross_corpus_overlap(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Heat map of the cross-corpus overlap (input: ``corpora.overlap.overlap_table``): for each (corpus,
+    split) row, the share of its distinct >= 6-word utterances found, exactly or nearly, in each (other
+    corpus, split) column; cells give the counts."""
+    import numpy as np
+
+    def order(key: tuple[str, str]) -> tuple[str, int]:
+        return key[0], SPLIT_ORDER.index(key[1]) if key[1] in SPLIT_ORDER else len(SPLIT_ORDER)
+
+    rows = sorted(set(zip(table["dataset"], table["split"], strict=True)), key=order)
+    cols = sorted(set(zip(table["other_dataset"], table["other_split"], strict=True)), key=order)
+    index = {key: r for r, key in enumerate(rows)}, {key: c for c, key in enumerate(cols)}
+    share = np.full((len(rows), len(cols)), np.nan)
+    with style_context():
+        fig = Figure(figsize=(1.3 * len(cols) + 3, 0.55 * len(rows) + 2))
+        ax = fig.subplots()
+        for rec in table.itertuples():
+            r, c = index[0][(rec.dataset, rec.split)], index[1][(rec.other_dataset, rec.other_split)]
+            share[r, c] = rec.exact_or_near / rec.utterances if rec.utterances else 0.0
+            ax.annotate(
+                f"{rec.exact_or_near}/{rec.utterances}\n{rec.shared_episodes} ep.",
+                (c, r),
+                ha="center",
+                va="center",
+                fontsize=7,
+            )
+        image = ax.imshow(np.ma.masked_invalid(share), cmap="Reds", vmin=0, aspect="auto")
+        fig.colorbar(image, ax=ax, label="share of the row's >= 6-word utterances")
+        ax.set_xticks(range(len(cols)), [f"{d}\n{s}" for d, s in cols])
+        ax.set_yticks(range(len(rows)), [f"{d} {s}" for d, s in rows])
+        ax.grid(False)
+        ax.set_xlabel("found in (exact or near; shared episodes below)")
+        ax.set_title("Cross-corpus overlap: MELD and EmoryNLP share Friends episodes")
+        return save_figure(fig, path)
+
+
+def overlap_figure_from_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
+    """``make figures`` producer: the overlap heat map from notebook 01's ``overlap.csv`` (None without it)."""
+    path = RunLayout(Path(run_dir)).overlap
+    if not path.is_file():
+        return None
+    return plot_cross_corpus_overlap(pd.read_csv(path), Path(out_dir) / "cross_corpus_overlap.png")

@@ -13,6 +13,7 @@ from dialoguellm.plots import analysis, corpora, evaluation, explore, figures_di
 
 FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "label_distribution": corpora.label_distribution_from_run,  # notebook 01
+    "cross_corpus_overlap": corpora.overlap_figure_from_run,  # 01
     "video_description_coverage": corpora.coverage_figure_from_run,  # 02
     "video_description_lengths": corpora.lengths_figure_from_run,  # 02
     "training_loss": training.loss_curve_from_run,  # 03

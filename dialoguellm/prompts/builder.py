@@ -199,8 +199,7 @@ class PromptBuilder:
         if eos is None:
             raise ValueError("The tokenizer has no eos_token; it is needed to end every answer.")
         self.answer_ids: list[list[int]] = [
-            tokenizer(self.answer_text(i), add_special_tokens=False)["input_ids"] + [eos]
-            for i in range(len(self.labels))
+            self._answer_tokens(self.answer_text(i)) + [eos] for i in range(len(self.labels))
         ]
         if len({tuple(a) for a in self.answer_ids}) != len(self.answer_ids):
             raise ValueError(f"Two {dataset} labels tokenise identically: {self.labels}.")
@@ -220,6 +219,29 @@ class PromptBuilder:
     def answer_text(self, label_id: int) -> str:
         """The output text for a label (the normalised word)."""
         return self.template["answer"].format(label=self.labels[label_id])
+
+    def _answer_tokens(self, answer: str) -> list[int]:
+        """The answer's tokens as they follow the prompt, so that a trained target (prompt ids + these) is what
+        the tokenizer makes of prompt text + answer text, and equals a demonstration's answer in the prompt.
+
+        A plain prompt ends in "### Response:\n". SentencePiece tokenizers (LLaMA 2's) give a word alone a
+        leading-space piece ("happiness" -> "▁happiness") but not after a newline ("ha", "pp", "iness"), so the
+        answer is tokenised behind that cue and the cue's tokens are cut off. Chat templates end in their own
+        special tokens, after which the tokenizers we use tokenise the answer as they would alone.
+        """
+        alone = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if self.style != "plain":
+            return alone
+        cue = self.template["plain_prompt"].rsplit("{query}", 1)[-1]
+        cue_ids = self.tokenizer(cue, add_special_tokens=False)["input_ids"]
+        both = self.tokenizer(cue + answer, add_special_tokens=False)["input_ids"]
+        if both[: len(cue_ids)] != cue_ids or len(both) == len(cue_ids):
+            raise ValueError(
+                f"The {self.dataset} answer {answer!r} merges with the end of the plain prompt {cue!r} when "
+                "tokenised, so prompt and target cannot be split at the answer. End plain_prompt (template "
+                "file) with a newline, or use prompt.style chat."
+            )
+        return both[len(cue_ids) :]
 
     def description_of(self, row: Mapping[str, Any], descriptions: Mapping[str, str] | None = None) -> str:
         """The video description of ``row``'s clip ('' when there is none or video is off)."""

@@ -38,11 +38,13 @@ import torch
 
 from dialoguellm.calibration import calibration_reuses_selection, fit_calibration, label_bias_of
 from dialoguellm.config import Config, save_config
+from dialoguellm.corpora import overlap
 from dialoguellm.io import recover_folder, write_json
 from dialoguellm.model import loading
 from dialoguellm.model.card import invocation, write_model_card
 from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import Prepared, prepare_examples, prepare_split
+from dialoguellm.prompts.builder import VIDEO_DATASETS
 from dialoguellm.runs import TrainingLayout, environment, hardware_summary
 from dialoguellm.scoring.engine import autocast_context
 from dialoguellm.scoring.predictions import metrics_of, save_predictions, score_prepared
@@ -162,12 +164,17 @@ def train(
     resume: bool = False,
     loaded: loading.LoadedModel | None = None,
     progress: bool = True,
+    one_of_seeds: bool = False,
 ) -> TrainResult:
     """Train a LoRA adapter on ``corpora`` (name -> DatasetDict with train/dev) and keep the best on dev.
 
     ``run_dir`` receives everything (``runs.TrainingLayout``). With ``resume`` an interrupted run continues
     from ``checkpoint/``; otherwise an existing checkpoint is an error (so no run is silently mixed).
+    One call trains ``train.seed``; it warns when ``eval.seeds`` lists more, unless ``one_of_seeds`` says
+    the caller trains them all (``dialoguellm train --all-seeds``).
     """
+    if not one_of_seeds and process_state().is_main_process:
+        warn_single_seed(config)
     start = time.time()
     run = TrainingLayout(Path(run_dir))
     run.root.mkdir(parents=True, exist_ok=True)
@@ -243,11 +250,16 @@ def _train(
     m = config.model
     accelerator, world, per_rank = _accelerator(config, resume)
     env = _start_run(config, run, accelerator.is_main_process, resume)
+    corpora, data_report = training_corpora(config, corpora)
     if loaded is None:
         loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
     prepared = prepare_examples(config, loaded.tokenizer, corpora, ("train", "dev"), descriptions)
     if sum(len(v) for v in prepared.examples["train"].values()) == 0:
         raise ValueError("No training examples: check data.datasets and data.train_per_dataset.")
+    data_report["description_coverage"] = description_coverage(prepared)
+    check_description_coverage(config, data_report["description_coverage"])
+    if accelerator.is_main_process:
+        write_json(run.data_report, data_report)
     model, optimizer, trainable, params = _add_adapter(config, loaded.model, prepared)
     schedule, first_epoch = _schedule(config, prepared, world, per_rank)
     session = Session(
@@ -258,7 +270,88 @@ def _train(
     while session.state["step"] < schedule.total_steps:
         step_loss, lr = _optimizer_step(session)
         _after_step(session, step_loss, lr)
-    return _finish(session, corpora, descriptions, env, params)
+    return _finish(session, corpora, descriptions, env, params, data_report)
+
+
+def training_corpora(config: Config, corpora: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the corpora training reads, the data report): with ``data.remove_cross_corpus_overlap`` each
+    training split without what it shares with another corpus's dev or test split (``corpora.overlap``),
+    the count printed and logged. Dev and test are untouched."""
+    used = {name: corpora[name] for name in config.data.datasets if name in corpora}
+    report: dict[str, Any] = {"datasets": list(used), "cross_corpus_overlap": None}
+    if not config.data.remove_cross_corpus_overlap:
+        log.warning(
+            "data.remove_cross_corpus_overlap is false: training splits may hold utterances of another "
+            "corpus's dev/test split (MELD and EmoryNLP share Friends episodes)"
+        )
+        return {**corpora}, report
+    cleaned, removal = overlap.remove_cross_corpus_overlap(used)
+    line = overlap.summary_line(removal)
+    log.info(line)
+    if process_state().is_main_process:
+        print(line, flush=True)
+    report["cross_corpus_overlap"] = removal
+    return {**corpora, **cleaned}, report
+
+
+def description_coverage(prepared: Prepared) -> dict[str, dict[str, float]]:
+    """``split -> corpus -> share of its prompts with a video description`` (0.0 where none has one)."""
+    return {
+        split: {
+            name: (
+                sum(e.meta.get("has_description", False) for e in examples) / len(examples)
+                if examples
+                else 0.0
+            )
+            for name, examples in per_corpus.items()
+        }
+        for split, per_corpus in prepared.examples.items()
+    }
+
+
+def check_description_coverage(config: Config, coverage: Mapping[str, Mapping[str, float]]) -> None:
+    """Refuse to train with ``prompt.use_video`` when no training prompt of a video corpus (MELD) has a
+    description: the model would learn without descriptions and meet them only at test time."""
+    if not config.prompt.use_video:
+        return
+    for name in VIDEO_DATASETS:
+        train = coverage.get("train", {}).get(name)
+        if train is None:
+            continue
+        log.info(
+            "video descriptions for %s: train %.1f%%, dev %.1f%% of prompts",
+            name,
+            100 * train,
+            100 * coverage.get("dev", {}).get(name, 0.0),
+        )
+        if train == 0:
+            raise ValueError(
+                f"{config.source}: prompt.use_video is true but none of the {name} training prompts has a video "
+                "description (coverage per split: "
+                + ", ".join(f"{s} {100 * c.get(name, 0.0):.1f}%" for s, c in coverage.items())
+                + "). The model would be trained without descriptions and tested with some. Fix: describe the "
+                "training clips first (notebooks/02_video_descriptions.ipynb with SPLITS including train, into "
+                "this RUN_DIR), or train without them: --set prompt.use_video=false."
+            )
+
+
+def warn_single_seed(config: Config) -> None:
+    """``eval.seeds`` lists the seeds the protocol averages; one training call trains ``train.seed`` only."""
+    seeds = list(config.eval.seeds)
+    if len(seeds) > 1:
+        others = " ".join(str(s) for s in seeds)
+        log.warning(
+            "%s: eval.seeds lists %d seeds %s (the paper averages them), but one training run trains one "
+            "adapter, with train.seed=%d. For the paper's protocol train each seed into its own folder: "
+            "dialoguellm train --all-seeds (each seed into <name>_seed<S>), then dialoguellm evaluate --all-seeds "
+            "(mean and sd over the seeds); or by hand: for s in %s; do dialoguellm train ... --set train.seed=$s "
+            "--name training_seed$s; done.",
+            config.source,
+            len(seeds),
+            seeds,
+            config.train.seed,
+            others,
+        )
 
 
 def _accelerator(config: Config, resume: bool) -> tuple[Any, int, int]:
@@ -487,6 +580,7 @@ def _finish(
     descriptions: Mapping[str, Mapping[str, str]] | None,
     env: Mapping[str, Any],
     params: Mapping[str, int],
+    data_report: Mapping[str, Any],
 ) -> TrainResult:
     """Throughput, the dev calibration (main process), ``metrics.json``; the result."""
     s, config = session, session.config
@@ -518,6 +612,8 @@ def _finish(
         "losses": s.state["losses"],
         "train_examples": {n: len(v) for n, v in s.prepared.examples["train"].items()},
         "dev_examples": {n: len(v) for n, v in s.prepared.examples["dev"].items()},
+        "cross_corpus_overlap_removed": _removed_counts(data_report),
+        "description_coverage": data_report.get("description_coverage", {}),
         "steps": s.state["step"],
         "parameters": dict(params),
         "seconds": seconds,
@@ -530,3 +626,9 @@ def _finish(
     if s.state["best"] is not None:  # the adapter folder's model card (README.md), from what was just written
         write_model_card(s.run.adapter, train_command=invocation())
     return result
+
+
+def _removed_counts(data_report: Mapping[str, Any]) -> dict[str, int] | None:
+    """Training utterances removed per corpus (None when the removal was off)."""
+    removal = data_report.get("cross_corpus_overlap")
+    return dict(removal["removed"]) if removal else None

@@ -1,0 +1,196 @@
+"""What the cross-corpus overlap does to test scores: the CPU profile trained with and without its removal.
+
+    python benchmarks/overlap_effect.py                # CPU profile, two trainings (~25 min each on 2 idle cores)
+    python benchmarks/overlap_effect.py --tiny --model PATH --out /tmp/x   # smoke test on a tiny model
+
+MELD and EmoryNLP are cut from the same *Friends* episodes (``dialoguellm.corpora.overlap``). Two arms are
+trained with the same profile and seed, ``data.remove_cross_corpus_overlap`` true (the default) and false,
+each by ``dialoguellm train`` then ``dialoguellm evaluate`` on the test split (the CLI, in fresh processes;
+an interrupted arm resumes from its checkpoint, a finished one is not run again). Each corpus's test split
+is then cut in two: the **overlapping** utterances (>= 6 words, found exactly or nearly in another corpus's
+*training* split: what a jointly trained model may have seen with its label) and **the rest**. For each arm,
+corpus and part: test weighted F1 with its 95% dialogue-bootstrap interval (``dialoguellm.stats``), and the
+paired difference without - with removal on the same utterances. If the leak inflates scores, the
+difference is positive on the overlapping part and near zero on the rest.
+
+This reads the test split on purpose: it measures a data leak, and nothing is chosen from it. The JSON lands
+in benchmarks/results/overlap_effect_cpu.json (``--out`` for another place; ``--tiny`` never writes there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+ARMS = {"with_removal": True, "without_removal": False}
+# A few steps on small samples: enough to exercise every part of the measurement in a minute.
+TINY = [
+    "data.train_per_dataset=16",
+    "data.dev_per_dataset=8",
+    "eval.calibration_per_dataset=8",
+    "data.test_per_dataset=48",
+    "train.batch_size=8",
+    "train.grad_accum=1",
+    "train.max_steps=2",
+    "train.warmup_steps=0",
+    "train.save_every=1",
+    "model.num_threads=1",
+    "prompt.k_shot=0",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="cpu", help="profile both arms train with (default: cpu)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override")
+    parser.add_argument(
+        "--run-dir", default=str(REPO / "runs" / "overlap_effect"), help="the arms' run folders"
+    )
+    parser.add_argument(
+        "--out", default=None, help="result JSON (default: benchmarks/results/overlap_effect_cpu.json)"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="smoke test: a few steps on small samples (--model)"
+    )
+    parser.add_argument("--model", default=None, help="model.name for both arms (a tiny model with --tiny)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval")
+    args = parser.parse_args(argv)
+    if args.tiny and not args.model:
+        parser.error("--tiny needs --model PATH (a small model folder, e.g. the tests' tiny LLaMA)")
+    if args.tiny and not args.out:
+        parser.error("--tiny needs --out: a smoke test never overwrites benchmarks/results")
+    return args
+
+
+def run_arm(run_dir: Path, config: str, overrides: list[str]) -> float:
+    """Train (resuming an interrupted run) and evaluate on test, each in a fresh process; seconds spent.
+    A finished step (metrics.json, the test summary) is not run again."""
+    from dialoguellm.runs import RunLayout, TrainingLayout
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    training = TrainingLayout(RunLayout(run_dir).training)
+    sets = [arg for pair in overrides for arg in ("--set", pair)]
+    steps = []
+    if not training.metrics.is_file():
+        resume = ["--resume"] if training.checkpoint.exists() else []
+        steps.append(["train", "--config", config, *sets, "--run-dir", str(run_dir), *resume])
+    if not (RunLayout(run_dir).evaluation() / "summary.json").is_file():
+        steps.append(["evaluate", "--run-dir", str(run_dir), "--split", "test"])
+    start = time.perf_counter()
+    env = {**os.environ, "DIALOGUELLM_PROGRESS": "text", "PYTHONPATH": str(REPO)}
+    with open(run_dir / "cli.log", "ab") as log:
+        for argv in steps:
+            code = subprocess.run(
+                [sys.executable, "-m", "dialoguellm.cli", *argv], cwd=REPO, stdout=log, stderr=log, env=env
+            ).returncode
+            if code:
+                tail = (run_dir / "cli.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"dialoguellm {argv[0]} failed in {run_dir} (exit {code}):\n{tail}")
+    return time.perf_counter() - start
+
+
+def overlapping_test_ids(datasets: list[str]) -> dict[str, set[str]]:
+    """Test utterance ids of each corpus found (exact or near) in another corpus's training split, on the
+    full splits of the vendored corpora (the same files the arms read)."""
+    from dialoguellm.corpora import overlap, readers
+
+    corpora = readers.load_corpora(datasets)
+    return overlap.leaked_evaluation_utterances(corpora, "test")
+
+
+def part_scores(frame: Any, resamples: int) -> dict[str, Any]:
+    """Weighted F1 (``estimate``) with its dialogue-bootstrap interval (None where fewer than 2 dialogues)."""
+    from dialoguellm import stats
+
+    if frame["dialogue_id" if "dialogue_id" in frame else "example_id"].nunique() < 2:
+        return {"n": int(len(frame)), "estimate": None, "note": "fewer than 2 dialogues: no interval"}
+    interval = stats.frame_interval(frame, "weighted_f1", n_resamples=resamples)
+    return {"n": interval.n, "dialogues": interval.n_groups, **_rounded(interval.as_dict())}
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()}
+
+
+def compare(run_root: Path, datasets: list[str], resamples: int) -> dict[str, Any]:
+    """Per corpus and part (overlapping, rest, all): each arm's weighted F1 and the paired difference."""
+    from dialoguellm import stats
+    from dialoguellm.runs import RunLayout
+    from dialoguellm.io import read_predictions
+
+    leaked = overlapping_test_ids(datasets)
+    out: dict[str, Any] = {}
+    for name in datasets:
+        frames = {
+            arm: read_predictions(RunLayout(run_root / arm).evaluation() / f"test_{name}_predictions.csv")
+            for arm in ARMS
+        }
+        out[name] = {}
+        for part in ("overlapping", "rest", "all"):
+            chosen = {}
+            for arm, frame in frames.items():
+                inside = frame["example_id"].isin(leaked.get(name, set()))
+                chosen[arm] = (
+                    frame[inside] if part == "overlapping" else frame[~inside] if part == "rest" else frame
+                )
+            entry = {arm: part_scores(frame, resamples) for arm, frame in chosen.items()}
+            if all(entry[arm]["estimate"] is not None for arm in ARMS):
+                diff = stats.frame_paired_difference(
+                    chosen["without_removal"], chosen["with_removal"], "weighted_f1", n_resamples=resamples
+                )
+                entry["without_minus_with"] = _rounded(diff.as_dict())
+            out[name][part] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    from dialoguellm.config import load_config, parse_overrides
+
+    overrides = (TINY if args.tiny else []) + list(args.set)
+    if args.model:
+        overrides.append(f"model.name={args.model}")
+    config = load_config(args.config, parse_overrides(overrides))
+    run_root = Path(args.run_dir)
+    seconds = {}
+    for arm, remove in ARMS.items():
+        seconds[arm] = run_arm(
+            run_root / arm, args.config, [*overrides, f"data.remove_cross_corpus_overlap={remove}"]
+        )
+        print(f"{arm}: done in {seconds[arm]:.0f} s ({run_root / arm})", flush=True)
+    metrics = json.loads((run_root / "with_removal" / "training" / "metrics.json").read_text())
+    result = {
+        "command": "python benchmarks/overlap_effect.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "config": args.config,
+        "overrides": overrides,
+        "run_dir": str(run_root),
+        "removed_from_training": metrics.get("cross_corpus_overlap_removed"),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "note": "test split read to measure a leak; no setting is chosen from it. Overlapping = test utterances "
+        "of >= 6 words found exactly or nearly in another corpus's full training split.",
+        "results": compare(run_root, list(config.data.datasets), args.resamples),
+    }
+    path = Path(args.out) if args.out else RESULTS / "overlap_effect_cpu.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    for name, parts in result["results"].items():
+        for part, entry in parts.items():
+            line = ", ".join(f"{arm} {entry[arm]['estimate']}" for arm in ARMS)
+            print(f"{name} {part}: weighted F1 {line}", flush=True)
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
