@@ -25,7 +25,8 @@ from dialoguellm.paths import REPO_DIR
 CONFIG_DIR = REPO_DIR / "configs"
 # eval.precision's values (dialoguellm.evaluate.inference_context says what each computes).
 EVAL_PRECISIONS = ("fp32", "mixed", "autocast")
-# The default of every profile: the cheapest that held the targets on dev (docs/PRECISION.md).
+# The default of every profile: the cheapest that held the targets on dev (benchmarks/precision.py,
+# docs/PRECISION.md).
 DEFAULT_PRECISION = "fp32"
 log = logging.getLogger(__name__)
 
@@ -162,10 +163,10 @@ class EvalConfig:
     precision: str = field(
         default=DEFAULT_PRECISION,
         metadata={
-            "help": "Arithmetic of label scoring and generation: fp32 (every weight computed in fp32, the "
-            "reference), mixed (16-bit matrix-product inputs; embeddings, residual stream, norms and output "
-            "projection in fp32) or autocast (16-bit throughout, as training: fastest, but a prediction can "
-            "change with its batch). Measured on dev in docs/PRECISION.md."
+            "help": "Arithmetic of label scoring and generation: fp32 (every weight computed in fp32: the "
+            "reference, and the only one whose predictions kept to the batch on dev), mixed (16-bit inputs to "
+            "the linear layers, fp32 everywhere else) or autocast (16-bit throughout, as training; a prediction "
+            "can change with the other utterances of its batch). Measured in docs/PRECISION.md."
         },
     )
     seeds: list[int] = field(

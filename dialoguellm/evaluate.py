@@ -153,7 +153,7 @@ def _autocast_notice(model: Any, dtype: str) -> None:
     )
     log.warning(
         "eval.precision=autocast: label scores in %s depend on which utterances share a batch; %s. "
-        "Use eval.precision=mixed or fp32 for batch-invariant predictions.",
+        "eval.precision=fp32 (the default) gives predictions that do not depend on the batch.",
         dtype,
         measured,
     )
