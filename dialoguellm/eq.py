@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from dialoguellm.config import DEFAULT_PRECISION
 from dialoguellm.io import atomic_path, read_json
 
 ITEMS_FILE = "seceu_items.json"
@@ -518,15 +519,21 @@ def _option_ids(item: SeceuItem, tokenizer: Any, prompt: str) -> list[list[int]]
 
 
 def option_log_probs(
-    model: Any, tokenizer: Any, items: Sequence[SeceuItem], progress: bool = True
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[SeceuItem],
+    progress: bool = True,
+    precision: str = DEFAULT_PRECISION,
 ) -> np.ndarray:
     """Log-probability (summed over its tokens) of each option's name as the answer to the item's prompt.
 
     Returns items x 4. The prompt runs once per item; its key/value cache is repeated for the four options,
-    which then run as one right-padded batch (4x less compute than four full sequences).
+    which then run as one right-padded batch (4x less compute than four full sequences). Computed in
+    ``precision``, as label scoring is (``evaluate.inference_context``).
     """
     import torch
 
+    from dialoguellm.evaluate import inference_context, model_dtype
     from dialoguellm.progress import progress_bar as tqdm
 
     device, pad = _device(model), _pad_id(tokenizer)
@@ -547,7 +554,7 @@ def option_log_probs(
         for k, ids in enumerate(options):
             mask[k, n_prompt + len(ids) :] = 0
         positions = torch.arange(n_prompt, n_prompt + width, device=device).expand(N_OPTIONS, -1)
-        with torch.no_grad():
+        with inference_context(model, model_dtype(model), precision):
             first = model(input_ids=prompt_ids, use_cache=True, **keep_last)
             cache = getattr(first, "cache", None) or first.past_key_values
             cache.batch_repeat_interleave(N_OPTIONS)
@@ -569,10 +576,13 @@ def generate_answers(
     max_new_tokens: int = 128,
     batch_size: int = 4,
     progress: bool = True,
+    precision: str = DEFAULT_PRECISION,
 ) -> list[str]:
-    """Generate an answer to each item's prompt (greedy: the paper's temperature 0.1 is near-greedy)."""
+    """Generate an answer to each item's prompt (greedy: the paper's temperature 0.1 is near-greedy), computed
+    in ``precision`` (``evaluate.inference_context``)."""
     import torch
 
+    from dialoguellm.evaluate import inference_context, model_dtype
     from dialoguellm.progress import progress_bar as tqdm
 
     prompts = [_encode_prompt(tokenizer, build_prompt(item, tokenizer)) for item in items]
@@ -584,7 +594,7 @@ def generate_answers(
         width = max(len(ids) for ids in batch)
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device)
-        with torch.no_grad():
+        with inference_context(model, model_dtype(model), precision):
             out = model.generate(
                 input_ids=input_ids,
                 attention_mask=mask,
@@ -606,17 +616,20 @@ def score_model(
     batch_size: int = 4,
     max_new_tokens: int = 128,
     progress: bool = True,
+    precision: str = DEFAULT_PRECISION,
 ) -> SeceuResult:
     """Answer every item with ``model`` in ``mode`` ("probabilities" or "generate") and score the answers.
 
     ``batch_size`` is the number of prompts per ``generate`` call (generate mode); the probability mode
-    runs one item (its four options as one batch) per step. The settings are kept in ``result.config``.
+    runs one item (its four options as one batch) per step; both compute in ``precision`` (``eval.precision``).
+    The settings are kept in ``result.config``.
     """
     if mode not in MODES:
         raise ValueError(f"MODE must be one of {', '.join(MODES)}, not {mode!r}.")
     data = data.head(limit)
     config = {
         "mode": mode,
+        "precision": precision,
         "limit": limit,
         "items": len(data),
         "prompt_template": QUESTION_TEMPLATE,
@@ -625,13 +638,15 @@ def score_model(
         "seceu_dir": str(data.folder) if data.folder else None,
     }
     if mode == "probabilities":
-        log_probs = option_log_probs(model, tokenizer, data.items, progress=progress)
+        log_probs = option_log_probs(model, tokenizer, data.items, progress=progress, precision=precision)
         answers = np.stack([probabilities_to_scores(row) for row in log_probs])
         parse = ["probabilities"] * len(data)
         texts: list[str] = []
     else:
         config.update(max_new_tokens=max_new_tokens, batch_size=batch_size, decoding="greedy")
-        texts = generate_answers(model, tokenizer, data.items, max_new_tokens, batch_size, progress=progress)
+        texts = generate_answers(
+            model, tokenizer, data.items, max_new_tokens, batch_size, progress=progress, precision=precision
+        )
         parsed = [parse_answer(text, item.options) for text, item in zip(texts, data.items, strict=True)]
         answers = np.stack([normalise_scores(raw) for raw, _ in parsed])
         parse = [how for _, how in parsed]

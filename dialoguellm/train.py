@@ -423,7 +423,7 @@ def score_prepared(
     model: Any, tokenizer: Any, prepared: Prepared, config: Config, split: str, progress: bool = True
 ) -> dict[str, Any]:
     """Label-scoring predictions (``evaluate.predict_by_scoring``) of every corpus's ``split`` examples, with
-    the config's batch size, dtype and ``eval.length_normalise``."""
+    the config's batch size, dtype, ``eval.length_normalise`` and ``eval.precision``."""
     return {
         name: evaluate.predict_by_scoring(
             model,
@@ -434,6 +434,7 @@ def score_prepared(
             config.model.dtype,
             progress,
             config.eval.length_normalise,
+            config.eval.precision,
         )
         for name, examples in prepared.examples[split].items()
     }
