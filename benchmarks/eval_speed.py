@@ -80,10 +80,13 @@ def main(argv: list[str] | None = None) -> dict:
     def run(mode: str, examples, **generation) -> dict:
         def call():
             if mode == "score":
-                return predictions.predict_by_scoring(model, tok, builder, examples, bs, dtype, True, norm)
+                return predictions.predict_by_scoring(
+                    model, tok, builder, examples, bs, dtype, True, norm, config.eval.precision
+                )
             return predictions.predict_by_generation(
-                model, tok, builder, examples, bs, config.eval.max_new_tokens, dtype, True, generation
-            )
+                model, tok, builder, examples, bs, config.eval.max_new_tokens, dtype, True, generation,
+                precision=config.eval.precision,
+            )  # fmt: skip
 
         preds, seconds = timed(call)
         m = predictions.metrics_of(preds, builder.labels)

@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
             config.eval.batch_size,
             config.model.dtype,
             desc=f"{name} dev: scoring",
+            precision=config.eval.precision,
         )
         gold = np.array([e.label_id for e in examples])
         entry: dict = {

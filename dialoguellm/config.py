@@ -25,6 +25,11 @@ from dialoguellm.io import atomic_path
 
 # The packaged profiles (cpu, paper, paper_r8) and ablation arms, found from any folder after any install.
 PROFILES_DIR = Path(str(resources.files("dialoguellm") / "profiles"))
+# eval.precision's values (dialoguellm.scoring.engine.inference_context says what each computes).
+EVAL_PRECISIONS = ("fp32", "mixed", "autocast")
+# The default of every profile: the cheapest that held the targets on dev (benchmarks/precision.py,
+# docs/PRECISION.md).
+DEFAULT_PRECISION = "fp32"
 log = logging.getLogger(__name__)
 
 
@@ -166,6 +171,15 @@ class EvalConfig:
             "help": "Score mode: rank labels by their mean token log-likelihood (answer tokens + end of "
             "sequence) instead of the sum, as beam search's length penalty 1.0 ranks finished answers; "
             "off = the sum, which favours labels of fewer tokens. Calibration biases are fitted on the same scale."
+        },
+    )
+    precision: str = field(
+        default=DEFAULT_PRECISION,
+        metadata={
+            "help": "Arithmetic of label scoring and generation: fp32 (every weight computed in fp32: the "
+            "reference, and the only one whose predictions kept to the batch on dev), mixed (16-bit inputs to "
+            "the linear layers, fp32 everywhere else) or autocast (16-bit throughout, as training; a prediction "
+            "can change with the other utterances of its batch). Measured in docs/PRECISION.md."
         },
     )
     seeds: list[int] = field(
@@ -445,6 +459,8 @@ def validate(config: Config) -> None:
         fail("train.max_grad_norm", "must be >= 0 (0 turns clipping off).")
     if e.mode not in ("score", "generate"):
         fail("eval.mode", f"is {e.mode!r}; use score or generate.")
+    if e.precision not in EVAL_PRECISIONS:
+        fail("eval.precision", f"is {e.precision!r}; use {', '.join(EVAL_PRECISIONS)} (docs/PRECISION.md).")
     if e.batch_size < 1 or e.max_new_tokens < 1:
         fail("eval.batch_size/max_new_tokens", "must be >= 1.")
     if not e.seeds:

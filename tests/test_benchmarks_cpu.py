@@ -151,3 +151,56 @@ def test_overlap_effect_trains_both_arms_and_splits_the_test_set(tiny_model_dir,
     # A second call finds both arms finished and trains nothing again.
     again = load("overlap_effect").main([*args, "--out", str(out), "--resamples", "200"])
     assert again["seconds"]["with_removal"] < result["seconds"]["with_removal"]
+
+
+def test_precision_compares_on_dev_interleaved_and_writes_as_it_goes(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
+    peft_model = modeling.add_lora(
+        modeling.load_model(tiny_model_dir, dtype="fp32").model, 4, 8, 0.0, "all-linear"
+    )
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    real = prompts.prepare_examples
+
+    def dev_only(config, tokenizer, corpora, splits, *args, **kwargs):
+        assert tuple(splits) == ("dev",)
+        return real(config, tokenizer, corpora, splits, *args, **kwargs)
+
+    monkeypatch.setattr(prompts, "prepare_examples", dev_only)
+    module = load("precision")
+    written = []
+    real_write = module.write
+    monkeypatch.setattr(
+        module, "write", lambda result, out: written.append(result) or real_write(result, out)
+    )
+    out = tmp_path / "precision.json"
+    args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--set", "model.dtype=bf16"]
+    args += ["--adapter", str(tmp_path / "adapter"), "--per-dataset", "10", "--batch1-per-dataset", "4"]
+    result = module.main([*args, "--chunk", "4", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert len(written) == 6 and not written[0]["complete"] and result["complete"]  # 3 chunks per corpus
+    assert result["split"] == "dev" and set(result["per_corpus"]) == {"meld", "emorynlp"}
+    for entry in result["per_corpus"].values():
+        assert entry["utterances"] == 10 and entry["batch1_utterances"] == 4
+        fp32 = entry["fp32"]
+        assert fp32["vs_fp32"] == {"utterances": 10, "agreement": 1.0, "max_abs_score_difference": 0.0}
+        assert fp32["batch64_vs_batch16"]["max_abs_score_difference"] < 1e-4
+        assert entry["autocast"]["vs_fp32"]["max_abs_score_difference"] > 1e-3  # bf16 moves the scores
+        for precision in ("mixed", "autocast"):
+            for key in ("vs_fp32", "shuffled16_vs_batch16", "batch64_vs_batch16", "batch1_vs_batch16"):
+                assert 0 <= entry[precision][key]["agreement"] <= 1
+    assert result["utterances_scored_per_way"] == {
+        "batch16": 20,
+        "shuffled16": 20,
+        "batch64": 20,
+        "batch1": 8,
+    }
+    assert all(v > 0 for v in result["utterances_per_second"]["batch16"].values())
+    assert result["speed_ratio_vs_autocast"]["batch16"]["autocast"] == 1.0
+    assert result["pooled"]["fp32"]["agreement_across_batches"] == 1.0
+    assert result["meets_targets"]["fp32"] is True
+    assert result["chosen"] in ("fp32", "mixed", "autocast")

@@ -28,15 +28,23 @@ def _with_lora(model, seed=0):
 
 
 def _scores(model, tokenizer, corpus, dtype, n=12):
+    """Scores in ``eval.precision`` autocast: the path whose bf16 copies these tests check."""
     builder = PromptBuilder(tokenizer, "meld", context_turns=1)
     examples = builder.build_split(corpus["test"])[:n]
     return engine.score_examples(
-        model, examples, builder.answer_ids, tokenizer.pad_token_id, 4, dtype=dtype, progress=False
+        model,
+        examples,
+        builder.answer_ids,
+        tokenizer.pad_token_id,
+        4,
+        dtype=dtype,
+        progress=False,
+        precision="autocast",
     )
 
 
 @contextlib.contextmanager
-def _no_copies(model, dtype="bf16"):
+def _no_copies(model, dtype="bf16", **_):
     yield model
 
 

@@ -284,7 +284,7 @@ def predict_arm(
 
     Prompts follow the arm's settings; demonstrations come from the training split, drawn with
     ``demo_seed`` (default: the arm's ``train.seed``, as training and notebook 04 drew them). The untuned
-    arm runs ``model`` with its adapter switched off.
+    arm runs ``model`` with its adapter switched off. Scores are computed in the arm's ``eval.precision``.
     """
     if split == "train":
         raise ValueError("Ablations are evaluated on dev or test, never on the training split.")
@@ -303,6 +303,7 @@ def predict_arm(
             dtype,
             progress=False,
             length_normalise=arm.config.eval.length_normalise,
+            precision=arm.config.eval.precision,
         )
 
 

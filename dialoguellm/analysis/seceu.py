@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from dialoguellm.config import DEFAULT_PRECISION
 from dialoguellm.io import atomic_path, read_json, write_json
 from dialoguellm.model.loading import resolve_model_path
 from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.runs import find_adapter
-from dialoguellm.scoring.engine import generate_texts, score_options
+from dialoguellm.scoring.engine import generate_texts, model_dtype, score_options
 
 ITEMS_FILE = "seceu_items.json"
 STANDARD_FILE = "seceu_standard.json"
@@ -512,19 +513,25 @@ def _option_ids(item: SeceuItem, tokenizer: Any, prompt: str) -> list[list[int]]
 
 
 def option_log_probs(
-    model: Any, tokenizer: Any, items: Sequence[SeceuItem], progress: bool = True
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[SeceuItem],
+    progress: bool = True,
+    precision: str = DEFAULT_PRECISION,
 ) -> np.ndarray:
     """Log-probability (summed over its tokens) of each option's name as the answer to the item's prompt.
 
     Returns items x 4. The scoring engine runs the prompt once per item and continues it with the four
-    options as branches of one pass (``scoring.engine.score_options``), in the model's own precision.
+    options as branches of one pass (``scoring.engine.score_options``), computed in ``precision`` as label
+    scoring is.
     """
     totals = np.zeros((len(items), N_OPTIONS))
+    dtype = model_dtype(model)
     for i, item in enumerate(tqdm(items, desc="SECEU items", disable=not progress)):
         prompt = build_prompt(item, tokenizer)
         options = _option_ids(item, tokenizer, prompt)
         totals[i] = score_options(
-            model, _encode_prompt(tokenizer, prompt), options, _pad_id(tokenizer), "fp32"
+            model, _encode_prompt(tokenizer, prompt), options, _pad_id(tokenizer), dtype, precision
         )
     return totals
 
@@ -536,6 +543,7 @@ def generate_answers(
     max_new_tokens: int = 128,
     batch_size: int = 4,
     progress: bool = True,
+    precision: str = DEFAULT_PRECISION,
 ) -> list[str]:
     """Generate an answer to each item's prompt (greedy: the paper's temperature 0.1 is near-greedy), in
     item order, through the scoring engine (``scoring.engine.generate_texts``)."""
@@ -546,12 +554,13 @@ def generate_answers(
         prompts,
         batch_size,
         max_new_tokens,
-        "fp32",
+        model_dtype(model),
         pad_id=_pad_id(tokenizer),
         stop_at_eos=False,
         sort_by_length=False,
         desc="SECEU answers",
         progress=progress,
+        precision=precision,
     )
 
 
@@ -565,17 +574,20 @@ def score_model(
     batch_size: int = 4,
     max_new_tokens: int = 128,
     progress: bool = True,
+    precision: str = DEFAULT_PRECISION,
 ) -> SeceuResult:
     """Answer every item with ``model`` in ``mode`` ("probabilities" or "generate") and score the answers.
 
     ``batch_size`` is the number of prompts per ``generate`` call (generate mode); the probability mode
-    runs one item (its four options as one batch) per step. The settings are kept in ``result.config``.
+    runs one item (its four options as one batch) per step; both compute in ``precision`` (``eval.precision``).
+    The settings are kept in ``result.config``.
     """
     if mode not in MODES:
         raise ValueError(f"MODE must be one of {', '.join(MODES)}, not {mode!r}.")
     data = data.head(limit)
     config = {
         "mode": mode,
+        "precision": precision,
         "limit": limit,
         "items": len(data),
         "prompt_template": QUESTION_TEMPLATE,
@@ -584,13 +596,15 @@ def score_model(
         "seceu_dir": str(data.folder) if data.folder else None,
     }
     if mode == "probabilities":
-        log_probs = option_log_probs(model, tokenizer, data.items, progress=progress)
+        log_probs = option_log_probs(model, tokenizer, data.items, progress=progress, precision=precision)
         answers = np.stack([probabilities_to_scores(row) for row in log_probs])
         parse = ["probabilities"] * len(data)
         texts: list[str] = []
     else:
         config.update(max_new_tokens=max_new_tokens, batch_size=batch_size, decoding="greedy")
-        texts = generate_answers(model, tokenizer, data.items, max_new_tokens, batch_size, progress=progress)
+        texts = generate_answers(
+            model, tokenizer, data.items, max_new_tokens, batch_size, progress=progress, precision=precision
+        )
         parsed = [parse_answer(text, item.options) for text, item in zip(texts, data.items, strict=True)]
         answers = np.stack([normalise_scores(raw) for raw, _ in parsed])
         parse = [how for _, how in parsed]

@@ -77,6 +77,7 @@ def evaluate_run(
             m.dtype,
             progress,
             config.eval.length_normalise,
+            config.eval.precision,
         )
         preds, results[name] = _calibrated(
             preds, builder.labels, calibration.get(name) if mode == "score" else None
@@ -96,6 +97,7 @@ def evaluate_run(
         "seconds": time.time() - start,
         "calibrated": bool(calibration) and mode == "score",
         "length_normalised": bool(config.eval.length_normalise) and mode == "score",
+        "precision": config.eval.precision,
         "results": results,
     }
     write_json(out / "summary.json", summary)

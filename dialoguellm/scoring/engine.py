@@ -15,11 +15,15 @@ Speed on CPUs comes from these, none of which changes a score:
   once per matrix product (``bf16_weight_copies``), and attention reads the shared key/value heads in place
   (``grouped_query_attention``); benchmarks/inference_weights.py measures both side by side. Generation gets
   the same two, so benchmarks/eval_speed.py compares like with like.
+
+The arithmetic is ``eval.precision`` (``inference_context``): fp32 by default, because bf16 rounding makes a
+prediction depend on the other utterances of its batch (measured on dev in docs/PRECISION.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from dialoguellm.config import DEFAULT_PRECISION, EVAL_PRECISIONS
 from dialoguellm.progress import progress_bar as tqdm
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ forward machinery
@@ -45,7 +52,7 @@ def autocast_context(model: Any, dtype: str = "bf16") -> contextlib.AbstractCont
 
 
 @contextlib.contextmanager
-def bf16_weight_copies(model: Any, dtype: str = "bf16") -> Any:
+def bf16_weight_copies(model: Any, dtype: str = "bf16", skip: Any = None) -> Any:
     """While inside, frozen fp32 ``nn.Linear`` weights are replaced by bf16 copies (CPU, bf16 only).
 
     CPU autocast casts a weight to bf16 at every call and keeps no cache for frozen weights (its cache holds
@@ -55,7 +62,8 @@ def bf16_weight_copies(model: Any, dtype: str = "bf16") -> Any:
     bit-identical (tests/test_inference_weights.py). The original parameters come back on exit, also after an
     error; a tied input embedding is never touched (only the output projection's reference to it is
     swapped). bitsandbytes layers (subclasses of ``nn.Linear``), trainable weights and other devices are left
-    as they are. Costs a bf16 copy of the swapped weights in memory.
+    as they are, and so are modules ``skip(module)`` accepts. Costs a bf16 copy of the swapped weights in
+    memory.
     """
     device = next(model.parameters()).device
     if dtype != "bf16" or device.type != "cpu":
@@ -65,7 +73,7 @@ def bf16_weight_copies(model: Any, dtype: str = "bf16") -> Any:
     copies: dict[int, torch.nn.Parameter] = {}
     try:
         for module in model.modules():
-            if type(module) is not torch.nn.Linear:
+            if type(module) is not torch.nn.Linear or (skip is not None and skip(module)):
                 continue
             weight = module.weight
             if weight.dtype != torch.float32 or weight.requires_grad:
@@ -107,17 +115,150 @@ def grouped_query_attention(model: Any) -> Any:
             os.environ[GQA_SWITCH] = before
 
 
+# The precisions label scoring and generation can run in (``eval.precision``); docs/PRECISION.md measures them.
+PRECISIONS = EVAL_PRECISIONS
+
+# What benchmarks/precision.py measured for "autocast" (bf16 on CPU) against "fp32" compute, on the dev splits
+# of MELD and EmoryNLP with an adapter of the CPU profile (benchmarks/results/precision_cpu.json; a test checks
+# these numbers against that file). Printed whenever autocast scoring runs, so nobody takes its
+# predictions for batch-invariant ones.
+AUTOCAST_MEASURED = {
+    "agreement_with_fp32": None,
+    "agreement_across_batches": None,
+    "source": "benchmarks/results/precision_cpu.json",
+}
+_AUTOCAST_NOTICE_SHOWN = False
+
+
+def _autocast_notice(model: Any, dtype: str) -> None:
+    """Say once per process what autocast scoring costs in agreement (only where it runs in 16 bits)."""
+    global _AUTOCAST_NOTICE_SHOWN
+    if _AUTOCAST_NOTICE_SHOWN or dtype not in ("bf16", "fp16"):
+        return
+    _AUTOCAST_NOTICE_SHOWN = True
+    with_fp32 = AUTOCAST_MEASURED["agreement_with_fp32"]
+    across = AUTOCAST_MEASURED["agreement_across_batches"]
+    measured = (
+        f"measured {100 * with_fp32:.1f}% of dev predictions equal to fp32 compute and "
+        f"{100 * across:.1f}% equal across batch sizes and orders ({AUTOCAST_MEASURED['source']})"
+        if with_fp32 is not None
+        else f"not measured yet ({AUTOCAST_MEASURED['source']}: run benchmarks/precision.py)"
+    )
+    log.warning(
+        "eval.precision=autocast: label scores in %s depend on which utterances share a batch; %s. "
+        "eval.precision=fp32 (the default) gives predictions that do not depend on the batch.",
+        dtype,
+        measured,
+    )
+
+
 @contextlib.contextmanager
-def inference_context(model: Any, dtype: str = "bf16") -> Any:
-    """What label scoring and generation both run inside: no autograd, autocast for ``dtype``, and the two
-    CPU speed-ups that change no score (``bf16_weight_copies``, ``grouped_query_attention``)."""
-    with (
-        torch.inference_mode(),
-        autocast_context(model, dtype),
-        bf16_weight_copies(model, dtype),
-        grouped_query_attention(model),
-    ):
+def fp32_parameters(model: Any, select: Any = None) -> Any:
+    """While inside, 16-bit floating parameters (of the modules ``select(module)`` accepts; all when None)
+    hold fp32 copies of their values, so the modules compute in fp32 on the same (16-bit) weights.
+
+    The copy replaces the parameter's data in place, so a tied input embedding and output projection stay
+    tied and peft's wrappers see it; the original data comes back on exit, also after an error. Integer
+    (k-bit) weights are left as they are. Costs an fp32 copy of the selected weights in memory.
+    """
+    swapped: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    seen: set[int] = set()
+    try:
+        with torch.no_grad():
+            for module in model.modules():
+                if select is not None and not select(module):
+                    continue
+                for param in module.parameters(recurse=False):
+                    if id(param) in seen or param.dtype not in (torch.bfloat16, torch.float16):
+                        continue
+                    seen.add(id(param))
+                    swapped.append((param, param.data))
+                    param.data = param.data.float()
         yield model
+    finally:
+        for param, data in swapped:
+            param.data = data
+
+
+@contextlib.contextmanager
+def half_linear_inputs(model: Any, skip: Any = None) -> Any:
+    """While inside, every ``nn.Linear`` with 16-bit weights (but those ``skip(module)`` accepts) casts its
+    input to its weights' type and returns its output as fp32: the matrix product runs in 16 bits, all that
+    comes before and after it (residual stream, norms, rotary positions, attention, activations) in fp32.
+    Linear layers with other weights (fp32, k-bit) get their input as it comes. Hooks removed on exit."""
+    half = (torch.bfloat16, torch.float16)
+
+    def cast_in(module: Any, args: tuple) -> tuple:
+        weight = module.weight
+        if weight.dtype in half and args and args[0].dtype != weight.dtype:
+            return (args[0].to(weight.dtype), *args[1:])
+        return args
+
+    def cast_out(module: Any, args: tuple, output: Any) -> Any:
+        return output.float() if torch.is_tensor(output) and output.dtype in half else output
+
+    handles = []
+    try:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and not (skip is not None and skip(module)):
+                handles.append(module.register_forward_pre_hook(cast_in))
+                handles.append(module.register_forward_hook(cast_out))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _in_module(outer: Any) -> Any:
+    """A predicate: is a module ``outer`` or inside it."""
+    inside = {id(m) for m in outer.modules()}
+    return lambda module: id(module) in inside
+
+
+@contextlib.contextmanager
+def inference_context(model: Any, dtype: str = "bf16", precision: str = DEFAULT_PRECISION) -> Any:
+    """What label scoring and generation both run inside: no autograd and the arithmetic ``precision`` names.
+
+    - ``"fp32"``: every weight computed in fp32 (16-bit weights upcast while inside), no autocast: the
+      reference the other two are measured against.
+    - ``"mixed"``: the decoder's linear layers multiply 16-bit inputs by 16-bit weights (``half_linear_inputs``;
+      on CPU fp32 LoRA matrices get ``bf16_weight_copies``) and return fp32; everything else (embeddings,
+      the residual stream, norms, rotary positions, attention, activations, the output projection) runs in
+      fp32 on the same weights.
+    - ``"autocast"``: ``dtype``'s autocast throughout, as training computes: the residual stream of a 16-bit
+      model stays 16-bit, so scores move with the batch (its measured agreement is logged).
+    On CPU all three read grouped key/value heads in place (``grouped_query_attention``), which changes no
+    score.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"eval.precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+    if precision == "fp32":
+        contexts = [fp32_parameters(model), torch.inference_mode()]
+    elif precision == "mixed":
+        in_head = _in_module(decoder_parts(model)[1])
+        contexts = [  # fp32: everything but the decoder's linear layers (the matrix products)
+            bf16_weight_copies(model, dtype, skip=in_head),
+            fp32_parameters(model, lambda m: in_head(m) or not isinstance(m, torch.nn.Linear)),
+            half_linear_inputs(model, skip=in_head),
+            torch.inference_mode(),
+        ]
+    else:
+        _autocast_notice(model, dtype)
+        contexts = [torch.inference_mode(), autocast_context(model, dtype), bf16_weight_copies(model, dtype)]
+    with contextlib.ExitStack() as stack:
+        for context in [*contexts, grouped_query_attention(model)]:
+            stack.enter_context(context)
+        yield model
+
+
+def model_dtype(model: Any) -> str:
+    """``model.dtype``'s name for a loaded model: "bf16" or "fp16" when any floating weight is 16-bit, else
+    "fp32" (for callers without a config, such as the SECEU test)."""
+    dtypes = {p.dtype for p in model.parameters()}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        if dtype in dtypes:
+            return name
+    return "fp32"
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]], keep: int = 1) -> int:
@@ -306,16 +447,24 @@ def score_examples(
     dtype: str = "bf16",
     desc: str = "scoring",
     progress: bool = True,
+    precision: str = DEFAULT_PRECISION,
+    group_by_length: bool = True,
 ) -> np.ndarray:
     """Log-likelihood of every answer for every example (anything with ``prompt_ids``): array (N, L), in the
-    order of ``examples``. The prompts' shared prefix runs once; batches hold prompts of similar length."""
+    order of ``examples``. The prompts' shared prefix runs once; batches hold prompts of similar length.
+
+    ``precision`` is ``inference_context``'s; ``group_by_length`` off batches the examples in the order
+    given (more padding; benchmarks/precision.py uses it to check that no score depends on its batch).
+    """
     if not examples:
         return np.zeros((0, len(answers)))
     prompts = [e.prompt_ids for e in examples]
     p = common_prefix_length(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    order = list(range(len(prompts)))
+    if group_by_length:
+        order.sort(key=lambda i: len(prompts[i]))
     result = np.zeros((len(prompts), len(answers)), dtype=np.float64)
-    with eval_mode(model), inference_context(model, dtype):
+    with eval_mode(model), inference_context(model, dtype, precision):
         prefix = encode_prefix(model, prompts[0][:p])
         for batch in tqdm(_batches(order, batch_size), desc=desc, disable=not progress, leave=False):
             scores = score_answers(model, prefix, p, [prompts[i][p:] for i in batch], answers, pad_id)
@@ -324,12 +473,17 @@ def score_examples(
 
 
 def score_options(
-    model: Any, prompt_ids: Sequence[int], options: Sequence[Sequence[int]], pad_id: int, dtype: str = "fp32"
+    model: Any,
+    prompt_ids: Sequence[int],
+    options: Sequence[Sequence[int]],
+    pad_id: int,
+    dtype: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
 ) -> np.ndarray:
     """Log-likelihood (summed over its tokens) of each of one prompt's own candidate continuations, shape
     (len(options),): the prompt runs once and every option continues it as a branch of ``score_answers``
-    (the SECEU test's four options per item)."""
-    with eval_mode(model), inference_context(model, dtype):
+    (the SECEU test's four options per item), computed in ``precision`` as label scoring is."""
+    with eval_mode(model), inference_context(model, dtype, precision):
         scores = score_answers(model, None, 0, [list(prompt_ids)], options, pad_id)
     return scores[0].double().cpu().numpy()
 
@@ -347,13 +501,14 @@ def generate_texts(
     sort_by_length: bool = True,
     desc: str = "generating",
     progress: bool = True,
+    precision: str = DEFAULT_PRECISION,
 ) -> list[str]:
     """The text ``model.generate`` continues each prompt (token ids) with, decoded without special tokens.
 
     Prompts are left-padded in batches (by length unless ``sort_by_length`` is off, which keeps the batches
     in the given order); ``settings`` go to ``generate`` (greedy by default). ``pad_id`` defaults to the
     tokenizer's; ``stop_at_eos`` passes the tokenizer's end-of-sequence token (else the model's generation
-    config decides).
+    config decides). ``precision`` as in label scoring (``inference_context``).
     """
     from dialoguellm.model.loading import contiguous_head_inputs
 
@@ -366,7 +521,7 @@ def generate_texts(
     order = (
         sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort_by_length else range(len(prompts))
     )
-    with eval_mode(model), inference_context(model, dtype):
+    with eval_mode(model), inference_context(model, dtype, precision):
         for batch in tqdm(_batches(list(order), batch_size), desc=desc, disable=not progress, leave=False):
             seqs = [list(prompts[i]) for i in batch]
             width = max(len(s) for s in seqs)

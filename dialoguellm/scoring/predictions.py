@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dialoguellm.config import DEFAULT_PRECISION
 from dialoguellm.corpora.labels import normalised_label_names
 from dialoguellm.io import atomic_path, read_predictions  # noqa: F401 (the frame's reader, beside its writer)
 from dialoguellm.metrics import classification_metrics, save_metrics
@@ -117,6 +118,7 @@ def predict_by_scoring(
     dtype: str = "bf16",
     progress: bool = True,
     length_normalise: bool = False,
+    precision: str = DEFAULT_PRECISION,
 ) -> pd.DataFrame:
     """Label-scoring predictions: one row per example with gold, prediction and per-label probabilities.
 
@@ -132,6 +134,7 @@ def predict_by_scoring(
         dtype,
         desc=f"{builder.dataset}: scoring",
         progress=progress,
+        precision=precision,
     )
     if length_normalise:
         loglik = length_normalised(loglik, builder.answer_ids)
@@ -165,11 +168,12 @@ def predict_by_generation(
     dtype: str = "bf16",
     progress: bool = True,
     generation: Mapping[str, Any] | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> pd.DataFrame:
     """Generation then parsing; unparsed outputs get ``pred_id = -1`` and count as wrong.
 
     Greedy by default; ``generation`` passes other settings to ``model.generate`` (``PAPER_GENERATION``: the
-    released test script's beam search).
+    released test script's beam search). ``precision`` as in label scoring (``engine.inference_context``).
     """
     texts = generate_texts(
         model,
@@ -181,6 +185,7 @@ def predict_by_generation(
         generation,
         desc=f"{builder.dataset}: generating",
         progress=progress,
+        precision=precision,
     )
     parsed = [builder.parse(t) for t in texts]
     return pd.DataFrame(
@@ -208,16 +213,19 @@ def predict(
     dtype: str = "bf16",
     progress: bool = True,
     length_normalise: bool = False,
+    precision: str = DEFAULT_PRECISION,
 ) -> pd.DataFrame:
-    """Predictions in ``mode`` "score" (label scoring) or "generate" (greedy text, then parse)."""
+    """Predictions in ``mode`` "score" (label scoring) or "generate" (greedy text, then parse), computed in
+    ``precision`` (``engine.inference_context``)."""
     if mode == "score":
         return predict_by_scoring(
-            model, tokenizer, builder, examples, batch_size, dtype, progress, length_normalise
+            model, tokenizer, builder, examples, batch_size, dtype, progress, length_normalise, precision
         )
     if mode == "generate":
         return predict_by_generation(
-            model, tokenizer, builder, examples, batch_size, max_new_tokens, dtype, progress
-        )
+            model, tokenizer, builder, examples, batch_size, max_new_tokens, dtype, progress,
+            precision=precision,
+        )  # fmt: skip
     raise ValueError(f"eval.mode must be score or generate, not {mode!r}.")
 
 
@@ -225,7 +233,7 @@ def score_prepared(
     model: Any, tokenizer: Any, prepared: Prepared, config: Any, split: str, progress: bool = True
 ) -> dict[str, pd.DataFrame]:
     """Label-scoring predictions of every corpus's ``split`` examples, with the config's batch size, dtype
-    and ``eval.length_normalise``."""
+    ``eval.length_normalise`` and ``eval.precision``."""
     return {
         name: predict_by_scoring(
             model,
@@ -236,6 +244,7 @@ def score_prepared(
             config.model.dtype,
             progress,
             config.eval.length_normalise,
+            config.eval.precision,
         )
         for name, examples in prepared.examples[split].items()
     }
