@@ -125,8 +125,8 @@ def _rounded(values: dict[str, Any]) -> dict[str, Any]:
 def compare(run_root: Path, datasets: list[str], resamples: int) -> dict[str, Any]:
     """Per corpus and part (overlapping, rest, all): each arm's weighted F1 and the paired difference."""
     from dialoguellm import stats
-    from dialoguellm.runs import RunLayout
     from dialoguellm.io import read_predictions
+    from dialoguellm.runs import RunLayout
 
     leaked = overlapping_test_ids(datasets)
     out: dict[str, Any] = {}
