@@ -174,3 +174,24 @@ def test_committed_overlap_figure_equals_what_the_code_draws(vendored, tmp_path)
     assert drawn.read_bytes() == (REPO_DIR / "figures" / "cross_corpus_overlap.png").read_bytes(), (
         "figures/cross_corpus_overlap.png is stale: run `make figures` on a run whose notebook 01 is current"
     )
+
+
+def test_training_and_evaluation_prompts_share_the_demonstration():
+    """Removal shrinks the training split, but demonstrations are drawn from the official one, so a prompt
+    built from the cleaned corpora (training, calibration) and one built from the official corpora
+    (evaluation, probes) carry the same demonstration."""
+    from dialoguellm.corpora import overlap
+    from dialoguellm.corpora.readers import load_corpora
+    from dialoguellm.prompts.builder import make_builders
+    from tiny import build_tiny_tokenizer
+
+    corpora = load_corpora(["meld", "emorynlp"])
+    cleaned, report = overlap.remove_cross_corpus_overlap(corpora)
+    assert report["removed"]["meld"] > 0
+    tokenizer = build_tiny_tokenizer(chat=True)
+    official = make_builders(tokenizer, corpora, k_shot=1, seed=42)
+    training = make_builders(tokenizer, cleaned, k_shot=1, seed=42)
+    for name in corpora:
+        assert len(cleaned[name]["train"]) < len(corpora[name]["train"])
+        ids = [d.row["utterance_id"] for d in official[name].demonstrations]
+        assert ids == [d.row["utterance_id"] for d in training[name].demonstrations]

@@ -364,13 +364,21 @@ def _take(split: Any, keep: list[int]) -> Any:
     return [split[i] for i in keep]
 
 
+# The official training split, kept beside a cleaned one: demonstrations are always drawn from it, so a
+# prompt's demonstration is the same in training (cleaned corpora), calibration, evaluation and every probe
+# (which read the official splits). Training targets come from the cleaned "train" split only.
+DEMONSTRATION_POOL = "demonstration_pool"
+
+
 def _replace_train(corpus: Any, train: Any) -> Any:
-    """A copy of ``corpus`` (DatasetDict or dict of splits) with ``train`` as its training split."""
+    """A copy of ``corpus`` (DatasetDict or dict of splits) with ``train`` as its training split and the
+    official training split kept as ``DEMONSTRATION_POOL``."""
+    pool = corpus.get(DEMONSTRATION_POOL, corpus["train"])
     if hasattr(corpus, "copy") and type(corpus).__name__ == "DatasetDict":
         from datasets import DatasetDict
 
-        return DatasetDict({**dict(corpus), "train": train})
-    return {**dict(corpus), "train": train}
+        return DatasetDict({**dict(corpus), "train": train, DEMONSTRATION_POOL: pool})
+    return {**dict(corpus), "train": train, DEMONSTRATION_POOL: pool}
 
 
 def summary_line(report: Mapping[str, Any]) -> str:

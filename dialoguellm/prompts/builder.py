@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from dialoguellm.corpora.labels import label_names, normalised_label_names
+from dialoguellm.corpora.overlap import DEMONSTRATION_POOL
 
 # Corpora whose prompts mention a video description (the paper: MELD only; IEMOCAP's were all alike and
 # EmoryNLP has no video). The instruction names it even for a clip without one, so that training and test
@@ -406,7 +407,9 @@ def make_builders(
     """One builder per corpus; ``datasets`` maps a corpus name to its DatasetDict (demonstrations from "train")."""
     builders = {}
     for name, splits in datasets.items():
-        demos = select_demonstrations(rows_of(splits["train"]), k_shot, seed, context_turns) if k_shot else []
+        # the official training split, also where training reads a cleaned one (corpora.overlap)
+        pool = splits[DEMONSTRATION_POOL] if DEMONSTRATION_POOL in splits else splits["train"]
+        demos = select_demonstrations(rows_of(pool), k_shot, seed, context_turns) if k_shot else []
         builders[name] = PromptBuilder(
             tokenizer,
             name,
