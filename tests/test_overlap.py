@@ -180,10 +180,11 @@ def test_training_and_evaluation_prompts_share_the_demonstration():
     """Removal shrinks the training split, but demonstrations are drawn from the official one, so a prompt
     built from the cleaned corpora (training, calibration) and one built from the official corpora
     (evaluation, probes) carry the same demonstration."""
+    from tiny import build_tiny_tokenizer
+
     from dialoguellm.corpora import overlap
     from dialoguellm.corpora.readers import load_corpora
     from dialoguellm.prompts.builder import make_builders
-    from tiny import build_tiny_tokenizer
 
     corpora = load_corpora(["meld", "emorynlp"])
     cleaned, report = overlap.remove_cross_corpus_overlap(corpora)
