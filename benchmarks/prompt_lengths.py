@@ -1,6 +1,6 @@
 """Tokens per prompt of the real corpora, as the package builds them: the input to every cost estimate.
 
-For the paper profile (configs/paper.yaml: plain instruction template, 1-shot, cutoff 256) it measures,
+For the paper profile (dialoguellm/profiles/paper.yaml: plain instruction template, 1-shot, cutoff 256) it measures,
 per corpus and split, the mean/median/95th-percentile/max prompt length, the answer length, the shared
 prefix that every prompt of a corpus has in common (instruction + demonstration: run once per micro-batch
 by the training loop and once per corpus by label scoring) and the distinct rest; then the same for the
@@ -95,7 +95,7 @@ def measure(splits: tuple[str, ...] = ("train", "dev", "test"), z_values=Z_VALUE
     return {
         "command": "python benchmarks/prompt_lengths.py",
         "tokenizer": "SmolLM2-135M-Instruct (embedded), 49,152-token BPE vocabulary",
-        "profile": "configs/paper.yaml (plain template, 1-shot, z = 1, cutoff 256; no video descriptions exist "
+        "profile": "dialoguellm/profiles/paper.yaml (plain template, 1-shot, z = 1, cutoff 256; no video descriptions exist "
         "for training clips)",
         "paper_profile": profile,
         "meld_train_by_context_turns": window,

@@ -212,7 +212,7 @@ def test_arms_are_evaluated_with_one_adapter(tiny_model_dir):
     )["meld"]  # fmt: skip
     only = prompts.sample_positions(corpora["meld"]["test"], 9, 1)
     examples = builder.build_split(corpora["meld"]["test"], descriptions["test"], only=only)
-    assert arm.config.eval.length_normalise  # from configs/cpu.yaml, the arms' base
+    assert arm.config.eval.length_normalise  # from dialoguellm/profiles/cpu.yaml, the arms' base
     expected = predictions.predict_by_scoring(
         bare, tokenizer, builder, examples, progress=False, length_normalise=arm.config.eval.length_normalise
     )

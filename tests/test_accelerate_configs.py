@@ -25,7 +25,7 @@ EXPECTED = {
     "deepspeed_zero2.yaml": DistributedType.DEEPSPEED,
     "ddp_multinode.yaml": DistributedType.MULTI_GPU,
 }
-TRAIN = ["-m", "dialoguellm.cli", "train", "--config", "configs/paper.yaml"]
+TRAIN = ["-m", "dialoguellm.cli", "train", "--config", "dialoguellm/profiles/paper.yaml"]
 
 
 def test_every_expected_file_is_there_and_nothing_else():
@@ -57,7 +57,7 @@ def validated(name: str, *extra: str):
 def test_single_gpu_runs_the_cli_module():
     args = validated("single_gpu.yaml")
     assert args.module and args.training_script == "dialoguellm.cli"
-    assert args.training_script_args == ["train", "--config", "configs/paper.yaml"]
+    assert args.training_script_args == ["train", "--config", "dialoguellm/profiles/paper.yaml"]
     assert not args.multi_gpu and not args.use_deepspeed and args.num_processes == 1
 
 
@@ -97,7 +97,8 @@ def documented_launches() -> list[str]:
 
 def test_documented_commands_are_valid_launches():
     commands = documented_launches()
-    assert len(commands) >= 10  # 1, 4, 8 GPUs, ZeRO-2 and multi-node, in both documents
+    # 1, 4, 8 GPUs, ZeRO-2 and multi-node in docs/SCALING.md, two of them in the README
+    assert len(commands) >= 7
     for command in commands:
         # Placeholders such as <address of rank 0> or <0 or 1> get a concrete value.
         argv = shlex.split(re.sub(r"<[^>]*rank 0>", "10.0.0.1", re.sub(r"<0 or 1>", "1", command)))[2:]

@@ -87,7 +87,8 @@ def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, mo
     means = result["mean_over_corpora"]
     assert result["chosen"] == ("mean" if means["mean"] > means["sum"] else "sum")
     assert result["eval.length_normalise"] == (result["chosen"] == "mean")
-    assert result["config_agrees"] == (result["eval.length_normalise"] is True)  # configs/cpu.yaml: true
+    # the cpu profile says true
+    assert result["config_agrees"] == (result["eval.length_normalise"] is True)
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from dialoguellm import cli
 from dialoguellm.config import PROFILES_DIR, load_config, parse_overrides
 from dialoguellm.corpora.readers import CorpusError
 
-# (case, edits of configs/cpu.yaml as {"section.key": value} or the file's whole text, --set overrides, message)
+# (case, edits of dialoguellm/profiles/cpu.yaml as {"section.key": value} or the file's whole text, --set overrides, message)
 CASES = [
     ("unknown key", {"lora.rank": 8}, [], r"unknown key lora\.rank; valid keys in lora: r, alpha"),
     ("unknown section", {"trainer.lr": 1.0}, [], r"unknown section 'trainer'; expected one of model, lora"),
