@@ -179,7 +179,10 @@ def headline_systems(run_dir: str | os.PathLike) -> dict[str, dict[str, pd.DataF
         for corpus in systems[RAW]:
             path = run.baselines / f"{corpus}_{name}_test_predictions.csv"
             if path.is_file():
-                systems.setdefault(title, {})[corpus] = read_predictions(path)
+                # the floors predict the whole test set; compare them on the utterances ours were scored on
+                frame = read_predictions(path)
+                ours = set(systems[RAW][corpus]["example_id"].astype(str))
+                systems.setdefault(title, {})[corpus] = frame[frame["example_id"].astype(str).isin(ours)]
     return {name: frames for name, frames in systems.items() if frames}
 
 

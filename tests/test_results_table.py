@@ -98,3 +98,14 @@ def test_readme_results_table_is_recomputed_from_committed_files():
         "README's results table differs from `python -m dialoguellm.pipeline summary --run-dir results/cpu`; "
         "paste the table it prints."
     )
+
+
+def test_floors_are_compared_on_the_utterances_ours_were_scored_on(tmp_path):
+    run = _run(tmp_path)
+    ours = pd.read_csv(run / "evaluation" / "test_meld_predictions.csv", dtype={"example_id": str})
+    sample = ours.iloc[: len(ours) // 2]  # a test sample, as with data.test_per_dataset
+    sample.to_csv(run / "evaluation" / "test_meld_predictions.csv", index=False)
+    table = headline_table(run, n_resamples=300)  # the floor file still covers the whole test set
+    assert "floor: majority class" in table and "Paired differences" in table
+    floor = headline_systems(run)["floor: majority class"]["meld"]
+    assert sorted(floor["example_id"]) == sorted(sample["example_id"])
