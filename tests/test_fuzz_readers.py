@@ -30,6 +30,7 @@ from dialoguellm.analysis import seceu as eq
 from dialoguellm.corpora import readers, video
 from dialoguellm.corpora.labels import LABELS
 from dialoguellm.corpora.readers import RECORD_FEATURES, SPLITS, CorpusError
+from dialoguellm.evaluation.predict import InputError, read_turns
 from dialoguellm.runs import REPO_DIR
 
 RAW = REPO_DIR / "dialoguellm" / "corpora" / "raw"
@@ -343,6 +344,42 @@ def test_description_file(work, suffix, data_):
     assert video.read_description_file(_write(path, original))  # the undamaged file is valid
     path.write_bytes(data_.draw(damaged(original)))
     assert_contract(lambda: video.read_description_file(path), check_description_rows, ValueError, path.name)
+
+
+# a user's conversation for `dialoguellm predict`: CSV with a header, or JSONL
+TURNS = [
+    ("1", "Ann", "I got the job!"),
+    ("1", "Ben", "No way, really? That's wonderful!"),
+    ("2", "Cy", "Oh."),
+]
+
+
+def _turns_file(suffix: str) -> str:
+    if suffix == ".jsonl":
+        return "".join(
+            json.dumps({"dialogue_id": d, "speaker": s, "text": t}, ensure_ascii=False) + "\n"
+            for d, s, t in TURNS
+        )
+    return "dialogue_id,speaker,text\r\n" + "".join(f'{d},{s},"{t}"\r\n' for d, s, t in TURNS)
+
+
+def check_turns(turns: Any) -> None:
+    assert turns.rows
+    for row in turns.rows:
+        for key in ("dialogue_id", "speaker", "text"):
+            assert isinstance(row[key], str) and row[key].strip() and "\x00" not in row[key]
+        assert isinstance(row["turn"], int) and row["turn"] >= 0
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+@fuzz(30)
+@given(data_=st.data())
+def test_predict_turns_file(work, suffix, data_):
+    path = work / f"turns{suffix}"
+    original = _turns_file(suffix).encode("utf-8")
+    assert len(read_turns(_write(path, original)).rows) == len(TURNS)  # the undamaged file is valid
+    path.write_bytes(data_.draw(damaged(original)))
+    assert_contract(lambda: read_turns(path), check_turns, InputError, path.name)
 
 
 def _write(path: Path, content: bytes) -> Path:
