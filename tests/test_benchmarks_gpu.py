@@ -280,7 +280,10 @@ def test_tiny_run_through_the_documented_bare_image_command(tmp_path):
     proj = result["projection"]
     assert proj["train_examples_per_epoch"] == 9989 + 7551 + 5810
     assert proj["test_utterances"] == 2610 + 984 + 1623
-    assert proj["test_sets_seconds"] == pytest.approx(5217 / scoring["best_utterances_per_s"], rel=0.01)
+    # rounded to 0.1 s in the JSON: a fast tiny run needs the absolute tolerance
+    assert proj["test_sets_seconds"] == pytest.approx(
+        5217 / scoring["best_utterances_per_s"], rel=0.01, abs=0.06
+    )
     hours = 23350 * proj["epochs"] * proj["tokens_per_example"] / dense["tokens_per_s"] / 3600
     assert proj["train_hours_dense"] == pytest.approx(hours, rel=0.01)
     assert proj["full_run_hours"] >= proj["train_hours_real_shape"] > 0
