@@ -9,7 +9,7 @@ carried in ``.whl/``, fetched by tools/gpu_wheels.py).
 
 The random weights are built on the GPU, written once to a temporary folder (13.5 GB; ``--tmp-dir``) and
 loaded back through ``dialoguellm.model.loading.load_model`` for each part, so every number comes from the
-package's own code paths. Settings from configs/paper.yaml: LoRA r/alpha/dropout/targets, micro-batch 8,
+package's own code paths. Settings from the paper profile (dialoguellm/profiles/paper.yaml): LoRA r/alpha/dropout/targets, micro-batch 8,
 cutoff 256, scoring batch 16. What it measures:
 
 (a) bf16 LoRA training steps (``dialoguellm.model.loading.add_lora`` + ``dialoguellm.training.loss.answer_loss``, bf16
@@ -378,7 +378,7 @@ def train_measures(
 
 
 def score_measures(model: Any, examples: list, answers: list, batch_sizes: list[int]) -> dict[str, Any]:
-    """Label-scoring utterances/s (``evaluate.score_examples``, bf16) at each batch size (one untimed
+    """Label-scoring utterances/s (``scoring.engine.score_examples``, bf16) at each batch size (one untimed
     warm-up pass on a few examples first)."""
     from dialoguellm.scoring.engine import score_examples
 

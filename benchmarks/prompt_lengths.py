@@ -1,6 +1,6 @@
 """Tokens per prompt of the real corpora, as the package builds them: the input to every cost estimate.
 
-For the paper profile (configs/paper.yaml: plain instruction template, 1-shot, cutoff 256) it measures,
+For the paper profile (dialoguellm/profiles/paper.yaml: plain instruction template, 1-shot, cutoff 256) it measures,
 per corpus and split, the mean/median/95th-percentile/max prompt length, the answer length, the shared
 prefix that every prompt of a corpus has in common (instruction + demonstration: run once per micro-batch
 by the training loop and once per corpus by label scoring) and the distinct rest; then the same for the
