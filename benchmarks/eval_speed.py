@@ -3,7 +3,7 @@
     python benchmarks/eval_speed.py --adapter runs/latest/training/adapter   # the reproduce run's adapter
     python benchmarks/eval_speed.py                                          # the bare embedded model
 
-On the embedded default (dialoguellm/profiles/cpu.yaml: SmolLM2-135M-Instruct, z = 1, 1-shot) and the MELD test set:
+On the embedded default (the cpu profile: SmolLM2-135M-Instruct, z = 1, 1-shot) and the MELD test set:
 
 1. the same stratified sample of ``--compare`` utterances is predicted three ways: our label scoring,
    (a) greedy generate-and-parse, (b) the paper's generation settings (4 beams, repetition penalty 1.15;
@@ -12,7 +12,7 @@ On the embedded default (dialoguellm/profiles/cpu.yaml: SmolLM2-135M-Instruct, z
 2. label scoring of the FULL MELD test set (2,610 utterances): seconds, accuracy, weighted F1 (with
    ``--compare 0`` the comparison is the full test set, and step 2 is its label-scoring row).
 
-Label scoring ranks labels as ``eval.length_normalise`` says (dialoguellm/profiles/cpu.yaml: mean log-likelihood per token,
+Label scoring ranks labels as ``eval.length_normalise`` says (the cpu profile: mean log-likelihood per token,
 chosen on the dev splits by benchmarks/length_normalisation.py). It is reported raw (argmax) and, when the
 adapter has them and ``eval.calibrate`` is on, with the label biases fitted on the dev split during training,
 as notebook 04 reports it; the quality target uses the latter, and both are printed.

@@ -9,7 +9,7 @@ carried in ``.whl/``, fetched by tools/gpu_wheels.py).
 
 The random weights are built on the GPU, written once to a temporary folder (13.5 GB; ``--tmp-dir``) and
 loaded back through ``dialoguellm.model.loading.load_model`` for each part, so every number comes from the
-package's own code paths. Settings from dialoguellm/profiles/paper.yaml: LoRA r/alpha/dropout/targets, micro-batch 8,
+package's own code paths. Settings from the paper profile (dialoguellm/profiles/paper.yaml): LoRA r/alpha/dropout/targets, micro-batch 8,
 cutoff 256, scoring batch 16. What it measures:
 
 (a) bf16 LoRA training steps (``dialoguellm.model.loading.add_lora`` + ``dialoguellm.training.loss.answer_loss``, bf16
@@ -378,7 +378,7 @@ def train_measures(
 
 
 def score_measures(model: Any, examples: list, answers: list, batch_sizes: list[int]) -> dict[str, Any]:
-    """Label-scoring utterances/s (``evaluate.score_examples``, bf16) at each batch size (one untimed
+    """Label-scoring utterances/s (``scoring.engine.score_examples``, bf16) at each batch size (one untimed
     warm-up pass on a few examples first)."""
     from dialoguellm.scoring.engine import score_examples
 
@@ -759,7 +759,7 @@ def settings_of(args: argparse.Namespace, config: Any, shape_cfg: dict, shape: d
     return {
         "model_shape": "tiny LLaMA (2 layers)" if args.tiny else "LLaMA 2-7B (random weights)",
         "llama_config": shape_cfg,
-        "config": "dialoguellm/profiles/paper.yaml",
+        "config": "configs/paper.yaml",
         "lora": {
             "r": lora.r,
             "alpha": lora.alpha,
@@ -813,7 +813,7 @@ def start_run(args: argparse.Namespace) -> Run:
         "parameters": {},
         "timings": {},
         "notes": [
-            "dialoguellm/profiles/paper.yaml loads the base in 8-bit fp16 (the released code); this benchmark times bf16 "
+            "configs/paper.yaml loads the base in 8-bit fp16 (the released code); this benchmark times bf16 "
             "LoRA and 4-bit NF4 QLoRA with the profile's LoRA, batch and cutoff settings."
         ],
     }

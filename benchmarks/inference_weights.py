@@ -2,7 +2,7 @@
 
     python benchmarks/inference_weights.py --adapter runs/latest/training/adapter
 
-On the embedded default (dialoguellm/profiles/cpu.yaml) and the dev splits of MELD and EmoryNLP (never test), the same
+On the embedded default (the cpu profile) and the dev splits of MELD and EmoryNLP (never test), the same
 utterances are scored four ways, interleaved chunk by chunk (the order rotates) so that a slow minute of the
 machine hits all of them alike:
 

@@ -15,10 +15,10 @@ every corpus in ``data.datasets``, with the adapter (or bare model) evaluation w
 - the choice: the variant with the higher mean weighted F1 over the corpora (calibrated when the config
   calibrates, raw otherwise). The test split is not read;
 - how many dev rows the biases need (``--fit-sizes``): weighted F1 on held-out dev rows with biases fitted on
-  0 (none), 200, 500, 700 other dev rows, ``--fit-repeats`` shuffles (dialoguellm/profiles/cpu.yaml's
+  0 (none), 200, 500, 700 other dev rows, ``--fit-repeats`` shuffles (the cpu profile's
   ``eval.calibration_per_dataset`` cites it).
 
-The JSON lands in benchmarks/results/ (``--out``); dialoguellm/profiles/cpu.yaml's ``eval.length_normalise`` cites it.
+The JSON lands in benchmarks/results/ (``--out``); the cpu profile's ``eval.length_normalise`` cites it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Training speed: our LoRA step against a plain transformers Trainer, same model and data, one run.
 
-    python benchmarks/train_speed.py            # embedded default (dialoguellm/profiles/cpu.yaml), 2 x 8 micro-batches
+    python benchmarks/train_speed.py            # embedded default (the cpu profile), 2 x 8 micro-batches
 
-Both train a fresh LoRA adapter (dialoguellm/profiles/cpu.yaml: r 8 on all linear layers, micro-batch 8, bf16 autocast,
+Both train a fresh LoRA adapter (the cpu profile: r 8 on all linear layers, micro-batch 8, bf16 autocast,
 AdamW) on the same training prompts of MELD and EmoryNLP (1-shot, z = 1):
 
 - baseline: ``transformers.Trainer`` with every example padded to the cutoff (256 tokens), labels -100 on
