@@ -759,7 +759,7 @@ def settings_of(args: argparse.Namespace, config: Any, shape_cfg: dict, shape: d
     return {
         "model_shape": "tiny LLaMA (2 layers)" if args.tiny else "LLaMA 2-7B (random weights)",
         "llama_config": shape_cfg,
-        "config": "configs/paper.yaml",
+        "config": "dialoguellm/profiles/paper.yaml",
         "lora": {
             "r": lora.r,
             "alpha": lora.alpha,
@@ -813,7 +813,7 @@ def start_run(args: argparse.Namespace) -> Run:
         "parameters": {},
         "timings": {},
         "notes": [
-            "configs/paper.yaml loads the base in 8-bit fp16 (the released code); this benchmark times bf16 "
+            "the paper profile loads the base in 8-bit fp16 (the released code); this benchmark times bf16 "
             "LoRA and 4-bit NF4 QLoRA with the profile's LoRA, batch and cutoff settings."
         ],
     }
