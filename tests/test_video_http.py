@@ -11,11 +11,12 @@ import logging
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import LocalServer
 
 from dialoguellm.corpora import video
 
@@ -38,7 +39,7 @@ def write_clip(path: Path, seconds: float = 1.0, fps: int = 8, size: tuple[int, 
     return path
 
 
-class ChatServer:
+class ChatServer(LocalServer):
     """Speaks POST /v1/chat/completions; answers per the prompt's MODE marker and counts requests."""
 
     def __init__(self):
@@ -114,20 +115,7 @@ class ChatServer:
                     auth = self.headers.get("Authorization", "")
                     self.send(401, json.dumps({"error": f"invalid key {auth}"}).encode())
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture()

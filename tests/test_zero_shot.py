@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import yaml
-from tiny import CUES, save_synthetic_corpus, synthetic_corpus, tiny_settings
+from tiny import CUES, LocalServer, save_synthetic_corpus, synthetic_corpus, tiny_settings
 
 from dialoguellm import cli
 from dialoguellm.config import config_from_dict
@@ -25,7 +25,7 @@ KEY = "sk-zero-shot-test-NEVER-WRITE-ME"
 ANSWERS = {cue: NORMALISATION["meld"][label] for label, cue in CUES.items()}
 
 
-class LabelServer:
+class LabelServer(LocalServer):
     """POST /v1/chat/completions: answers the label whose cue word is in the last user message, "no idea"
     for utterances that mention coffee (unparsed), and HTTP 500 for the first ``fail_first`` requests."""
 
@@ -65,20 +65,7 @@ class LabelServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 def profile(tmp_path: Path, model_dir: str = "unused", **prompt) -> Path:

@@ -241,3 +241,27 @@ def build_sentencepiece_llama(folder: Path, vocab_size: int = 600) -> Path:
     tiny.generation_config.bos_token_id, tiny.generation_config.eos_token_id = 1, 2
     tiny.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1 (a free port) serving ``handler`` in a thread, as a context manager;
+    ``url`` is its OpenAI-style base URL. Subclasses build their handler and call ``_serve``."""
+
+    def _serve(self, handler: type) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
