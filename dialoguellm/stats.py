@@ -269,6 +269,7 @@ def paired_difference(
     pred_b: Sequence[int],
     labels: Sequence[str],
     groups: Sequence[Any],
+    *,
     metric: str = "weighted_f1",
     confidence: float = 0.95,
     n_resamples: int = DEFAULT_RESAMPLES,
@@ -494,7 +495,7 @@ def frame_paired_difference(
         pred_b,
         frame_labels(aligned_a, sources[0]),
         frame_dialogues(aligned_a, sources[0]),
-        metric,
+        metric=metric,
         **options,
     )
 
