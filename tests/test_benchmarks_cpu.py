@@ -25,6 +25,31 @@ TINY = ["--set", "model.dtype=fp32", "--set", "model.num_threads=1", "--set", "e
 
 
 @pytest.mark.slow
+def scoring_adapter(model_dir: str, folder) -> None:
+    """A LoRA adapter on the tiny model whose update changes the scores (a fresh adapter has B = 0)."""
+    import torch
+
+    peft_model = modeling.add_lora(
+        modeling.load_model(model_dir, dtype="fp32").model, 4, 8, 0.0, "all-linear"
+    )
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.save_pretrained(folder)
+
+
+def dev_only(monkeypatch) -> None:
+    """Make any read of a split other than dev fail: the benchmarks measure on dev only."""
+    real = prompts.prepare_examples
+
+    def prepare(config, tokenizer, corpora, splits, *args, **kwargs):
+        assert tuple(splits) == ("dev",)
+        return real(config, tokenizer, corpora, splits, *args, **kwargs)
+
+    monkeypatch.setattr(prompts, "prepare_examples", prepare)
+
+
 def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path):
     out = tmp_path / "eval.json"
     args = [
@@ -95,23 +120,9 @@ def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, mo
 def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    import torch
 
-    peft_model = modeling.add_lora(
-        modeling.load_model(tiny_model_dir, dtype="fp32").model, 4, 8, 0.0, "all-linear"
-    )
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)  # an update that changes the scores (a fresh adapter has B = 0)
-    peft_model.save_pretrained(tmp_path / "adapter")
-    real = prompts.prepare_examples
-
-    def dev_only(config, tokenizer, corpora, splits, *args, **kwargs):
-        assert tuple(splits) == ("dev",)
-        return real(config, tokenizer, corpora, splits, *args, **kwargs)
-
-    monkeypatch.setattr(prompts, "prepare_examples", dev_only)
+    scoring_adapter(tiny_model_dir, tmp_path / "adapter")
+    dev_only(monkeypatch)
     out = tmp_path / "weights.json"
     args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--set", "model.dtype=bf16"]
     args += ["--adapter", str(tmp_path / "adapter"), "--per-dataset", "10", "--chunk", "4", "--out", str(out)]
@@ -155,23 +166,9 @@ def test_overlap_effect_trains_both_arms_and_splits_the_test_set(tiny_model_dir,
 
 
 def test_precision_compares_on_dev_interleaved_and_writes_as_it_goes(tiny_model_dir, tmp_path, monkeypatch):
-    import torch
 
-    peft_model = modeling.add_lora(
-        modeling.load_model(tiny_model_dir, dtype="fp32").model, 4, 8, 0.0, "all-linear"
-    )
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    peft_model.save_pretrained(tmp_path / "adapter")
-    real = prompts.prepare_examples
-
-    def dev_only(config, tokenizer, corpora, splits, *args, **kwargs):
-        assert tuple(splits) == ("dev",)
-        return real(config, tokenizer, corpora, splits, *args, **kwargs)
-
-    monkeypatch.setattr(prompts, "prepare_examples", dev_only)
+    scoring_adapter(tiny_model_dir, tmp_path / "adapter")
+    dev_only(monkeypatch)
     module = load("precision")
     written = []
     real_write = module.write
