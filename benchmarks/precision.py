@@ -4,8 +4,7 @@
 
 On the dev splits of MELD and EmoryNLP (never test), the trained adapter scores every utterance in each
 ``eval.precision`` (``dialoguellm.scoring.engine.inference_context``): ``fp32`` (every weight computed in fp32, the
-reference), ``mixed`` (16-bit matrix-product inputs, fp32 everywhere else) and ``autocast`` (bf16 throughout,
-the evaluation before this benchmark). Each precision runs four ways:
+reference) and ``autocast`` (bf16 throughout, as training computes). Each precision runs four ways:
 
 - ``batch16``: batches of 16 grouped by length (``eval.batch_size``, what evaluation does);
 - ``shuffled16``: batches of 16 in a seeded random order (other neighbours, more padding);
@@ -43,7 +42,7 @@ from dialoguellm.model import loading as modeling
 from dialoguellm.scoring import engine, predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PRECISIONS = ("fp32", "mixed", "autocast")
+PRECISIONS = ("fp32", "autocast")
 REFERENCE, BASELINE = "fp32", "autocast"
 TARGET = 0.995
 # name -> (batch size, grouped by length); batch1 runs on the subset only.

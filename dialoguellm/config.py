@@ -26,7 +26,7 @@ from dialoguellm.io import atomic_path
 # The packaged profiles (cpu, paper, paper_r8) and ablation arms, found from any folder after any install.
 PROFILES_DIR = Path(str(resources.files("dialoguellm") / "profiles"))
 # eval.precision's values (dialoguellm.scoring.engine.inference_context says what each computes).
-EVAL_PRECISIONS = ("fp32", "mixed", "autocast")
+EVAL_PRECISIONS = ("fp32", "autocast")
 # The default of every profile: the cheapest that held the targets on dev (benchmarks/precision.py,
 # docs/PRECISION.md).
 DEFAULT_PRECISION = "fp32"
@@ -177,8 +177,7 @@ class EvalConfig:
         default=DEFAULT_PRECISION,
         metadata={
             "help": "Arithmetic of label scoring and generation: fp32 (every weight computed in fp32: the "
-            "reference, and the only one whose predictions kept to the batch on dev), mixed (16-bit inputs to "
-            "the linear layers, fp32 everywhere else) or autocast (16-bit throughout, as training; a prediction "
+            "reference, and the only one whose predictions kept to the batch on dev) or autocast (16-bit throughout, as training; a prediction "
             "can change with the other utterances of its batch). Measured in docs/PRECISION.md."
         },
     )

@@ -181,67 +181,20 @@ def fp32_parameters(model: Any, select: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def half_linear_inputs(model: Any, skip: Any = None) -> Any:
-    """While inside, every ``nn.Linear`` with 16-bit weights (but those ``skip(module)`` accepts) casts its
-    input to its weights' type and returns its output as fp32: the matrix product runs in 16 bits, all that
-    comes before and after it (residual stream, norms, rotary positions, attention, activations) in fp32.
-    Linear layers with other weights (fp32, k-bit) get their input as it comes. Hooks removed on exit."""
-    half = (torch.bfloat16, torch.float16)
-
-    def cast_in(module: Any, args: tuple) -> tuple:
-        weight = module.weight
-        if weight.dtype in half and args and args[0].dtype != weight.dtype:
-            return (args[0].to(weight.dtype), *args[1:])
-        return args
-
-    def cast_out(module: Any, args: tuple, output: Any) -> Any:
-        return output.float() if torch.is_tensor(output) and output.dtype in half else output
-
-    handles = []
-    try:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear) and not (skip is not None and skip(module)):
-                handles.append(module.register_forward_pre_hook(cast_in))
-                handles.append(module.register_forward_hook(cast_out))
-        yield model
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _in_module(outer: Any) -> Any:
-    """A predicate: is a module ``outer`` or inside it."""
-    inside = {id(m) for m in outer.modules()}
-    return lambda module: id(module) in inside
-
-
-@contextlib.contextmanager
 def inference_context(model: Any, dtype: str = "bf16", precision: str = DEFAULT_PRECISION) -> Any:
     """What label scoring and generation both run inside: no autograd and the arithmetic ``precision`` names.
 
     - ``"fp32"``: every weight computed in fp32 (16-bit weights upcast while inside), no autocast: the
-      reference the other two are measured against.
-    - ``"mixed"``: the decoder's linear layers multiply 16-bit inputs by 16-bit weights (``half_linear_inputs``;
-      on CPU fp32 LoRA matrices get ``bf16_weight_copies``) and return fp32; everything else (embeddings,
-      the residual stream, norms, rotary positions, attention, activations, the output projection) runs in
-      fp32 on the same weights.
+      reference ``autocast`` is measured against.
     - ``"autocast"``: ``dtype``'s autocast throughout, as training computes: the residual stream of a 16-bit
       model stays 16-bit, so scores move with the batch (its measured agreement is logged).
-    On CPU all three read grouped key/value heads in place (``grouped_query_attention``), which changes no
+    On CPU both read grouped key/value heads in place (``grouped_query_attention``), which changes no
     score.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"eval.precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
     if precision == "fp32":
         contexts = [fp32_parameters(model), torch.inference_mode()]
-    elif precision == "mixed":
-        in_head = _in_module(decoder_parts(model)[1])
-        contexts = [  # fp32: everything but the decoder's linear layers (the matrix products)
-            bf16_weight_copies(model, dtype, skip=in_head),
-            fp32_parameters(model, lambda m: in_head(m) or not isinstance(m, torch.nn.Linear)),
-            half_linear_inputs(model, skip=in_head),
-            torch.inference_mode(),
-        ]
     else:
         _autocast_notice(model, dtype)
         contexts = [torch.inference_mode(), autocast_context(model, dtype), bf16_weight_copies(model, dtype)]
