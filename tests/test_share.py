@@ -96,9 +96,9 @@ def merge_case(tmp_path, dtype: str):
     """A run whose adapter bf16 merging cannot hold: the base's output projection has every weight offset by
     64 (the same for every vocabulary row, so no score moves: a softmax ignores a shift shared by all tokens),
     and a rank-1 LoRA update of 0.1 per weight on the row of one label (the base's least likely on a dev
-    prompt), signed as that prompt's final hidden state, raises the label's logit there by about 5. In bf16, 64 + 0.1 rounds
-    back to 64 (bf16 numbers there are 0.25 apart and more), so the merged model is the base model; in fp32
-    the sum is kept. Returns the run and the boosted label."""
+    prompt), signed as that prompt's final hidden state, raises the label's logit there by about 5. In bf16,
+    64 + 0.1 rounds back to 64 (bf16 numbers there are 0.25 apart and more), so the merged model is the base
+    model; in fp32 the sum is kept. Returns the run and the boosted label."""
     import torch
     from tiny import build_tiny_model, build_tiny_tokenizer, save_synthetic_corpus
 
