@@ -186,3 +186,11 @@ def test_unreachable_hub_and_unknown_repo_are_one_line_errors(
             assert f"Cannot load 'org/no-such-model' from the Hugging Face hub at {hub.endpoint}" in lines[0]
             assert "not a valid model identifier" in lines[0]
             assert not (run / "zero_shot").exists()  # nothing written for a model that never loaded
+
+
+def test_predict_refuses_a_chat_endpoint_and_names_evaluate(tmp_path, capsys):
+    # An endpoint gives text, not label probabilities; it was taken for a hub id and failed on its name.
+    assert cli.main(["predict", "--model", "openai:judge-1", str(turns_file(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert "dialoguellm predict: --model openai:judge-1: a chat endpoint answers with text" in err
+    assert "`dialoguellm evaluate --model openai:judge-1`" in err and "Hugging Face hub" not in err
