@@ -90,3 +90,96 @@ def test_merge_export_writes_safetensors_and_counts_changed_predictions(trained,
     assert not any("lora" in name for name, _ in merged.named_parameters())
     assert "merge_check" in capsys.readouterr().out
     assert cli.main(["export", "--run-dir", str(run), "--merge", str(out)]) == 2  # never overwrites
+
+
+def merge_case(tmp_path, dtype: str):
+    """A run whose adapter bf16 merging cannot hold: the base's output projection has every weight offset by
+    64 (the same for every vocabulary row, so no score moves: a softmax ignores a shift shared by all tokens),
+    and a rank-1 LoRA update of 0.1 per weight on the row of one label (the base's least likely on a dev
+    prompt), signed as that prompt's final hidden state, raises the label's logit there by about 5. In bf16,
+    64 + 0.1 rounds back to 64 (bf16 numbers there are 0.25 apart and more), so the merged model is the base
+    model; in fp32 the sum is kept. Returns the run and the boosted label."""
+    import torch
+    from tiny import build_tiny_model, build_tiny_tokenizer, save_synthetic_corpus
+
+    from dialoguellm.config import save_config
+    from dialoguellm.runs import RunLayout
+
+    base = tmp_path / "base"
+    tokenizer = build_tiny_tokenizer(chat=True)
+    model = build_tiny_model(len(tokenizer)).eval()
+    with torch.no_grad():
+        model.lm_head.weight += 64.0
+    model.save_pretrained(base, safe_serialization=True)
+    tokenizer.save_pretrained(base)
+    corpus = synthetic_corpus("meld", sizes=(4, 3, 2))
+    run = tmp_path / f"run_{dtype}"
+    save_synthetic_corpus(run, corpus)
+    raw = tiny_settings(str(base))
+    raw["model"]["dtype"] = dtype
+    raw["lora"].update(r=1, alpha=1, target_modules=["lm_head"])
+    save_config(config_from_dict(raw), RunLayout(run).training / "config.yaml")
+    builder = PromptBuilder(tokenizer, "meld", context_turns=0, use_video=False)
+    prompt = builder.build_split(corpus["dev"], only=[0])[0].prompt_ids
+    with torch.no_grad():
+        hidden = model(torch.tensor([prompt]), output_hidden_states=True).hidden_states[-1][0, -1]
+        label_logits = model.lm_head(hidden)[[tokenizer.convert_tokens_to_ids(w) for w in builder.labels]]
+    boosted = builder.labels[int(label_logits.argmin())]
+    peft_model = loading.add_lora(model, 1, 1, 0.0, ["lm_head"])
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_A" in name:
+                param.copy_(torch.sign(hidden)[None, :])
+            elif "lora_B" in name:
+                param.zero_()
+                param[tokenizer.convert_tokens_to_ids(boosted), 0] = 0.1
+    # Only the LoRA matrices: the base head is unchanged (peft would otherwise save lm_head in full).
+    peft_model.save_pretrained(
+        str(RunLayout(run).adapter), safe_serialization=True, save_embedding_layers=False
+    )
+    return run, boosted
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_merge_warns_with_the_count_when_bf16_merging_changes_dev_predictions(tmp_path, caplog, dtype):
+    import torch
+
+    from dialoguellm.evaluation.export import merge_adapter
+    from dialoguellm.prompts import prepare_split
+    from dialoguellm.runs import RunLayout, load_run_config
+    from dialoguellm.scoring.predictions import score_prepared
+
+    run, boosted = merge_case(tmp_path, dtype)
+    with caplog.at_level("WARNING", logger="dialoguellm.evaluation.export"):
+        report = merge_adapter(run, tmp_path / "merged", dev_sample=12, progress=False)
+    # Counted independently: the adapter on its base, and the exported folder loaded as a plain model.
+    config = load_run_config(RunLayout(run).training)
+    adapter_on_base = loading.load_model(config.model.name, dtype)
+    dev = prepare_split(config, adapter_on_base.tokenizer, _corpora(run, config), "dev", 12)
+    with_adapter = loading.load_adapter(adapter_on_base.model, RunLayout(run).adapter)
+    before = score_prepared(with_adapter, adapter_on_base.tokenizer, dev, config, "dev", False)["meld"]
+    merged = loading.load_model(str(tmp_path / "merged"), dtype)
+    after = score_prepared(merged.model, merged.tokenizer, dev, config, "dev", False)["meld"]
+    changed = int((before["pred_id"] != after["pred_id"]).sum())
+    assert report["dev_utterances"] == len(before) == 12 and report["changed"] == changed
+    assert json.loads((tmp_path / "merged" / "merge_check.json").read_text())["changed"] == changed
+    warnings = [r.getMessage() for r in caplog.records if r.name == "dialoguellm.evaluation.export"]
+    if dtype == "bf16":
+        # The update was lost entirely: the merged head is the base head, bit for bit, and predicts as it.
+        base_head = loading.load_model(config.model.name, dtype).model.lm_head.weight
+        assert torch.equal(merged.model.lm_head.weight, base_head)
+        assert changed > 0 and (before["pred"] == boosted).sum() > (after["pred"] == boosted).sum()
+        assert warnings == [
+            f"Merging changes {changed} of 12 dev predictions (bf16 weights round the merged sum); the merged "
+            "model is not the evaluated adapter. Serve the adapter with peft for the evaluated predictions."
+        ]
+        card = (tmp_path / "merged" / "README.md").read_text(encoding="utf-8")
+        assert f"Merging changed {changed} of 12 dev predictions (bf16 weights)" in card
+    else:
+        assert changed == 0 and warnings == []  # fp32 keeps the sum: the same update, merged exactly
+
+
+def _corpora(run, config):
+    from dialoguellm.corpora.readers import load_corpora_for
+
+    return load_corpora_for(config, run)

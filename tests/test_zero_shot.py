@@ -162,3 +162,57 @@ def test_local_model_is_scored_zero_shot_with_the_same_prompts(run, tmp_path, ti
     assert find_predictions(run) == {}
     config = config_from_dict(yaml.safe_load(profile(tmp_path).read_text()))
     assert config.prompt.context_turns == 1
+
+
+def test_k_shot_demonstrations_reach_the_endpoint_as_the_prompt_our_models_see(
+    run, tmp_path, monkeypatch, tiny_tokenizer
+):
+    """k_shot 2: every request carries the two training demonstrations as user/assistant turns before the
+    query, and rendered with a chat template it is exactly the prompt a local model is scored on; the
+    answers are parsed, an interrupted run resumes from its cache, and the key is written nowhere."""
+    from dialoguellm.config import load_config
+    from dialoguellm.corpora.readers import load_curated_corpora
+    from dialoguellm.prompts import builders_from_config, rows_of
+
+    path = profile(tmp_path, k_shot=2)
+    config = load_config(path)
+    corpora = load_curated_corpora(run)
+    builder = builders_from_config(tiny_tokenizer, corpora, config)["meld"]
+    assert len(builder.demonstrations) == 2
+    test_rows = rows_of(corpora["meld"]["test"])
+    local = {
+        builder.build(row, [r for r in test_rows if r["dialogue_id"] == row["dialogue_id"]]).prompt
+        for row in test_rows
+    }
+    out = tmp_path / "k_shot"
+    monkeypatch.setenv(endpoint.ENV_API_KEY, KEY)
+    with LabelServer(fail_first=4) as server:
+        monkeypatch.setenv(endpoint.ENV_BASE_URL, server.url)
+        # Interrupted: the first 4 requests fail (no retries), the other answers are cached.
+        client = endpoint.ChatEndpoint("judge-k", base_url=server.url, max_retries=0, backoff=0.0)
+        with pytest.raises(RuntimeError, match="4 request"):
+            endpoint.evaluate_endpoint("openai:judge-k", config, corpora, out, client=client, workers=1)
+        args = ["evaluate", "--run-dir", str(run), "--model", "openai:judge-k", "--config", str(path)]
+        assert cli.main([*args, "--out", str(out)]) == 0
+        assert len(server.requests) == 12 + 4  # the resumed run asked only the 4 that failed
+        assert cli.main([*args, "--out", str(out)]) == 0
+        assert len(server.requests) == 12 + 4  # a finished run is re-scored from the cache
+    result = json.loads((out / "summary.json").read_text())["results"]["meld"]
+    demos = [(q, a) for q, a in builder._demo_parts()]
+    seen = set()
+    for body in server.requests:
+        messages = body["messages"]
+        assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+        assert [(messages[i]["content"], messages[i + 1]["content"]) for i in (1, 3)] == demos
+        assert set(ANSWERS.values()) >= {messages[2]["content"], messages[4]["content"]}  # label words
+        rendered = tiny_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        seen.add(rendered)
+    assert seen == local  # every test prompt, each exactly as the local model sees it
+    frame = __import__("pandas").read_csv(out / "test_meld_predictions.csv")
+    coffee = frame["output"].str.contains("no idea")
+    assert (frame.loc[~coffee, "pred_id"] == frame.loc[~coffee, "gold_id"]).all()
+    assert result["unparsed"] == int(coffee.sum()) and result["accuracy"] == pytest.approx((~coffee).mean())
+    for written in [*out.rglob("*"), *run.rglob("*")]:
+        if written.is_file():
+            text = written.read_text(encoding="utf-8", errors="replace")
+            assert KEY not in text and server.url not in text, written

@@ -265,3 +265,184 @@ class LocalServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _permute_for_rope(weight, heads: int):
+    """llama.cpp's reordering of a query/key projection's rows (``convert_hf_to_gguf.LlamaModel.permute``);
+    transformers undoes it when it loads a LLaMA GGUF."""
+    rows = weight.shape[0]
+    return (
+        weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    )
+
+
+def write_llama_gguf(folder: Path, path: Path) -> Path:
+    """Write the LLaMA model folder ``folder`` (``build_sentencepiece_llama``'s) as an F32 GGUF file, as
+    llama.cpp's converter does: hyperparameters under ``llama.*``, the SentencePiece vocabulary with its
+    merges and token types under ``tokenizer.ggml.*``, tensors under llama.cpp's names with the query and
+    key rows permuted. transformers reads it back to the same weights and the same tokenizer."""
+    import json
+
+    import gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    cfg = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(folder.name)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    bpe = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = bpe["model"]["vocab"]
+    tokens = sorted(vocab, key=vocab.get)
+    special = {t["content"] for t in bpe["added_tokens"]}
+    kinds = gguf.TokenType
+    types = [
+        kinds.UNKNOWN if t == tokenizer.unk_token else kinds.CONTROL if t in special else
+        kinds.BYTE if t.startswith("<0x") else kinds.NORMAL
+        for t in tokens
+    ]  # fmt: skip
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([-float(i) for i in range(len(tokens))])
+    writer.add_token_types(types)
+    writer.add_token_merges([" ".join(pair) for pair in bpe["model"]["merges"]])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_unk_token_id(tokenizer.unk_token_id)
+    # The folder's tokenizer decides whether a plain prompt starts with BOS; the GGUF says the same.
+    writer.add_add_bos_token(tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id])
+    writer.add_add_eos_token(False)
+    weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    writer.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
+    writer.add_tensor("output_norm.weight", weights["model.norm.weight"])
+    writer.add_tensor("output.weight", weights["lm_head.weight"])
+    names = {
+        "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj",
+    }  # fmt: skip
+    for i in range(cfg.num_hidden_layers):
+        layer = f"model.layers.{i}."
+        for ours, theirs in names.items():
+            writer.add_tensor(f"blk.{i}.{ours}.weight", weights[f"{layer}{theirs}.weight"])
+        q, k = weights[f"{layer}self_attn.q_proj.weight"], weights[f"{layer}self_attn.k_proj.weight"]
+        writer.add_tensor(f"blk.{i}.attn_q.weight", _permute_for_rope(q, heads))
+        writer.add_tensor(f"blk.{i}.attn_k.weight", _permute_for_rope(k, kv_heads))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class HubServer(LocalServer):
+    """The Hugging Face hub's download API on 127.0.0.1, serving model folders (``repos``: repo id -> folder)
+    at one commit: ``HEAD``/``GET /{repo}/resolve/{revision}/{file}`` with the ``X-Repo-Commit``, ``ETag``
+    and ``Content-Length`` headers huggingface_hub reads, ``/api/models/{repo}`` (model info with its files)
+    and ``/api/models/{repo}/tree/{revision}`` (file listing). A missing repo or file is a 404 with the
+    ``X-Error-Code`` the hub sends. ``endpoint`` is what ``HF_ENDPOINT`` takes; ``requests`` logs each
+    (method, path)."""
+
+    def __init__(self, repos: dict[str, Path]):
+        import hashlib
+        import json
+        from http.server import BaseHTTPRequestHandler
+        from urllib.parse import urlsplit
+
+        self.repos = {repo: Path(folder) for repo, folder in repos.items()}
+        self.requests: list[tuple[str, str]] = []
+        server = self
+
+        def files(repo: str) -> list[Path]:
+            return sorted(p for p in server.repos[repo].rglob("*") if p.is_file())
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self.answer(with_body=False)
+
+            def do_GET(self):
+                self.answer(with_body=True)
+
+            def answer(self, with_body: bool) -> None:
+                path = urlsplit(self.path).path
+                server.requests.append((self.command, path))
+                parts = path.strip("/").split("/")
+                api = parts[:2] == ["api", "models"]
+                repo = "/".join(parts[2:4] if api else parts[:2])
+                if repo not in server.repos:
+                    return self.send(404, b"", {"X-Error-Code": "RepoNotFound"}, with_body)
+                folder = server.repos[repo]
+                if api and len(parts) == 4:
+                    siblings = [{"rfilename": p.relative_to(folder).as_posix()} for p in files(repo)]
+                    info = {
+                        "id": repo,
+                        "modelId": repo,
+                        "sha": HUB_COMMIT,
+                        "private": False,
+                        "siblings": siblings,
+                    }
+                    return self.send(200, json.dumps(info).encode(), {}, with_body)
+                if api and len(parts) >= 6 and parts[4] == "tree":
+                    under = folder.joinpath(*parts[6:])
+                    listing = [
+                        {"type": "file", "path": p.relative_to(folder).as_posix(), "size": p.stat().st_size,
+                         "oid": hashlib.sha1(p.read_bytes()).hexdigest()}
+                        for p in files(repo) if under in p.parents
+                    ]  # fmt: skip
+                    return self.send(200, json.dumps(listing).encode(), {}, with_body)
+                if not api and len(parts) >= 5 and parts[2] == "resolve":
+                    target = folder.joinpath(*parts[4:])
+                    if target.is_file():
+                        data = target.read_bytes()
+                        etag = f'"{hashlib.sha256(data).hexdigest()}"'
+                        return self.send(200, data, {"X-Repo-Commit": HUB_COMMIT, "ETag": etag}, with_body)
+                    return self.send(
+                        404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": HUB_COMMIT}, with_body
+                    )
+                self.send(404, b"", {"X-Error-Code": "EntryNotFound"}, with_body)
+
+            def send(self, status: int, data: bytes, headers: dict, with_body: bool) -> None:
+                self.send_response(status)
+                for key, value in {"Content-Length": str(len(data)), **headers}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if with_body:
+                    self.wfile.write(data)
+
+        self._serve(Handler)
+        self.endpoint = self.url.removesuffix("/v1")
+
+
+def use_hub(monkeypatch, endpoint: str, cache: Path) -> None:
+    """Point huggingface_hub at ``endpoint`` with an empty cache in ``cache``, for one test: the environment
+    variables a user sets (``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_CACHE``) and, as huggingface_hub read them
+    when it was first imported, the constants it took from them."""
+    from huggingface_hub import constants
+
+    for name, value in {"HF_ENDPOINT": endpoint, "HF_HOME": cache, "HF_HUB_CACHE": cache / "hub"}.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -28,6 +28,7 @@ import pandas as pd
 from dialoguellm.calibration import apply_label_bias, load_calibration
 from dialoguellm.config import Config, load_config
 from dialoguellm.corpora.labels import DATASETS, label_names, normalised_label_names
+from dialoguellm.evaluation.endpoint import PREFIX as ENDPOINT_PREFIX
 from dialoguellm.io import atomic_path, csv_rows, read_text_file, text_lines
 from dialoguellm.model import loading
 from dialoguellm.prompts import PromptBuilder, PromptTooLongError, rows_of, select_demonstrations
@@ -217,6 +218,11 @@ def load_predictor(
     settings (default: the ``cpu`` profile). ``loaded`` reuses an already loaded base model."""
     if (run_dir is None) == (model is None):
         raise InputError("Name the model: a trained run (--run-dir) or a bare model (--model), not both.")
+    if model is not None and str(model).startswith(ENDPOINT_PREFIX):
+        raise InputError(
+            f"--model {model}: a chat endpoint answers with text, not the label probabilities predict reports. "
+            f"Evaluate it with `dialoguellm evaluate --model {model}`, or predict with a local model."
+        )
     adapter = None
     if run_dir is not None:
         adapter = find_adapter(run_dir)

@@ -25,6 +25,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +219,27 @@ def resolve_model_path(name: str) -> tuple[str, str | None]:
     return name, None  # a hub id: from_pretrained resolves (and reports) it
 
 
+@contextmanager
+def hub_errors(name: str, folder: str) -> Iterator[None]:
+    """Turn the error of a hub id that cannot be loaded (no such repo, a hub that cannot be reached, a gated
+    model without a token) into one line naming the id, the endpoint and the fixes; transformers' own
+    message spans lines and points at its documentation. Errors of local folders pass unchanged."""
+    try:
+        yield
+    except OSError as err:
+        if Path(folder).exists():
+            raise
+        from huggingface_hub import constants
+
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = (lines[0] if lines else type(err).__name__).rstrip(".")
+        raise OSError(
+            f"Cannot load {name!r} from the Hugging Face hub at {constants.ENDPOINT}: {reason}. Check the id "
+            "(org/name), the network or $HF_ENDPOINT, and $HF_TOKEN for a gated model; or pass a local model "
+            "folder or a .gguf file."
+        ) from err
+
+
 @dataclass
 class LoadedModel:
     """A model and its tokenizer, with where they came from."""
@@ -330,8 +353,9 @@ def load_model(
     tok_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf_file:
         tok_kwargs["gguf_file"] = gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(folder, **tok_kwargs)
-    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    with hub_errors(name, folder):
+        tokenizer = AutoTokenizer.from_pretrained(folder, **tok_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     if quantization in ("8bit", "4bit"):
         model = prepare_for_kbit_training(model)
     elif on_gpu and device_map is None:
@@ -504,4 +528,5 @@ def load_tokenizer(config: Any) -> Any:
     kwargs: dict[str, Any] = {"trust_remote_code": config.model.trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    return AutoTokenizer.from_pretrained(folder, **kwargs)
+    with hub_errors(config.model.name, folder):
+        return AutoTokenizer.from_pretrained(folder, **kwargs)
