@@ -3,7 +3,7 @@ parameters) and a paper run (the 7B profile) all go through ``run_notebooks``; n
 between them.
 
     python -m dialoguellm.pipeline reproduce [--run-dir runs/NAME] [--only 01 03]
-    python -m dialoguellm.pipeline figures [--run-dir runs/NAME]
+    python -m dialoguellm.pipeline figures [--run-dir results/cpu] [--out figures/]
     python -m dialoguellm.pipeline summary [--run-dir runs/NAME]
 """
 
@@ -242,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     rep.add_argument("--fresh", action="store_true", help="always start a new run folder")
     rep.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 03")
-    fig = sub.add_parser("figures", help="rewrite figures/ from a finished run's saved results")
-    fig.add_argument("--run-dir", help="run folder (default: runs/latest)")
+    fig = sub.add_parser("figures", help="redraw figures/ from saved results (no model, no training)")
+    fig.add_argument(
+        "--run-dir", help="run folder or results copy (default: results/cpu, the committed run outputs)"
+    )
+    fig.add_argument("--out", help="folder for the figures (default: figures/)")
     summ = sub.add_parser("summary", help="print a finished run's headline numbers as Markdown")
     summ.add_argument("--run-dir", help="run folder (default: runs/latest)")
     exp = sub.add_parser(
@@ -288,11 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         written = export_results(Path(args.run_dir) if args.run_dir else runs / "latest", args.out)
         print(f"{len(written)} files in {args.out}")
         return 0
-    from dialoguellm.plots.registry import regenerate
+    from dialoguellm.plots.registry import missing_inputs, regenerate
 
-    written = regenerate(Path(args.run_dir) if args.run_dir else runs / "latest")
-    for path in written:
+    source = Path(args.run_dir) if args.run_dir else REPO_DIR / "results" / "cpu"
+    for path in regenerate(source, args.out):
         print(path)
+    for name, patterns in missing_inputs(source).items():
+        print(f"not redrawn: {name} ({source} has no {', '.join(patterns)})")
     return 0
 
 

@@ -48,6 +48,7 @@ def run_report(run_dir: str | os.PathLike) -> str:
     out += _stages(run)
     out += _evaluation(records.get("03_training", {}), records.get("04_evaluation", {}))
     out += _ablations(records.get("05_ablations", {}))
+    out += _probes(records.get("05_ablations", {}))
     out += _error_analysis(records.get("06_error_analysis", {}))
     out += _seceu(records.get("07_emotional_intelligence", {}))
     return "\n".join(out)
@@ -126,6 +127,30 @@ def _ablations(ablations: dict[str, Any]) -> list[str]:
     return out
 
 
+def _probes(record: dict[str, Any]) -> list[str]:
+    """Notebook 05's prompt probes: each probe's weighted F1 and its paired difference from the base arm."""
+    if not record.get("probes"):
+        return []
+    sample = record.get("probe_sample", {})
+    out = [
+        f"Prompt probes (one adapter, prompts changed at test time; {sample.get('per_dataset')} "
+        f"{sample.get('split')} utterances per corpus, the same for every probe; 95% dialogue-bootstrap "
+        "intervals):",
+        "",
+    ]
+    rows = []
+    for key, v in record["probes"].items():
+        low, high = v["weighted_f1_ci"]
+        diff = "-"
+        if "diff_weighted_f1" in v:
+            d_low, d_high = v["diff_weighted_f1_ci"]
+            diff = f"{v['diff_weighted_f1']:+.1f} [{d_low:+.1f}, {d_high:+.1f}]"
+        rows.append(
+            [key, v["n"], f"{v['weighted_f1']:.1f} [{low:.1f}, {high:.1f}]", diff, v.get("verdict", "(base)")]
+        )
+    return out + _table(["probe / corpus", "n", "weighted F1", "minus base", "verdict"], rows)
+
+
 def _error_analysis(analysis: dict[str, Any]) -> list[str]:
     """The neutral share before and after the prior correction, and the corrected scores (notebook 06)."""
     if not analysis.get("neutral_share"):
@@ -159,14 +184,16 @@ PAPER_HEADLINE = "DialogueLLM, 1-shot (headline)"
 FLOORS = {"majority": "floor: majority class", "tfidf_lr": "floor: TF-IDF + LR"}
 RAW = "ours, raw argmax"
 CALIBRATED = "ours + dev-fitted biases"
+UNTUNED = "the same model untuned (no adapter)"
 CORPUS_ORDER = ("meld", "iemocap", "emorynlp")
 
 
 def headline_systems(run_dir: str | os.PathLike) -> dict[str, dict[str, pd.DataFrame]]:
     """Test predictions of a run, per system and corpus: ours raw, ours with the dev-fitted biases (when
-    evaluation applied them), and the floors of notebook 05. Each frame's ``pred_id`` is that system's."""
+    evaluation applied them), the model without its adapter (notebook 04 with ``ZERO_SHOT``) and the floors
+    of notebook 05. Each frame's ``pred_id`` is that system's."""
     run = RunLayout(Path(run_dir))
-    systems: dict[str, dict[str, pd.DataFrame]] = {RAW: {}, CALIBRATED: {}}
+    systems: dict[str, dict[str, pd.DataFrame]] = {RAW: {}, CALIBRATED: {}, UNTUNED: {}}
     for path in sorted(run.evaluation().glob("test_*_predictions.csv")):
         corpus = path.name[len("test_") : -len("_predictions.csv")]
         frame = read_predictions(path)
@@ -175,6 +202,10 @@ def headline_systems(run_dir: str | os.PathLike) -> dict[str, dict[str, pd.DataF
             systems[RAW][corpus] = frame.assign(pred_id=frame["pred_id_raw"])
         else:
             systems[RAW][corpus] = frame
+    for path in sorted(run.evaluation(adapter=False).glob("test_*_predictions.csv")):
+        corpus = path.name[len("test_") : -len("_predictions.csv")]
+        if corpus in systems[RAW]:
+            systems[UNTUNED][corpus] = read_predictions(path)
     for name, title in FLOORS.items():
         for corpus in systems[RAW]:
             path = run.baselines / f"{corpus}_{name}_test_predictions.csv"
@@ -222,7 +253,7 @@ def headline_table(run_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT_
         "of predicting; the biases are fitted on dev (not in the paper).",
         "",
     ] + _table(header, rows)
-    pairs = [(RAW, FLOORS["tfidf_lr"]), (CALIBRATED, FLOORS["tfidf_lr"]), (CALIBRATED, RAW)]
+    pairs = [(RAW, FLOORS["tfidf_lr"]), (CALIBRATED, FLOORS["tfidf_lr"]), (CALIBRATED, RAW), (RAW, UNTUNED)]
     rows = []
     for a, b in pairs:
         for corpus in corpora:
@@ -246,10 +277,13 @@ def _diff(diff: stats.PairedDifference) -> str:
 
 
 # The small outputs of a run that the README's numbers rest on (copied by ``export_results``): every
-# prediction, metric and record file, the resolved config and the environment; no weights, no corpora.
+# prediction, metric and record file, the resolved config and the environment, and the small inputs of the
+# figures (``make figures`` redraws them from results/): no weights, no corpora.
 RESULT_FILES = (
     "pipeline.json",
     "records/*.json",
+    "data/overlap.csv",
+    "descriptions/descriptions.jsonl",
     "stages/*.json",
     "training/config.yaml",
     "training/metrics.json",
@@ -260,6 +294,7 @@ RESULT_FILES = (
     "evaluation/*",
     "baselines/*",
     "ablations/*",
+    "probes/*",
     "analysis/*",
     "seceu/*.json",
     "seceu/*.csv",

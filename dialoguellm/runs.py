@@ -7,7 +7,7 @@ A run folder, as ``make reproduce`` fills it (every writer and reader asks ``Run
     <run>/descriptions/...jsonl      video-description cache (notebook 02)
     <run>/training/                  config.yaml, metrics.json, environment.json, adapter/, checkpoint/ (03)
     <run>/evaluation[_base]/         predictions, metrics and summary.json of the test split (04)
-    <run>/baselines/ ablations/      notebook 05
+    <run>/baselines/ probes/ ablations/   notebook 05
     <run>/analysis/                  notebook 06's tables
     <run>/seceu/                     notebook 07's results
     <run>/records/<notebook>.json    headline values of each notebook (``Recorder``)
@@ -35,7 +35,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else Path.cwd()
 RUN_ENV = "DIALOGUELLM_RUN_DIR"
 # Folders of a run that hold other stages' predictions (baselines, ablation arms), never the evaluation's.
-NOT_EVALUATION = ("baselines", "ablations", "analysis", "notebooks", "records", "data", "zero_shot")
+NOT_EVALUATION = ("baselines", "ablations", "probes", "analysis", "notebooks", "records", "data", "zero_shot")
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,11 @@ class RunLayout:
     @property
     def ablations(self) -> Path:
         return self.root / "ablations"
+
+    @property
+    def probes(self) -> Path:
+        """Notebook 05's prompt probes (``analysis.probes``): summary.csv, predictions.csv, settings.json."""
+        return self.root / "probes"
 
     @property
     def analysis(self) -> Path:

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from dialoguellm.corpora.labels import normalised_label_names
-from dialoguellm.report import CALIBRATED, RAW, export_results, headline_systems, headline_table
+from dialoguellm.report import CALIBRATED, RAW, UNTUNED, export_results, headline_systems, headline_table
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results" / "cpu"
@@ -82,6 +82,39 @@ def test_export_keeps_the_layout_and_no_weights(tmp_path):
     assert (out / "training" / "config.yaml").is_file()
     assert not (out / "training" / "adapter" / "adapter_model.safetensors").exists()
     assert headline_table(out, n_resamples=300) == headline_table(run, n_resamples=300)
+
+
+def test_export_takes_the_probes_and_the_figure_inputs(tmp_path):
+    run = _run(tmp_path)
+    for name in (
+        "probes/summary.csv",
+        "probes/predictions.csv",
+        "data/overlap.csv",
+        "descriptions/descriptions.jsonl",
+    ):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x\n")
+    (run / "data" / "meld").mkdir()
+    (run / "data" / "meld" / "test.parquet").write_bytes(b"corpora stay out")
+    out = tmp_path / "results"
+    export_results(run, out)
+    for name in (
+        "probes/summary.csv",
+        "probes/predictions.csv",
+        "data/overlap.csv",
+        "descriptions/descriptions.jsonl",
+    ):
+        assert (out / name).is_file(), name
+    assert not (out / "data" / "meld").exists()
+
+
+def test_the_untuned_model_is_compared_with_ours_when_notebook_04_scored_it(tmp_path):
+    run = _run(tmp_path)
+    (run / "evaluation_base").mkdir()
+    untuned = _frame(40, 1, calibrated=False).assign(pred_id=0, pred="neutral")
+    untuned.to_csv(run / "evaluation_base" / "test_meld_predictions.csv", index=False)
+    table = headline_table(run, n_resamples=300)
+    assert f"| {UNTUNED} |" in table and f"| {RAW} - {UNTUNED} | meld |" in table
 
 
 def test_export_refuses_an_unfinished_run(tmp_path):

@@ -7,6 +7,7 @@ Writes, under its output folder (``RunLayout.evaluation``): ``<split>_<corpus>_p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,9 @@ def evaluate_run(
         "calibrated": bool(calibration) and mode == "score",
         "length_normalised": bool(config.eval.length_normalise) and mode == "score",
         "precision": config.eval.precision,
+        # What decides a prompt's label scores: a later stage may reuse these scores only when its own
+        # settings are equal (analysis.probes reuses the base arm's).
+        "scoring_settings": scoring_settings(config),
         "results": results,
     }
     write_json(out / "summary.json", summary)
@@ -105,6 +109,19 @@ def evaluate_run(
         adapter = TrainingLayout(train_dir).adapter
         write_model_card(adapter, test=card_results(out, summary, split))
     return summary
+
+
+def scoring_settings(config: Any) -> dict[str, Any]:
+    """The settings that decide an utterance's label scores besides the weights: the prompt settings, the
+    demonstrations' seed, the model, its dtype and the scoring precision and length normalisation."""
+    return {
+        "prompt": dataclasses.asdict(config.prompt),
+        "demonstration_seed": config.train.seed,
+        "model": config.model.name,
+        "dtype": config.model.dtype,
+        "precision": config.eval.precision,
+        "length_normalise": bool(config.eval.length_normalise),
+    }
 
 
 def card_results(

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dialoguellm.plots import analysis, corpora, evaluation, explore, figures_dir, seceu, training
+from dialoguellm.plots import analysis, corpora, evaluation, explore, figures_dir, probes, seceu, training
 
 FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "label_distribution": corpora.label_distribution_from_run,  # notebook 01
@@ -19,6 +19,7 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "training_loss": training.loss_curve_from_run,  # 03
     "confusion_matrices": evaluation.confusion_from_run,  # 04
     "comparison_with_paper": evaluation.comparison_from_run,  # 04
+    "prompt_probes": probes.probe_differences_from_run,  # 05
     "ablation_results": analysis.ablation_results_from_run,  # 05
     "confusion_prior_correction": analysis.confusion_panels_from_run,  # 06
     "failure_modes": analysis.failure_modes_from_run,  # 06
@@ -28,6 +29,36 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "seceu_item_distances": seceu.item_distances_from_run,  # 07
     "emotion_timeline": explore.emotion_timeline_from_run,  # 08
 }
+
+
+# What each producer reads, as glob patterns below the run folder (every pattern must match): ``missing_inputs``
+# says why a figure was not redrawn. results/cpu holds no corpora (label distribution, description
+# coverage) and no SECEU scores without SECEU_DIR.
+INPUTS: dict[str, tuple[str, ...]] = {
+    "label_distribution": ("data/*/test.parquet",),
+    "cross_corpus_overlap": ("data/overlap.csv",),
+    "video_description_coverage": ("descriptions/descriptions.jsonl", "data/meld/test.parquet"),
+    "video_description_lengths": ("descriptions/descriptions.jsonl",),
+    "training_loss": ("training/metrics.json",),
+    "confusion_matrices": ("evaluation/summary.json",),
+    "comparison_with_paper": ("evaluation/summary.json",),
+    "prompt_probes": ("probes/summary.csv",),
+    "ablation_results": ("ablations/results.csv",),
+    "confusion_prior_correction": ("analysis/confusion_*_corrected.csv",),
+    "failure_modes": ("analysis/neutral_share.csv", "analysis/close_pairs.csv"),
+    "error_breakdown": ("analysis/error_breakdown.csv",),
+    "prior_correction": ("analysis/prior_correction.csv",),
+    "score_trust": ("analysis/reliability.csv", "analysis/coverage.csv"),
+    "seceu_item_distances": ("seceu/seceu_*.json",),
+    "emotion_timeline": ("analysis/explore_timeline.csv",),
+}
+
+
+def missing_inputs(run_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """``figure -> the input patterns the run lacks``, for every registered figure that cannot be redrawn."""
+    run = Path(run_dir)
+    missing = {name: [p for p in INPUTS[name] if not any(run.glob(p))] for name in FIGURES}
+    return {name: patterns for name, patterns in missing.items() if patterns}
 
 
 def regenerate(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:

@@ -36,9 +36,9 @@ CASES = [
     (
         "list given a string",
         "05",
-        {"ARMS": "context_z0"},
+        {"CORPORA": "meld"},
         TypeError,
-        r"ARMS must be list or tuple \(default \[\]\), got str",
+        r"CORPORA must be list or tuple \(default \[\]\), got str",
     ),
     (
         "dict given a list",
