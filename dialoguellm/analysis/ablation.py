@@ -56,9 +56,10 @@ from dialoguellm.training.loop import train
 log = logging.getLogger(__name__)
 
 ARMS_DIR = PROFILES_DIR / "ablations"
-GROUPS: tuple[str, ...] = ("context", "video", "lora", "k_shot")
+# "base" and "data" are the retrained grid's (ablation_retrained): the base arm itself, MELD-only training.
+GROUPS: tuple[str, ...] = ("context", "video", "lora", "k_shot", "base", "data")
 PAPER_FILE = "paper_ablations.csv"
-ARM_KEYS = ("name", "group", "label", "tuned")
+ARM_KEYS = ("name", "group", "label", "tuned", "paper")
 
 
 # ------------------------------------------------------------------------------------------------ arms
@@ -75,6 +76,7 @@ class Arm:
     config: Config
     path: Path
     overrides: dict[str, Any] = field(default_factory=dict)
+    paper: str | None = None  # the arm of resources/paper_ablations.csv that asks the same question
 
     def settings(self) -> dict[str, Any]:
         """The settings an arm is about (for tables): z, k, video, tuned."""
@@ -178,6 +180,7 @@ def load_arm(
         config=config,
         path=path,
         overrides=raw,
+        paper=meta.get("paper"),
     )
 
 

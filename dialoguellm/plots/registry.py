@@ -9,7 +9,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dialoguellm.plots import analysis, corpora, evaluation, explore, figures_dir, seceu, training
+from dialoguellm.plots import (
+    ablation_retrained,
+    analysis,
+    corpora,
+    evaluation,
+    explore,
+    figures_dir,
+    seceu,
+    training,
+)
 
 FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "label_distribution": corpora.label_distribution_from_run,  # notebook 01
@@ -20,6 +29,7 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "confusion_matrices": evaluation.confusion_from_run,  # 04
     "comparison_with_paper": evaluation.comparison_from_run,  # 04
     "ablation_results": analysis.ablation_results_from_run,  # 05
+    "ablations_retrained": ablation_retrained.retrained_ablations_from_run,  # 05, make ablations
     "confusion_prior_correction": analysis.confusion_panels_from_run,  # 06
     "failure_modes": analysis.failure_modes_from_run,  # 06
     "error_breakdown": analysis.error_breakdown_from_run,  # 06
