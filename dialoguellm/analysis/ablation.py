@@ -19,6 +19,10 @@ Two ways to run the grid:
 - ``train_and_evaluate_arms`` (the paper profile): every arm trains its own adapter for every seed with
   ``training.loop.train`` and is evaluated on the full split, as the paper's ablations were.
 
+The retrained grid at CPU scale (an adapter per arm and seed, one fixed test sample, one resumable results
+file, paired intervals) is ``analysis.ablation_retrained`` (``make ablations``); its arm files are in
+``profiles/ablations/retrained/`` (groups "base" and "data" are its own).
+
 ``ablation_table`` puts mean +- sd of every arm beside the paper's value for the same arm
 (``resources/paper_ablations.csv``, copied from the paper's Tables 4 and 5), with the model and hardware named.
 """

@@ -58,7 +58,7 @@ import pandas as pd
 import yaml
 
 from dialoguellm import stats
-from dialoguellm.analysis.ablation import ARMS_DIR, Arm, load_arm, paper_ablations
+from dialoguellm.analysis.ablation import ARMS_DIR, Arm, load_arm, paper_ablations, predict_arm
 from dialoguellm.config import Config
 from dialoguellm.corpora.labels import normalised_label_names
 from dialoguellm.corpora.readers import load_corpora_for
@@ -69,6 +69,7 @@ from dialoguellm.model.card import invocation
 from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import rows_of, sample_positions
 from dialoguellm.runs import TrainingLayout, environment, hardware_description
+from dialoguellm.training import loop
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +179,16 @@ def load_grid(
     seeds = [int(s) for s in raw["seeds"]]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"{path}: seeds must be a non-empty list without repeats, not {raw['seeds']}.")
-    every = {**(raw.get("set") or {}), **dict(overrides or {})}
+    test_per_dataset = int(raw.get("test_per_dataset", 500))
+    # The arms' saved configs say the test sample's size too (the sample itself is the grid's, one for all).
+    every = {**(raw.get("set") or {}), "data.test_per_dataset": test_per_dataset, **dict(overrides or {})}
     base = profile if profile is not None else raw["profile"]
     arms = [load_arm(arm_file(path, name), base, every) for name in raw["arms"]]
     if BASE_ARM not in [a.name for a in arms]:
         raise ValueError(f"{path}: arms must include {BASE_ARM!r}, the arm every other is compared with.")
     return Grid(
         name=path.stem, path=path, profile=str(base if not isinstance(base, Config) else base.source),
-        arms=arms, seeds=seeds, split=split, test_per_dataset=int(raw.get("test_per_dataset", 500)),
+        arms=arms, seeds=seeds, split=split, test_per_dataset=test_per_dataset,
         sample_seed=int(raw.get("sample_seed", 0)), overrides=every,
     )  # fmt: skip
 
@@ -312,13 +315,11 @@ def train_job(
     seconds as its metrics.json records them: all of it, across an interruption).
 
     A folder with metrics.json is a finished training and is reused; one with a checkpoint/ continues it."""
-    from dialoguellm.training.loop import train
-
     layout = TrainingLayout(folder)
     _claim(folder, config)
     if not layout.metrics.is_file():
         used = {d: corpora[d] for d in config.data.datasets}
-        train(
+        loop.train(
             config,
             folder,
             used,
@@ -360,8 +361,6 @@ def score_job(
 ) -> dict[str, dict[str, Any]]:
     """``dataset -> {n, accuracy, weighted_f1, macro_f1, pred_id}`` of one adapter (None: the bare model) on
     the fixed sample of every corpus the arm trains on, in the sample's order."""
-    from dialoguellm.analysis.ablation import predict_arm
-
     m = config.model
     loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
     model = loading.load_adapter(loaded.model, adapter) if adapter is not None else loaded.model
