@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,quant,video,notebooks,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install test reproduce lab figures lint format clean
+.PHONY: install test reproduce ablations lab figures lint format clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: install
 
 reproduce: install
 	$(PY) -m dialoguellm.pipeline reproduce
+
+# The retrained ablations (docs/EVALUATION.md): an adapter per arm and seed, about 2.6 hours on 2 cores.
+# Resumable: run it again after an interruption. In the background: nohup make ablations > ablations.log 2>&1 &
+ablations: install
+	$(PY) -m dialoguellm.analysis.ablation_retrained --config cpu
 
 figures: install
 	$(PY) -m dialoguellm.pipeline figures

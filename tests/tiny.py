@@ -446,3 +446,50 @@ def use_hub(monkeypatch, endpoint: str, cache: Path) -> None:
     )
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+def synthetic_retrained_results(folder: Path, n: int = 40, seed: int = 0) -> Path:
+    """A retrained-ablation results file (``analysis.ablation_retrained``) with the packaged cpu grid's arms
+    and random predictions on a synthetic sample, for tests that only read one (notebook 05, the figures):
+    what the file holds is checked in tests/test_ablation_retrained.py, which makes a real one."""
+    import numpy as np
+
+    from dialoguellm.analysis import ablation_retrained
+    from dialoguellm.corpora.labels import LABELS
+
+    grid = ablation_retrained.load_grid("cpu")
+    rng = np.random.default_rng(seed)
+    sample = {
+        d: {
+            "example_id": [f"{d}{i}" for i in range(n)],
+            "dialogue_id": [f"{d}{i // 4}" for i in range(n)],
+            "gold_id": rng.integers(0, len(LABELS[d]), n).tolist(),
+        }
+        for d in ("meld", "emorynlp")
+    }
+    runs = {}
+    for arm, s in grid.jobs():
+        scored = {}
+        for d in arm.config.data.datasets:
+            gold = np.array(sample[d]["gold_id"])
+            pred = np.where(rng.random(n) < 0.5, gold, rng.integers(0, len(LABELS[d]), n))
+            acc = float((pred == gold).mean())
+            scored[d] = {
+                "n": n,
+                "accuracy": acc,
+                "weighted_f1": acc,
+                "macro_f1": acc,
+                "pred_id": pred.tolist(),
+            }
+        runs[ablation_retrained.job_key(arm, s)] = {
+            "arm": arm.name,
+            "seed": s,
+            "trained": arm.tuned,
+            "datasets": scored,
+        }
+    results = {
+        "format": ablation_retrained.FORMAT, "command": "synthetic results (tests/tiny.py)", "commands": [],
+        "grid": grid.settings(), "environment": {"note": "synthetic"}, "hardware": "test", "model": "tiny",
+        "sample": sample, "runs": runs, "finished": True, "updated": "test",
+    }  # fmt: skip
+    return ablation_retrained.save_results(results, folder)

@@ -19,6 +19,10 @@ Two ways to run the grid:
 - ``train_and_evaluate_arms`` (the paper profile): every arm trains its own adapter for every seed with
   ``training.loop.train`` and is evaluated on the full split, as the paper's ablations were.
 
+The retrained grid at CPU scale (an adapter per arm and seed, one fixed test sample, one resumable results
+file, paired intervals) is ``analysis.ablation_retrained`` (``make ablations``); its arm files are in
+``profiles/ablations/retrained/`` (groups "base" and "data" are its own).
+
 ``ablation_table`` puts mean +- sd of every arm beside the paper's value for the same arm
 (``resources/paper_ablations.csv``, copied from the paper's Tables 4 and 5), with the model and hardware named.
 """
@@ -56,9 +60,10 @@ from dialoguellm.training.loop import train
 log = logging.getLogger(__name__)
 
 ARMS_DIR = PROFILES_DIR / "ablations"
-GROUPS: tuple[str, ...] = ("context", "video", "lora", "k_shot")
+# "base" and "data" are the retrained grid's (ablation_retrained): the base arm itself, MELD-only training.
+GROUPS: tuple[str, ...] = ("context", "video", "lora", "k_shot", "base", "data")
 PAPER_FILE = "paper_ablations.csv"
-ARM_KEYS = ("name", "group", "label", "tuned")
+ARM_KEYS = ("name", "group", "label", "tuned", "paper")
 
 
 # ------------------------------------------------------------------------------------------------ arms
@@ -75,6 +80,7 @@ class Arm:
     config: Config
     path: Path
     overrides: dict[str, Any] = field(default_factory=dict)
+    paper: str | None = None  # the arm of resources/paper_ablations.csv that asks the same question
 
     def settings(self) -> dict[str, Any]:
         """The settings an arm is about (for tables): z, k, video, tuned."""
@@ -178,6 +184,7 @@ def load_arm(
         config=config,
         path=path,
         overrides=raw,
+        paper=meta.get("paper"),
     )
 
 

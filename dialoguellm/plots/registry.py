@@ -9,7 +9,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from dialoguellm.plots import analysis, corpora, evaluation, explore, figures_dir, probes, seceu, training
+from dialoguellm.plots import (
+    ablation_retrained,
+    analysis,
+    corpora,
+    evaluation,
+    explore,
+    figures_dir,
+    probes,
+    seceu,
+    training,
+)
 
 FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "label_distribution": corpora.label_distribution_from_run,  # notebook 01
@@ -21,6 +31,7 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "comparison_with_paper": evaluation.comparison_from_run,  # 04
     "prompt_probes": probes.probe_differences_from_run,  # 05
     "ablation_results": analysis.ablation_results_from_run,  # 05
+    "ablations_retrained": ablation_retrained.retrained_ablations_from_run,  # 05, make ablations
     "confusion_prior_correction": analysis.confusion_panels_from_run,  # 06
     "failure_modes": analysis.failure_modes_from_run,  # 06
     "error_breakdown": analysis.error_breakdown_from_run,  # 06
@@ -44,6 +55,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "comparison_with_paper": ("evaluation/summary.json",),
     "prompt_probes": ("probes/summary.csv",),
     "ablation_results": ("ablations/results.csv",),
+    "ablations_retrained": ("ablations_retrained/results.json",),
     "confusion_prior_correction": ("analysis/confusion_*_corrected.csv",),
     "failure_modes": ("analysis/neutral_share.csv", "analysis/close_pairs.csv"),
     "error_breakdown": ("analysis/error_breakdown.csv",),

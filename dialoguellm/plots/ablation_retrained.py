@@ -1,0 +1,95 @@
+"""The retrained-ablation figure (``make ablations``, notebook 05's last section): every arm with its interval
+beside the paper's value for the same question.
+
+Input: ``analysis.ablation_retrained.summary_table`` of the one results file. The producer
+``retrained_ablations_from_run`` reads ``<run>/ablations_retrained/results.json``, else the committed
+``results/cpu/ablations_retrained/results.json``, and returns None when neither exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from dialoguellm.analysis import ablation_retrained
+from dialoguellm.plots import save_figure, style_context
+
+FIGURE = "ablations_retrained.png"
+OURS_COLOR = "#4C72B0"
+PAPER_COLOR = "#C44E52"
+
+
+def plot_retrained_ablations(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """One row of panels per corpus. Left: each arm's weighted F1 (mean over seeds, +- sd) beside
+    the paper's value for the same arm (diamond, LLaMA 2-7B). Right: each arm minus the base arm (paired,
+    seeds pooled) with its 95% dialogue-bootstrap interval, beside the paper's arm minus its 1-shot row."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    with style_context():
+        fig = Figure(figsize=(12.0, 3.6 * len(datasets) + 0.8))
+        axes = fig.subplots(len(datasets), 2, squeeze=False, gridspec_kw={"hspace": 0.9, "wspace": 0.35})
+        for (left, right), dataset in zip(axes, datasets, strict=True):
+            part = table[table["dataset"] == dataset].reset_index(drop=True)
+            _absolute_panel(left, part, dataset)
+            _difference_panel(right, part, dataset)
+        handles, labels = axes[0, 1].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+        model = table["model"].iloc[0] if len(table) else ""
+        hardware = table["hardware"].iloc[0] if len(table) else ""
+        fig.suptitle(f"Retrained ablations: {model} on {hardware}; the paper: LLaMA 2-7B")
+        return save_figure(fig, path)
+
+
+def _absolute_panel(ax, part: pd.DataFrame, dataset: str) -> None:
+    x = np.arange(len(part))
+    ax.bar(x, part["weighted_f1_mean"], color=OURS_COLOR, alpha=0.35, label="ours: mean over seeds")
+    sd = part["weighted_f1_sd"].fillna(0)
+    ax.errorbar(x, part["weighted_f1_mean"], yerr=sd, fmt="none", color=OURS_COLOR, capsize=3)
+    paper = part["paper_weighted_f1"]
+    has = paper.notna().to_numpy()
+    ax.scatter(x[has], paper[has], marker="D", color=PAPER_COLOR, zorder=3, label="paper (LLaMA 2-7B)")
+    ax.set_xticks(x, part["label"], rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("weighted F1 (%)")
+    ax.set_title(
+        f"{dataset}: test, {int(part['n'].iloc[0]):,} utterances (mean +- sd over seeds)", fontsize=9
+    )
+
+
+def _difference_panel(ax, part: pd.DataFrame, dataset: str) -> None:
+    rows = part[part["arm"] != ablation_retrained.BASE_ARM].reset_index(drop=True)
+    y = np.arange(len(rows))
+    delta = rows["delta_weighted_f1"].to_numpy(dtype=float)
+    err = np.vstack([delta - rows["delta_weighted_f1_low"], rows["delta_weighted_f1_high"] - delta])
+    ax.errorbar(delta, y, xerr=err, fmt="o", color=OURS_COLOR, capsize=3, label="ours: arm - base, 95% CI")
+    paper = rows["paper_delta_weighted_f1"]
+    has = paper.notna().to_numpy()
+    ax.scatter(
+        paper[has], y[has], marker="D", color=PAPER_COLOR, zorder=3, label="paper: arm - its 1-shot row"
+    )
+    ax.axvline(0, color="#555555", linewidth=0.8)
+    ax.set_yticks(y, rows["label"], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("weighted F1 difference from base (points)")
+    ax.set_title(f"{dataset}: paired difference from the base arm", fontsize=9)
+
+
+def results_file_for(run_dir: Path) -> Path | None:
+    """The run's own results file, else the committed one; None when neither exists."""
+    for folder in (Path(run_dir) / "ablations_retrained", ablation_retrained.committed_results_dir()):
+        path = ablation_retrained.results_path(folder)
+        if path.is_file():
+            return path
+    return None
+
+
+def retrained_ablations_from_run(run_dir: Path, out: Path) -> Path | None:
+    """``make figures`` producer (None when no results file exists)."""
+    path = results_file_for(run_dir)
+    if path is None:
+        return None
+    table = ablation_retrained.summary_table(ablation_retrained.load_results(path))
+    return plot_retrained_ablations(table, Path(out) / FIGURE) if len(table) else None
