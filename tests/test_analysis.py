@@ -207,6 +207,25 @@ def test_prior_correction_fits_the_scale_of_length_normalised_scores():
     assert correction.to_dict()["scale"] == correction.scale
 
 
+def test_prior_correction_with_a_fixed_scale_fits_the_offsets_only():
+    rng = np.random.default_rng(4)
+    dev = frame_from(*_with_pred(*biased_scores(2000, rng)))
+    free = calibration.PriorCorrection.fit(dev, MELD)
+    for scale in (1.0, 2.5, 12.0):  # 12: sharp rows, where a full Newton step overshoots
+        fixed = calibration.PriorCorrection.fit(dev, MELD, scale=scale)
+        assert fixed.scale == scale
+        # At the offsets' optimum for any fixed scale, each label's dev frequency minus its mean corrected
+        # probability is balanced by the L2 term (weight 1/2000): the loss's gradient in the offsets is 0.
+        gap = (
+            np.bincount(dev["gold_id"], minlength=7) / 2000
+            - fixed.apply(dev)[[f"p_{w}" for w in MELD]].mean()
+        )
+        np.testing.assert_allclose(gap.to_numpy() + 2 / 2000 * np.asarray(fixed.offsets), 0, atol=1e-6)
+    assert calibration.PriorCorrection.fit(dev, MELD, scale=2.5).offsets != free.offsets
+    at_free = calibration.PriorCorrection.fit(dev, MELD, scale=free.scale)
+    np.testing.assert_allclose(at_free.offsets, free.offsets, atol=1e-6)  # fixing the optimum changes nothing
+
+
 def _with_pred(gold: list[int], probs: np.ndarray) -> tuple[list[int], list[int], np.ndarray]:
     return gold, probs.argmax(axis=1).tolist(), probs
 
