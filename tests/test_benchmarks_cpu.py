@@ -50,7 +50,8 @@ def dev_only(monkeypatch) -> None:
     monkeypatch.setattr(prompts, "prepare_examples", prepare)
 
 
-def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path):
+def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path, monkeypatch):
+    dev_only(monkeypatch)
     out = tmp_path / "eval.json"
     args = [
         "--set",
@@ -70,8 +71,8 @@ def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path):
         entry = saved["comparison_sample"][method]
         assert entry["utterances"] == 8 and entry["utterances_per_second"] > 0
     assert saved["comparison_sample"]["label_scoring"]["unparsed"] == 0  # scoring always answers
-    assert saved["full_meld_test"]["utterances"] == 12
-    assert saved["targets_met"]["full MELD test set under 180 s"] is False  # 12 is not the full test set
+    assert saved["split"] == "dev" and saved["full_meld_dev"]["utterances"] == 12
+    assert saved["targets_met"]["the full MELD dev set in under 77 s"] is False  # 12 is not the full dev set
     assert saved["settings"]["paper_generation"]["num_beams"] == 4
 
 
