@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
         "not slower than greedy generation": ratios["vs_greedy"] >= 1,
         "raw weighted F1 on dev not below either generation": f1["label_scoring"]
         >= max(f1["greedy_generate"], f1["paper_generate"]),
-        "the full MELD dev set in under 77 s": full_run["seconds"] < 77 and full_run["utterances"] == MELD_DEV,
+        "the full MELD dev set in under 77 s": full_run["seconds"] < 77
+        and full_run["utterances"] == MELD_DEV,
     }
     env = runs.environment()
     result = {
