@@ -138,7 +138,8 @@ def differing_settings(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str
 def copy_arm(source: Path, arm_dir: Path, settings: dict[str, Any], datasets: list[str]) -> None:
     """Copy a finished run's training/ and evaluation/ into ``arm_dir`` (recorded in copied_from.json), after
     checking that its saved settings resolve to ``settings`` and that it holds test predictions per corpus.
-    An arm already copied from the same run is left as it is; nothing is copied when a check fails."""
+    An arm already copied from the same run (by this function or by hand) is left as it is and marked;
+    nothing is copied when a check fails."""
     from dialoguellm.runs import RunLayout, TrainingLayout, load_run_config
 
     source = source.expanduser().resolve()
@@ -172,13 +173,25 @@ def copy_arm(source: Path, arm_dir: Path, settings: dict[str, Any], datasets: li
     if marker.is_file() and json.loads(marker.read_text()).get("run_dir") == str(source):
         return
     if arm_dir.exists() and any(arm_dir.iterdir()):
-        raise SystemExit(
-            f"{arm_dir} already holds a run not copied from {source}; remove it or pass another --run-dir."
-        )
-    arm_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(training.root, RunLayout(arm_dir).training)
-    shutil.copytree(evaluation, RunLayout(arm_dir).evaluation())
+        # A copy made by hand (same settings, metrics and test predictions, byte for byte) is recorded as
+        # a copy; anything else is a different run and is not overwritten.
+        if not holds_copy_of(arm_dir, source, [p.relative_to(source) for p in needed]):
+            raise SystemExit(
+                f"{arm_dir} already holds a run that is not a copy of {source}; remove it or pass another "
+                "--run-dir."
+            )
+    else:
+        arm_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(training.root, RunLayout(arm_dir).training)
+        shutil.copytree(evaluation, RunLayout(arm_dir).evaluation())
     marker.write_text(json.dumps({"run_dir": str(source)}, indent=2) + "\n", encoding="utf-8")
+
+
+def holds_copy_of(arm_dir: Path, source: Path, files: list[Path]) -> bool:
+    """Whether ``arm_dir`` holds each of ``files`` (paths relative to a run folder) exactly as ``source``."""
+    return all(
+        (arm_dir / f).is_file() and (arm_dir / f).read_bytes() == (source / f).read_bytes() for f in files
+    )
 
 
 def arm_origin(arm_dir: Path) -> dict[str, Any]:

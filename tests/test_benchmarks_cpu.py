@@ -230,6 +230,18 @@ def test_overlap_effect_copies_a_run_only_when_its_settings_match(tmp_path):
     assert module.arm_origin(tmp_path / "a" / "with_removal") == {"origin": "copied", "from": str(same)}
     # Calling again with the same run leaves the copy as it is.
     module.copy_arm(same, tmp_path / "a" / "with_removal", arm, datasets)
+    # A copy made by hand is recognised and marked; a folder holding another run is refused, untouched.
+    import shutil
+
+    by_hand = tmp_path / "h" / "with_removal"
+    shutil.copytree(same, by_hand)
+    module.copy_arm(same, by_hand, arm, datasets)
+    assert module.arm_origin(by_hand) == {"origin": "copied", "from": str(same)}
+    (by_hand / "copied_from.json").unlink()
+    (by_hand / "evaluation" / "test_meld_predictions.csv").write_text("example_id\nother\n")
+    with pytest.raises(SystemExit, match="not a copy of"):
+        module.copy_arm(same, by_hand, arm, datasets)
+    assert not (by_hand / "copied_from.json").exists()
     # Trained without the removal or with another seed: refused, every differing key named, nothing copied.
     other = fake_run(tmp_path / "other", ["data.remove_cross_corpus_overlap=false", "train.seed=7"])
     with pytest.raises(SystemExit) as err:
