@@ -1,23 +1,27 @@
 """Evaluation speed: label scoring against generate-and-parse, measured side by side in one run.
 
-    python benchmarks/eval_speed.py --adapter runs/latest/training/adapter   # the reproduce run's adapter
+    python benchmarks/eval_speed.py --adapter runs/latest/training/adapter --compare 0   # as committed
     python benchmarks/eval_speed.py                                          # the bare embedded model
 
-On the embedded default (the cpu profile: SmolLM2-135M-Instruct, z = 1, 1-shot) and the MELD test set:
+On the embedded default (the cpu profile: SmolLM2-135M-Instruct, z = 1, 1-shot) and the MELD DEV split (the
+test split is never read: a benchmark reports quality on dev only):
 
 1. the same stratified sample of ``--compare`` utterances is predicted three ways: our label scoring,
    (a) greedy generate-and-parse, (b) the paper's generation settings (4 beams, repetition penalty 1.15;
    its temperature 0.7 / top-p 0.95 only act when sampling, which its script does not do); for each:
    utterances/s, accuracy, weighted F1, unparsed outputs (counted wrong);
-2. label scoring of the FULL MELD test set (2,610 utterances): seconds, accuracy, weighted F1 (with
-   ``--compare 0`` the comparison is the full test set, and step 2 is its label-scoring row).
+2. label scoring of the FULL MELD dev set (1,109 utterances): seconds, accuracy, weighted F1 (with
+   ``--compare 0`` the comparison is the full dev set, and step 2 is its label-scoring row).
 
 Label scoring ranks labels as ``eval.length_normalise`` says (the cpu profile: mean log-likelihood per token,
 chosen on the dev splits by benchmarks/length_normalisation.py). It is reported raw (argmax) and, when the
-adapter has them and ``eval.calibrate`` is on, with the label biases fitted on the dev split during training,
-as notebook 04 reports it; the quality target uses the latter, and both are printed.
-Targets (issue #6): >= 3x faster than (b), not slower than (a), weighted F1 not below either; the full
-MELD test set in under 180 s on 2 CPU cores. The JSON lands in benchmarks/results/ (``--out``).
+adapter has them and ``eval.calibrate`` is on, with the label biases fitted during training; those biases
+were fitted on dev rows (500 per corpus in the cpu profile) that this benchmark scores again, so the
+calibrated number is in-sample and informative only: the quality target compares the raw argmax, which like
+both generations uses no fitted bias.
+Targets (issue #6): >= 3x faster than (b), not slower than (a), raw weighted F1 not below either; the full
+MELD dev set in under 77 s on 2 CPU cores (14.5 utterances/s). The JSON lands in benchmarks/results/
+(``--out``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from dialoguellm.model import loading as modeling
 from dialoguellm.scoring import predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
+MELD_DEV = 1109  # utterances in the MELD dev split
 
 
 def timed(fn):
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_config_options(parser)
     parser.add_argument("--adapter", default=None, help="a trained LoRA adapter folder (default: none)")
     parser.add_argument(
-        "--compare", type=int, default=200, help="utterances in the 3-way comparison (0 = the full test set)"
+        "--compare", type=int, default=200, help="utterances in the 3-way comparison (0 = the full dev set)"
     )
     parser.add_argument("--full", type=int, default=0, help="utterances for the full-set timing (0 = all)")
     parser.add_argument("--data-dir", default=None)
@@ -67,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
         model = modeling.load_adapter(model, args.adapter)
     corpora = {"meld": readers.load_meld(args.data_dir)}
     config.data.datasets = ["meld"]
-    config.data.test_per_dataset = args.full
-    prepared = prompts.prepare_examples(config, loaded.tokenizer, corpora, ("test",))
-    builder, full = prepared.builders["meld"], prepared.examples["test"]["meld"]
+    config.data.dev_per_dataset = args.full
+    prepared = prompts.prepare_examples(config, loaded.tokenizer, corpora, ("dev",))
+    builder, full = prepared.builders["meld"], prepared.examples["dev"]["meld"]
     pick = prompts.sample_indices(len(full), args.compare, config.train.seed, [e.label_id for e in full])
     sample = [full[i] for i in pick]
     tok, dtype, bs = loaded.tokenizer, config.model.dtype, config.eval.batch_size
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
             "weighted_f1": round(m["weighted_f1"], 4),
             "unparsed": m["unparsed"],
         }
-        if mode == "score" and bias is not None:  # what notebook 04 reports (dev-fitted, eval.calibrate)
+        if mode == "score" and bias is not None:  # in-sample here: the biases were fitted on dev rows
             c = predictions.metrics_of(
                 calibration.apply_label_bias(preds, builder.labels, bias), builder.labels
             )
@@ -111,21 +116,21 @@ def main(argv: list[str] | None = None) -> dict:
         "greedy_generate": run("generate", sample),
         "paper_generate": run("generate", sample, **predictions.PAPER_GENERATION),
     }
-    # The whole test set compared three ways already holds the full-set label scoring: not run twice.
+    # The whole dev set compared three ways already holds the full-set label scoring: not run twice.
     full_run = compare["label_scoring"] if len(sample) == len(full) else run("score", full)
     ours = compare["label_scoring"]["utterances_per_second"]
     ratios = {
         "vs_greedy": round(ours / compare["greedy_generate"]["utterances_per_second"], 2),
         "vs_paper_generation": round(ours / compare["paper_generate"]["utterances_per_second"], 2),
     }
-    f1 = {k: v["weighted_f1"] for k, v in compare.items()}
-    f1["label_scoring"] = compare["label_scoring"].get("weighted_f1_calibrated", f1["label_scoring"])
+    f1 = {k: v["weighted_f1"] for k, v in compare.items()}  # raw: no side uses a bias fitted on dev
     targets = {
         ">= 3x faster than the paper's generation": ratios["vs_paper_generation"] >= 3,
         "not slower than greedy generation": ratios["vs_greedy"] >= 1,
-        "weighted F1 (as notebook 04 reports it) not below either generation": f1["label_scoring"]
+        "raw weighted F1 on dev not below either generation": f1["label_scoring"]
         >= max(f1["greedy_generate"], f1["paper_generate"]),
-        "full MELD test set under 180 s": full_run["seconds"] < 180 and full_run["utterances"] == 2610,
+        "the full MELD dev set in under 77 s": full_run["seconds"] < 77
+        and full_run["utterances"] == MELD_DEV,
     }
     env = runs.environment()
     result = {
@@ -136,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         "hardware": runs.hardware_summary(env),
         "torch_threads": threads,
         "torch": torch.__version__,
+        "split": "dev",
         "settings": {
             "context_turns": config.prompt.context_turns,
             "k_shot": config.prompt.k_shot,
@@ -147,14 +153,14 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "comparison_sample": compare,
         "ratios": ratios,
-        "full_meld_test": full_run,
+        "full_meld_dev": full_run,
         "targets_met": targets,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(
-        f"\n{'method':<18}{'utt/s':>8}{'acc':>8}{'wF1':>8}{'unparsed':>10}   (MELD test, {len(sample)} utterances)"
+        f"\n{'method':<18}{'utt/s':>8}{'acc':>8}{'wF1':>8}{'unparsed':>10}   (MELD dev, {len(sample)} utterances)"
     )
     for name, r in compare.items():
         print(
@@ -165,13 +171,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"label scoring vs greedy: {ratios['vs_greedy']}x; vs the paper's beams: {ratios['vs_paper_generation']}x"
     )
     print(
-        f"full MELD test ({full_run['utterances']}): {full_run['seconds']:.0f} s, "
+        f"full MELD dev ({full_run['utterances']}): {full_run['seconds']:.0f} s, "
         f"acc {100 * full_run['accuracy']:.1f}, wF1 {100 * full_run['weighted_f1']:.1f}"
     )
-    for name, r in {**compare, "full MELD test": full_run}.items():
+    for name, r in {**compare, "full MELD dev": full_run}.items():
         if "weighted_f1_calibrated" in r:
             print(
-                f"{name}, with the adapter's dev-fitted label biases: acc {100 * r['accuracy_calibrated']:.1f}, "
+                f"{name}, with the adapter's dev-fitted label biases (in-sample): acc {100 * r['accuracy_calibrated']:.1f}, "
                 f"wF1 {100 * r['weighted_f1_calibrated']:.1f}"
             )
     for name, ok in targets.items():

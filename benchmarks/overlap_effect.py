@@ -1,6 +1,7 @@
 """What the cross-corpus overlap does to test scores: the CPU profile trained with and without its removal.
 
     python benchmarks/overlap_effect.py                # CPU profile, two trainings (~25 min each on 2 idle cores)
+    python benchmarks/overlap_effect.py --with-removal-from runs/RUN   # reuse a finished run as that arm
     python benchmarks/overlap_effect.py --tiny --model PATH --out /tmp/x   # smoke test on a tiny model
 
 MELD and EmoryNLP are cut from the same *Friends* episodes (``dialoguellm.corpora.overlap``). Two arms are
@@ -13,6 +14,11 @@ corpus and part: test weighted F1 with its 95% dialogue-bootstrap interval (``di
 paired difference without - with removal on the same utterances. If the leak inflates scores, the
 difference is positive on the overlapping part and near zero on the rest.
 
+``--with-removal-from RUN_DIR`` saves one training: the ``with_removal`` arm is a copy of RUN_DIR's
+training/ and evaluation/ (e.g. the run of ``make reproduce``), made only when RUN_DIR's training/config.yaml
+resolves to the very settings the arm would train with (every key but ``source``; a model folder compared by
+its resolved path), else an error names the keys that differ. The JSON's ``arms`` says where each arm came from.
+
 This reads the test split on purpose: it measures a data leak, and nothing is chosen from it. The JSON lands
 in benchmarks/results/overlap_effect_cpu.json (``--out`` for another place; ``--tiny`` never writes there).
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -63,6 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tiny", action="store_true", help="smoke test: a few steps on small samples (--model)"
     )
     parser.add_argument("--model", default=None, help="model.name for both arms (a tiny model with --tiny)")
+    parser.add_argument(
+        "--with-removal-from",
+        default=None,
+        metavar="RUN_DIR",
+        help="copy this finished run (training/ and evaluation/ on test) as the with_removal arm instead of "
+        "training it; refused unless its settings equal the arm's",
+    )
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval")
     args = parser.parse_args(argv)
     if args.tiny and not args.model:
@@ -97,6 +111,95 @@ def run_arm(run_dir: Path, config: str, overrides: list[str]) -> float:
                 tail = (run_dir / "cli.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"dialoguellm {argv[0]} failed in {run_dir} (exit {code}):\n{tail}")
     return time.perf_counter() - start
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config dict without what names a place rather than a setting: ``source`` goes, and a model
+    given as a folder is compared by its resolved path (the same folder written two ways is one model)."""
+    out = {k: v for k, v in settings.items() if k != "source"}
+    name = str(out.get("model", {}).get("name", ""))
+    if name and Path(name).expanduser().exists():
+        out["model"] = {**out["model"], "name": str(Path(name).expanduser().resolve())}
+    return out
+
+
+def differing_settings(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{"section.key": (ours, theirs)}`` for every setting that differs between two resolved configs."""
+    ours, theirs = _comparable(ours), _comparable(theirs)
+    diff = {}
+    for section in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(section, {}), theirs.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, "<absent>") != b.get(key, "<absent>"):
+                diff[f"{section}.{key}"] = (a.get(key, "<absent>"), b.get(key, "<absent>"))
+    return diff
+
+
+def copy_arm(source: Path, arm_dir: Path, settings: dict[str, Any], datasets: list[str]) -> None:
+    """Copy a finished run's training/ and evaluation/ into ``arm_dir`` (recorded in copied_from.json), after
+    checking that its saved settings resolve to ``settings`` and that it holds test predictions per corpus.
+    An arm already copied from the same run (by this function or by hand) is left as it is and marked;
+    nothing is copied when a check fails."""
+    from dialoguellm.runs import RunLayout, TrainingLayout, load_run_config
+
+    source = source.expanduser().resolve()
+    training = TrainingLayout(RunLayout(source).training)
+    evaluation = RunLayout(source).evaluation()
+    needed = [training.config, training.metrics, evaluation / "summary.json"] + [
+        evaluation / f"test_{name}_predictions.csv" for name in datasets
+    ]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise SystemExit(
+            f"--with-removal-from {source}: not a finished, test-evaluated run; missing {', '.join(missing)} "
+            "(train it with `dialoguellm train`, then `dialoguellm evaluate --run-dir RUN --split test`)."
+        )
+    split = json.loads((evaluation / "summary.json").read_text()).get("split")
+    if split != "test":
+        raise SystemExit(
+            f"--with-removal-from {source}: {evaluation / 'summary.json'} is an evaluation on {split!r}, "
+            "not test; run `dialoguellm evaluate --run-dir RUN --split test`."
+        )
+    saved = load_run_config(training.root).to_dict()
+    diff = differing_settings(settings, saved)
+    if diff:
+        listed = "; ".join(f"{key}: arm {a!r}, run {b!r}" for key, a, b in ((k, *v) for k, v in diff.items()))
+        raise SystemExit(
+            f"--with-removal-from {source}: {training.config} differs from the with_removal arm's settings "
+            f"in {len(diff)} key(s): {listed}. Train the arm (drop --with-removal-from) or pass the run's "
+            "profile and --set overrides."
+        )
+    marker = arm_dir / "copied_from.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("run_dir") == str(source):
+        return
+    if arm_dir.exists() and any(arm_dir.iterdir()):
+        # A copy made by hand (same settings, metrics and test predictions, byte for byte) is recorded as
+        # a copy; anything else is a different run and is not overwritten.
+        if not holds_copy_of(arm_dir, source, [p.relative_to(source) for p in needed]):
+            raise SystemExit(
+                f"{arm_dir} already holds a run that is not a copy of {source}; remove it or pass another "
+                "--run-dir."
+            )
+    else:
+        arm_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(training.root, RunLayout(arm_dir).training)
+        shutil.copytree(evaluation, RunLayout(arm_dir).evaluation())
+    marker.write_text(json.dumps({"run_dir": str(source)}, indent=2) + "\n", encoding="utf-8")
+
+
+def holds_copy_of(arm_dir: Path, source: Path, files: list[Path]) -> bool:
+    """Whether ``arm_dir`` holds each of ``files`` (paths relative to a run folder) exactly as ``source``."""
+    return all(
+        (arm_dir / f).is_file() and (arm_dir / f).read_bytes() == (source / f).read_bytes() for f in files
+    )
+
+
+def arm_origin(arm_dir: Path) -> dict[str, Any]:
+    """Where an arm's results came from: trained here, or copied from a finished run (copied_from.json)."""
+    marker = arm_dir / "copied_from.json"
+    if marker.is_file():
+        return {"origin": "copied", "from": json.loads(marker.read_text())["run_dir"]}
+    return {"origin": "trained", "run_dir": str(arm_dir)}
 
 
 def overlapping_test_ids(datasets: list[str]) -> dict[str, set[str]]:
@@ -163,6 +266,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = load_config(args.config, parse_overrides(overrides))
     run_root = Path(args.run_dir)
     seconds = {}
+    if args.with_removal_from:
+        with_removal = load_config(
+            args.config, parse_overrides([*overrides, "data.remove_cross_corpus_overlap=true"])
+        )
+        copy_arm(
+            Path(args.with_removal_from),
+            run_root / "with_removal",
+            with_removal.to_dict(),
+            list(with_removal.data.datasets),
+        )
     for arm, remove in ARMS.items():
         seconds[arm] = run_arm(
             run_root / arm, args.config, [*overrides, f"data.remove_cross_corpus_overlap={remove}"]
@@ -175,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": args.config,
         "overrides": overrides,
         "run_dir": str(run_root),
+        "arms": {arm: arm_origin(run_root / arm) for arm in ARMS},
         "removed_from_training": metrics.get("cross_corpus_overlap_removed"),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "note": "test split read to measure a leak; no setting is chosen from it. Overlapping = test utterances "

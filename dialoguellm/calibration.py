@@ -229,11 +229,13 @@ class PriorCorrection:
         labels: Sequence[str] | None = None,
         method: str = "likelihood",
         l2: float | None = None,
+        scale: float | None = None,
     ) -> PriorCorrection:
         """Fit the offsets on a DEV prediction frame (the only frame this method ever reads).
 
         ``l2`` (default 1 / number of dev rows) shrinks the offsets toward 0, so a label seen once or twice
         in a small dev sample cannot get an extreme offset; with a large dev split it fades away.
+        ``scale`` fixes the scale (1.0: offsets only) instead of fitting it (benchmarks/prior_scale.py).
         """
         check_frame(dev)
         labels = list(labels or label_words(dev))
@@ -244,7 +246,7 @@ class PriorCorrection:
         if method != "likelihood":
             raise ValueError(f"Prior correction method must be 'likelihood', not {method!r}.")
         scale, offsets = _fit_likelihood_offsets(
-            scores, gold, len(labels), 1.0 / len(dev) if l2 is None else l2
+            scores, gold, len(labels), 1.0 / len(dev) if l2 is None else l2, scale
         )
         offsets = offsets - offsets.mean()  # only differences matter; centred offsets read more easily
         return cls(labels=labels, offsets=offsets.tolist(), scale=scale, method=method, n_fit=len(dev))
@@ -274,12 +276,13 @@ class PriorCorrection:
 
 
 def _fit_likelihood_offsets(
-    scores: np.ndarray, gold: np.ndarray, n: int, l2: float
+    scores: np.ndarray, gold: np.ndarray, n: int, l2: float, fixed_scale: float | None = None
 ) -> tuple[float, np.ndarray]:
     """(a, b) minimising mean NLL of softmax(a * scores - b)[gold] + l2 (|b|^2 + (a - 1)^2), by Newton's
-    method: the logits are linear in (a, b), so the problem is convex (~10 steps)."""
+    method: the logits are linear in (a, b), so the problem is convex (~10 steps). With ``fixed_scale``,
+    a stays at that value and only b is fitted."""
     onehot = np.eye(n)[gold]
-    a, b = 1.0, np.zeros(n)
+    a, b = (1.0 if fixed_scale is None else float(fixed_scale)), np.zeros(n)
     for _ in range(100):
         p = probabilities(a * scores - b)
         ps = (p * scores).sum(axis=1, keepdims=True)  # expected score under p, per row
@@ -292,10 +295,28 @@ def _fit_likelihood_offsets(
         h_bb = (np.diag(p.mean(axis=0)) - p.T @ p / len(p)) + 2 * l2 * np.eye(n)
         hess = np.block([[np.array([[h_aa]]), h_ab[None, :]], [h_ab[:, None], h_bb]])
         step = np.linalg.solve(hess, np.concatenate([[grad_a], grad_b]))
+        if fixed_scale is not None:  # b alone: its own block of the Hessian
+            step = np.concatenate([[0.0], np.linalg.solve(h_bb, grad_b)])
+        # Halve a step that raises the loss: a full Newton step can overshoot where the softmax is sharp
+        # (a large fixed scale), and a convex loss always falls along a short enough Newton direction.
+        before = _penalised_nll(scores, gold, a, b, l2)
+        for _ in range(30):
+            if _penalised_nll(scores, gold, a - step[0], b - step[1:], l2) <= before + 1e-12:
+                break
+            step = step / 2
         a, b = a - step[0], b - step[1:]
         if np.abs(step).max() < 1e-8:
             break
     return float(a), b
+
+
+def _penalised_nll(scores: np.ndarray, gold: np.ndarray, a: float, b: np.ndarray, l2: float) -> float:
+    """The loss ``_fit_likelihood_offsets`` minimises."""
+    logits = a * scores - b
+    top = logits.max(axis=1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+    nll = float((log_z - logits[np.arange(len(gold)), gold]).mean())
+    return nll + l2 * (float((b**2).sum()) + (a - 1) ** 2)
 
 
 # ------------------------------------------------------------------ can the scores be trusted (test)

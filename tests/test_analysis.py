@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,9 +20,13 @@ MELD = list(normalised_label_names("meld"))  # neutral happiness surprise anger 
 
 
 def frame_from(
-    gold: list[int], pred: list[int], probs: np.ndarray | None = None, dataset: str = "meld"
+    gold: list[int],
+    pred: list[int],
+    probs: np.ndarray | None = None,
+    dataset: str = "meld",
+    ids: list[str] | None = None,
 ) -> pd.DataFrame:
-    """A prediction frame in the layout of evaluate.predict_by_scoring."""
+    """A prediction frame in the layout of evaluate.predict_by_scoring (ids: MELD-like, 4 per dialogue)."""
     words = list(normalised_label_names(dataset))
     n = len(gold)
     if probs is None:
@@ -29,7 +35,7 @@ def frame_from(
         probs /= probs.sum(axis=1, keepdims=True)
     frame = pd.DataFrame(
         {
-            "example_id": [f"u{i}" for i in range(n)],
+            "example_id": ids or [f"dia{i // 4}_utt{i % 4}" for i in range(n)],
             "dataset": dataset,
             "gold_id": gold,
             "pred_id": pred,
@@ -87,6 +93,9 @@ def test_close_pairs_count_both_directions_in_each_corpus():
     assert ("happiness", "excited") in iem.index
 
 
+RECORD_IDS = ["u0", "u1", "u2", "u3"]  # the utterance ids of records()
+
+
 def records() -> pd.DataFrame:
     """Two dialogues of MELD-like records (turns deliberately out of order in the table)."""
     rows = [
@@ -105,7 +114,7 @@ def records() -> pd.DataFrame:
 
 
 def test_attach_records_and_breakdown():
-    frame = frame_from([0, 0, 0, 0], [0, 1, 0, 1])  # u0 right, u1 wrong, u2 right, u3 wrong
+    frame = frame_from([0, 0, 0, 0], [0, 1, 0, 1], ids=RECORD_IDS)  # u0 right, u1 wrong, u2 right, u3 wrong
     merged = analysis.attach_records(frame, records(), context_turns=1, descriptions={"dia1_utt2": "a room"})
     by_id = merged.set_index("example_id")
     assert by_id.loc["u1", "context_words"] == 1  # "hi"
@@ -118,6 +127,23 @@ def test_attach_records_and_breakdown():
     assert table.loc[("turn_position", "0 (first)"), "accuracy"] == pytest.approx(0.5)
     assert table.loc[("description", "with description"), "accuracy"] == 1.0
     assert table.loc[("utterance_length", "4-7"), "accuracy"] == pytest.approx(0.0)  # u1, u3 both wrong
+    # u0 (dialogue d1) and u3 (d2): two dialogues, so an interval; one dialogue alone has none.
+    assert table.loc[("turn_position", "0 (first)"), "accuracy_95ci"].startswith("50.0 [")
+    assert table.loc[("description", "with description"), "accuracy_95ci"].startswith("n/a")
+
+
+def test_accuracy_at_coverage_carries_the_interval_of_the_rows_it_keeps():
+    from dialoguellm.analysis import error_analysis_stage as stage
+
+    rng = np.random.default_rng(5)
+    gold, probs = biased_scores(400, rng)
+    frame = frame_from(gold, probs.argmax(axis=1).tolist(), probs)
+    intervals = stage.coverage_intervals(frame, probs, "synthetic")
+    curve = calibration.coverage_curve(probs, np.asarray(gold))
+    for c in stage.TRUST_COVERAGES:
+        point, low, high = map(float, re.findall(r"[\d.]+", intervals[f"accuracy_at_{int(100 * c)}_95ci"]))
+        assert point == pytest.approx(100 * calibration.accuracy_at_coverage(curve, c), abs=0.051)
+        assert low < point < high
 
 
 def test_attach_records_refuses_predictions_without_a_record():
@@ -136,7 +162,7 @@ def test_confident_errors_lists_the_surest_wrong_predictions_first():
             [0.20, 0.10, 0.70, 0, 0, 0, 0],  # wrong (gold happiness), 0.70
         ]
     )
-    frame = frame_from([0, 1, 0, 1], [0, 0, 1, 2], probs)
+    frame = frame_from([0, 1, 0, 1], [0, 0, 1, 2], probs, ids=RECORD_IDS)
     merged = analysis.attach_records(frame, records())
     browser = analysis.confident_errors(merged, k=2, prompts={"u2": "PROMPT"})
     assert list(browser["example_id"]) == ["u2", "u3"]
@@ -169,6 +195,11 @@ def test_prior_correction_fitted_on_dev_reduces_neutral_over_prediction():
     gap_after = after["neutral_predicted_share"] - after["neutral_true_share"]
     assert abs(gap_after) < gap_before / 2
     assert after["weighted_f1"] > before["weighted_f1"] + 0.1
+    # Every test number carries its 95% dialogue-bootstrap interval, around the point estimate.
+    for row in (before, after):
+        for metric in ("accuracy", "weighted_f1", "macro_f1"):
+            point, low, high = map(float, re.findall(r"[\d.]+", row[f"{metric}_95ci"]))
+            assert point == pytest.approx(100 * row[metric], abs=0.051) and low < point < high
     assert correction.offsets[0] == max(correction.offsets)  # neutral pushed down most
     # At the optimum, the mean corrected dev probability of every label is its dev frequency.
     fitted = correction.apply(dev)
@@ -205,6 +236,25 @@ def test_prior_correction_fits_the_scale_of_length_normalised_scores():
     assert after["weighted_f1"] > before["weighted_f1"] + 0.1
     assert after["neutral_predicted_share"] < before["neutral_predicted_share"]
     assert correction.to_dict()["scale"] == correction.scale
+
+
+def test_prior_correction_with_a_fixed_scale_fits_the_offsets_only():
+    rng = np.random.default_rng(4)
+    dev = frame_from(*_with_pred(*biased_scores(2000, rng)))
+    free = calibration.PriorCorrection.fit(dev, MELD)
+    for scale in (1.0, 2.5, 12.0):  # 12: sharp rows, where a full Newton step overshoots
+        fixed = calibration.PriorCorrection.fit(dev, MELD, scale=scale)
+        assert fixed.scale == scale
+        # At the offsets' optimum for any fixed scale, each label's dev frequency minus its mean corrected
+        # probability is balanced by the L2 term (weight 1/2000): the loss's gradient in the offsets is 0.
+        gap = (
+            np.bincount(dev["gold_id"], minlength=7) / 2000
+            - fixed.apply(dev)[[f"p_{w}" for w in MELD]].mean()
+        )
+        np.testing.assert_allclose(gap.to_numpy() + 2 / 2000 * np.asarray(fixed.offsets), 0, atol=1e-6)
+    assert calibration.PriorCorrection.fit(dev, MELD, scale=2.5).offsets != free.offsets
+    at_free = calibration.PriorCorrection.fit(dev, MELD, scale=free.scale)
+    np.testing.assert_allclose(at_free.offsets, free.offsets, atol=1e-6)  # fixing the optimum changes nothing
 
 
 def _with_pred(gold: list[int], probs: np.ndarray) -> tuple[list[int], list[int], np.ndarray]:
@@ -278,7 +328,7 @@ def test_find_predictions_reads_the_evaluation_stage_only(tmp_path):
     assert set(found) == {("meld", "test"), ("meld", "dev")}
     assert found[("meld", "test")].parent.name == "evaluation"
     back = predictions.read_predictions(found[("meld", "dev")])
-    assert back["example_id"].tolist() == ["u0", "u1"] and back["pred_id"].tolist() == [1, 0]
+    assert back["example_id"].tolist() == ["dia0_utt0", "dia0_utt1"] and back["pred_id"].tolist() == [1, 0]
 
 
 def test_find_predictions_prefers_scored_predictions(tmp_path):

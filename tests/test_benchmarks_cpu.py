@@ -50,7 +50,8 @@ def dev_only(monkeypatch) -> None:
     monkeypatch.setattr(prompts, "prepare_examples", prepare)
 
 
-def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path):
+def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path, monkeypatch):
+    dev_only(monkeypatch)
     out = tmp_path / "eval.json"
     args = [
         "--set",
@@ -70,8 +71,8 @@ def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path):
         entry = saved["comparison_sample"][method]
         assert entry["utterances"] == 8 and entry["utterances_per_second"] > 0
     assert saved["comparison_sample"]["label_scoring"]["unparsed"] == 0  # scoring always answers
-    assert saved["full_meld_test"]["utterances"] == 12
-    assert saved["targets_met"]["full MELD test set under 180 s"] is False  # 12 is not the full test set
+    assert saved["split"] == "dev" and saved["full_meld_dev"]["utterances"] == 12
+    assert saved["targets_met"]["the full MELD dev set in under 77 s"] is False  # 12 is not the full dev set
     assert saved["settings"]["paper_generation"]["num_beams"] == 4
 
 
@@ -160,9 +161,98 @@ def test_overlap_effect_trains_both_arms_and_splits_the_test_set(tiny_model_dir,
         assert sizes["overlapping"] + sizes["rest"] == sizes["all"] == 48
         assert 0 <= parts["all"]["with_removal"]["estimate"] <= 1
         assert "without_minus_with" in parts["all"]
+    assert result["arms"]["with_removal"]["origin"] == "trained"
     # A second call finds both arms finished and trains nothing again.
     again = load("overlap_effect").main([*args, "--out", str(out), "--resamples", "200"])
     assert again["seconds"]["with_removal"] < result["seconds"]["with_removal"]
+
+    # --with-removal-from: the with_removal arm is the finished run, copied, and the JSON says so. (The
+    # without_removal arm is copied by hand here only to keep the test from training it a second time.)
+    import shutil
+
+    first = tmp_path / "runs" / "with_removal"
+    reuse = tmp_path / "reuse"
+    shutil.copytree(tmp_path / "runs" / "without_removal", reuse / "without_removal")
+    reused_args = [a if a != str(tmp_path / "runs") else str(reuse) for a in args]
+    reused = load("overlap_effect").main(
+        [*reused_args, "--with-removal-from", str(first), "--out", str(out), "--resamples", "200"]
+    )
+    assert reused["arms"]["with_removal"] == {"origin": "copied", "from": str(first.resolve())}
+    assert (reuse / "with_removal" / "evaluation" / "test_meld_predictions.csv").read_bytes() == (
+        first / "evaluation" / "test_meld_predictions.csv"
+    ).read_bytes()
+    assert (
+        reused["results"]["meld"]["all"]["with_removal"] == result["results"]["meld"]["all"]["with_removal"]
+    )
+
+    # A run trained with other settings is refused, naming the key, and nothing is copied.
+    other = tmp_path / "other"
+    with pytest.raises(SystemExit, match=r"train\.lr: arm 0\.001, run 0\.0003"):
+        load("overlap_effect").main(
+            [
+                *reused_args[:-1],
+                str(other),
+                "--set",
+                "train.lr=0.001",
+                "--with-removal-from",
+                str(first),
+                "--out",
+                str(out),
+            ]
+        )
+    assert not other.exists()
+
+
+def fake_run(folder: Path, overrides: list[str], split: str = "test") -> Path:
+    """A run folder with saved settings, metrics and (empty) test predictions: what --with-removal-from reads."""
+    from dialoguellm.config import load_config, parse_overrides, save_config
+
+    (folder / "training").mkdir(parents=True)
+    (folder / "evaluation").mkdir()
+    save_config(load_config("cpu", parse_overrides(overrides)), folder / "training" / "config.yaml")
+    (folder / "training" / "metrics.json").write_text("{}")
+    (folder / "evaluation" / "summary.json").write_text(json.dumps({"split": split}))
+    for name in ("meld", "emorynlp"):
+        (folder / "evaluation" / f"test_{name}_predictions.csv").write_text("example_id\n")
+    return folder
+
+
+def test_overlap_effect_copies_a_run_only_when_its_settings_match(tmp_path):
+    from dialoguellm.config import load_config, parse_overrides
+
+    module = load("overlap_effect")
+    arm = load_config("cpu", parse_overrides(["data.remove_cross_corpus_overlap=true"])).to_dict()
+    datasets = ["meld", "emorynlp"]
+    # Saved elsewhere (another source path) with the same settings: copied, and the origin recorded.
+    same = fake_run(tmp_path / "same", [])
+    module.copy_arm(same, tmp_path / "a" / "with_removal", arm, datasets)
+    assert (tmp_path / "a" / "with_removal" / "training" / "config.yaml").is_file()
+    assert module.arm_origin(tmp_path / "a" / "with_removal") == {"origin": "copied", "from": str(same)}
+    # Calling again with the same run leaves the copy as it is.
+    module.copy_arm(same, tmp_path / "a" / "with_removal", arm, datasets)
+    # A copy made by hand is recognised and marked; a folder holding another run is refused, untouched.
+    import shutil
+
+    by_hand = tmp_path / "h" / "with_removal"
+    shutil.copytree(same, by_hand)
+    module.copy_arm(same, by_hand, arm, datasets)
+    assert module.arm_origin(by_hand) == {"origin": "copied", "from": str(same)}
+    (by_hand / "copied_from.json").unlink()
+    (by_hand / "evaluation" / "test_meld_predictions.csv").write_text("example_id\nother\n")
+    with pytest.raises(SystemExit, match="not a copy of"):
+        module.copy_arm(same, by_hand, arm, datasets)
+    assert not (by_hand / "copied_from.json").exists()
+    # Trained without the removal or with another seed: refused, every differing key named, nothing copied.
+    other = fake_run(tmp_path / "other", ["data.remove_cross_corpus_overlap=false", "train.seed=7"])
+    with pytest.raises(SystemExit) as err:
+        module.copy_arm(other, tmp_path / "b" / "with_removal", arm, datasets)
+    assert "data.remove_cross_corpus_overlap: arm True, run False" in str(err.value)
+    assert "train.seed: arm 42, run 7" in str(err.value) and "2 key(s)" in str(err.value)
+    assert not (tmp_path / "b").exists()
+    # An evaluation on dev is not the test evaluation the arm needs.
+    dev = fake_run(tmp_path / "dev", [], split="dev")
+    with pytest.raises(SystemExit, match="not test"):
+        module.copy_arm(dev, tmp_path / "c" / "with_removal", arm, datasets)
 
 
 def test_precision_compares_on_dev_interleaved_and_writes_as_it_goes(tiny_model_dir, tmp_path, monkeypatch):
@@ -202,3 +292,48 @@ def test_precision_compares_on_dev_interleaved_and_writes_as_it_goes(tiny_model_
     assert result["pooled"]["fp32"]["agreement_across_batches"] == 1.0
     assert result["meets_targets"]["fp32"] is True
     assert result["chosen"] in ("fp32", "autocast")
+
+
+def test_prior_scale_sweeps_on_the_saved_dev_predictions_only(tmp_path):
+    """A run folder with saved dev predictions (no model, no test split): one entry per scale, cross-fitted."""
+    import numpy as np
+    import pandas as pd
+
+    from dialoguellm.config import load_config, parse_overrides, save_config
+    from dialoguellm.corpora.labels import normalised_label_names
+
+    run = tmp_path / "run"
+    (run / "training" / "adapter").mkdir(parents=True)
+    save_config(
+        load_config("cpu", parse_overrides(["data.datasets=[meld]"])), run / "training" / "config.yaml"
+    )
+    words = list(normalised_label_names("meld"))
+    rng = np.random.default_rng(0)
+    n = 240
+    gold = rng.choice(len(words), size=n, p=[0.45, 0.2, 0.1, 0.1, 0.08, 0.04, 0.03])
+    ll = rng.normal(0, 1, size=(n, len(words))) / 3
+    ll[np.arange(n), gold] += 0.6
+    ll[:, 0] += 0.8  # leans to neutral, as the small model does
+    probs = np.exp(ll) / np.exp(ll).sum(axis=1, keepdims=True)
+    frame = pd.DataFrame(
+        {"example_id": [f"dia{i // 4}_utt{i % 4}" for i in range(n)], "dataset": "meld", "gold_id": gold,
+         "pred_id": ll.argmax(axis=1), "gold": [words[g] for g in gold],
+         "pred": [words[p] for p in ll.argmax(axis=1)], "parsed": True}
+    )  # fmt: skip
+    for j, w in enumerate(words):
+        frame[f"p_{w}"], frame[f"ll_{w}"] = probs[:, j], ll[:, j]
+    frame.to_csv(run / "training" / "adapter" / "dev_meld_predictions.csv", index=False)
+    out = tmp_path / "scale.json"
+    result = load("prior_scale").main(
+        ["--run", str(run), "--scales", "2,3", "--resamples", "200", "--out", str(out)]
+    )
+    assert json.loads(out.read_text()) == result and result["split"] == "dev"
+    entry = result["results"]["meld"]
+    assert set(entry["weighted_f1"]) == {"uncorrected", "scale 1", "scale 2", "scale 3", "fitted"}
+    assert all(0 <= v["estimate"] <= 1 and v["n"] == n for v in entry["weighted_f1"].values())
+    assert entry["scale_fitted_on_all_dev"] > 1  # the flat (/3) scores are sharpened
+    assert entry["fitted_minus_scale_1"]["n"] == n
+    # Nothing to read: a clear error naming the missing file.
+    (run / "training" / "adapter" / "dev_meld_predictions.csv").unlink()
+    with pytest.raises(SystemExit, match="dev_meld_predictions.csv not found"):
+        load("prior_scale").main(["--run", str(run), "--out", str(out)])

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dialoguellm import stats
 from dialoguellm.calibration import PriorCorrection
 from dialoguellm.corpora.readers import split_frame
 from dialoguellm.io import atomic_path, read_json, write_json
@@ -213,7 +214,8 @@ def attach_records(
 def error_breakdown(merged: pd.DataFrame, factors: Sequence[str] = FACTORS) -> pd.DataFrame:
     """Accuracy and error rate per bucket of each factor (input: ``attach_records``).
 
-    Columns: dataset, factor, bucket, order (bucket position), n, accuracy, error_rate.
+    Columns: dataset, factor, bucket, order (bucket position), n, accuracy, accuracy_95ci (its 95%
+    dialogue-bootstrap interval, percent), error_rate.
     """
     orders = {
         "turn_position": [n for _, n in TURN_BINS],
@@ -236,9 +238,11 @@ def error_breakdown(merged: pd.DataFrame, factors: Sequence[str] = FACTORS) -> p
                     "n": len(part),
                     "accuracy": acc,
                     "error_rate": 1 - acc,
+                    **metric_intervals(part, f"{dataset}/{factor}={bucket}", ("accuracy",)),
                 }
             )
-    out = pd.DataFrame(rows, columns=["dataset", "factor", "bucket", "order", "n", "accuracy", "error_rate"])
+    columns = ["dataset", "factor", "bucket", "order", "n", "accuracy", "accuracy_95ci", "error_rate"]
+    out = pd.DataFrame(rows, columns=columns)
     return out.sort_values(["dataset", "factor", "order"]).reset_index(drop=True)
 
 
@@ -321,6 +325,7 @@ def prior_correction_report(
             "accuracy": m["accuracy"],
             "weighted_f1": m["weighted_f1"],
             "macro_f1": m["macro_f1"],
+            **metric_intervals(frame, variant),
         }
         if NEUTRAL in correction.labels:
             share = neutral_share(frame, dataset)
@@ -329,6 +334,16 @@ def prior_correction_report(
             )
         rows.append(row)
     return pd.DataFrame(rows), correction, corrected
+
+
+def metric_intervals(
+    frame: pd.DataFrame, source: str = "predictions", metrics: Sequence[str] = stats.METRICS
+) -> dict[str, str]:
+    """``{"accuracy_95ci": "53.8 [51.7, 56.1]", ...}``: each metric with its 95% dialogue-bootstrap interval
+    (``stats.frame_interval``), in percent; "n/a" where the rows come from fewer than 2 dialogues."""
+    if len(set(stats.frame_dialogues(frame, source))) < 2:
+        return {f"{metric}_95ci": "n/a (fewer than 2 dialogues)" for metric in metrics}
+    return {f"{metric}_95ci": str(stats.frame_interval(frame, metric, source)) for metric in metrics}
 
 
 def baseline_prior_correction(

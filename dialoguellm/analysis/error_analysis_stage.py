@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dialoguellm import calibration
@@ -261,6 +262,7 @@ def score_trust(inputs: AnalysisInputs, bins: int = 10) -> TrustResult:
                         f"accuracy_at_{int(100 * c)}": calibration.accuracy_at_coverage(curve, c)
                         for c in TRUST_COVERAGES
                     },
+                    **coverage_intervals(frame, probs, f"{name}/{variant}"),
                 }
             )
     result = TrustResult(
@@ -272,6 +274,19 @@ def score_trust(inputs: AnalysisInputs, bins: int = 10) -> TrustResult:
     ea.save_table(result.reliability, inputs.run, "reliability")
     ea.save_table(result.coverage, inputs.run, "coverage")
     return result
+
+
+def coverage_intervals(frame: pd.DataFrame, probs: np.ndarray, source: str) -> dict[str, str]:
+    """The 95% interval of each ``accuracy_at_<c>``: the most confident rows ``calibration.coverage_curve``
+    keeps (same order, prediction = most probable label), through ``error_analysis.metric_intervals``."""
+    order = np.argsort(-probs.max(axis=1), kind="stable")
+    ranked = frame.iloc[order].assign(pred_id=probs.argmax(axis=1)[order])
+    out = {}
+    for c in TRUST_COVERAGES:
+        kept = ranked.iloc[: max(1, int(round(c * len(frame))))]
+        text = ea.metric_intervals(kept, source, ("accuracy",))["accuracy_95ci"]
+        out[f"accuracy_at_{int(100 * c)}_95ci"] = text
+    return out
 
 
 def trust_records(trust: TrustResult) -> dict[str, Any]:
