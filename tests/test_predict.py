@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
-from tiny import ALL_LINEAR, tiny_settings
+from tiny import save_random_adapter, tiny_settings
 
 import dialoguellm
 from dialoguellm import cli
@@ -44,14 +43,7 @@ def make_run(tmp_path: Path, model_dir: str, **prompt) -> Path:
     layout = RunLayout(run)
     config = tiny_config(model_dir, **prompt)
     save_config(config, layout.training / "config.yaml")
-    loaded = loading.load_model(model_dir, dtype="fp32")
-    model = loading.add_lora(loaded.model, 4, 8, 0.0, ALL_LINEAR)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    model.save_pretrained(str(layout.adapter), safe_serialization=True)
+    save_random_adapter(model_dir, layout.adapter)
     return run
 
 

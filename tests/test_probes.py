@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from tiny import ALL_LINEAR, save_synthetic_corpus, synthetic_corpus, tiny_settings
+from tiny import save_random_adapter, save_synthetic_corpus, synthetic_corpus, tiny_settings
 
 from dialoguellm.analysis import probes
 from dialoguellm.config import config_from_dict, load_config, save_config
@@ -36,14 +35,7 @@ def tiny_run(tmp_path: Path, model_dir: str) -> Path:
     config = config_from_dict(raw)
     layout = RunLayout(run)
     save_config(config, layout.training / "config.yaml")
-    loaded = loading.load_model(model_dir, dtype="fp32")
-    model = loading.add_lora(loaded.model, 4, 8, 0.0, ALL_LINEAR)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    model.save_pretrained(str(layout.adapter), safe_serialization=True)
+    save_random_adapter(model_dir, layout.adapter)
     corpora = load_corpora_for(config, run)
     evaluate_run(corpora, layout.evaluation(), train_dir=layout.training, config=config, progress=False)
     return run

@@ -175,6 +175,21 @@ def save_synthetic_corpus(run_dir, corpus: dict) -> None:
 REPO_DIR = Path(__file__).resolve().parents[1]
 
 
+def save_random_adapter(model_dir: str, folder: Path) -> Path:
+    """A LoRA adapter (r 4 on every linear layer) for the tiny model at ``model_dir``, saved to ``folder``: B
+    drawn at random (seed 1), so switching the adapter on or off changes the scores."""
+    from dialoguellm.model import loading
+
+    model = loading.add_lora(loading.load_model(model_dir, dtype="fp32").model, 4, 8, 0.0, ALL_LINEAR)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    return Path(folder)
+
+
 def shared_dir() -> Path | None:
     """The read-only ``../shared`` beside a development checkout, when present (tests that need it skip
     without it; the package itself never reads it)."""
