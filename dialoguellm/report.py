@@ -37,7 +37,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def run_report(run_dir: str | os.PathLike) -> str:
-    """Markdown tables of a run's stages, test results, baselines, ablations, error analysis and SECEU."""
+    """Markdown tables of a run's stages, test results, baselines, prompt probes, retrained ablations, error
+    analysis and SECEU."""
     run = RunLayout(Path(run_dir))
     records = _records(run.root)
     if not records:
@@ -47,8 +48,9 @@ def run_report(run_dir: str | os.PathLike) -> str:
         out += [headline_table(run.root), ""]
     out += _stages(run)
     out += _evaluation(records.get("03_training", {}), records.get("04_evaluation", {}))
-    out += _ablations(records.get("05_ablations", {}))
+    out += _baselines(records.get("05_ablations", {}))
     out += _probes(records.get("05_ablations", {}))
+    out += _retrained(records.get("05_ablations", {}))
     out += _error_analysis(records.get("06_error_analysis", {}))
     out += _seceu(records.get("07_emotional_intelligence", {}))
     return "\n".join(out)
@@ -97,34 +99,37 @@ def _evaluation(training: dict[str, Any], evaluation: dict[str, Any]) -> list[st
     return out + _table([*header, "weighted F1, untuned model"], rows)
 
 
-def _ablations(ablations: dict[str, Any]) -> list[str]:
-    """The baselines on the test sets and each ablation arm (notebook 05; arm values are in % already)."""
-    out: list[str] = []
-    if ablations.get("baselines"):
-        rows = [
-            [key.rsplit("/", 1)[0], f"{v['accuracy']:.1f}", f"{v['weighted_f1']:.1f}"]
-            for key, v in ablations["baselines"].items()
-            if key.endswith("/test")
-        ]
-        out += ["Baselines on the same test sets:", ""]
-        out += _table(["corpus / baseline", "accuracy", "weighted F1"], rows)
-    if ablations.get("arms"):
-        out += [
-            f"Ablations ({ablations.get('mode')} mode, {ablations.get('per_dataset')} test utterances per corpus, "
-            f"seeds {ablations.get('seeds')}; {ablations.get('model')}):",
-            "",
-        ]
-        rows = [
-            [
-                key,
-                f"{v['weighted_f1']:.1f} ± {v['weighted_f1_sd']:.1f}",
-                "-" if v.get("delta_weighted_f1") is None else f"{v['delta_weighted_f1']:+.1f}",
-                "-" if v.get("paper_weighted_f1") is None else v["paper_weighted_f1"],
-            ]
-            for key, v in ablations["arms"].items()
-        ]
-        out += _table(["arm / corpus", "weighted F1 (mean ± sd)", "difference from base arm", "paper"], rows)
-    return out
+def _baselines(record: dict[str, Any]) -> list[str]:
+    """The baselines on the test sets (notebook 05; values in % already)."""
+    rows = [
+        [key.rsplit("/", 1)[0], f"{v['accuracy']:.1f}", f"{v['weighted_f1']:.1f}"]
+        for key, v in record.get("baselines", {}).items()
+        if key.endswith("/test")
+    ]
+    if not rows:
+        return []
+    return ["Baselines on the same test sets:", ""] + _table(
+        ["corpus / baseline", "accuracy", "weighted F1"], rows
+    )
+
+
+def _retrained(record: dict[str, Any]) -> list[str]:
+    """The retrained ablations notebook 05 showed (an adapter per arm and seed; ``analysis.ablation_retrained``):
+    each arm's weighted F1 over seeds, its paired difference from the base arm and the paper's value."""
+    retrained = record.get("retrained_ablations") or {}
+    if not retrained.get("arms"):
+        return []
+    out = [f"Retrained ablations (an adapter per arm and seed; {retrained.get('source')}):", ""]
+    rows = []
+    for key, v in retrained["arms"].items():
+        sd = "" if v.get("weighted_f1_sd") is None else f" ± {v['weighted_f1_sd']:.1f}"
+        diff = "-"
+        if v.get("delta_weighted_f1") is not None:
+            diff = f"{v['delta_weighted_f1']:+.1f} [{v['delta_low']:+.1f}, {v['delta_high']:+.1f}]"
+        paper = "-" if v.get("paper_weighted_f1") is None else f"{v['paper_weighted_f1']:.1f}"
+        rows.append([key, v["runs"], f"{v['weighted_f1']:.1f}{sd}", diff, paper])
+    header = ["arm / corpus", "runs", "weighted F1 (mean ± sd)", "minus base [95% CI]", "paper (LLaMA 2-7B)"]
+    return out + _table(header, rows)
 
 
 def _probes(record: dict[str, Any]) -> list[str]:
@@ -293,7 +298,6 @@ RESULT_FILES = (
     "training/adapter/dev_*",
     "evaluation/*",
     "baselines/*",
-    "ablations/*",
     "probes/*",
     "analysis/*",
     "seceu/*.json",

@@ -7,7 +7,8 @@ A run folder, as ``make reproduce`` fills it (every writer and reader asks ``Run
     <run>/descriptions/...jsonl      video-description cache (notebook 02)
     <run>/training/                  config.yaml, metrics.json, environment.json, adapter/, checkpoint/ (03)
     <run>/evaluation[_base]/         predictions, metrics and summary.json of the test split (04)
-    <run>/baselines/ probes/ ablations/   notebook 05
+    <run>/baselines/ probes/         notebook 05
+    <run>/ablations_retrained/       retrained ablations written with --out <run>/ablations_retrained
     <run>/analysis/                  notebook 06's tables
     <run>/seceu/                     notebook 07's results
     <run>/records/<notebook>.json    headline values of each notebook (``Recorder``)
@@ -35,7 +36,16 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "pyproject.toml").is_file() else Path.cwd()
 RUN_ENV = "DIALOGUELLM_RUN_DIR"
 # Folders of a run that hold other stages' predictions (baselines, ablation arms), never the evaluation's.
-NOT_EVALUATION = ("baselines", "ablations", "probes", "analysis", "notebooks", "records", "data", "zero_shot")
+NOT_EVALUATION = (
+    "baselines",
+    "ablations_retrained",
+    "probes",
+    "analysis",
+    "notebooks",
+    "records",
+    "data",
+    "zero_shot",
+)
 
 
 @dataclass(frozen=True)
@@ -134,8 +144,10 @@ class RunLayout:
         return self.root / "baselines"
 
     @property
-    def ablations(self) -> Path:
-        return self.root / "ablations"
+    def ablations_retrained(self) -> Path:
+        """A retrained-ablation results file of this run (``analysis.ablation_retrained --out``), read by
+        notebook 05 before the repository's committed one."""
+        return self.root / "ablations_retrained"
 
     @property
     def probes(self) -> Path:
@@ -194,7 +206,7 @@ def run_dir(path: str | os.PathLike | None = None) -> Path:
 # ------------------------------------------------------------------------------------------- adapters
 def find_adapter(run: str | os.PathLike, required: bool = True) -> Path | None:
     """The LoRA adapter of a run: ``RunLayout.adapter`` (notebook 03's), else the shallowest folder with an
-    ``adapter_config.json`` outside ``checkpoint/`` and ``ablations/``, the newest among equals.
+    ``adapter_config.json`` outside ``checkpoint/`` and ``ablations_retrained/``, the newest among equals.
 
     With ``required`` a run without one is an error that says what to run; otherwise None.
     """
@@ -204,7 +216,7 @@ def find_adapter(run: str | os.PathLike, required: bool = True) -> Path | None:
     found = [
         p.parent
         for p in run.rglob("adapter_config.json")
-        if not {"checkpoint", "ablations"} & set(p.relative_to(run).parts)
+        if not {"checkpoint", "ablations_retrained"} & set(p.relative_to(run).parts)
     ]
     found.sort(key=lambda p: (len(p.relative_to(run).parts), -p.stat().st_mtime))
     if found:

@@ -41,6 +41,44 @@ def test_the_cpu_grid_asks_the_papers_questions():
     assert len(keys) == 5 * 3 + 1 and keys[0] == "no_lora/untrained" and keys.count("base/seed3") == 1
 
 
+PAPER_ARMS = ["base", "context_z0", "context_z2", "context_z3", "context_zall", "video_off", "kshot_0",
+              "kshot_5", "no_lora"]  # fmt: skip
+
+
+def test_the_paper_grid_asks_the_papers_questions():
+    grid = retrained.load_grid("paper")
+    arms = {a.name: a for a in grid.arms}
+    assert list(arms) == PAPER_ARMS and grid.seeds == [42, 43, 44, 45, 46] and grid.test_per_dataset == 0
+    base = arms["base"]
+    assert base.config.model.name == "meta-llama/Llama-2-7b-hf" and base.config.data.train_per_dataset == 0
+    # With the base arm (z = 1, k = 1, video on, LoRA), the arms cover each of the paper's comparisons.
+    values: dict[str, set] = {"context": set(), "video": set(), "lora": set(), "k_shot": set()}
+    for arm in grid.arms:
+        p = arm.config.prompt
+        values["context"].add(str(p.context_turns))
+        values["video"].add(p.use_video)
+        values["lora"].add(arm.tuned)
+        values["k_shot"].add(p.k_shot)
+        changed = [
+            k
+            for k in ("context_turns", "k_shot", "use_video")
+            if getattr(p, k) != getattr(base.config.prompt, k)
+        ] + (["tuned"] if not arm.tuned else [])
+        assert len(changed) == (arm.name != "base"), f"{arm.name} changes {changed}"
+    assert values == {
+        "context": {"0", "1", "2", "3", "all"}, "video": {True, False}, "lora": {True, False}, "k_shot": {0, 1, 5},
+    }  # fmt: skip
+    assert {a.paper for a in grid.arms} <= set(retrained.ablation.paper_ablations()["arm"])
+    assert len(grid.jobs()) == 8 * 5 + 1
+
+
+def test_an_absent_iemocap_is_dropped_from_every_arm(monkeypatch):
+    monkeypatch.delenv("IEMOCAP_DIR", raising=False)
+    with pytest.warns(UserWarning, match="(?i)iemocap"):
+        grid = retrained.load_grid("paper")
+    assert {tuple(a.config.data.datasets) for a in grid.arms} == {("meld", "emorynlp")}
+
+
 def test_a_grid_without_the_base_arm_or_with_a_bad_key_is_refused(tmp_path):
     bad = tmp_path / "g.yaml"
     bad.write_text(yaml.safe_dump({"profile": "cpu", "arms": ["context_z0"], "seeds": [1]}))
@@ -198,3 +236,35 @@ def test_the_pooled_difference_pairs_each_seed_with_the_base_of_the_same_seed():
     _, untuned, base, _ = retrained._pooled_pairs(results, "u", "meld")
     assert list(untuned) == [0, 1, 0, 1] * 2 and list(base) == [0, 1, 2, 0, 1, 1, 1, 1]
     assert retrained._pooled_pairs(results, "absent", "meld") is None
+
+
+@pytest.mark.slow
+def test_the_paper_grid_runs_on_a_tiny_model_with_descriptions(tiny_model_dir, tmp_path):
+    tiny = {
+        **TINY,
+        "model.name": tiny_model_dir,
+        "model.quantization": "none",
+        "data.datasets": ["meld", "emorynlp"],
+    }
+    grid = retrained.load_grid("paper", overrides=tiny)
+    grid.seeds = grid.seeds[:1]  # one seed of the five: every arm trains and scores once
+    described = {f"dia{d}_utt{t}": "Two people talk in a kitchen." for d in range(4) for t in range(4)}
+    descriptions = {split: dict(described) for split in ("train", "dev", "test")}
+    out, work = tmp_path / "out", tmp_path / "work"
+    results = retrained.run_grid(
+        grid, _corpora(), out, work, progress=False, command="paper grid", descriptions=descriptions
+    )
+    assert results["finished"] and len(results["runs"]) == 8 + 1
+    assert results["identity"]["descriptions"] == {"dev": 16, "test": 16, "train": 16}
+    saved = retrained.load_results(out)
+    assert (
+        saved["grid"]["arms"]["video_off"]["use_video"] is False
+        and saved["grid"]["arms"]["base"]["use_video"]
+    )
+    table = retrained.summary_table(saved, n_resamples=100)
+    assert set(table["arm"]) == set(PAPER_ARMS)
+    row = table.set_index(["arm", "dataset"]).loc[("video_off", "meld")]
+    assert row["paper_weighted_f1"] == pytest.approx(59.75) and row["paired_utterances"] == row["n"]
+    # The same folder without the descriptions is another grid: refused, not mixed in.
+    with pytest.raises(ValueError, match="other settings"):
+        retrained.run_grid(grid, _corpora(), out, work, progress=False)

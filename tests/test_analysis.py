@@ -310,7 +310,7 @@ def test_figures_redraw_from_saved_tables(tmp_path):
     out = tmp_path / "figures"
     out.mkdir()
     written = {name: make(run, out) for name, make in registry.FIGURES.items()}
-    assert written["ablation_results"] is None  # no ablation results in this run: nothing drawn, no error
+    assert written["prompt_probes"] is None  # no probe results in this run: nothing drawn, no error
     for name in ("confusion_prior_correction", "failure_modes", "error_breakdown", "prior_correction"):
         assert written[name] is not None and written[name].stat().st_size > 10_000, name
 

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from dialoguellm.config import PROFILES_DIR, Config, load_config
+from dialoguellm.config import Config, load_config
 from dialoguellm.corpora import overlap, readers
 from dialoguellm.training.loop import training_corpora
 from tests.tiny import synthetic_corpus
@@ -91,8 +91,7 @@ def test_removal_is_on_in_every_profile_and_arm():
         assert load_config(profile).data.remove_cross_corpus_overlap is True, profile
     from dialoguellm.analysis.ablation import load_arms
 
-    arms = [p.stem for p in (PROFILES_DIR / "ablations").glob("*.yaml")]
-    for arm in load_arms(arms, profile="cpu"):
+    for arm in load_arms(profile="cpu"):
         assert arm.config.data.remove_cross_corpus_overlap is True, arm.name
 
 

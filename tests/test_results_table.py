@@ -108,6 +108,39 @@ def test_export_takes_the_probes_and_the_figure_inputs(tmp_path):
     assert not (out / "data" / "meld").exists()
 
 
+def test_the_report_shows_the_baselines_and_the_retrained_ablations_notebook_05_recorded(tmp_path):
+    import json
+
+    from dialoguellm.report import run_report
+
+    run = _run(tmp_path)
+    record = {
+        "baselines": {"meld/majority/test": {"accuracy": 48.1, "weighted_f1": 31.3},
+                      "meld/majority/dev": {"accuracy": 1.0, "weighted_f1": 1.0}},
+        "retrained_ablations": {"source": "results/cpu/ablations_retrained/results.json", "arms": {
+            "base/meld": {"runs": 3, "weighted_f1": 40.0, "weighted_f1_sd": 1.5, "delta_weighted_f1": None,
+                          "delta_low": None, "delta_high": None, "paper_weighted_f1": 71.9},
+            "no_lora/meld": {"runs": 1, "weighted_f1": 20.0, "weighted_f1_sd": None, "delta_weighted_f1": -20.0,
+                             "delta_low": -24.0, "delta_high": -16.0, "paper_weighted_f1": 24.12},
+        }},
+    }  # fmt: skip
+    (run / "records").mkdir()
+    (run / "records" / "05_ablations.json").write_text(json.dumps(record))
+    text = run_report(run)
+    assert "| meld/majority | 48.1 | 31.3 |" in text and "meld/majority/dev" not in text
+    assert "Retrained ablations (an adapter per arm and seed; results/cpu/ablations_retrained" in text
+    assert "| base/meld | 3 | 40.0 ± 1.5 | - | 71.9 |" in text
+    assert "| no_lora/meld | 1 | 20.0 | -20.0 [-24.0, -16.0] | 24.1 |" in text
+
+
+def test_export_takes_no_folder_that_no_stage_writes(tmp_path):
+    run = _run(tmp_path)
+    (run / "ablations").mkdir()
+    (run / "ablations" / "results.csv").write_text("x\n")
+    export_results(run, tmp_path / "results")
+    assert not (tmp_path / "results" / "ablations").exists()
+
+
 def test_the_untuned_model_is_compared_with_ours_when_notebook_04_scored_it(tmp_path):
     run = _run(tmp_path)
     (run / "evaluation_base").mkdir()

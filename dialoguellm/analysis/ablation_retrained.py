@@ -1,14 +1,18 @@
-"""Retrained ablations at CPU scale: one adapter per arm and seed, every one scored on the same test sample.
+"""Retrained ablations: one adapter per arm and seed, every one scored on the same test sample.
 
     python -m dialoguellm.analysis.ablation_retrained --config cpu      # or: make ablations
+    python -m dialoguellm.analysis.ablation_retrained --config paper --run RUN_DIR   # the paper's grid
 
-The grid file (``dialoguellm/profiles/ablations/retrained/cpu.yaml``) names the base profile, the arms
-(``retrained/arms/*.yaml``, each overriding the base profile as in ``analysis.ablation``), the seeds, the
-test sample and the reduced size. For every tuned arm and seed, ``training.loop.train`` trains an adapter
-(``train.seed`` = the seed) and it is scored (label scoring, raw scores) on the grid's stratified test
-sample of every corpus the arm trains on; the same utterances for every arm and seed (``sample_seed``). The
-untuned arm trains nothing and is scored once. The paper asks the same questions of LLaMA 2-7B, one model
-per arm, 5 seeds (Tables 4 and 5).
+The grid file (``dialoguellm/profiles/ablations/cpu.yaml``, ``paper.yaml``) names the base profile, the
+arms (``ablations/arms/*.yaml``, each overriding the base profile: ``analysis.ablation``), the seeds, the
+test sample and the size. The paper grid is the paper's Tables 4/5 at full size (LLaMA 2-7B, 5 seeds, full
+test sets; z in {0, 1, 2, 3, all}, video descriptions on/off, k in {0, 1, 5}, LoRA on/off; the base arm is
+z = 1, k = 1, video on, LoRA); it needs ``--run`` for IEMOCAP and the video descriptions.
+
+For every tuned arm and seed, ``training.loop.train`` trains an adapter (``train.seed`` = the seed) and
+it is scored (label scoring, raw scores) on the grid's stratified test sample of every corpus the arm
+trains on; the same utterances for every arm and seed (``sample_seed``). The untuned arm trains nothing and
+is scored once. The paper asks the same questions of LLaMA 2-7B, one model per arm, 5 seeds (Tables 4, 5).
 
 Output: ONE file, ``results/<config>/ablations_retrained/results.json`` (``--out``), rewritten atomically
 after every arm x seed: the grid and each arm's resolved config, the environment, the command, the test
@@ -17,9 +21,10 @@ and the seconds spent. Adapters and checkpoints go to ``runs/ablations_retrained
 Resumable: a finished arm x seed is not redone, an interrupted training continues from its checkpoint, an
 adapter already trained is only scored. ``summary_table`` turns the file into the table notebook 05 shows.
 
-Size (2 idle cores, embedded SmolLM2-135M; budget 3 hours = 10,800 s). Measured: LoRA training computes
-about 200 tokens/s (benchmarks/results/train_speed_cpu.json: 4,359 computed tokens in 22.4 s; a micro-batch
-of 8 computes its shared prefix once), fp32 label scoring about 12 utterances/s at z = 1, k = 1. Prompt
+Size of the cpu grid (2 idle cores, embedded SmolLM2-135M; budget 3 hours = 10,800 s). Measured: LoRA
+training computes about 200 tokens/s (benchmarks/results/train_speed_cpu.json: 4,359 computed tokens in
+22.4 s; a micro-batch of 8 computes its shared prefix once), fp32 label scoring about 12 utterances/s at
+z = 1, k = 1. Prompt
 token counts from the prompt builder (training split, mean; prefix = the tokens every prompt of a corpus
 shares, computed once per micro-batch of 8), MELD / EmoryNLP:
 
@@ -58,10 +63,12 @@ import pandas as pd
 import yaml
 
 from dialoguellm import stats
-from dialoguellm.analysis.ablation import ARMS_DIR, Arm, load_arm, paper_ablations, predict_arm
+from dialoguellm.analysis import ablation
+from dialoguellm.analysis.ablation import ARMS_DIR, Arm, load_arm, predict_arm
 from dialoguellm.config import Config
 from dialoguellm.corpora.labels import normalised_label_names
-from dialoguellm.corpora.readers import load_corpora_for
+from dialoguellm.corpora.readers import load_corpora_for, resolve_datasets
+from dialoguellm.corpora.video import load_descriptions
 from dialoguellm.io import read_json, write_json
 from dialoguellm.metrics import classification_metrics
 from dialoguellm.model import loading
@@ -73,7 +80,7 @@ from dialoguellm.training import loop
 
 log = logging.getLogger(__name__)
 
-GRIDS_DIR = ARMS_DIR / "retrained"
+GRIDS_DIR = ARMS_DIR.parent  # the grid files; their arms are in ARMS_DIR
 RESULTS_FILE = "results.json"
 FORMAT = 1
 BASE_ARM = "base"
@@ -140,7 +147,7 @@ def job_key(arm: Arm | str, seed: int | None) -> str:
 
 
 def grid_path(config: str | os.PathLike) -> Path:
-    """A grid name (``cpu``: ``profiles/ablations/retrained/cpu.yaml``) or a YAML path."""
+    """A grid name (``cpu``: ``profiles/ablations/cpu.yaml``) or a YAML path."""
     text = os.fspath(config)
     path = Path(text) if text.endswith((".yaml", ".yml")) or os.sep in text else GRIDS_DIR / f"{text}.yaml"
     if not path.is_file():
@@ -152,7 +159,7 @@ def grid_path(config: str | os.PathLike) -> Path:
 def arm_file(grid_file: Path, name: str) -> Path:
     """An arm of a grid: ``arms/<name>.yaml`` beside the grid file, else the packaged one."""
     beside = grid_file.parent / "arms" / f"{name}.yaml"
-    return beside if beside.is_file() else GRIDS_DIR / "arms" / f"{name}.yaml"
+    return beside if beside.is_file() else ARMS_DIR / f"{name}.yaml"
 
 
 GRID_KEYS = ("profile", "arms", "seeds", "split", "test_per_dataset", "sample_seed", "set")
@@ -162,9 +169,13 @@ def load_grid(
     config: str | os.PathLike = "cpu",
     profile: str | os.PathLike | Config | None = None,
     overrides: Mapping[str, Any] | None = None,
+    run_dir: str | os.PathLike | None = None,
 ) -> Grid:
     """Read a grid file; ``profile`` replaces its base profile (tests pass a tiny one), ``overrides``
-    (dotted keys) are applied after the grid's ``set``. Errors name the file and the key."""
+    (dotted keys) are applied after the grid's ``set``. Errors name the file and the key.
+
+    An arm's IEMOCAP is dropped, with the warning that says so, when neither ``$IEMOCAP_DIR`` nor
+    ``run_dir`` (notebook 01's curated copy) has it (``corpora.readers.resolve_datasets``)."""
     path = grid_path(config)
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     unknown = sorted(set(raw) - set(GRID_KEYS))
@@ -184,6 +195,8 @@ def load_grid(
     every = {**(raw.get("set") or {}), "data.test_per_dataset": test_per_dataset, **dict(overrides or {})}
     base = profile if profile is not None else raw["profile"]
     arms = [load_arm(arm_file(path, name), base, every) for name in raw["arms"]]
+    for arm in arms:
+        arm.config = resolve_datasets(arm.config, run_dir)
     if BASE_ARM not in [a.name for a in arms]:
         raise ValueError(f"{path}: arms must include {BASE_ARM!r}, the arm every other is compared with.")
     return Grid(
@@ -218,29 +231,39 @@ def results_path(out_dir: str | os.PathLike) -> Path:
     return Path(out_dir) / RESULTS_FILE
 
 
-def _identity(grid: Grid, sample: Mapping[str, Any]) -> dict[str, Any]:
-    """What must match for a results file to be resumed: the arms' configs, seeds and the test sample
-    (through JSON, so that it compares equal to what a file read back holds)."""
-    return json.loads(
-        json.dumps(
-            {
-                "arms": {a.name: _config_dict(a.config) | {"tuned": a.tuned} for a in grid.arms},
-                "split": grid.split,
-                "sample": {d: s["example_id"] for d, s in sample.items()},
-            },
-            default=str,
-        )
-    )
+def _identity(
+    grid: Grid, sample: Mapping[str, Any], descriptions: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, Any]:
+    """What must match for a results file to be resumed: the arms' configs, seeds, the test sample and, when
+    there are any, the described clips per split (through JSON, so that it compares equal to what a file
+    read back holds)."""
+    identity: dict[str, Any] = {
+        "arms": {a.name: _config_dict(a.config) | {"tuned": a.tuned} for a in grid.arms},
+        "split": grid.split,
+        "sample": {d: s["example_id"] for d, s in sample.items()},
+    }
+    if described_clips(descriptions):
+        identity["descriptions"] = described_clips(descriptions)
+    return json.loads(json.dumps(identity, default=str))
+
+
+def described_clips(descriptions: Mapping[str, Mapping[str, str]] | None) -> dict[str, int]:
+    """``split -> number of described clips`` (empty without descriptions)."""
+    return {split: len(m) for split, m in sorted((descriptions or {}).items()) if m}
 
 
 def open_results(
-    grid: Grid, sample: Mapping[str, Any], out_dir: str | os.PathLike, command: str
+    grid: Grid,
+    sample: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    command: str,
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The results so far (resuming ``out_dir``'s file when it was made by the same grid), else a new one.
 
     A file made with other settings or another sample is never mixed in: the error names it and the fix."""
     path = results_path(out_dir)
-    identity = _identity(grid, sample)
+    identity = _identity(grid, sample, descriptions)
     if path.is_file():
         results = read_json(path)
         if results.get("format") != FORMAT or results.get("identity") != identity:
@@ -309,10 +332,15 @@ def job_config(arm: Arm, seed: int | None) -> Config:
 
 
 def train_job(
-    config: Config, corpora: Mapping[str, Any], folder: Path, progress: bool = True
+    config: Config,
+    corpora: Mapping[str, Any],
+    folder: Path,
+    progress: bool = True,
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[Path, float]:
     """Train (or finish, or reuse) the adapter of one arm x seed in ``folder``; (adapter, the training's
-    seconds as its metrics.json records them: all of it, across an interruption).
+    seconds as its metrics.json records them: all of it, across an interruption). ``descriptions``: split ->
+    clip_id -> video description (``corpora.video.load_descriptions``), for arms with ``prompt.use_video``.
 
     A folder with metrics.json is a finished training and is reused; one with a checkpoint/ continues it."""
     layout = TrainingLayout(folder)
@@ -323,7 +351,7 @@ def train_job(
             config,
             folder,
             used,
-            None,
+            descriptions,
             resume=layout.checkpoint.exists(),
             progress=progress,
             one_of_seeds=True,
@@ -358,6 +386,7 @@ def score_job(
     corpora: Mapping[str, Any],
     sample: Mapping[str, Mapping[str, list]],
     split: str,
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``dataset -> {n, accuracy, weighted_f1, macro_f1, pred_id}`` of one adapter (None: the bare model) on
     the fixed sample of every corpus the arm trains on, in the sample's order."""
@@ -370,7 +399,8 @@ def score_job(
         splits = {s: rows_of(corpora[dataset][s]) for s in ("train", split)}
         frame = predict_arm(
             arm, dataset, splits, model, loaded.tokenizer, split=split, only=chosen["position"],
-            batch_size=config.eval.batch_size, dtype=m.dtype, demo_seed=config.train.seed,
+            descriptions=descriptions, batch_size=config.eval.batch_size, dtype=m.dtype,
+            demo_seed=config.train.seed,
         )  # fmt: skip
         if list(frame["example_id"].astype(str)) != chosen["example_id"]:
             raise RuntimeError(f"{arm.name} on {dataset}: predictions are not in the sample's order.")
@@ -391,15 +421,17 @@ def run_grid(
     progress: bool = True,
     command: str | None = None,
     on_saved: Callable[[str], None] | None = None,
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Train and score every arm x seed not yet in ``out_dir``'s results file; returns the results.
 
     The file is rewritten (atomically) after each arm x seed, so a run stopped at any point loses at most
-    the arm x seed in progress, whose training continues from its last checkpoint in ``work_dir``."""
+    the arm x seed in progress, whose training continues from its last checkpoint in ``work_dir``.
+    ``descriptions`` (split -> clip_id -> text) feed the prompts of arms with ``prompt.use_video``."""
     m = grid.arms[0].config.model
     loading.set_threads(m.num_threads)
     sample = fixed_sample(grid, corpora)
-    results = open_results(grid, sample, out_dir, command or invocation())
+    results = open_results(grid, sample, out_dir, command or invocation(), descriptions)
     jobs = grid.jobs()
     todo = [(a, s) for a, s in jobs if job_key(a, s) not in results["runs"]]
     print(
@@ -415,10 +447,10 @@ def run_grid(
         adapter, train_seconds = None, 0.0
         if arm.tuned:
             adapter, train_seconds = train_job(
-                config, corpora, Path(work_dir) / arm.name / f"seed{seed}", progress
+                config, corpora, Path(work_dir) / arm.name / f"seed{seed}", progress, descriptions
             )
         start = time.time()
-        scored = score_job(arm, config, adapter, corpora, sample, grid.split)
+        scored = score_job(arm, config, adapter, corpora, sample, grid.split, descriptions)
         results["runs"][key] = {
             "arm": arm.name, "seed": seed, "trained": arm.tuned, "train_seconds": round(train_seconds, 1),
             "score_seconds": round(time.time() - start, 1), "finished": _now(), "datasets": scored,
@@ -461,8 +493,8 @@ def _pooled_pairs(
 
 
 def _paper_values() -> tuple[pd.DataFrame, pd.Series]:
-    paper = paper_ablations().set_index(["arm", "dataset"])
-    default = paper.xs("kshot_1", level="arm")["weighted_f1"]  # the paper's own settings (1-shot headline)
+    paper = ablation.paper_ablations().set_index(["arm", "dataset"])
+    default = paper.xs(ablation.PAPER_DEFAULT_ARM, level="arm")["weighted_f1"]  # the paper's own settings
     return paper, default
 
 
@@ -579,15 +611,18 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------- CLI
 
 
-def grid_corpora(grid: Grid, data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Every corpus an arm of the grid trains on (the vendored copies, or ``data_dir``)."""
+def grid_corpora(
+    grid: Grid, data_dir: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """Every corpus an arm of the grid trains on: notebook 01's curated copies in ``run_dir`` when present,
+    else the vendored copies (or ``data_dir``; IEMOCAP from ``$IEMOCAP_DIR``)."""
     corpora: dict[str, Any] = {}
     for arm in grid.arms:
         missing = [d for d in arm.config.data.datasets if d not in corpora]
         if missing:
             config = copy.deepcopy(arm.config)
             config.data.datasets = missing
-            corpora |= load_corpora_for(config, None, data_dir)
+            corpora |= load_corpora_for(config, run_dir, data_dir)
     return corpora
 
 
@@ -612,12 +647,13 @@ def committed_results_dir() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dialoguellm.analysis.ablation_retrained --config cpu [--out DIR] [--work DIR]``."""
+    """``python -m dialoguellm.analysis.ablation_retrained --config cpu|paper [--run DIR] [--out DIR]
+    [--work DIR]``."""
     parser = argparse.ArgumentParser(
         prog="python -m dialoguellm.analysis.ablation_retrained", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
-        "--config", default="cpu", help="grid name (profiles/ablations/retrained) or a YAML path"
+        "--config", default="cpu", help="grid name (cpu, paper: profiles/ablations) or a YAML path"
     )
     parser.add_argument(
         "--out", default=None, help="folder of results.json (default: results/<grid>/ablations_retrained)"
@@ -626,14 +662,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--work", default=None, help="adapters and checkpoints (default: runs/ablations_retrained/<grid>)"
     )
     parser.add_argument("--data-dir", default=None, help="raw corpora folder (default: the vendored copies)")
+    parser.add_argument(
+        "--run", default=None, help="a run folder: notebook 01's corpora and notebook 02's video descriptions"
+    )
     parser.add_argument("--summary", action="store_true", help="only print the summary of the results file")
     args = parser.parse_args(argv)
-    grid = load_grid(args.config)
+    grid = load_grid(args.config, run_dir=args.run)
     out = Path(args.out) if args.out else default_out(grid.name)
     if not args.summary:
-        corpora = grid_corpora(grid, args.data_dir)
+        corpora = grid_corpora(grid, args.data_dir, args.run)
         work = Path(args.work) if args.work else default_work(grid.name)
-        run_grid(grid, corpora, out, work)
+        descriptions = load_descriptions(args.run) if args.run else None
+        run_grid(grid, corpora, out, work, descriptions=descriptions)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(display_table(summary_table(load_results(out))).to_string(index=False))
     return 0

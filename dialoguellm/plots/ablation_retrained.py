@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from dialoguellm.analysis import ablation_retrained
 from dialoguellm.plots import save_figure, style_context
+from dialoguellm.runs import RunLayout
 
 FIGURE = "ablations_retrained.png"
 OURS_COLOR = "#4C72B0"
@@ -79,7 +80,7 @@ def _difference_panel(ax, part: pd.DataFrame, dataset: str) -> None:
 
 def results_file_for(run_dir: Path) -> Path | None:
     """The run's own results file, else the committed one; None when neither exists."""
-    for folder in (Path(run_dir) / "ablations_retrained", ablation_retrained.committed_results_dir()):
+    for folder in (RunLayout(Path(run_dir)).ablations_retrained, ablation_retrained.committed_results_dir()):
         path = ablation_retrained.results_path(folder)
         if path.is_file():
             return path

@@ -1,8 +1,8 @@
-"""Figures of the ablations (notebook 05) and the error analysis (notebook 06).
+"""Figures of the error analysis (notebook 06).
 
 One function per figure, each drawing on a ``matplotlib.figure.Figure`` with the packaged style and
 writing one PNG to ``path``. The ``*_from_run`` producers redraw them from the results the notebooks saved
-(``RunLayout.ablations``, ``.baselines``, ``.analysis``), or return None when the run lacks them; the
+(``RunLayout.analysis``), or return None when the run lacks them; the
 registry (``plots.registry.FIGURES``) lists them.
 """
 
@@ -22,70 +22,14 @@ from dialoguellm.plots import save_figure, style_context
 from dialoguellm.runs import RunLayout
 
 OURS_COLOR = "#4C72B0"
-PAPER_COLOR = "#C44E52"
 CORRECTED_COLOR = "#55A868"
 TRUE_COLOR = "#8C8C8C"
 CONFUSION_FIGURE = "confusion_prior_correction.png"
 CONFUSION_TITLE = "Confusion matrices on test, before and after prior correction (each row sums to 1)"
-BASELINE_STYLES = {"majority": ":", "tfidf_lr": "--", "tfidf_lr_context": "-."}
 
 
 def _datasets(frame: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(frame["dataset"]))
-
-
-def plot_ablation_results(
-    table: pd.DataFrame,
-    path: str | os.PathLike,
-    baselines: pd.DataFrame | None = None,
-    metric: str = "weighted_f1",
-) -> Path:
-    """Each arm's mean +- sd (bars) beside the paper's value for the same arm (red diamonds), one panel per
-    corpus; baselines on the same split as horizontal lines. Input: ``ablation.results_table``."""
-    datasets = _datasets(table)
-    with style_context():
-        fig = Figure(figsize=(max(7.0, 0.55 * table["arm"].nunique() + 4.5), 4.6 * len(datasets)))
-        axes = fig.subplots(len(datasets), 1, squeeze=False, gridspec_kw={"hspace": 0.85})[:, 0]
-        for ax, dataset in zip(axes, datasets, strict=True):
-            part = table[table["dataset"] == dataset].reset_index(drop=True)
-            x = np.arange(len(part))
-            ax.bar(
-                x,
-                part[f"{metric}_mean"],
-                yerr=part[f"{metric}_sd"],
-                color=OURS_COLOR,
-                capsize=3,
-                label="ours (mean +- sd over seeds)",
-            )
-            paper = part[f"paper_{metric}"]
-            has = paper.notna()
-            ax.scatter(x[has], paper[has], marker="D", color=PAPER_COLOR, zorder=3, label="paper (same arm)")
-            if baselines is not None and not baselines.empty:
-                split = part["split"].iloc[0]
-                lines = baselines[(baselines["dataset"] == dataset) & (baselines["split"] == split)]
-                for _, row in lines.iterrows():
-                    ax.axhline(
-                        100 * row[metric],
-                        color="#555555",
-                        linestyle=BASELINE_STYLES.get(row["baseline"], "--"),
-                        linewidth=1,
-                        label=f"{row['baseline']} ({split})",
-                    )
-            # Group separators and labels make the four comparisons readable at a glance.
-            groups = part["group"].tolist()
-            for i in range(1, len(groups)):
-                if groups[i] != groups[i - 1]:
-                    ax.axvline(i - 0.5, color="#BBBBBB", linewidth=0.8)
-            ax.set_xticks(x, part["label"], rotation=35, ha="right")
-            ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
-            ax.set_ylim(0, 100)
-            n = int(part["n_per_seed"].iloc[0])
-            ax.set_title(f"{dataset}: {part['split'].iloc[0]} ({n:,} utterances per seed)")
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-        model = table["model"].iloc[0] if "model" in table and len(table) else ""
-        hardware = table["hardware"].iloc[0] if "hardware" in table and len(table) else ""
-        fig.suptitle(f"Ablations: {model} on {hardware}")
-        return save_figure(fig, path)
 
 
 def plot_confusion_panels(
@@ -253,16 +197,6 @@ def plot_score_trust(reliability: pd.DataFrame, coverage: pd.DataFrame, path: st
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame | None:
     return pd.read_csv(path, **kwargs) if path.is_file() else None
-
-
-def ablation_results_from_run(run_dir: Path, out: Path) -> Path | None:
-    """``make figures`` producer (None when the run lacks its inputs)."""
-    run_dir, out = Path(run_dir), Path(out)
-    table = _read_csv(RunLayout(run_dir).ablations / "results.csv")
-    if table is None or table.empty:
-        return None
-    baselines = _read_csv(RunLayout(run_dir).baselines / "results.csv")
-    return plot_ablation_results(table, out / "ablation_results.png", baselines)
 
 
 def confusion_panels_from_run(run_dir: Path, out: Path) -> Path | None:

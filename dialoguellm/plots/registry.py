@@ -30,7 +30,6 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "confusion_matrices": evaluation.confusion_from_run,  # 04
     "comparison_with_paper": evaluation.comparison_from_run,  # 04
     "prompt_probes": probes.probe_differences_from_run,  # 05
-    "ablation_results": analysis.ablation_results_from_run,  # 05
     "ablations_retrained": ablation_retrained.retrained_ablations_from_run,  # 05, make ablations
     "confusion_prior_correction": analysis.confusion_panels_from_run,  # 06
     "failure_modes": analysis.failure_modes_from_run,  # 06
@@ -54,7 +53,6 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "confusion_matrices": ("evaluation/summary.json",),
     "comparison_with_paper": ("evaluation/summary.json",),
     "prompt_probes": ("probes/summary.csv",),
-    "ablation_results": ("ablations/results.csv",),
     "ablations_retrained": ("ablations_retrained/results.json",),
     "confusion_prior_correction": ("analysis/confusion_*_corrected.csv",),
     "failure_modes": ("analysis/neutral_share.csv", "analysis/close_pairs.csv"),
