@@ -123,8 +123,8 @@ PRECISIONS = EVAL_PRECISIONS
 # these numbers against that file). Printed whenever autocast scoring runs, so nobody takes its
 # predictions for batch-invariant ones.
 AUTOCAST_MEASURED = {
-    "agreement_with_fp32": 0.94043,
-    "agreement_across_batches": 0.94921,
+    "agreement_with_fp32": 0.92487,
+    "agreement_across_batches": 0.93833,
     "source": "benchmarks/results/precision_cpu.json",
 }
 _AUTOCAST_NOTICE_SHOWN = False
