@@ -52,7 +52,7 @@ def autocast_context(model: Any, dtype: str = "bf16") -> contextlib.AbstractCont
 
 
 @contextlib.contextmanager
-def bf16_weight_copies(model: Any, dtype: str = "bf16", skip: Any = None) -> Any:
+def bf16_weight_copies(model: Any, dtype: str = "bf16") -> Any:
     """While inside, frozen fp32 ``nn.Linear`` weights are replaced by bf16 copies (CPU, bf16 only).
 
     CPU autocast casts a weight to bf16 at every call and keeps no cache for frozen weights (its cache holds
@@ -62,8 +62,7 @@ def bf16_weight_copies(model: Any, dtype: str = "bf16", skip: Any = None) -> Any
     bit-identical (tests/test_inference_weights.py). The original parameters come back on exit, also after an
     error; a tied input embedding is never touched (only the output projection's reference to it is
     swapped). bitsandbytes layers (subclasses of ``nn.Linear``), trainable weights and other devices are left
-    as they are, and so are modules ``skip(module)`` accepts. Costs a bf16 copy of the swapped weights in
-    memory.
+    as they are. Costs a bf16 copy of the swapped weights in memory.
     """
     device = next(model.parameters()).device
     if dtype != "bf16" or device.type != "cpu":
@@ -73,7 +72,7 @@ def bf16_weight_copies(model: Any, dtype: str = "bf16", skip: Any = None) -> Any
     copies: dict[int, torch.nn.Parameter] = {}
     try:
         for module in model.modules():
-            if type(module) is not torch.nn.Linear or (skip is not None and skip(module)):
+            if type(module) is not torch.nn.Linear:
                 continue
             weight = module.weight
             if weight.dtype != torch.float32 or weight.requires_grad:
@@ -153,25 +152,19 @@ def _autocast_notice(model: Any, dtype: str) -> None:
 
 
 @contextlib.contextmanager
-def fp32_parameters(model: Any, select: Any = None) -> Any:
-    """While inside, 16-bit floating parameters (of the modules ``select(module)`` accepts; all when None)
-    hold fp32 copies of their values, so the modules compute in fp32 on the same (16-bit) weights.
+def fp32_parameters(model: Any) -> Any:
+    """While inside, 16-bit floating parameters hold fp32 copies of their values, so the model computes in
+    fp32 on the same (16-bit) weights.
 
     The copy replaces the parameter's data in place, so a tied input embedding and output projection stay
     tied and peft's wrappers see it; the original data comes back on exit, also after an error. Integer
-    (k-bit) weights are left as they are. Costs an fp32 copy of the selected weights in memory.
+    (k-bit) weights are left as they are. Costs an fp32 copy of the 16-bit weights in memory.
     """
     swapped: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
-    seen: set[int] = set()
     try:
         with torch.no_grad():
-            for module in model.modules():
-                if select is not None and not select(module):
-                    continue
-                for param in module.parameters(recurse=False):
-                    if id(param) in seen or param.dtype not in (torch.bfloat16, torch.float16):
-                        continue
-                    seen.add(id(param))
+            for param in model.parameters():  # each tied parameter once
+                if param.dtype in (torch.bfloat16, torch.float16):
                     swapped.append((param, param.data))
                     param.data = param.data.float()
         yield model
