@@ -35,7 +35,7 @@ def test_the_cpu_grid_asks_the_papers_questions():
     assert not arms["no_lora"].tuned and arms["no_lora"].config.prompt == base.prompt
     assert arms["meld_only"].config.data.datasets == ["meld"] and base.data.datasets == ["meld", "emorynlp"]
     # The reduced size applies to every arm; everything else is the cpu profile.
-    assert {a.config.data.train_per_dataset for a in grid.arms} == {1000}
+    assert {a.config.data.train_per_dataset for a in grid.arms} == {400}
     assert base.train.lr == 3.0e-4 and base.model.name == "embedded"
     keys = [retrained.job_key(a, s) for a, s in grid.jobs()]
     assert len(keys) == 5 * 3 + 1 and keys[0] == "no_lora/untrained" and keys.count("base/seed3") == 1
