@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
-
-import torch
 
 from dialoguellm import calibration, prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
@@ -65,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     config = config_from_options(args)
-    threads = modeling.set_threads(config.model.num_threads)
+    modeling.set_threads(config.model.num_threads)
     loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
     model = loaded.model
     if args.adapter:
@@ -132,16 +129,10 @@ def main(argv: list[str] | None = None) -> dict:
         "the full MELD dev set in under 77 s": full_run["seconds"] < 77
         and full_run["utterances"] == MELD_DEV,
     }
-    env = runs.environment()
     result = {
-        "benchmark": "eval_speed",
-        "command": "python benchmarks/eval_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": config.model.name,
-        "adapter": args.adapter,
-        "hardware": runs.hardware_summary(env),
-        "torch_threads": threads,
-        "torch": torch.__version__,
-        "split": "dev",
+        **runs.benchmark_header(
+            "eval_speed", argv, model=config.model.name, adapter=args.adapter, split="dev"
+        ),
         "settings": {
             "context_turns": config.prompt.context_turns,
             "k_shot": config.prompt.k_shot,

@@ -26,12 +26,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dialoguellm import prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
@@ -143,17 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
         v: all(e[v]["max_abs_score_difference"] == 0.0 for e in per_corpus.values())
         for v in ("bf16_copies", "bf16_copies_gqa")
     }
-    env = runs.environment()
     result = {
-        "benchmark": "inference_weights",
-        "command": "python benchmarks/inference_weights.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": m.name,
-        "adapter": args.adapter,
-        "split": "dev",
-        "hardware": runs.hardware_summary(env),
-        "torch_threads": threads,
-        "torch": torch.__version__,
+        **runs.benchmark_header("inference_weights", argv, model=m.name, adapter=args.adapter, split="dev"),
         "settings": {
             "batch_size": config.eval.batch_size,
             "dtype": m.dtype,

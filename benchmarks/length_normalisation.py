@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dialoguellm import calibration, prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--folds must be at least 2 and --repeats at least 1.")
 
     config = config_from_options(args)
-    threads = modeling.set_threads(config.model.num_threads)
+    modeling.set_threads(config.model.num_threads)
     loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
     model = modeling.load_adapter(loaded.model, args.adapter) if args.adapter else loaded.model
     corpora = readers.load_corpora_for(config, None, args.data_dir)
@@ -156,15 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     means = {v: round(float(np.mean([per_corpus[c][v][key] for c in per_corpus])), 4) for v in VARIANTS}
     chosen = max(VARIANTS, key=lambda v: means[v])  # ties keep "sum", the plain log-likelihood
     result = {
-        "benchmark": "length_normalisation",
-        "command": "python benchmarks/length_normalisation.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "split": "dev",
-        "model": config.model.name,
-        "adapter": args.adapter,
-        "hardware": runs.hardware_summary(runs.environment()),
-        "torch_threads": threads,
-        "torch": torch.__version__,
+        **runs.benchmark_header(
+            "length_normalisation", argv, split="dev", model=config.model.name, adapter=args.adapter
+        ),
         "settings": {
             "context_turns": config.prompt.context_turns,
             "k_shot": config.prompt.k_shot,

@@ -258,6 +258,7 @@ def compare(run_root: Path, datasets: list[str], resamples: int) -> dict[str, An
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    from dialoguellm import runs
     from dialoguellm.config import load_config, parse_overrides
 
     overrides = (TINY if args.tiny else []) + list(args.set)
@@ -283,8 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{arm}: this call spent {seconds[arm]:.0f} s ({run_root / arm})", flush=True)
     metrics = json.loads((run_root / "with_removal" / "training" / "metrics.json").read_text())
     result = {
-        "command": "python benchmarks/overlap_effect.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": runs.benchmark_command("overlap_effect", argv),
         "config": args.config,
         "overrides": overrides,
         "run_dir": str(run_root),

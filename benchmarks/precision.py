@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dialoguellm import prompts, runs
 from dialoguellm.config import EvalConfig, add_config_options, config_from_options
@@ -204,7 +202,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     config = config_from_options(args)
-    threads = modeling.set_threads(config.model.num_threads)
+    modeling.set_threads(config.model.num_threads)
     m = config.model
     args.dtype, args.length_normalise = m.dtype, config.eval.length_normalise
     loaded = modeling.load_model(m.name, m.dtype, m.quantization)
@@ -235,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
             for p in args.precisions:
                 scores[name]["batch1_base"][p].append(scores[name]["batch16"][p][-1][rows])
         done[name] += positions
-        result = summarise(args, argv, config, threads, examples, subsets, scores, seconds, done)
+        result = summarise(args, argv, config, examples, subsets, scores, seconds, done)
         result["chunks"] = f"{c + 1} of {len(plan)}"
         result["wall_seconds"] = round(time.time() - started, 1)
         write(result, args.out)
@@ -244,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def summarise(args, argv, config, threads, examples, subsets, scores, seconds, done) -> dict:
+def summarise(args, argv, config, examples, subsets, scores, seconds, done) -> dict:
     """The JSON of everything scored so far (``complete`` once every chunk ran)."""
     per_corpus = {}
     counts = dict.fromkeys(seconds, 0)
@@ -277,18 +275,11 @@ def summarise(args, argv, config, threads, examples, subsets, scores, seconds, d
     pool = pooled(per_corpus, args.precisions)
     decision = choose(pool, speed.get("batch16", {}), args.precisions)
     complete = all(len(done[n]) == len(examples[n]) for n in examples)
-    env = runs.environment()
     default = EvalConfig().precision
     return {
-        "benchmark": "precision",
-        "command": "python benchmarks/precision.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "complete": complete,
-        "model": config.model.name,
-        "adapter": args.adapter,
-        "split": "dev",
-        "hardware": runs.hardware_summary(env),
-        "torch_threads": threads,
-        "torch": torch.__version__,
+        **runs.benchmark_header(
+            "precision", argv, complete=complete, model=config.model.name, adapter=args.adapter, split="dev"
+        ),
         "settings": {
             "dtype": config.model.dtype,
             "length_normalise": config.eval.length_normalise,

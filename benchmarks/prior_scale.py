@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dialoguellm import stats
+from dialoguellm import runs, stats
 from dialoguellm.analysis.error_analysis import dataset_of, label_words
 from dialoguellm.calibration import PriorCorrection
 from dialoguellm.runs import RunLayout, load_run_config
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scales.append(1.0)  # the offsets-only variant the fitted scale is compared with
     run = Path(args.run).expanduser().resolve()
     result = {
-        "command": "python benchmarks/prior_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": runs.benchmark_command("prior_scale", argv),
         "run": str(run),
         "split": "dev",
         "folds": args.folds,

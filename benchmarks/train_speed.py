@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     config = config_from_options(args)
-    threads = modeling.set_threads(config.model.num_threads)
+    modeling.set_threads(config.model.num_threads)
     # The first micro-batches of the real first epoch (the config's training sample, length-grouped as the
     # trainer groups it), keeping full ones only so that the Trainer's batches are the same.
     corpora = readers.load_corpora(config.data.datasets, args.data_dir)
@@ -172,13 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
     result_ours = ours(config, prepared, batches)
     result_base = baseline(config, prepared, batches)
     ratio = round(result_ours["tokens_per_second"] / result_base["tokens_per_second"], 2)
-    env = runs.environment()
     result = {
-        "benchmark": "train_speed",
-        "command": "python benchmarks/train_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": config.model.name,
-        "hardware": runs.hardware_summary(env),
-        "torch_threads": threads,
+        **runs.benchmark_header("train_speed", argv, model=config.model.name),
         "settings": {
             "micro_batch_size": config.train.micro_batch_size,
             "micro_batches_timed": len(batches) - 1,

@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,28 @@ def hardware_summary(env: Mapping[str, Any]) -> str:
     hw = env.get("hardware", {})
     gpu = hw.get("gpu") or "no GPU"
     return f"{hw.get('cpu_count')} CPU cores ({hw.get('processor')}), {gpu}"
+
+
+def benchmark_command(name: str, argv: Sequence[str] | None = None) -> str:
+    """The command that reproduces a result of ``benchmarks/<name>.py``: ``python benchmarks/<name>.py`` and its
+    arguments (``argv``; the process's own arguments when None)."""
+    return " ".join(["python", f"benchmarks/{name}.py", *(sys.argv[1:] if argv is None else argv)])
+
+
+def benchmark_header(name: str, argv: Sequence[str] | None = None, **fields: Any) -> dict[str, Any]:
+    """The provenance a benchmark's JSON opens with: the benchmark's name, the command that reproduces it
+    (``benchmark_command``), the script's own ``fields`` in the order given (model, adapter, split, ...), then
+    the hardware (``hardware_summary``), torch's thread count and torch's version."""
+    import torch
+
+    return {
+        "benchmark": name,
+        "command": benchmark_command(name, argv),
+        **fields,
+        "hardware": hardware_summary(environment()),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
 def hardware_description() -> str:

@@ -21,6 +21,15 @@ def load(name: str):
     return module
 
 
+def assert_provenance(result: dict, name: str, argv: list[str], threads: int | None = 1) -> None:
+    """The result names the command that reproduces it (the script and exactly the arguments it ran with)
+    and, for the benchmarks that load a model, the hardware, torch and the threads it ran with."""
+    assert result["command"] == " ".join(["python", f"benchmarks/{name}.py", *argv])
+    if threads is not None:
+        assert result["benchmark"] == name and result["torch_threads"] == threads
+        assert "CPU cores" in result["hardware"] and result["torch"]
+
+
 TINY = ["--set", "model.dtype=fp32", "--set", "model.num_threads=1", "--set", "eval.max_new_tokens=2"]
 
 
@@ -65,6 +74,7 @@ def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path, monkeypatch):
         str(out),
     ]
     result = load("eval_speed").main(args)
+    assert_provenance(result, "eval_speed", args)
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(result))
     for method in ("label_scoring", "greedy_generate", "paper_generate"):
@@ -81,6 +91,7 @@ def test_train_speed_times_both_on_the_same_tokens(tiny_model_dir, tmp_path):
     out = tmp_path / "train.json"
     args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--set", "data.train_per_dataset=48"]
     result = load("train_speed").main([*args, "--micro-batches", "3", "--out", str(out)])
+    assert_provenance(result, "train_speed", [*args, "--micro-batches", "3", "--out", str(out)])
     ours, base = result["ours"], result["plain_trainer"]
     assert ours["real_tokens"] == base["real_tokens"] > 0  # the same examples
     assert base["tokens_computed"] == 2 * 8 * 256  # two timed micro-batches of 8, padded to the cutoff
@@ -102,6 +113,7 @@ def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, mo
     args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--per-dataset", "14", "--folds", "2"]
     curve = ["--fit-sizes", "0", "4", "8", "--fit-repeats", "2"]
     result = load("length_normalisation").main([*args, "--repeats", "2", *curve, "--out", str(out)])
+    assert_provenance(result, "length_normalisation", [*args, "--repeats", "2", *curve, "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["split"] == "dev" and set(result["per_corpus"]) == {"meld", "emorynlp"}
     for entry in result["per_corpus"].values():
@@ -128,6 +140,7 @@ def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
     args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--set", "model.dtype=bf16"]
     args += ["--adapter", str(tmp_path / "adapter"), "--per-dataset", "10", "--chunk", "4", "--out", str(out)]
     result = load("inference_weights").main(args)
+    assert_provenance(result, "inference_weights", args)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["split"] == "dev" and result["utterances"] == 20
     assert result["bit_identical_to_autocast_casts"] == {"bf16_copies": True, "bf16_copies_gqa": True}
@@ -150,6 +163,7 @@ def test_overlap_effect_trains_both_arms_and_splits_the_test_set(tiny_model_dir,
         str(tmp_path / "runs"),
     ]
     result = load("overlap_effect").main([*args, "--out", str(out), "--resamples", "200"])
+    assert_provenance(result, "overlap_effect", [*args, "--out", str(out), "--resamples", "200"], None)
     assert json.loads(out.read_text()) == result
     removed = result["removed_from_training"]
     assert removed["meld"] > 0 and removed["emorynlp"] > 0  # the full training splits lose the shared lines
@@ -269,6 +283,7 @@ def test_precision_compares_on_dev_interleaved_and_writes_as_it_goes(tiny_model_
     args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--set", "model.dtype=bf16"]
     args += ["--adapter", str(tmp_path / "adapter"), "--per-dataset", "10", "--batch1-per-dataset", "4"]
     result = module.main([*args, "--chunk", "4", "--out", str(out)])
+    assert_provenance(result, "precision", [*args, "--chunk", "4", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert len(written) == 6 and not written[0]["complete"] and result["complete"]  # 3 chunks per corpus
     assert result["split"] == "dev" and set(result["per_corpus"]) == {"meld", "emorynlp"}
@@ -324,9 +339,9 @@ def test_prior_scale_sweeps_on_the_saved_dev_predictions_only(tmp_path):
         frame[f"p_{w}"], frame[f"ll_{w}"] = probs[:, j], ll[:, j]
     frame.to_csv(run / "training" / "adapter" / "dev_meld_predictions.csv", index=False)
     out = tmp_path / "scale.json"
-    result = load("prior_scale").main(
-        ["--run", str(run), "--scales", "2,3", "--resamples", "200", "--out", str(out)]
-    )
+    argv = ["--run", str(run), "--scales", "2,3", "--resamples", "200", "--out", str(out)]
+    result = load("prior_scale").main(argv)
+    assert_provenance(result, "prior_scale", argv, None)
     assert json.loads(out.read_text()) == result and result["split"] == "dev"
     entry = result["results"]["meld"]
     assert set(entry["weighted_f1"]) == {"uncorrected", "scale 1", "scale 2", "scale 3", "fitted"}
