@@ -5,6 +5,8 @@ between them.
     python -m dialoguellm.pipeline reproduce [--run-dir runs/NAME] [--only 01 03]
     python -m dialoguellm.pipeline figures [--run-dir results/cpu] [--out figures/]
     python -m dialoguellm.pipeline summary [--run-dir runs/NAME]
+    python -m dialoguellm.pipeline export-results [--run-dir runs/NAME] [--out results/cpu]
+    python -m dialoguellm.pipeline export-seeds --run-dir runs/SEEDS [--out results/cpu/seeds]
 """
 
 from __future__ import annotations
@@ -255,6 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     exp.add_argument("--run-dir", help="run folder (default: runs/latest)")
     exp.add_argument("--out", default=str(REPO_DIR / "results" / "cpu"), help="default: results/cpu")
+    seeds = sub.add_parser(
+        "export-seeds",
+        help="copy the test predictions of `dialoguellm train/evaluate --all-seeds` to results/cpu/seeds",
+    )
+    seeds.add_argument("--run-dir", required=True, help="the --run-dir given to train/evaluate --all-seeds")
+    seeds.add_argument(
+        "--out", default=str(REPO_DIR / "results" / "cpu" / "seeds"), help="default: results/cpu/seeds"
+    )
     args = parser.parse_args(argv)
 
     runs = REPO_DIR / "runs"
@@ -289,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         from dialoguellm.report import export_results
 
         written = export_results(Path(args.run_dir) if args.run_dir else runs / "latest", args.out)
+        print(f"{len(written)} files in {args.out}")
+        return 0
+    if args.command == "export-seeds":
+        from dialoguellm.report import export_seeds
+
+        written = export_seeds(Path(args.run_dir), args.out)
         print(f"{len(written)} files in {args.out}")
         return 0
     from dialoguellm.plots.registry import missing_inputs, regenerate

@@ -46,11 +46,17 @@ def run_report(run_dir: str | os.PathLike) -> str:
     out: list[str] = [f"Run folder: `{run.root.resolve().name}`", ""]
     if any(run.evaluation().glob("test_*_predictions.csv")):
         out += [headline_table(run.root), ""]
+    if (run.root / SEEDS_DIR / "predictions.csv").is_file():
+        out += [seeds_table(run.root), ""]
+    has_ablations = (run.root / ABLATIONS_DIR / "results.json").is_file()
+    if has_ablations:
+        out += [ablations_table(run.root), ""]
     out += _stages(run)
     out += _evaluation(records.get("03_training", {}), records.get("04_evaluation", {}))
     out += _baselines(records.get("05_ablations", {}))
     out += _probes(records.get("05_ablations", {}))
-    out += _retrained(records.get("05_ablations", {}))
+    if not has_ablations:  # the results file itself is shown above
+        out += _retrained(records.get("05_ablations", {}))
     out += _error_analysis(records.get("06_error_analysis", {}))
     out += _seceu(records.get("07_emotional_intelligence", {}))
     return "\n".join(out)
@@ -305,9 +311,17 @@ RESULT_FILES = (
 )
 
 
+# Folders of a results copy that other commands write (``make ablations``, ``export_seeds``): kept when a run
+# is exported over the copy.
+SEEDS_DIR = "seeds"
+ABLATIONS_DIR = "ablations_retrained"
+KEPT_ON_EXPORT = (ABLATIONS_DIR, SEEDS_DIR)
+
+
 def export_results(run_dir: str | os.PathLike, out: str | os.PathLike) -> list[Path]:
     """Copy a finished run's small outputs (``RESULT_FILES``) to ``out``, keeping the run folder's layout,
-    so ``headline_table(out)`` and ``run_report(out)`` work on the copy. Replaces ``out`` whole."""
+    so ``headline_table(out)`` and ``run_report(out)`` work on the copy. Replaces ``out`` whole, except the
+    folders other commands wrote there (``KEPT_ON_EXPORT``: the retrained ablations, the seeds)."""
     run = Path(run_dir).resolve()
     if not RunLayout(run).evaluation().is_dir():
         raise FileNotFoundError(f"{run} has no evaluation/ folder: run `make reproduce` to the end first.")
@@ -322,6 +336,132 @@ def export_results(run_dir: str | os.PathLike, out: str | os.PathLike) -> list[P
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
                 written.append(out / path.relative_to(run))
+    for name in KEPT_ON_EXPORT:
+        if (out / name).exists():
+            (out / name).rename(staging / name)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return written
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+
+# What the seeds table needs of each test prediction (the label scores stay in the run folder).
+SEED_COLUMNS = ("example_id", "dialogue_id", "dataset", "gold_id", "gold", "pred_id_raw", "pred_id")
+
+
+def export_seeds(run_dir: str | os.PathLike, out: str | os.PathLike) -> list[Path]:
+    """Copy what ``dialoguellm train --all-seeds`` and ``dialoguellm evaluate --all-seeds --split test`` wrote
+    in ``run_dir`` to ``out`` (``results/cpu/seeds``): ``seeds_summary.json``, each seed's training
+    ``config.yaml``, ``metrics.json`` and ``environment.json`` (as ``training_seed<S>/``), and one
+    ``predictions.csv`` with a row per seed and test utterance (``SEED_COLUMNS``; ``pred_id_raw`` is the raw
+    argmax, ``pred_id`` the prediction with the dev-fitted biases). Replaces ``out`` whole."""
+    run = Path(run_dir)
+    evaluation = RunLayout(run).evaluation()
+    summary_path = evaluation / "seeds_summary.json"
+    if not summary_path.is_file():
+        raise FileNotFoundError(
+            f"{summary_path} is missing: run `dialoguellm train --all-seeds --run-dir {run}` and then "
+            f"`dialoguellm evaluate --run-dir {run} --all-seeds --split test` first."
+        )
+    summary = read_json(summary_path)
+    if summary.get("split") != "test":
+        raise ValueError(f"{summary_path}: split {summary.get('split')!r}; export the test evaluation.")
+    out = Path(out)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    frames = []
+    for seed in summary["seeds"]:
+        paths = sorted((evaluation / f"seed{seed}").glob("test_*_predictions.csv"))
+        if not paths:
+            raise FileNotFoundError(
+                f"{evaluation / f'seed{seed}'} has no test predictions; rerun the evaluation."
+            )
+        for path in paths:
+            frame = read_predictions(path)
+            if "pred_id_raw" not in frame:  # evaluated without the biases: the prediction is the raw argmax
+                frame["pred_id_raw"] = frame["pred_id"]
+            frame["dialogue_id"] = stats.frame_dialogues(frame, str(path))
+            frames.append(frame[list(SEED_COLUMNS)].assign(seed=seed))
+        for name in ("config.yaml", "metrics.json", "environment.json"):
+            source = run / f"training_seed{seed}" / name
+            if source.is_file():
+                (staging / source.parent.name).mkdir(exist_ok=True)
+                shutil.copy2(source, staging / source.parent.name / name)
+    table = pd.concat(frames, ignore_index=True)
+    table[["seed", *SEED_COLUMNS]].to_csv(staging / "predictions.csv", index=False)
+    shutil.copy2(summary_path, staging / "seeds_summary.json")
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return sorted(p for p in out.rglob("*") if p.is_file())
+
+
+def seeds_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES) -> str:
+    """Markdown: weighted F1 on each test set for every seed (each with its 95% dialogue-bootstrap interval)
+    and the mean and sd over seeds, raw and with the dev-fitted biases, from ``<results_dir>/seeds``."""
+    path = Path(results_dir) / SEEDS_DIR / "predictions.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"No {path}: run `python -m dialoguellm.pipeline export-seeds` first.")
+    table = read_predictions(path)
+    seeds = list(dict.fromkeys(table["seed"].tolist()))
+    corpora = sorted(set(table["dataset"]), key=lambda c: (CORPUS_ORDER + (c,)).index(c))
+    header = ["test set", "system", *[f"seed {s}" for s in seeds], "mean ± sd over seeds"]
+    rows = []
+    for corpus in corpora:
+        for system, column in ((RAW, "pred_id_raw"), (CALIBRATED, "pred_id")):
+            cells, values = [], []
+            for seed in seeds:
+                frame = table[(table["seed"] == seed) & (table["dataset"] == corpus)]
+                interval = stats.frame_interval(
+                    frame.assign(pred_id=frame[column]), "weighted_f1", f"{path} seed {seed}/{corpus}",
+                    n_resamples=n_resamples,
+                )  # fmt: skip
+                cells.append(str(interval))
+                values.append(100 * interval.estimate)
+            sd = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else 0.0
+            rows.append([corpus, system, *cells, f"{sum(values) / len(values):.1f} ± {sd:.1f}"])
+    out = [
+        f"Weighted F1 of the same profile trained with {len(seeds)} seeds (percent; each seed's 95% interval "
+        "from a bootstrap over dialogues, and the sample standard deviation over seeds):",
+        "",
+    ]
+    return "\n".join(out + _table(header, rows)).rstrip()
+
+
+# --------------------------------------------------------------------------------- retrained ablations
+
+
+def ablations_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES) -> str:
+    """Markdown: each retrained-ablation arm's weighted F1 (mean ± sd over seeds), its paired difference from
+    the base arm (seeds pooled, 95% dialogue-bootstrap interval, verdict) and the paper's value for the same
+    question, from ``<results_dir>/ablations_retrained/results.json`` (``make ablations``)."""
+    from dialoguellm.analysis import ablation_retrained as retrained
+
+    results = retrained.load_results(Path(results_dir) / ABLATIONS_DIR)
+    summary = retrained.summary_table(results, n_resamples=n_resamples)
+    rows = []
+    for _, r in summary.iterrows():
+        spread = f"{r['weighted_f1_mean']:.1f}" + (
+            "" if pd.isna(r["weighted_f1_sd"]) else f" ± {r['weighted_f1_sd']:.1f}"
+        )
+        if pd.isna(r["delta_weighted_f1"]):
+            diff, verdict = "-", "-"
+        else:
+            diff = f"{r['delta_weighted_f1']:+.1f} [{r['delta_weighted_f1_low']:+.1f}, {r['delta_weighted_f1_high']:+.1f}]"
+            verdict = r["delta_weighted_f1_verdict"]
+        paper = "-"
+        if pd.notna(r["paper_weighted_f1"]):
+            paper = f"{r['paper_weighted_f1']:.1f} ({r['paper_delta_weighted_f1']:+.1f})"
+        rows.append([r["label"], r["dataset"], r["seeds"], spread, diff, verdict, paper])
+    header = [
+        "arm", "test set", "seeds", "weighted F1, mean ± sd", "minus base [95% CI]", "verdict",
+        "paper, LLaMA 2-7B (minus its 1-shot)",
+    ]  # fmt: skip
+    n = int(summary["n"].max()) if len(summary) else 0
+    out = [
+        f"Retrained ablations: an adapter per arm and seed, each scored on the same {n} test utterances per "
+        "corpus (percent; differences pool the seeds, 95% interval from a bootstrap over dialogues):",
+        "",
+    ]
+    return "\n".join(out + _table(header, rows)).rstrip()

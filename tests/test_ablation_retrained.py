@@ -5,6 +5,7 @@ continues an interrupted training from its checkpoint, and summarises the one re
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,9 @@ def test_tiny_grid_runs_every_arm_and_seed_resumes_and_summarises(tiny_model_dir
     saved = retrained.load_results(out)
     assert saved["commands"] == ["test run 1", "test run 2", "test run 3"]
     _check_results_file(saved, grid)
-    _check_summary(retrained.summary_table(saved, n_resamples=200))
+    table = retrained.summary_table(saved, n_resamples=200)
+    _check_summary(table)
+    _check_markdown(table, out, tmp_path / "results")
 
     # Another size is never mixed into this file.
     other = retrained.load_grid(
@@ -214,6 +217,28 @@ def _check_summary(table: pd.DataFrame) -> None:
     assert (
         len(shown) == len(table) and shown["weighted F1 minus base [95% CI]"].str.contains(r"\[").sum() == 9
     )
+
+
+def _check_markdown(table: pd.DataFrame, out: Path, results: Path) -> None:
+    """The README's ablation table (``report.ablations_table``, read from a results copy) shows the summary."""
+    from dialoguellm.report import ablations_table
+
+    (results / "ablations_retrained").mkdir(parents=True)
+    shutil.copy2(out / "results.json", results / "ablations_retrained" / "results.json")
+    lines = ablations_table(results, n_resamples=200).splitlines()
+    rows = [line.strip("| ").split(" | ") for line in lines if line.startswith("| ")][1:]
+    assert len(rows) == len(table) and "the same 6 test utterances per corpus" in lines[0]
+    for cells, (_, row) in zip(rows, table.iterrows(), strict=True):
+        assert cells[:2] == [row["label"], row["dataset"]]
+        assert cells[3].split(" ± ")[0] == f"{row['weighted_f1_mean']:.1f}"
+        if np.isnan(row["delta_weighted_f1"]):
+            assert cells[4:6] == ["-", "-"]
+        else:
+            assert (
+                cells[4].startswith(f"{row['delta_weighted_f1']:+.1f} [")
+                and cells[5] == row["delta_weighted_f1_verdict"]
+            )
+        assert (cells[6] == "-") == bool(np.isnan(row["paper_weighted_f1"]))
 
 
 def test_the_pooled_difference_pairs_each_seed_with_the_base_of_the_same_seed():

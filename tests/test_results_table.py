@@ -3,6 +3,7 @@ table and the results export work on a small synthetic run folder."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,12 +13,25 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from dialoguellm.corpora.labels import normalised_label_names
-from dialoguellm.report import CALIBRATED, RAW, UNTUNED, export_results, headline_systems, headline_table
+from dialoguellm.report import (
+    CALIBRATED,
+    RAW,
+    UNTUNED,
+    ablations_table,
+    export_results,
+    export_seeds,
+    headline_systems,
+    headline_table,
+    seeds_table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results" / "cpu"
 README = REPO / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+# The other blocks of the README's Results section and the function that prints each from results/cpu
+# (`python -m dialoguellm.pipeline summary --run-dir results/cpu` prints all three).
+BLOCKS = {"seeds": seeds_table, "ablations": ablations_table}
 
 
 def _frame(n_dialogues: int, seed: int, calibrated: bool) -> pd.DataFrame:
@@ -175,3 +189,81 @@ def test_floors_are_compared_on_the_utterances_ours_were_scored_on(tmp_path):
     assert "floor: majority class" in table and "Paired differences" in table
     floor = headline_systems(run)["floor: majority class"]["meld"]
     assert sorted(floor["example_id"]) == sorted(sample["example_id"])
+
+
+def _seeds_run(tmp_path: Path, seeds=(42, 43, 44)) -> Path:
+    """What `dialoguellm train --all-seeds` + `evaluate --all-seeds --split test` leave in a run folder."""
+    run = tmp_path / "seeds_run"
+    for i, seed in enumerate(seeds):
+        folder = run / "evaluation" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        _frame(30, 10 + i, calibrated=True).to_csv(folder / "test_meld_predictions.csv", index=False)
+        (run / f"training_seed{seed}").mkdir(parents=True)
+        (run / f"training_seed{seed}" / "config.yaml").write_text(f"train: {{seed: {seed}}}\n")
+        (run / f"training_seed{seed}" / "adapter").mkdir()
+        (run / f"training_seed{seed}" / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    summary = {"seeds": list(seeds), "split": "test", "results": {}}
+    (run / "evaluation" / "seeds_summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_seeds_export_and_table_show_every_seed_with_its_interval_and_the_spread(tmp_path):
+    run = _seeds_run(tmp_path)
+    out = tmp_path / "results" / "seeds"
+    written = export_seeds(run, out)
+    assert out / "predictions.csv" in written and out / "training_seed43" / "config.yaml" in written
+    assert not list(out.rglob("*.safetensors"))  # no weights
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table["seed"].unique()) == [42, 43, 44] and len(table) == sum(
+        len(pd.read_csv(p)) for p in run.glob("evaluation/seed*/test_meld_predictions.csv")
+    )
+    text = seeds_table(out.parent, n_resamples=300)
+    rows = [line for line in text.splitlines() if line.startswith("| meld")]
+    assert [r.split(" | ")[1] for r in rows] == [RAW, CALIBRATED]
+    labels = list(range(len(normalised_label_names("meld"))))
+    for row, column in zip(rows, ("pred_id_raw", "pred_id"), strict=True):
+        cells = row.strip("| ").split(" | ")
+        values = []
+        for seed, cell in zip((42, 43, 44), cells[2:5], strict=True):
+            frame = pd.read_csv(run / "evaluation" / f"seed{seed}" / "test_meld_predictions.csv")
+            values.append(100 * f1_score(frame["gold_id"], frame[column], labels=labels, average="weighted"))
+            estimate, low, high = map(float, re.findall(r"-?\d+\.\d", cell))
+            assert estimate == pytest.approx(values[-1], abs=0.051) and low <= estimate <= high
+        assert cells[5] == f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
+
+def test_seeds_export_refuses_a_run_without_the_test_evaluation(tmp_path):
+    run = _seeds_run(tmp_path)
+    (run / "evaluation" / "seeds_summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match="evaluate --run-dir .* --all-seeds --split test"):
+        export_seeds(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_results_keeps_the_ablations_and_seeds_other_commands_wrote(tmp_path):
+    run = _run(tmp_path)
+    out = tmp_path / "results"
+    export_results(run, out)
+    export_seeds(_seeds_run(tmp_path), out / "seeds")
+    (out / "ablations_retrained").mkdir()
+    (out / "ablations_retrained" / "results.json").write_text("{}")
+    (out / "stale.csv").write_text("a file no run writes")
+    export_results(run, out)
+    assert (out / "seeds" / "predictions.csv").is_file()
+    assert (out / "ablations_retrained" / "results.json").read_text() == "{}"
+    assert not (out / "stale.csv").exists() and (out / "evaluation" / "test_meld_predictions.csv").is_file()
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_readme_seed_and_ablation_tables_are_recomputed_from_committed_files(block):
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+    folder = RESULTS / ("seeds" if block == "seeds" else "ablations_retrained")
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not in this checkout")
+    text = README.read_text(encoding="utf-8")
+    assert start in text and end in text, f"README.md lost its {block} markers"
+    shown = text.split(start, 1)[1].split(end, 1)[0].strip()
+    assert shown == BLOCKS[block](RESULTS).strip(), (
+        f"README's {block} table differs from `python -m dialoguellm.pipeline summary --run-dir results/cpu`; "
+        "paste the table it prints."
+    )
