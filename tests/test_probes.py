@@ -157,3 +157,20 @@ def test_prompt_costs_count_tokens_without_a_model(run_folder, tiny_model_dir):
     assert meld.loc["context_z0", "relative_cost"] < 1.0 < meld.loc["context_zall", "relative_cost"]
     assert meld.loc["adapter_off", "to_score"] == 12  # the same prompts, but the other adapter state
     assert "descriptions_on" not in set(costs[costs["dataset"] == "emorynlp"]["probe"])
+
+
+def test_each_probes_prompts_are_built_once_per_plan_and_tokenizer(run_folder, tiny_model_dir):
+    """The cost table (a tokenizer-only load) and the scoring (the model's tokenizer) share the prompts."""
+    plan = probes.plan_probes(run_folder, per_dataset=12)
+    tokenizer = loading.load_model(tiny_model_dir, dtype="fp32").tokenizer
+    probes.prompt_costs(plan, tokenizer)
+    n_built = len(plan.built)
+    assert n_built == sum(len(probes.applicable(plan.probes, d)) for d in plan.corpora)
+    base = next(p for p in plan.probes if p.name == probes.BASE)
+    again = loading.load_model(tiny_model_dir, dtype="fp32").tokenizer  # the same files, another object
+    first = probes.build_examples(plan, base, "meld", tokenizer)
+    assert probes.build_examples(plan, base, "meld", again) is first and len(plan.built) == n_built
+    again.add_tokens(["<another-vocabulary>"])  # a different tokenizer builds its own prompts
+    other = probes.build_examples(plan, base, "meld", again)
+    assert other is not first and len(plan.built) == n_built + 1
+    assert [e.prompt_ids for e in other[1]] == [e.prompt_ids for e in first[1]]

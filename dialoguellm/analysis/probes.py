@@ -152,6 +152,10 @@ class ProbePlan:
     per_dataset: int = SAMPLE_SIZE
     sample_seed: int = SAMPLE_SEED
     positions: dict[str, list[int]] = field(default_factory=dict)
+    # build_examples' prompts by (probe, corpus, tokenizer): the cost table and the scoring build each once
+    built: dict[tuple[str, str, str, int], tuple[Any, list[PromptExample]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def probes_table(self) -> pd.DataFrame:
         """One row per probe: what it changes."""
@@ -194,14 +198,19 @@ def build_examples(
     plan: ProbePlan, probe: Probe, dataset: str, tokenizer: Any
 ) -> tuple[Any, list[PromptExample]]:
     """(builder, prompts) of one probe on one corpus's sample, built exactly as training and notebook 04 build
-    them (demonstrations from the training split, drawn with ``train.seed``)."""
-    builder = builders_from_config(
-        tokenizer, {dataset: plan.corpora[dataset]}, probe.settings(plan.settings), plan.descriptions
-    )[dataset]
-    split = plan.corpora[dataset][plan.split]
-    return builder, builder.build_split(
-        split, plan.descriptions.get(plan.split, {}), only=plan.positions[dataset]
-    )
+    them (demonstrations from the training split, drawn with ``train.seed``). Built once per plan, probe,
+    corpus and tokenizer (the same files loaded twice count as one: name and vocabulary size)."""
+    key = (probe.name, dataset, str(getattr(tokenizer, "name_or_path", id(tokenizer))), len(tokenizer))
+    if key not in plan.built:
+        builder = builders_from_config(
+            tokenizer, {dataset: plan.corpora[dataset]}, probe.settings(plan.settings), plan.descriptions
+        )[dataset]
+        split = plan.corpora[dataset][plan.split]
+        plan.built[key] = (
+            builder,
+            builder.build_split(split, plan.descriptions.get(plan.split, {}), only=plan.positions[dataset]),
+        )
+    return plan.built[key]
 
 
 def prompt_costs(plan: ProbePlan, tokenizer: Any) -> pd.DataFrame:
@@ -489,18 +498,10 @@ def save_probes(plan: ProbePlan, result: ProbeRun, summary: pd.DataFrame) -> Pat
 
 
 def probe_stage(
-    run: str | os.PathLike,
-    probes: Sequence[str] = (),
-    corpora: Sequence[str] = (),
-    split: str = "test",
-    per_dataset: int = SAMPLE_SIZE,
-    sample_seed: int = SAMPLE_SEED,
-    batch_size: int = 0,
-    n_resamples: int = stats.DEFAULT_RESAMPLES,
-    data_dir: str | os.PathLike | None = None,
-) -> tuple[ProbePlan, ProbeRun, pd.DataFrame]:
-    """Notebook 05's probe step: plan, load the model with the adapter once, score, summarise, save."""
-    plan = plan_probes(run, probes, corpora, split, per_dataset, sample_seed, data_dir=data_dir)
+    plan: ProbePlan, batch_size: int = 0, n_resamples: int = stats.DEFAULT_RESAMPLES
+) -> tuple[ProbeRun, pd.DataFrame]:
+    """Notebook 05's probe step on a ``plan_probes`` plan: load the model with the adapter once, score (the
+    prompts ``prompt_costs`` built for the plan are reused), summarise, save."""
     m = plan.settings.model
     loading.set_threads(m.num_threads)
     loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
@@ -508,7 +509,7 @@ def probe_stage(
     result = run_probes(plan, model, loaded.tokenizer, batch_size=batch_size)
     summary = summarise(result.predictions, n_resamples)
     save_probes(plan, result, summary)
-    return plan, result, summary
+    return result, summary
 
 
 def load_summary(run: str | os.PathLike) -> pd.DataFrame:
