@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -613,87 +613,18 @@ def read_description_file(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Descriptions file not found: {path}")
-    suffix = path.suffix.lower()
-    raw: list[tuple[str, Any]] = []  # (where, row)
     text = read_text_file(
         path,
         fix="Is it a video or another binary file? Pass a JSONL, CSV or JSON file of descriptions saved as UTF-8.",
     )
-    if suffix == ".jsonl":
-        # Lines end at \n only: json.dumps(ensure_ascii=False) writes U+2028 and U+0085 as they are, and
-        # str.splitlines would cut such a description in two.
-        for n, line in enumerate(text_lines(text), start=1):
-            if not line.strip():
-                continue
-            try:
-                raw.append((f"line {n}", json.loads(line)))
-            except (json.JSONDecodeError, RecursionError) as err:
-                raise ValueError(
-                    f"{path}, line {n}: not valid JSON ({getattr(err, 'msg', 'nested too deeply')}). Each line "
-                    f'must be one JSON object like {{"{id_field}": "dia0_utt0", "{text_field}": "..."}}.'
-                ) from None
-    elif suffix == ".csv":
-        rows = csv_rows(path, text)
-        _, header = next(rows, (0, []))
-        raw = [(f"row {n}", dict(zip(header, fields, strict=True))) for n, fields in rows]
-    elif suffix == ".json":
-        try:
-            data = json.loads(text)
-        except RecursionError:
-            raise ValueError(f"{path}: not valid JSON (nested too deeply); restore the file.") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}). Expected a list of "
-                f'objects with "{id_field}" and "{text_field}", or an object {{clip_id: description}}.'
-            ) from None
-        if isinstance(data, dict):
-            raw = [(f"key {k!r}", {id_field: k, text_field: v}) for k, v in data.items()]
-        elif isinstance(data, list):
-            raw = [(f"item {i}", row) for i, row in enumerate(data)]
-        else:
-            raise ValueError(
-                f"{path}: expected a JSON list or object, found {type(data).__name__}; write a list of "
-                f'{{"{id_field}": ..., "{text_field}": ...}} objects or one {{clip_id: description}} object.'
-            )
-    else:
-        raise ValueError(f"{path}: unknown descriptions format {suffix!r}; use .jsonl, .csv or .json.")
+    raw = _parsed_description_rows(path, text, id_field, text_field)
     if not raw:
         raise ValueError(f"{path}: no descriptions found (the file is empty); pass the file that holds them.")
     rows: list[dict[str, Any]] = []
     first_seen: dict[tuple[str | None, str], str] = {}
     for where, row in raw:
-        if not isinstance(row, dict):
-            raise ValueError(
-                f"{path}, {where}: expected a JSON object, found {type(row).__name__}; write it as "
-                f'{{"{id_field}": "dia0_utt0", "{text_field}": "..."}}.'
-            )
-        if id_field not in row or text_field not in row:
-            raise ValueError(
-                f"{path}, {where}: needs fields {id_field!r} and {text_field!r}, found {sorted(row)}. "
-                "Rename the columns or pass id_field=/text_field=."
-            )
-        clip_id = str(row[id_field] or "").strip().removesuffix(".mp4")
-        desc = row[text_field]
-        if not clip_id:
-            raise ValueError(f"{path}, {where}: empty {id_field!r}; fill in the clip id or remove the row.")
-        if not CLIP_ID_PATTERN.fullmatch(clip_id):
-            raise ValueError(
-                f"{path}, {where}: clip id {clip_id!r} is not of the form dia{{D}}_utt{{U}} (MELD's names, as in "
-                "dia12_utt3.mp4); rename it or remove the row."
-            )
-        if desc is not None and not isinstance(desc, str):
-            raise ValueError(
-                f"{path}, {where}: {text_field!r} of clip {clip_id!r} is a {type(desc).__name__}, not text; "
-                "write the description as a string."
-            )
-        if not desc or not desc.strip():
-            raise ValueError(
-                f"{path}, {where}: empty {text_field!r} for clip {clip_id!r}; remove the row or fill it in."
-            )
-        if "\x00" in desc:  # a JSON "\u0000": damage, never part of a description
-            raise ValueError(
-                f"{path}, {where}: a NUL character in the description of {clip_id!r}; fix the row."
-            )
+        clip_id = _checked_clip_id(path, where, row, id_field, text_field)
+        desc = _checked_description(path, where, row[text_field], clip_id, text_field)
         split = str(row["split"]).strip() if row.get("split") else None
         if (split, clip_id) in first_seen:
             raise ValueError(
@@ -701,8 +632,100 @@ def read_description_file(
                 "keep one row per clip."
             )
         first_seen[(split, clip_id)] = where
-        rows.append({"clip_id": clip_id, "split": split, "text": desc.strip(), "where": where})
+        rows.append({"clip_id": clip_id, "split": split, "text": desc, "where": where})
     return rows
+
+
+def _parsed_description_rows(path: Path, text: str, id_field: str, text_field: str) -> list[tuple[str, Any]]:
+    """The file's rows as ``(where, row)`` before any check, parsed by its suffix (JSONL, CSV or JSON)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _jsonl_description_rows(path, text, id_field, text_field)
+    if suffix == ".csv":
+        rows = csv_rows(path, text)
+        _, header = next(rows, (0, []))
+        return [(f"row {n}", dict(zip(header, fields, strict=True))) for n, fields in rows]
+    if suffix == ".json":
+        return _json_description_rows(path, text, id_field, text_field)
+    raise ValueError(f"{path}: unknown descriptions format {suffix!r}; use .jsonl, .csv or .json.")
+
+
+def _jsonl_description_rows(path: Path, text: str, id_field: str, text_field: str) -> list[tuple[str, Any]]:
+    """One parsed object per non-blank line, so an error can name the line that is not JSON."""
+    raw: list[tuple[str, Any]] = []
+    # Lines end at \n only: json.dumps(ensure_ascii=False) writes U+2028 and U+0085 as they are, and
+    # str.splitlines would cut such a description in two.
+    for n, line in enumerate(text_lines(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw.append((f"line {n}", json.loads(line)))
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise ValueError(
+                f"{path}, line {n}: not valid JSON ({getattr(err, 'msg', 'nested too deeply')}). Each line "
+                f'must be one JSON object like {{"{id_field}": "dia0_utt0", "{text_field}": "..."}}.'
+            ) from None
+    return raw
+
+
+def _json_description_rows(path: Path, text: str, id_field: str, text_field: str) -> list[tuple[str, Any]]:
+    """The rows of a JSON list of objects or of one ``{clip_id: description}`` object, as the JSONL rows."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON (nested too deeply); restore the file.") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}). Expected a list of "
+            f'objects with "{id_field}" and "{text_field}", or an object {{clip_id: description}}.'
+        ) from None
+    if isinstance(data, dict):
+        return [(f"key {k!r}", {id_field: k, text_field: v}) for k, v in data.items()]
+    if isinstance(data, list):
+        return [(f"item {i}", row) for i, row in enumerate(data)]
+    raise ValueError(
+        f"{path}: expected a JSON list or object, found {type(data).__name__}; write a list of "
+        f'{{"{id_field}": ..., "{text_field}": ...}} objects or one {{clip_id: description}} object.'
+    )
+
+
+def _checked_clip_id(path: Path, where: str, row: Any, id_field: str, text_field: str) -> str:
+    """The row's clip id without ``.mp4``; raises naming the row when the row, its fields or its id are wrong."""
+    if not isinstance(row, dict):
+        raise ValueError(
+            f"{path}, {where}: expected a JSON object, found {type(row).__name__}; write it as "
+            f'{{"{id_field}": "dia0_utt0", "{text_field}": "..."}}.'
+        )
+    if id_field not in row or text_field not in row:
+        raise ValueError(
+            f"{path}, {where}: needs fields {id_field!r} and {text_field!r}, found {sorted(row)}. "
+            "Rename the columns or pass id_field=/text_field=."
+        )
+    clip_id = str(row[id_field] or "").strip().removesuffix(".mp4")
+    if not clip_id:
+        raise ValueError(f"{path}, {where}: empty {id_field!r}; fill in the clip id or remove the row.")
+    if not CLIP_ID_PATTERN.fullmatch(clip_id):
+        raise ValueError(
+            f"{path}, {where}: clip id {clip_id!r} is not of the form dia{{D}}_utt{{U}} (MELD's names, as in "
+            "dia12_utt3.mp4); rename it or remove the row."
+        )
+    return clip_id
+
+
+def _checked_description(path: Path, where: str, desc: Any, clip_id: str, text_field: str) -> str:
+    """The stripped description; raises naming the row when it is not text, empty or holds a NUL."""
+    if desc is not None and not isinstance(desc, str):
+        raise ValueError(
+            f"{path}, {where}: {text_field!r} of clip {clip_id!r} is a {type(desc).__name__}, not text; "
+            "write the description as a string."
+        )
+    if not desc or not desc.strip():
+        raise ValueError(
+            f"{path}, {where}: empty {text_field!r} for clip {clip_id!r}; remove the row or fill it in."
+        )
+    if "\x00" in desc:  # a JSON "\u0000": damage, never part of a description
+        raise ValueError(f"{path}, {where}: a NUL character in the description of {clip_id!r}; fix the row.")
+    return desc.strip()
 
 
 def make_describer(name: str, model: str | None = None, **kwargs: Any) -> Describer:
@@ -882,13 +905,53 @@ def describe_clips(
     prompt = prompt if prompt is not None else load_prompt(n_frames)
     pid = describer.prompt_id(prompt)
     if describer.name != "import":  # keep the prompt text beside its hash, so a cache key can be read back
-        prompt_file = cache.path.parent / "prompts" / f"{pid}.txt"
-        if not prompt_file.exists():
-            from dialoguellm.io import atomic_path
-
-            with atomic_path(prompt_file) as tmp:
-                tmp.write_text(prompt + "\n", encoding="utf-8")
+        _save_prompt_text(cache.path.parent / "prompts" / f"{pid}.txt", prompt)
     describer.prepare(clips)
+    plan = _plan_clips(clips, describer, cache, pid, retry_failed, limit)
+    started = time.monotonic()
+    bar = tqdm(total=len(plan.todo), desc=f"describe ({describer.name})", unit="clip", disable=not progress)
+    tally = _Tally(cache, bar, total=len(plan.todo))
+
+    def work(clip: ClipRef) -> dict[str, Any]:
+        """One clip's record; binds the settings that are the same for every clip of the call."""
+        return _describe_one(clip, plan.keys[clip.uid], describer, prompt, pid, n_frames, max_side)
+
+    try:
+        _run_clips(plan.todo, work, tally.record, describer.max_workers)
+    finally:
+        bar.close()
+    return _run_summary(describer, pid, cache, plan, tally, retry_failed, started)
+
+
+def _save_prompt_text(prompt_file: Path, prompt: str) -> None:
+    """Write the prompt once beside the cache (atomically), so the hash in a cache key can be read back."""
+    if not prompt_file.exists():
+        from dialoguellm.io import atomic_path
+
+        with atomic_path(prompt_file) as tmp:
+            tmp.write_text(prompt + "\n", encoding="utf-8")
+
+
+@dataclass
+class _ClipPlan:
+    """The covered clips of a ``describe_clips`` call, their cache keys, and which are skipped or attempted."""
+
+    covered: list[ClipRef]
+    keys: dict[str, str]  # clip uid -> cache key
+    already: list[ClipRef]  # described by an earlier run
+    failed_before: set[str]  # uids whose latest record is a failure
+    todo: list[ClipRef]  # attempted in this call, in clip order
+
+
+def _plan_clips(
+    clips: Sequence[ClipRef],
+    describer: Describer,
+    cache: DescriptionCache,
+    pid: str,
+    retry_failed: bool,
+    limit: int | None,
+) -> _ClipPlan:
+    """Split the clips by their cache status, so a re-run resumes where the last one stopped."""
     covered = [c for c in clips if describer.covers(c)]
     keys = {c.uid: cache_key(c.split, c.clip_id, describer.name, describer.model, pid) for c in covered}
     already = [c for c in covered if cache.status(keys[c.uid]) == "ok"]
@@ -898,96 +961,120 @@ def describe_clips(
     ]
     if limit is not None:
         todo = todo[: max(0, int(limit))]
-    started = time.monotonic()
-    done = failed = 0
-    failures: list[dict[str, str]] = []
+    return _ClipPlan(covered, keys, already, failed_before, todo)
 
-    def work(clip: ClipRef) -> dict[str, Any]:
-        t0 = time.monotonic()
-        base = {
-            "key": keys[clip.uid],
-            "split": clip.split,
-            "clip_id": clip.clip_id,
-            "describer": describer.name,
-            "model": describer.model,
-            "prompt_hash": pid,
-            "n_frames": n_frames if describer.needs_frames else None,
-        }
-        try:
-            frames: list[Image] = []
-            if describer.needs_frames:
-                if clip.path is None:
-                    raise FrameError(f"no clip file for {clip.uid}")
-                frames = sample_frames(clip.path, n_frames=n_frames, max_side=max_side)
-            text = describer.describe(clip, frames, prompt)
-            if not text or not text.strip():
-                raise ValueError("the describer returned an empty description")
-            return {
-                **base,
-                "status": "ok",
-                "description": text.strip(),
-                "error": None,
-                "seconds": round(time.monotonic() - t0, 3),
-                "created": _now(),
-            }
-        except Exception as err:  # noqa: BLE001 - any failure of one clip is recorded and the run goes on
-            reason = f"{type(err).__name__}: {err}"
-            return {
-                **base,
-                "status": "failed",
-                "description": None,
-                "error": reason[:500],
-                "seconds": round(time.monotonic() - t0, 3),
-                "created": _now(),
-            }
 
-    bar = tqdm(total=len(todo), desc=f"describe ({describer.name})", unit="clip", disable=not progress)
+def _clip_frames(clip: ClipRef, describer: Describer, n_frames: int, max_side: int) -> list[Image]:
+    """The frames the describer needs (none for one that reads no video); raises when there is no file."""
+    if not describer.needs_frames:
+        return []
+    if clip.path is None:
+        raise FrameError(f"no clip file for {clip.uid}")
+    return sample_frames(clip.path, n_frames=n_frames, max_side=max_side)
 
-    def record(rec: dict[str, Any]) -> None:
-        nonlocal done, failed
-        cache.append(rec)
-        if rec["status"] == "ok":
-            done += 1
-        else:
-            failed += 1
-            failures.append({"clip": f"{rec['split']}/{rec['clip_id']}", "error": rec["error"]})
-        bar.update(1)
-        bar.set_postfix(done=done, failed=failed, left=len(todo) - done - failed)
 
+def _describe_one(
+    clip: ClipRef, key: str, describer: Describer, prompt: str, pid: str, n_frames: int, max_side: int
+) -> dict[str, Any]:
+    """One clip's cache record, ok or failed: a clip's failure is recorded with its reason, never raised."""
+    t0 = time.monotonic()
+    base = {
+        "key": key,
+        "split": clip.split,
+        "clip_id": clip.clip_id,
+        "describer": describer.name,
+        "model": describer.model,
+        "prompt_hash": pid,
+        "n_frames": n_frames if describer.needs_frames else None,
+    }
     try:
-        if describer.max_workers <= 1:
-            for clip in todo:
-                record(work(clip))
+        frames = _clip_frames(clip, describer, n_frames, max_side)
+        text = describer.describe(clip, frames, prompt)
+        if not text or not text.strip():
+            raise ValueError("the describer returned an empty description")
+        status, description, error = "ok", text.strip(), None
+    except Exception as err:  # noqa: BLE001 - any failure of one clip is recorded and the run goes on
+        status, description, error = "failed", None, f"{type(err).__name__}: {err}"[:500]
+    return {
+        **base,
+        "status": status,
+        "description": description,
+        "error": error,
+        "seconds": round(time.monotonic() - t0, 3),
+        "created": _now(),
+    }
+
+
+class _Tally:
+    """Appends each record to the cache the moment it is finished and counts it for the bar and summary."""
+
+    def __init__(self, cache: DescriptionCache, bar: Any, total: int):
+        self.cache, self.bar, self.total = cache, bar, total
+        self.done = self.failed = 0
+        self.failures: list[dict[str, str]] = []
+
+    def record(self, rec: dict[str, Any]) -> None:
+        """Write one record (one whole line, so a crash cannot corrupt earlier ones) and update the counts."""
+        self.cache.append(rec)
+        if rec["status"] == "ok":
+            self.done += 1
         else:
-            # A bounded window of submissions: memory stays flat and a kill loses only the clips in flight.
-            with futures.ThreadPoolExecutor(max_workers=describer.max_workers) as pool:
-                pending: set[futures.Future] = set()
-                queue = iter(todo)
-                for clip in queue:
-                    pending.add(pool.submit(work, clip))
-                    if len(pending) >= 2 * describer.max_workers:
-                        finished, pending = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
-                        for fut in finished:
-                            record(fut.result())
-                for fut in futures.as_completed(pending):
+            self.failed += 1
+            self.failures.append({"clip": f"{rec['split']}/{rec['clip_id']}", "error": rec["error"]})
+        self.bar.update(1)
+        self.bar.set_postfix(done=self.done, failed=self.failed, left=self.total - self.done - self.failed)
+
+
+def _run_clips(
+    todo: Sequence[ClipRef],
+    work: Callable[[ClipRef], dict[str, Any]],
+    record: Callable[[dict[str, Any]], None],
+    max_workers: int,
+) -> None:
+    """Describe the clips inline (one worker) or on threads, recording each result as soon as it is done."""
+    if max_workers <= 1:
+        for clip in todo:
+            record(work(clip))
+        return
+    # A bounded window of submissions: memory stays flat and a kill loses only the clips in flight.
+    with futures.ThreadPoolExecutor(max_workers=max_workers) as pool:
+        pending: set[futures.Future] = set()
+        queue = iter(todo)
+        for clip in queue:
+            pending.add(pool.submit(work, clip))
+            if len(pending) >= 2 * max_workers:
+                finished, pending = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+                for fut in finished:
                     record(fut.result())
-    finally:
-        bar.close()
-    left = sum(1 for c in covered if cache.status(keys[c.uid]) != "ok")
+        for fut in futures.as_completed(pending):
+            record(fut.result())
+
+
+def _run_summary(
+    describer: Describer,
+    pid: str,
+    cache: DescriptionCache,
+    plan: _ClipPlan,
+    tally: _Tally,
+    retry_failed: bool,
+    started: float,
+) -> RunSummary:
+    """What the call did, counted after the run so ``left`` reflects the cache as it now stands."""
+    left = sum(1 for c in plan.covered if cache.status(plan.keys[c.uid]) != "ok")
     return RunSummary(
         describer=describer.name,
         model=describer.model,
         prompt_id=pid,
         cache=str(cache.path),
-        clips=len(covered),
-        already_done=len(already),
-        skipped_failed=0 if retry_failed else len(failed_before),
-        attempted=len(todo),
-        done=done,
-        failed=failed,
+        clips=len(plan.covered),
+        already_done=len(plan.already),
+        skipped_failed=0 if retry_failed else len(plan.failed_before),
+        attempted=len(plan.todo),
+        done=tally.done,
+        failed=tally.failed,
         left=left,
         seconds=round(time.monotonic() - started, 3),
-        failures=failures,
+        failures=tally.failures,
     )
 
 
