@@ -449,7 +449,9 @@ def ablations_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEF
             diff, verdict = "-", "-"
         else:
             diff = f"{r['delta_weighted_f1']:+.1f} [{r['delta_weighted_f1_low']:+.1f}, {r['delta_weighted_f1_high']:+.1f}]"
-            verdict = r["delta_weighted_f1_verdict"]
+            verdict = {"A higher": "arm higher", "B higher": "base higher"}.get(
+                r["delta_weighted_f1_verdict"], r["delta_weighted_f1_verdict"]
+            )
         paper = "-"
         if pd.notna(r["paper_weighted_f1"]):
             paper = f"{r['paper_weighted_f1']:.1f} ({r['paper_delta_weighted_f1']:+.1f})"
@@ -464,4 +466,19 @@ def ablations_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEF
         "corpus (percent; differences pool the seeds, 95% interval from a bootstrap over dialogues):",
         "",
     ]
-    return "\n".join(out + _table(header, rows)).rstrip()
+    out += _table(header, rows)
+    seeds = retrained.seed_intervals(results, n_resamples=n_resamples)
+    if len(seeds):
+        out.append(
+            "Spread over seeds beside the test sample's own: the base arm's weighted F1 per training seed, each "
+            "with its 95% interval:"
+        )
+        out.append("")
+        for dataset, frame in seeds.groupby("dataset", sort=False):
+            each = ", ".join(
+                f"seed {r.seed} {stats.format_interval(r.estimate / 100, r.low / 100, r.high / 100)}"
+                for r in frame.itertuples()
+            )
+            sd = frame["estimate"].std(ddof=1) if len(frame) > 1 else 0.0
+            out.append(f"- {dataset}: {each}; mean ± sd {frame['estimate'].mean():.1f} ± {sd:.1f}")
+    return "\n".join(out).rstrip()

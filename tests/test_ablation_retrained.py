@@ -234,11 +234,18 @@ def _check_markdown(table: pd.DataFrame, out: Path, results: Path) -> None:
         if np.isnan(row["delta_weighted_f1"]):
             assert cells[4:6] == ["-", "-"]
         else:
-            assert (
-                cells[4].startswith(f"{row['delta_weighted_f1']:+.1f} [")
-                and cells[5] == row["delta_weighted_f1_verdict"]
-            )
+            verdict = row["delta_weighted_f1_verdict"]
+            assert cells[4].startswith(f"{row['delta_weighted_f1']:+.1f} [")
+            assert cells[5] == {"A higher": "arm higher", "B higher": "base higher"}.get(verdict, verdict)
         assert (cells[6] == "-") == bool(np.isnan(row["paper_weighted_f1"]))
+    # The base arm's seeds, each with its own interval, and their mean ± sd (= the table's base row).
+    spread = [line for line in lines if line.startswith("- ")]
+    base = table[table["arm"] == "base"].set_index("dataset")
+    assert [line.split(":")[0] for line in spread] == ["- meld", "- emorynlp"]
+    for line in spread:
+        row = base.loc[line[2:].split(":")[0]]
+        assert line.count("seed ") == 2 and line.count("[") == 2
+        assert line.endswith(f"mean ± sd {row['weighted_f1_mean']:.1f} ± {row['weighted_f1_sd']:.1f}")
 
 
 def test_the_pooled_difference_pairs_each_seed_with_the_base_of_the_same_seed():

@@ -545,6 +545,33 @@ def summary_table(
     return table
 
 
+def seed_intervals(
+    results: Mapping[str, Any],
+    arm: str = BASE_ARM,
+    metric: str = "weighted_f1",
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+) -> pd.DataFrame:
+    """Each seed of ``arm`` on each corpus with its own 95% dialogue-bootstrap interval (%, columns dataset,
+    seed, estimate, low, high): the spread over seeds beside the spread the test sample alone gives."""
+    rows = []
+    for run in results["runs"].values():
+        if run["arm"] != arm:
+            continue
+        for dataset, scored in run["datasets"].items():
+            sample = results["sample"][dataset]
+            interval = stats.metric_interval(
+                sample["gold_id"], scored["pred_id"], normalised_label_names(dataset), sample["dialogue_id"],
+                metric, n_resamples=n_resamples,
+            )  # fmt: skip
+            rows.append(
+                {"dataset": dataset, "seed": run["seed"], "estimate": 100 * interval.estimate,
+                 "low": 100 * interval.low, "high": 100 * interval.high}
+            )  # fmt: skip
+    columns = ["dataset", "seed", "estimate", "low", "high"]
+    # by seed, the corpora in the order the runs scored them (MELD first)
+    return pd.DataFrame(rows, columns=columns).sort_values("seed", kind="stable", ignore_index=True)
+
+
 def _difference_columns(
     results: Mapping[str, Any], arm: str, dataset: str, n_resamples: int, confidence: float
 ) -> dict[str, Any]:
