@@ -377,17 +377,29 @@ def check_overrides(overrides: Any, where: str) -> None:
 def validate(config: Config) -> None:
     """Reject impossible settings with a message naming the key and the fix."""
     src = config.source
-
-    def fail(key: str, message: str) -> None:
-        raise ValueError(f"{src}: {key} {message}")
-
     m, lo, p, d, t, e = config.model, config.lora, config.prompt, config.data, config.train, config.eval
+    # One section after another, in this order: the first error a bad config reports depends on it.
+    _validate_model(m, src)
+    _validate_lora(lo, src)
+    _validate_prompt(p, src)
+    _validate_data(d, src)
+    _validate_train(t, src)
+    _validate_eval(e, src)
+
+
+def _fail(src: str, key: str, message: str) -> typing.NoReturn:
+    """Raise the one error shape of ``validate``: the settings' source, the key, what is wrong and the fix."""
+    raise ValueError(f"{src}: {key} {message}")
+
+
+def _validate_model(m: ModelConfig, src: str) -> None:
+    """Check the model section, and warn when it would run code shipped with the model."""
     if m.dtype not in ("bf16", "fp16", "fp32"):
-        fail("model.dtype", f"is {m.dtype!r}; use bf16, fp16 or fp32.")
+        _fail(src, "model.dtype", f"is {m.dtype!r}; use bf16, fp16 or fp32.")
     if m.quantization not in ("none", "8bit", "4bit"):
-        fail("model.quantization", f"is {m.quantization!r}; use none, 8bit or 4bit.")
+        _fail(src, "model.quantization", f"is {m.quantization!r}; use none, 8bit or 4bit.")
     if m.num_threads < 0:
-        fail("model.num_threads", "must be >= 0 (0 keeps torch's default).")
+        _fail(src, "model.num_threads", "must be >= 0 (0 keeps torch's default).")
     if m.trust_remote_code:
         log.warning(
             "%s: model.trust_remote_code is true: loading %s will run Python code shipped with the model. "
@@ -395,75 +407,110 @@ def validate(config: Config) -> None:
             src,
             m.name,
         )
+
+
+def _validate_lora(lo: LoraConfig, src: str) -> None:
+    """Check the adapter's shape: a positive rank and alpha, a dropout probability, some target layers."""
     if lo.r < 1:
-        fail("lora.r", f"is {lo.r}; the LoRA rank must be >= 1 (the paper uses 4).")
+        _fail(src, "lora.r", f"is {lo.r}; the LoRA rank must be >= 1 (the paper uses 4).")
     if lo.alpha <= 0:
-        fail("lora.alpha", f"is {lo.alpha}; it must be > 0 (the paper uses 16).")
+        _fail(src, "lora.alpha", f"is {lo.alpha}; it must be > 0 (the paper uses 16).")
     if not 0 <= lo.dropout < 1:
-        fail("lora.dropout", f"is {lo.dropout}; it must be in [0, 1).")
+        _fail(src, "lora.dropout", f"is {lo.dropout}; it must be in [0, 1).")
     if not lo.target_modules:
-        fail("lora.target_modules", "is empty; name at least one linear layer, e.g. [q_proj, v_proj].")
+        _fail(src, "lora.target_modules", "is empty; name at least one linear layer, e.g. [q_proj, v_proj].")
+
+
+def _validate_prompt(p: PromptConfig, src: str) -> None:
+    """Check the prompt section: a known style, a context window, demonstrations and room for a prompt."""
     if p.style not in ("auto", "chat", "plain"):
-        fail("prompt.style", f"is {p.style!r}; use auto, chat or plain.")
+        _fail(src, "prompt.style", f"is {p.style!r}; use auto, chat or plain.")
     if isinstance(p.context_turns, str) and p.context_turns != "all":
-        fail("prompt.context_turns", f"is {p.context_turns!r}; use an integer >= 0 or 'all'.")
+        _fail(src, "prompt.context_turns", f"is {p.context_turns!r}; use an integer >= 0 or 'all'.")
     if isinstance(p.context_turns, int) and p.context_turns < 0:
-        fail("prompt.context_turns", f"is {p.context_turns}; the context window must be >= 0 (or 'all').")
+        _fail(
+            src, "prompt.context_turns", f"is {p.context_turns}; the context window must be >= 0 (or 'all')."
+        )
     if p.k_shot < 0:
-        fail("prompt.k_shot", f"is {p.k_shot}; use 0 (zero-shot) or more demonstrations.")
+        _fail(src, "prompt.k_shot", f"is {p.k_shot}; use 0 (zero-shot) or more demonstrations.")
     if p.cutoff_len < 16:
-        fail("prompt.cutoff_len", f"is {p.cutoff_len}; prompts need at least 16 tokens (the paper: 256).")
+        _fail(
+            src, "prompt.cutoff_len", f"is {p.cutoff_len}; prompts need at least 16 tokens (the paper: 256)."
+        )
+
+
+def _validate_data(d: DataConfig, src: str) -> None:
+    """Check that the corpora are ones the package reads and that the sample sizes are not negative."""
     from dialoguellm.corpora.labels import DATASETS
 
     if not d.datasets:
-        fail("data.datasets", "is empty; name at least one of meld, emorynlp, iemocap.")
+        _fail(src, "data.datasets", "is empty; name at least one of meld, emorynlp, iemocap.")
     for name in d.datasets:
         if name not in DATASETS:
-            fail("data.datasets", f"contains {name!r}; use names from {', '.join(DATASETS)}.")
+            _fail(src, "data.datasets", f"contains {name!r}; use names from {', '.join(DATASETS)}.")
     for key in ("train_per_dataset", "dev_per_dataset", "test_per_dataset"):
         if getattr(d, key) < 0:
-            fail(f"data.{key}", "must be >= 0 (0 means all).")
+            _fail(src, f"data.{key}", "must be >= 0 (0 means all).")
+
+
+def _validate_train(t: TrainConfig, src: str) -> None:
+    """Check the optimisation settings (the batch arithmetic has its own step, ``_validate_batch_sizes``)."""
     if t.lr <= 0:
-        fail("train.lr", f"is {t.lr}; the learning rate must be > 0 (the paper uses 3e-4).")
+        _fail(src, "train.lr", f"is {t.lr}; the learning rate must be > 0 (the paper uses 3e-4).")
     if t.epochs <= 0:
-        fail("train.epochs", f"is {t.epochs}; it must be > 0.")
+        _fail(src, "train.epochs", f"is {t.epochs}; it must be > 0.")
+    _validate_batch_sizes(t, src)
+    if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
+        _fail(src, "train.adam_betas", f"is {t.adam_betas}; give two numbers in [0, 1), e.g. [0.9, 0.95].")
+    if t.weight_decay < 0:
+        _fail(src, "train.weight_decay", "must be >= 0.")
+    if t.scheduler not in ("cosine", "constant"):
+        _fail(src, "train.scheduler", f"is {t.scheduler!r}; use cosine or constant.")
+    if not 0 <= t.min_lr_ratio <= 1:
+        _fail(src, "train.min_lr_ratio", "must be in [0, 1].")
+    for key in ("warmup_steps", "eval_every", "save_every", "max_steps"):
+        if getattr(t, key) < 0:
+            _fail(src, f"train.{key}", "must be >= 0.")
+    if t.max_grad_norm < 0:
+        _fail(src, "train.max_grad_norm", "must be >= 0 (0 turns clipping off).")
+
+
+def _validate_batch_sizes(t: TrainConfig, src: str) -> None:
+    """Check batch_size = micro_batch_size x grad_accum, and say which values would satisfy it."""
     if t.micro_batch_size < 1 or t.grad_accum < 1:
-        fail("train.micro_batch_size/grad_accum", "must both be >= 1.")
+        _fail(src, "train.micro_batch_size/grad_accum", "must both be >= 1.")
     if t.batch_size % t.micro_batch_size:
         lower = t.batch_size // t.micro_batch_size * t.micro_batch_size
-        fail(
+        _fail(
+            src,
             "train.batch_size",
             f"is {t.batch_size}, not a multiple of train.micro_batch_size {t.micro_batch_size}; use "
             f"{lower or t.micro_batch_size} or {lower + t.micro_batch_size} (grad_accum = batch_size / "
             "micro_batch_size).",
         )
     if t.batch_size != t.micro_batch_size * t.grad_accum:
-        fail(
+        _fail(
+            src,
             "train.batch_size",
             f"is {t.batch_size} but micro_batch_size x grad_accum = {t.micro_batch_size} x {t.grad_accum} = "
             f"{t.micro_batch_size * t.grad_accum}; set batch_size to that product or change grad_accum.",
         )
-    if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
-        fail("train.adam_betas", f"is {t.adam_betas}; give two numbers in [0, 1), e.g. [0.9, 0.95].")
-    if t.weight_decay < 0:
-        fail("train.weight_decay", "must be >= 0.")
-    if t.scheduler not in ("cosine", "constant"):
-        fail("train.scheduler", f"is {t.scheduler!r}; use cosine or constant.")
-    if not 0 <= t.min_lr_ratio <= 1:
-        fail("train.min_lr_ratio", "must be in [0, 1].")
-    for key in ("warmup_steps", "eval_every", "save_every", "max_steps"):
-        if getattr(t, key) < 0:
-            fail(f"train.{key}", "must be >= 0.")
-    if t.max_grad_norm < 0:
-        fail("train.max_grad_norm", "must be >= 0 (0 turns clipping off).")
+
+
+def _validate_eval(e: EvalConfig, src: str) -> None:
+    """Check the evaluation section: a known scoring mode and precision, positive sizes, some seeds."""
     if e.mode not in ("score", "generate"):
-        fail("eval.mode", f"is {e.mode!r}; use score or generate.")
+        _fail(src, "eval.mode", f"is {e.mode!r}; use score or generate.")
     if e.precision not in EVAL_PRECISIONS:
-        fail("eval.precision", f"is {e.precision!r}; use {', '.join(EVAL_PRECISIONS)} (docs/PRECISION.md).")
+        _fail(
+            src,
+            "eval.precision",
+            f"is {e.precision!r}; use {', '.join(EVAL_PRECISIONS)} (docs/PRECISION.md).",
+        )
     if e.batch_size < 1 or e.max_new_tokens < 1:
-        fail("eval.batch_size/max_new_tokens", "must be >= 1.")
+        _fail(src, "eval.batch_size/max_new_tokens", "must be >= 1.")
     if not e.seeds:
-        fail("eval.seeds", "is empty; give at least one seed.")
+        _fail(src, "eval.seeds", "is empty; give at least one seed.")
 
 
 def load_config(name_or_path: str | os.PathLike = "cpu", overrides: dict[str, Any] | None = None) -> Config:

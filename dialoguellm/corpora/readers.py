@@ -517,67 +517,90 @@ def load_iemocap(root: str | os.PathLike) -> DatasetDict:
     the official tools. Utterances labelled outside hap/sad/neu/ang/exc/fru are dropped (the ERC setup),
     and ``turn`` counts the kept utterances of each dialogue in time order.
     """
+    root = _iemocap_root(root)
+    per_dialogue: dict[str, list[dict[str, Any]]] = {}
+    dropped: Counter[str] = Counter()
+    for session in IEMOCAP_SESSIONS:
+        transcript_files, evaluation_dir = _iemocap_session_files(root, session)
+        split = "test" if session == IEMOCAP_TEST_SESSION else "train"
+        for transcript in transcript_files:
+            records = _read_iemocap_dialogue(transcript, evaluation_dir, split, dropped)
+            if records:
+                per_dialogue[transcript.stem] = records
+    if dropped:
+        log.info("IEMOCAP: dropped utterances outside the six ERC classes: %s", dict(dropped))
+    return _as_dataset_dict(_iemocap_splits(per_dialogue, root))
+
+
+def _iemocap_root(root: str | os.PathLike) -> Path:
+    """The release folder, or a CorpusError saying IEMOCAP is licensed and how to point at a copy."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise CorpusError(
             f"IEMOCAP folder not found: {root}. IEMOCAP is licensed (https://sail.usc.edu/iemocap/); pass "
             "IEMOCAP_DIR pointing at your IEMOCAP_full_release folder, or leave it empty to skip IEMOCAP."
         )
-    per_dialogue: dict[str, list[dict[str, Any]]] = {}
-    dropped: Counter[str] = Counter()
-    for session in IEMOCAP_SESSIONS:
-        dialog_dir = root / f"Session{session}" / "dialog"
-        transcripts_dir = dialog_dir / "transcriptions"
-        evaluation_dir = dialog_dir / "EmoEvaluation"
-        for needed in (transcripts_dir, evaluation_dir):
-            if not needed.is_dir():
-                raise CorpusError(
-                    f"IEMOCAP folder {needed} is missing; {root} does not look like a complete "
-                    "IEMOCAP_full_release (Session1-5, each with dialog/transcriptions and dialog/EmoEvaluation)."
-                )
-        transcript_files = sorted(transcripts_dir.glob("*.txt"))
-        if not transcript_files:
+    return root
+
+
+def _iemocap_session_files(root: Path, session: int) -> tuple[list[Path], Path]:
+    """A session's transcript files (sorted) and its EmoEvaluation folder; refuses an incomplete copy."""
+    dialog_dir = root / f"Session{session}" / "dialog"
+    transcripts_dir = dialog_dir / "transcriptions"
+    evaluation_dir = dialog_dir / "EmoEvaluation"
+    for needed in (transcripts_dir, evaluation_dir):
+        if not needed.is_dir():
             raise CorpusError(
-                f"{transcripts_dir} holds no .txt transcriptions; the IEMOCAP copy is incomplete."
+                f"IEMOCAP folder {needed} is missing; {root} does not look like a complete "
+                "IEMOCAP_full_release (Session1-5, each with dialog/transcriptions and dialog/EmoEvaluation)."
             )
-        for transcript in transcript_files:
-            evaluation = evaluation_dir / transcript.name
-            if not evaluation.is_file():
-                raise CorpusError(
-                    f"IEMOCAP labels missing for {transcript}: expected {evaluation}. Restore it from the release."
-                )
-            labels = _read_iemocap_labels(evaluation)
-            split = "test" if session == IEMOCAP_TEST_SESSION else "train"
-            records = []
-            for line_no, (utt_id, start, end, text) in _read_iemocap_transcript(transcript):
-                if utt_id not in labels:
-                    raise CorpusError(
-                        f"{transcript}, line {line_no}: utterance {utt_id} has no label in {evaluation}; the two "
-                        "files do not belong together. Restore both from the release."
-                    )
-                label = labels[utt_id]
-                if label not in label_vocab.LABELS["iemocap"]:
-                    dropped[label] += 1
-                    continue
-                records.append(
-                    _record(
-                        "iemocap",
-                        split,
-                        dialogue_id=transcript.stem,
-                        utterance_id=utt_id,
-                        speaker=f"{transcript.stem[:5]}_{utt_id.rsplit('_', 1)[1][0]}",
-                        text=text,
-                        label=label,
-                        where=f"{transcript}, line {line_no}",
-                        start=start,
-                        end=end,
-                        order=(start, utt_id),
-                    )
-                )
-            if records:
-                per_dialogue[transcript.stem] = records
-    if dropped:
-        log.info("IEMOCAP: dropped utterances outside the six ERC classes: %s", dict(dropped))
+    transcript_files = sorted(transcripts_dir.glob("*.txt"))
+    if not transcript_files:
+        raise CorpusError(f"{transcripts_dir} holds no .txt transcriptions; the IEMOCAP copy is incomplete.")
+    return transcript_files, evaluation_dir
+
+
+def _read_iemocap_dialogue(
+    transcript: Path, evaluation_dir: Path, split: str, dropped: Counter[str]
+) -> list[dict[str, Any]]:
+    """One dialogue's records (transcript joined with labels); tallies the labels it drops in ``dropped``."""
+    evaluation = evaluation_dir / transcript.name
+    if not evaluation.is_file():
+        raise CorpusError(
+            f"IEMOCAP labels missing for {transcript}: expected {evaluation}. Restore it from the release."
+        )
+    labels = _read_iemocap_labels(evaluation)
+    records = []
+    for line_no, (utt_id, start, end, text) in _read_iemocap_transcript(transcript):
+        if utt_id not in labels:
+            raise CorpusError(
+                f"{transcript}, line {line_no}: utterance {utt_id} has no label in {evaluation}; the two "
+                "files do not belong together. Restore both from the release."
+            )
+        label = labels[utt_id]
+        if label not in label_vocab.LABELS["iemocap"]:
+            dropped[label] += 1
+            continue
+        records.append(
+            _record(
+                "iemocap",
+                split,
+                dialogue_id=transcript.stem,
+                utterance_id=utt_id,
+                speaker=f"{transcript.stem[:5]}_{utt_id.rsplit('_', 1)[1][0]}",
+                text=text,
+                label=label,
+                where=f"{transcript}, line {line_no}",
+                start=start,
+                end=end,
+                order=(start, utt_id),
+            )
+        )
+    return records
+
+
+def _iemocap_splits(per_dialogue: dict[str, list[dict[str, Any]]], root: Path) -> dict[str, Dataset]:
+    """Move the fixed dev dialogues out of sessions 1-4 and build each split's Dataset, dialogues by name."""
     train_names = [name for name, recs in per_dialogue.items() if recs[0]["split"] == "train"]
     dev_names = set(iemocap_dev_dialogues(train_names))
     grouped: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
@@ -587,9 +610,7 @@ def load_iemocap(root: str | os.PathLike) -> DatasetDict:
         for rec in recs:
             rec["split"] = split
         grouped[split].extend(recs)
-    return _as_dataset_dict(
-        {split: _to_dataset(recs, f"{root} ({split})") for split, recs in grouped.items()}
-    )
+    return {split: _to_dataset(recs, f"{root} ({split})") for split, recs in grouped.items()}
 
 
 def _read_iemocap_transcript(path: Path) -> list[tuple[int, tuple[str, float, float, str]]]:
