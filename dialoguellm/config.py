@@ -455,14 +455,14 @@ def _validate_data(d: DataConfig, src: str) -> None:
 
 def _validate_train(t: TrainConfig, src: str) -> None:
     """Check the optimisation settings (the batch arithmetic has its own step, ``_validate_batch_sizes``)."""
-    if t.lr <= 0:
+    if not t.lr > 0:  # "not >" also refuses NaN, which every comparison fails
         _fail(src, "train.lr", f"is {t.lr}; the learning rate must be > 0 (the paper uses 3e-4).")
-    if t.epochs <= 0:
+    if not t.epochs > 0:
         _fail(src, "train.epochs", f"is {t.epochs}; it must be > 0.")
     _validate_batch_sizes(t, src)
     if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
         _fail(src, "train.adam_betas", f"is {t.adam_betas}; give two numbers in [0, 1), e.g. [0.9, 0.95].")
-    if t.weight_decay < 0:
+    if not t.weight_decay >= 0:
         _fail(src, "train.weight_decay", "must be >= 0.")
     if t.scheduler not in ("cosine", "constant"):
         _fail(src, "train.scheduler", f"is {t.scheduler!r}; use cosine or constant.")
@@ -471,7 +471,7 @@ def _validate_train(t: TrainConfig, src: str) -> None:
     for key in ("warmup_steps", "eval_every", "save_every", "max_steps"):
         if getattr(t, key) < 0:
             _fail(src, f"train.{key}", "must be >= 0.")
-    if t.max_grad_norm < 0:
+    if not t.max_grad_norm >= 0:
         _fail(src, "train.max_grad_norm", "must be >= 0 (0 turns clipping off).")
 
 

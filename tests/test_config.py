@@ -85,3 +85,19 @@ def _write(path, data):
 
 def test_every_setting_has_help():
     assert all(describe().values())
+
+
+def test_validate_refuses_nan_in_a_config_built_in_python():
+    """Files and --set refuse NaN when read; a Config built in code reaches validate with it."""
+    import dataclasses
+
+    import pytest
+
+    from dialoguellm.config import validate
+
+    config = load_config("cpu")
+    for key in ("lr", "epochs", "weight_decay", "max_grad_norm"):
+        bad = dataclasses.replace(config, train=dataclasses.replace(config.train, **{key: float("nan")}))
+        with pytest.raises(ValueError, match=rf"train\.{key}"):
+            validate(bad)
+    validate(config)

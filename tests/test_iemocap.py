@@ -50,3 +50,12 @@ def test_load_corpora_skips_iemocap_without_a_folder(caplog):
         corpora = readers.load_corpora(["emorynlp", "iemocap"], iemocap_dir=None)
     assert list(corpora) == ["emorynlp"]
     assert "IEMOCAP skipped" in caplog.text and "licensed" in caplog.text
+
+
+def test_a_release_too_small_for_the_dev_rule_is_refused_naming_the_cause(tmp_path):
+    release = build_iemocap_tree(tmp_path)
+    for session in (1, 2, 3):  # 9 dialogues left in sessions 1-4: every 10th is none
+        for folder in ("transcriptions", "EmoEvaluation"):
+            (release / f"Session{session}" / "dialog" / folder / f"{dialogue_names(session)[0]}.txt").unlink()
+    with pytest.raises(readers.CorpusError, match=r"dev split is empty: sessions 1-4 gave 9 dialogue\(s\)"):
+        readers.load_iemocap(release)

@@ -610,6 +610,12 @@ def _iemocap_splits(per_dialogue: dict[str, list[dict[str, Any]]], root: Path) -
         for rec in recs:
             rec["split"] = split
         grouped[split].extend(recs)
+    if not grouped["dev"]:  # a handful of dialogues would otherwise fail later, naming no cause
+        raise CorpusError(
+            f"{root}: the dev split is empty: sessions 1-4 gave {len(train_names)} dialogue(s) with kept labels "
+            f"and dev takes every {IEMOCAP_DEV_EVERY}th of them. Check that the release is complete (sessions "
+            "1-4 hold 120 dialogues)."
+        )
     return {split: _to_dataset(recs, f"{root} ({split})") for split, recs in grouped.items()}
 
 
