@@ -452,7 +452,7 @@ def ablations_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEF
             verdict = {"A higher": "arm higher", "B higher": "base higher"}.get(
                 r["delta_weighted_f1_verdict"], r["delta_weighted_f1_verdict"]
             )
-        paper = "-"
+        paper = r["paper_note"] or "-"  # e.g. "the paper finds z = 2 best but gives no number"
         if pd.notna(r["paper_weighted_f1"]):
             paper = f"{r['paper_weighted_f1']:.1f} ({r['paper_delta_weighted_f1']:+.1f})"
         rows.append([r["label"], r["dataset"], r["seeds"], spread, diff, verdict, paper])

@@ -237,7 +237,10 @@ def _check_markdown(table: pd.DataFrame, out: Path, results: Path) -> None:
             verdict = row["delta_weighted_f1_verdict"]
             assert cells[4].startswith(f"{row['delta_weighted_f1']:+.1f} [")
             assert cells[5] == {"A higher": "arm higher", "B higher": "base higher"}.get(verdict, verdict)
-        assert (cells[6] == "-") == bool(np.isnan(row["paper_weighted_f1"]))
+        if np.isnan(row["paper_weighted_f1"]):  # no paper number: its note, or "-" without a paper row
+            assert cells[6] == (row["paper_note"] or "-")
+        else:
+            assert cells[6].startswith(f"{row['paper_weighted_f1']:.1f} (")
     # The base arm's seeds, each with its own interval, and their mean ± sd (= the table's base row).
     spread = [line for line in lines if line.startswith("- ")]
     base = table[table["arm"] == "base"].set_index("dataset")

@@ -538,6 +538,8 @@ def summary_table(
                 if has_paper else float("nan")
             )  # fmt: skip
             row["paper_row"] = str(paper.loc[key, "paper_row"]) if key in paper.index else ""
+            note = paper.loc[key, "note"] if key in paper.index else None
+            row["paper_note"] = str(note) if isinstance(note, str) else ""
             rows.append(row)
     table = pd.DataFrame(rows)
     table["model"] = results.get("model", "")
