@@ -9,6 +9,7 @@ from dialoguellm import pipeline
 from dialoguellm.plots.registry import FIGURES, INPUTS, missing_inputs
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "cpu"
+FIGURES_DIR = RESULTS.parent.parent / "figures"
 # What results/ never holds: the curated corpora (notebook 01) and SECEU scores (only with SECEU_DIR).
 NEVER_IN_RESULTS = {"label_distribution", "video_description_coverage", "seceu_item_distances"}
 
@@ -30,6 +31,16 @@ def test_make_figures_redraws_every_figure_whose_inputs_are_committed(tmp_path, 
     for name, patterns in missing.items():
         assert f"not redrawn: {name}" in printed and patterns[0] in printed
     assert sorted(p.name for p in RESULTS.rglob("*")) == before, "make figures wrote into results/"
+    # figures/ is what the code draws from results/cpu, pixel for pixel (PNG metadata aside)
+    import numpy as np
+    from matplotlib.image import imread
+
+    for name in sorted(written):
+        committed = FIGURES_DIR / f"{name}.png"
+        assert committed.is_file(), f"figures/{name}.png is missing: run `make figures` and commit it"
+        assert np.array_equal(imread(committed), imread(tmp_path / f"{name}.png")), (
+            f"figures/{name}.png differs from what `make figures` draws from results/cpu; run it and commit"
+        )
 
 
 def test_missing_inputs_say_which_files_a_figure_needs(tmp_path):
