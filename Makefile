@@ -29,7 +29,7 @@ test: install
 reproduce: install
 	$(PY) -m dialoguellm.pipeline reproduce
 
-# The retrained ablations (docs/EVALUATION.md): an adapter per arm and seed, under 2 hours on 2 cores.
+# The retrained ablations (docs/EVALUATION.md): an adapter per arm and seed, 2 h 3 min on 2 cores.
 # Resumable: run it again after an interruption. In the background: nohup make ablations > ablations.log 2>&1 &
 ablations: install
 	$(PY) -m dialoguellm.analysis.ablation_retrained --config cpu

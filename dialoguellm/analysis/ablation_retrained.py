@@ -21,26 +21,9 @@ and the seconds spent. Adapters and checkpoints go to ``runs/ablations_retrained
 Resumable: a finished arm x seed is not redone, an interrupted training continues from its checkpoint, an
 adapter already trained is only scored. ``summary_table`` turns the file into the table notebook 05 shows.
 
-Size of the cpu grid (2 idle cores, embedded SmolLM2-135M; budget 3 hours = 10,800 s). Measured: LoRA
-training computes about 200 tokens/s (benchmarks/results/train_speed_cpu.json: 4,359 computed tokens in
-22.4 s; a micro-batch of 8 computes its shared prefix once), fp32 label scoring about 12 utterances/s at
-z = 1, k = 1. Prompt
-token counts from the prompt builder (training split, mean; prefix = the tokens every prompt of a corpus
-shares, computed once per micro-batch of 8), MELD / EmoryNLP:
-
-    arm          prefix     per-utterance rest (+ answer)   computed tokens per example (+5% padding)
-    z=1, k=1     87 / 118   40.4 / 45.0                      58.3 (mean of the two corpora)
-    z=0          81 / 99    21.6 / 24.3                      35.9
-    z=2          99 / 140   52.9 / 59.0                      74.4
-    k=0          53 / 52    40.4 / 45.1                      51.8
-    MELD only    87         40.4                             53.9 (one corpus)
-
-With N training utterances per corpus, one seed trains 2N x (58.3 + 35.9 + 74.4 + 51.8) + N x 53.9 =
-495 N tokens; 3 seeds 1,484 N tokens = 7.4 N seconds. Scoring: 500 test utterances per corpus, per seed
-4 arms x 1,000 + 500 (MELD only) = 4,500, x 3 seeds + 1,000 (no LoRA, once) = 14,500 at 12/s = 1,210 s
-(+ ~90 s because z = 2 prompts are longer); the end-of-training dev evaluation 27 x 100 = 2,700 at 12/s =
-225 s; loading the model and building prompts about 15 s x 16 = 240 s. N = 1,000: 7,420 + 1,765 =
-9,185 s, about 2.6 hours, 15% below the 3-hour budget.
+Size of the cpu grid: 400 training utterances per corpus, chosen to stay within 3 hours on 2 cores; the
+committed results file took 2 h 3 min (docs/EVALUATION.md, "Retrained ablations", has the time per part and
+why the first sizing, 1,000 per corpus, was dropped).
 """
 
 from __future__ import annotations

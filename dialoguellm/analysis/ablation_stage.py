@@ -51,7 +51,7 @@ def retrained_source(run: str | os.PathLike) -> tuple[Path | None, str]:
         )
     return None, (
         "Retrained ablations: no results yet (neither this run's ablations_retrained/ nor the repository's "
-        "results/cpu/ablations_retrained/). Run `make ablations` (about 2.6 hours on 2 cores)."
+        "results/cpu/ablations_retrained/). Run `make ablations` (2 h 3 min on 2 cores)."
     )
 
 
