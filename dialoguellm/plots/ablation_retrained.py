@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,12 +23,14 @@ from dialoguellm.runs import RunLayout
 FIGURE = "ablations_retrained.png"
 OURS_COLOR = "#4C72B0"
 PAPER_COLOR = "#C44E52"
+COVERS_ZERO_COLOR = "#9A9A9A"
 
 
 def plot_retrained_ablations(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """One row of panels per corpus. Left: each arm's weighted F1 (mean over seeds, +- sd) beside
     the paper's value for the same arm (diamond, LLaMA 2-7B). Right: each arm minus the base arm (paired,
-    seeds pooled) with its 95% dialogue-bootstrap interval, beside the paper's arm minus its 1-shot row."""
+    seeds pooled) with its 95% dialogue-bootstrap interval (grey where it covers 0), beside the paper's arm minus
+    its 1-shot row."""
     datasets = list(dict.fromkeys(table["dataset"]))
     with style_context():
         fig = Figure(figsize=(12.0, 3.6 * len(datasets) + 0.8))
@@ -36,8 +39,11 @@ def plot_retrained_ablations(table: pd.DataFrame, path: str | os.PathLike) -> Pa
             part = table[table["dataset"] == dataset].reset_index(drop=True)
             _absolute_panel(left, part, dataset)
             _difference_panel(right, part, dataset)
-        handles, labels = axes[0, 1].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+        legend: dict[str, Any] = {}  # one entry per label over every difference panel
+        for ax in axes[:, 1]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=8, frameon=False)
         model = table["model"].iloc[0] if len(table) else ""
         hardware = table["hardware"].iloc[0] if len(table) else ""
         fig.suptitle(f"Retrained ablations: {model} on {hardware}; the paper: LLaMA 2-7B")
@@ -64,8 +70,16 @@ def _difference_panel(ax, part: pd.DataFrame, dataset: str) -> None:
     rows = part[part["arm"] != ablation_retrained.BASE_ARM].reset_index(drop=True)
     y = np.arange(len(rows))
     delta = rows["delta_weighted_f1"].to_numpy(dtype=float)
-    err = np.vstack([delta - rows["delta_weighted_f1_low"], rows["delta_weighted_f1_high"] - delta])
-    ax.errorbar(delta, y, xerr=err, fmt="o", color=OURS_COLOR, capsize=3, label="ours: arm - base, 95% CI")
+    low = rows["delta_weighted_f1_low"].to_numpy(dtype=float)
+    high = rows["delta_weighted_f1_high"].to_numpy(dtype=float)
+    err = np.vstack([delta - low, high - delta])
+    covers = (low <= 0) & (high >= 0)  # no measurable difference at this size: grey, as in the probe figure
+    for mask, color, label in (
+        (~covers, OURS_COLOR, "ours: arm - base, 95% CI"),
+        (covers, COVERS_ZERO_COLOR, "ours: interval covers 0"),
+    ):
+        if mask.any():
+            ax.errorbar(delta[mask], y[mask], xerr=err[:, mask], fmt="o", color=color, capsize=3, label=label)
     paper = rows["paper_delta_weighted_f1"]
     has = paper.notna().to_numpy()
     ax.scatter(
