@@ -272,10 +272,7 @@ def headline_table(run_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT_
                 diff = stats.frame_paired_difference(
                     systems[a][corpus], systems[b][corpus], "weighted_f1", (a, b), n_resamples=n_resamples
                 )
-                verdict = {"A higher": f"{a} higher", "B higher": f"{b} higher"}.get(
-                    diff.verdict, diff.verdict
-                )
-                rows.append([f"{a} - {b}", corpus, _diff(diff), verdict])
+                rows.append([f"{a} - {b}", corpus, _diff(diff), stats.named_verdict(diff.verdict, a, b)])
     if rows:
         out += ["Paired differences in weighted F1 (same utterances; points, 95% interval):", ""]
         out += _table(["comparison", "test set", "difference", "verdict"], rows)
@@ -449,9 +446,7 @@ def ablations_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEF
             diff, verdict = "-", "-"
         else:
             diff = f"{r['delta_weighted_f1']:+.1f} [{r['delta_weighted_f1_low']:+.1f}, {r['delta_weighted_f1_high']:+.1f}]"
-            verdict = {"A higher": "arm higher", "B higher": "base higher"}.get(
-                r["delta_weighted_f1_verdict"], r["delta_weighted_f1_verdict"]
-            )
+            verdict = stats.named_verdict(r["delta_weighted_f1_verdict"], "arm", "base")
         paper = r["paper_note"] or "-"  # e.g. "the paper finds z = 2 best but gives no number"
         if pd.notna(r["paper_weighted_f1"]):
             paper = f"{r['paper_weighted_f1']:.1f} ({r['paper_delta_weighted_f1']:+.1f})"

@@ -107,6 +107,12 @@ class PairedDifference:
         return format_interval(self.difference, self.low, self.high)
 
 
+def named_verdict(verdict: str, a: str, b: str) -> str:
+    """A ``PairedDifference.verdict`` with the two systems named: "<a> higher", "<b> higher" or
+    "no measurable difference"."""
+    return {"A higher": f"{a} higher", "B higher": f"{b} higher"}.get(verdict, verdict)
+
+
 def format_interval(estimate: float, low: float, high: float) -> str:
     """``52.3 [49.8, 54.9]``: percent with one decimal."""
     return f"{100 * estimate:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
