@@ -119,6 +119,7 @@ def test_an_arms_predictions_follow_its_prompt_settings(tiny_model_dir):
             split="test",
             only=only,
             descriptions=descriptions,
+            exclude=prompts.demonstration_exclusions(arm.config, corpora),
         )
 
     frames = {(a.name, d): predict(a, d) for a in (base, off) for d in corpora}
@@ -147,7 +148,7 @@ def test_an_arms_predictions_follow_its_prompt_settings(tiny_model_dir):
 def test_evaluating_on_the_training_split_is_refused():
     arm = ablation.load_arm("kshot_0", "paper")
     with pytest.raises(ValueError, match="never on the training split"):
-        ablation.predict_arm(arm, "meld", _corpus("meld"), None, None, split="train", only=None)
+        ablation.predict_arm(arm, "meld", _corpus("meld"), None, None, split="train", only=None, exclude={})
 
 
 def test_the_cli_lists_every_arm(capsys):

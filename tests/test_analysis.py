@@ -388,7 +388,7 @@ def test_dev_scoring_and_rebuilt_prompts_match_training_and_evaluation(tiny_mode
     reference = prepare_examples(config, loaded.tokenizer, corpora, ("test",)).examples["test"]["meld"]
     wanted = [e.example_id for e in reference[:3]]
     tokenizer = modeling.load_tokenizer(config)
-    prompts = analysis.rebuild_prompts(config, tokenizer, corpora["meld"], "meld", "test", wanted)
+    prompts = analysis.rebuild_prompts(config, tokenizer, corpora, "meld", "test", wanted)
     assert prompts == {e.example_id: e.prompt for e in reference[:3]}
 
 

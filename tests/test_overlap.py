@@ -195,3 +195,57 @@ def test_training_and_evaluation_prompts_share_the_demonstration():
         assert len(cleaned[name]["train"]) < len(corpora[name]["train"])
         ids = [d.row["utterance_id"] for d in official[name].demonstrations]
         assert ids == [d.row["utterance_id"] for d in training[name].demonstrations]
+
+
+def test_no_demonstration_is_a_removed_utterance(vendored):
+    """Issue 32 item 7: demonstrations skip what the overlap removal takes out of training, in training
+    (cleaned corpora) and evaluation (official corpora) alike, for every seed the ablations and the seed runs
+    use. Seed 1 is the case found in the audit: its first EmoryNLP draw is in a removed scene."""
+    from tiny import build_tiny_tokenizer
+
+    from dialoguellm.prompts.builder import builders_from_config
+
+    config = load_config("cpu")
+    cleaned, report = training_corpora(config, vendored)
+    removed = {n: set(ids) for n, ids in report["cross_corpus_overlap"]["removed_ids"].items()}
+    tokenizer = build_tiny_tokenizer(chat=True)
+    for seed in (1, 2, 3, 4, 5, 42, 43, 44):
+        config.train.seed = seed
+        drawn = {}
+        for corpora in (vendored, cleaned):
+            for name, builder in builders_from_config(tokenizer, corpora, config).items():
+                ids = [str(d.row["utterance_id"]) for d in builder.demonstrations]
+                assert len(ids) == config.prompt.k_shot and not set(ids) & removed[name], (name, seed, ids)
+                drawn.setdefault(name, []).append(ids)
+        assert all(a == b for a, b in drawn.values()), drawn  # training and evaluation show the same one
+        one = builders_from_config(tokenizer, {"emorynlp": vendored["emorynlp"]}, config, exclude={})
+        unguarded = str(one["emorynlp"].demonstrations[0].row["utterance_id"])
+        assert (unguarded in removed["emorynlp"]) == (seed == 1)
+
+
+def test_exclusions_change_a_draw_only_where_it_hits_an_excluded_row():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dialoguellm.prompts import select_demonstrations
+
+    rows = [
+        {"utterance_id": f"u{i}", "dialogue_id": f"d{i // 3}", "turn": i % 3, "text": f"line number {i} here"}
+        for i in range(40)
+    ]
+
+    @settings(max_examples=60, deadline=None)
+    @given(seed=st.integers(0, 10_000), k=st.integers(1, 5), drop=st.sets(st.integers(0, 39), max_size=30))
+    def check(seed, k, drop):
+        excluded = {f"u{i}" for i in drop}
+        plain = [d.row["utterance_id"] for d in select_demonstrations(rows, k, seed)]
+        guarded = [d.row["utterance_id"] for d in select_demonstrations(rows, k, seed, exclude=excluded)]
+        assert len(guarded) == len(set(guarded)) == k and not set(guarded) & excluded
+        kept = [u for u in plain if u not in excluded]
+        assert guarded[: len(kept)] == kept  # the allowed first draws stay, in order
+        if not set(plain) & excluded:
+            assert guarded == plain
+
+    check()
+    with pytest.raises(ValueError, match="only 2"):
+        select_demonstrations(rows, 3, 0, exclude={f"u{i}" for i in range(38)})

@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results" / "cpu"
 README = REPO / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-# The other blocks of the README's Results section and the function that prints each from results/cpu
+# The other generated blocks, the document that shows each and the function that prints it from results/cpu
 # (`python -m dialoguellm.pipeline summary --run-dir results/cpu` prints all three).
-BLOCKS = {"seeds": seeds_table, "ablations": ablations_table}
+BLOCKS = {"seeds": (README, seeds_table), "ablations": (REPO / "docs" / "EVALUATION.md", ablations_table)}
 
 
 def _frame(n_dialogues: int, seed: int, calibrated: bool) -> pd.DataFrame:
@@ -257,13 +257,15 @@ def test_export_results_keeps_the_ablations_and_seeds_other_commands_wrote(tmp_p
 @pytest.mark.parametrize("block", sorted(BLOCKS))
 def test_readme_seed_and_ablation_tables_are_recomputed_from_committed_files(block):
     start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+    document, render = BLOCKS[block]
+    text = document.read_text(encoding="utf-8")
+    assert start in text and end in text, f"{document.name} lost its {block} markers"
+    shown = text.split(start, 1)[1].split(end, 1)[0].strip()
     folder = RESULTS / ("seeds" if block == "seeds" else "ablations_retrained")
     if not folder.is_dir():
-        pytest.skip(f"{folder} is not in this checkout")
-    text = README.read_text(encoding="utf-8")
-    assert start in text and end in text, f"README.md lost its {block} markers"
-    shown = text.split(start, 1)[1].split(end, 1)[0].strip()
-    assert shown == BLOCKS[block](RESULTS).strip(), (
-        f"README's {block} table differs from `python -m dialoguellm.pipeline summary --run-dir results/cpu`; "
-        "paste the table it prints."
+        assert not shown, f"{document.name} shows a {block} table but {folder} is not committed"
+        return
+    assert shown == render(RESULTS).strip(), (
+        f"{document.name}'s {block} table differs from `python -m dialoguellm.pipeline summary --run-dir "
+        "results/cpu`; paste the table it prints."
     )

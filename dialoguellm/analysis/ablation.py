@@ -188,20 +188,23 @@ def predict_arm(
     batch_size: int = 16,
     dtype: str = "bf16",
     demo_seed: int | None = None,
+    exclude: Mapping[str, Any],
 ) -> pd.DataFrame:
     """Label-scoring predictions of one arm on one corpus (``only``: row positions of ``split``).
 
     Prompts follow the arm's settings; demonstrations come from the training split, drawn with
-    ``demo_seed`` (default: the arm's ``train.seed``, as training and notebook 04 drew them). ``model`` is
+    ``demo_seed`` (default: the arm's ``train.seed``, as training and notebook 04 drew them), skipping
+    ``exclude`` (``prompts.demonstration_exclusions`` of every corpus the arm trains on; required when it
+    trains on several with the overlap removal; ``{}`` for none). ``model`` is
     scored as given (for an untuned arm, the bare model). Scores are computed in the arm's
     ``eval.precision``.
     """
     if split == "train":
         raise ValueError("Ablations are evaluated on dev or test, never on the training split.")
     descriptions = descriptions or {}
-    builder = builders_from_config(tokenizer, {dataset: splits}, arm.config, descriptions, seed=demo_seed)[
-        dataset
-    ]
+    builder = builders_from_config(
+        tokenizer, {dataset: splits}, arm.config, descriptions, seed=demo_seed, exclude=exclude
+    )[dataset]
     examples = builder.build_split(splits[split], descriptions.get(split, {}), only=only)
     return predict_by_scoring(
         model,

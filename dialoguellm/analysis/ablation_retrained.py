@@ -57,7 +57,7 @@ from dialoguellm.metrics import classification_metrics
 from dialoguellm.model import loading
 from dialoguellm.model.card import invocation
 from dialoguellm.progress import progress_bar as tqdm
-from dialoguellm.prompts import rows_of, sample_positions
+from dialoguellm.prompts import demonstration_exclusions, rows_of, sample_positions
 from dialoguellm.runs import TrainingLayout, environment, hardware_description
 from dialoguellm.training import loop
 
@@ -377,13 +377,14 @@ def score_job(
     loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
     model = loading.load_adapter(loaded.model, adapter) if adapter is not None else loaded.model
     scored = {}
+    exclude = demonstration_exclusions(config, corpora)
     for dataset in config.data.datasets:
         chosen = sample[dataset]
         splits = {s: rows_of(corpora[dataset][s]) for s in ("train", split)}
         frame = predict_arm(
             arm, dataset, splits, model, loaded.tokenizer, split=split, only=chosen["position"],
             descriptions=descriptions, batch_size=config.eval.batch_size, dtype=m.dtype,
-            demo_seed=config.train.seed,
+            demo_seed=config.train.seed, exclude=exclude,
         )  # fmt: skip
         if list(frame["example_id"].astype(str)) != chosen["example_id"]:
             raise RuntimeError(f"{arm.name} on {dataset}: predictions are not in the sample's order.")

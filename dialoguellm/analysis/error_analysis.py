@@ -28,7 +28,13 @@ from dialoguellm import stats
 from dialoguellm.calibration import PriorCorrection
 from dialoguellm.corpora.readers import split_frame
 from dialoguellm.io import atomic_path, read_json, write_json
-from dialoguellm.prompts import builders_from_config, dialogue_index, previous_turns_text, rows_of
+from dialoguellm.prompts import (
+    builders_from_config,
+    demonstration_exclusions,
+    dialogue_index,
+    previous_turns_text,
+    rows_of,
+)
 from dialoguellm.runs import RunLayout
 from dialoguellm.scoring.predictions import (
     check_frame,
@@ -367,7 +373,7 @@ def baseline_prior_correction(
 def rebuild_prompts(
     config: Any,
     tokenizer: Any,
-    corpus: Any,
+    corpora: Mapping[str, Any],
     dataset: str,
     split: str,
     example_ids: Sequence[str],
@@ -376,7 +382,14 @@ def rebuild_prompts(
     """``example_id -> prompt text`` for a few utterances, built as training/evaluation built them (same
     settings, same demonstrations), so the example browser shows what the model read without re-running it."""
     descriptions = descriptions or {}
-    builder = builders_from_config(tokenizer, {dataset: corpus}, config, descriptions)[dataset]
+    builder = builders_from_config(
+        tokenizer,
+        {dataset: corpora[dataset]},
+        config,
+        descriptions,
+        exclude=demonstration_exclusions(config, corpora),
+    )[dataset]
+    corpus = corpora[dataset]
     rows = rows_of(corpus[split])
     index = dialogue_index(rows)
     wanted = set(map(str, example_ids))

@@ -141,7 +141,7 @@ def example_browser(inputs: AnalysisInputs, merged: Mapping[str, pd.DataFrame], 
         prompts = ea.rebuild_prompts(
             inputs.settings,
             tokenizer,
-            inputs.curated[name],
+            inputs.curated,
             name,
             "test",
             worst["example_id"],

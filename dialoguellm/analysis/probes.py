@@ -58,7 +58,14 @@ from dialoguellm.corpora.video import load_descriptions
 from dialoguellm.evaluation.run import scoring_settings
 from dialoguellm.io import read_json, read_predictions, write_json
 from dialoguellm.model import loading
-from dialoguellm.prompts import VIDEO_DATASETS, PromptExample, builders_from_config, rows_of, sample_positions
+from dialoguellm.prompts import (
+    VIDEO_DATASETS,
+    PromptExample,
+    builders_from_config,
+    demonstration_exclusions,
+    rows_of,
+    sample_positions,
+)
 from dialoguellm.runs import RunLayout, find_adapter, hardware_description, load_run_config
 from dialoguellm.scoring.engine import common_prefix_length
 from dialoguellm.scoring.predictions import predict_by_scoring, probabilities
@@ -202,8 +209,13 @@ def build_examples(
     corpus and tokenizer (the same files loaded twice count as one: name and vocabulary size)."""
     key = (probe.name, dataset, str(getattr(tokenizer, "name_or_path", id(tokenizer))), len(tokenizer))
     if key not in plan.built:
+        settings = probe.settings(plan.settings)
         builder = builders_from_config(
-            tokenizer, {dataset: plan.corpora[dataset]}, probe.settings(plan.settings), plan.descriptions
+            tokenizer,
+            {dataset: plan.corpora[dataset]},
+            settings,
+            plan.descriptions,
+            exclude=demonstration_exclusions(settings, plan.corpora),
         )[dataset]
         split = plan.corpora[dataset][plan.split]
         plan.built[key] = (

@@ -30,8 +30,10 @@ one matched utterance loses that utterance only, since a single shared line is o
 ("Oh my God! Oh my God!") in an unrelated scene. On the vendored MELD + EmoryNLP ERC splits this removes
 1,198 of 17,540 training utterances: MELD 453 of 9,989 (171 matched, 40 scenes), EmoryNLP 745 of 7,551
 (264 matched, 65 scenes); ``summary_line`` prints the counts, the training run records them.
-A removed utterance is gone from the training split entirely: neither a training target, a demonstration
-nor a context line (the context of a kept neighbour skips it).
+A removed utterance is gone from the training split entirely: neither a training target nor a context line
+(the context of a kept neighbour skips it), and no prompt shows it as a demonstration, in training or in any
+evaluation (``demonstration_exclusions``: demonstrations are drawn from the official training split, skipping
+the removed ids, so training and evaluation show the same one).
 """
 
 from __future__ import annotations
@@ -364,9 +366,10 @@ def _take(split: Any, keep: list[int]) -> Any:
     return [split[i] for i in keep]
 
 
-# The official training split, kept beside a cleaned one: demonstrations are always drawn from it, so a
-# prompt's demonstration is the same in training (cleaned corpora), calibration, evaluation and every probe
-# (which read the official splits). Training targets come from the cleaned "train" split only.
+# The official training split, kept beside a cleaned one: demonstrations are always drawn from it, skipping
+# the removed ids (``demonstration_exclusions``), so a prompt's demonstration is the same in training (cleaned
+# corpora), calibration, evaluation and every probe (which read the official splits). Training targets come
+# from the cleaned "train" split only.
 DEMONSTRATION_POOL = "demonstration_pool"
 
 
@@ -393,3 +396,48 @@ def summary_line(report: Mapping[str, Any]) -> str:
         f"{report['min_words']} words also in another corpus's dev/test, exact or token-set Jaccard >= "
         f"{report['near_threshold']}): " + ", ".join(parts)
     )
+
+
+_REMOVED_IDS: dict[str, dict[str, frozenset[str]]] = {}
+
+
+def _fingerprint(corpora: Mapping[str, Any]) -> str:
+    """A digest of every utterance id and text of the official splits: equal corpora, equal removal."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(corpora):
+        for split in ("train", "dev", "test"):
+            if split in corpora[name]:
+                frame = split_frame(corpora[name][split])
+                digest.update(f"{name}/{split}/{len(frame)}".encode())
+                digest.update("\x1f".join(map(str, frame["utterance_id"])).encode())
+                digest.update("\x1f".join(map(str, frame["text"])).encode())
+    return digest.hexdigest()
+
+
+def removed_training_ids(corpora: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """``dataset -> training utterance ids`` that ``remove_cross_corpus_overlap`` removes from these corpora
+    (their official splits), computed once per distinct set of corpora in a process."""
+    official = {
+        name: {**dict(corpus), "train": corpus.get(DEMONSTRATION_POOL, corpus["train"])}
+        for name, corpus in corpora.items()
+    }
+    key = _fingerprint(official)
+    if key not in _REMOVED_IDS:
+        _, report = remove_cross_corpus_overlap(official)
+        _REMOVED_IDS[key] = {name: frozenset(ids) for name, ids in report["removed_ids"].items()}
+    return _REMOVED_IDS[key]
+
+
+def demonstration_exclusions(
+    corpora: Mapping[str, Any], datasets: list[str] | tuple[str, ...]
+) -> dict[str, frozenset[str]]:
+    """``dataset -> utterance ids`` no demonstration may be, for a run trained jointly on ``datasets`` with
+    the overlap removal: what the removal takes out of each training split (official or cleaned splits
+    alike). As in training, the corpora of ``datasets`` at hand take part (IEMOCAP only when the user has
+    it), so a caller that needs one corpus's builder passes them all; with one corpus nothing is removed."""
+    used = {name: corpora[name] for name in datasets if name in corpora}
+    if len(used) < 2:
+        return {name: frozenset() for name in used}
+    return dict(removed_training_ids(used))

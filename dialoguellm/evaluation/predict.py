@@ -31,7 +31,13 @@ from dialoguellm.corpora.labels import DATASETS, label_names, normalised_label_n
 from dialoguellm.evaluation.endpoint import PREFIX as ENDPOINT_PREFIX
 from dialoguellm.io import atomic_path, csv_rows, read_text_file, text_lines
 from dialoguellm.model import loading
-from dialoguellm.prompts import PromptBuilder, PromptTooLongError, rows_of, select_demonstrations
+from dialoguellm.prompts import (
+    PromptBuilder,
+    PromptTooLongError,
+    demonstration_exclusions,
+    rows_of,
+    select_demonstrations,
+)
 from dialoguellm.runs import adapter_settings, find_adapter, load_run_config
 from dialoguellm.scoring.predictions import predict_by_scoring
 
@@ -271,12 +277,17 @@ def _builder(predictor: Predictor, labels: LabelSet, turns: Turns, notes: list[s
     if p.k_shot and labels.corpus:
         from dialoguellm.corpora.readers import load_corpora
 
-        corpus = load_corpora([labels.corpus]).get(labels.corpus)
+        config = predictor.config
+        joint = [labels.corpus] + [d for d in config.data.datasets if d != labels.corpus]
+        corpora = load_corpora(joint if labels.corpus in config.data.datasets else [labels.corpus])
+        corpus = corpora.get(labels.corpus)
         if corpus is None:
             notes.append(f"The {labels.corpus} corpus is not available here: prompts carry no demonstration.")
         else:
+            # as training drew them: skipping what the run's cross-corpus overlap removal took out
+            skip = demonstration_exclusions(config, corpora).get(labels.corpus, ())
             train = rows_of(corpus["train"])
-            demos = select_demonstrations(train, p.k_shot, predictor.config.train.seed, p.context_turns)
+            demos = select_demonstrations(train, p.k_shot, config.train.seed, p.context_turns, skip)
     elif p.k_shot:
         notes.append("Your own labels: prompts carry no demonstration (they come from a corpus's labels).")
     builder = PromptBuilder(

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from dialoguellm.corpora import overlap
 from dialoguellm.corpora.labels import label_names, normalised_label_names
 from dialoguellm.corpora.overlap import DEMONSTRATION_POOL
 
@@ -118,12 +119,19 @@ class Demonstration:
 
 
 def select_demonstrations(
-    train_rows: Sequence[Mapping[str, Any]], k: int, seed: int, context_turns: int | str = 1
+    train_rows: Sequence[Mapping[str, Any]],
+    k: int,
+    seed: int,
+    context_turns: int | str = 1,
+    exclude: Iterable[str] = (),
 ) -> list[Demonstration]:
     """``k`` demonstrations drawn from the TRAINING split only, deterministic given ``seed``.
 
     Utterances with fewer than 3 or more than 30 words are skipped, so a demonstration neither says nothing
-    ("Oh.") nor eats the token budget.
+    ("Oh.") nor eats the token budget. ``exclude``: utterance ids that may not be shown (the cross-corpus
+    overlap that training removes, ``corpora.overlap.removed_training_ids``); a draw that hits one is
+    replaced by further draws from the same random stream, so the choice is uniform over the allowed
+    utterances and unchanged wherever the first draw hit none.
     """
     if k <= 0:
         return []
@@ -131,10 +139,19 @@ def select_demonstrations(
     splits = {str(r.get("split", "train")) for r in rows}
     if splits - {"train"}:
         raise ValueError(f"Demonstrations must come from the training split, got rows from {sorted(splits)}.")
+    excluded = set(map(str, exclude))
     candidates = [r for r in rows if 3 <= len(str(r["text"]).split()) <= 30] or rows
-    if len(candidates) < k:
-        raise ValueError(f"Asked for {k} demonstrations but the training split has only {len(candidates)}.")
-    chosen = random.Random(seed).sample(candidates, k)
+    allowed = sum(str(r["utterance_id"]) not in excluded for r in candidates)
+    if allowed < k:
+        raise ValueError(f"Asked for {k} demonstrations but the training split has only {allowed}.")
+    rng = random.Random(seed)
+    drawn = rng.sample(range(len(candidates)), k)
+    chosen = [candidates[i] for i in drawn if str(candidates[i]["utterance_id"]) not in excluded]
+    left = sorted(set(range(len(candidates))) - set(drawn))
+    while len(chosen) < k:
+        row = candidates[left.pop(rng.randrange(len(left)))]
+        if str(row["utterance_id"]) not in excluded:
+            chosen.append(row)
     index = dialogue_index(rows)
     return [
         Demonstration(row=r, context=context_of(r, index[str(r["dialogue_id"])], context_turns))
@@ -403,13 +420,16 @@ def make_builders(
     descriptions: Mapping[str, str] | None = None,
     use_video: bool = True,
     cutoff_len: int = 256,
+    exclude: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, PromptBuilder]:
-    """One builder per corpus; ``datasets`` maps a corpus name to its DatasetDict (demonstrations from "train")."""
+    """One builder per corpus; ``datasets`` maps a corpus name to its DatasetDict (demonstrations from "train").
+    ``exclude``: corpus -> utterance ids never shown as a demonstration (``select_demonstrations``)."""
     builders = {}
     for name, splits in datasets.items():
         # the official training split, also where training reads a cleaned one (corpora.overlap)
         pool = splits[DEMONSTRATION_POOL] if DEMONSTRATION_POOL in splits else splits["train"]
-        demos = select_demonstrations(rows_of(pool), k_shot, seed, context_turns) if k_shot else []
+        skip = (exclude or {}).get(name, ())
+        demos = select_demonstrations(rows_of(pool), k_shot, seed, context_turns, skip) if k_shot else []
         builders[name] = PromptBuilder(
             tokenizer,
             name,
@@ -430,11 +450,18 @@ def builders_from_config(
     config: Any,
     descriptions: Mapping[str, Mapping[str, str]] | None = None,
     seed: int | None = None,
+    exclude: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, PromptBuilder]:
     """``make_builders`` with a run config's prompt settings (``config.prompt``), its demonstration seed
     (``config.train.seed`` unless ``seed`` is given) and the training split's descriptions
-    (``descriptions``: ``split -> {clip_id: text}``), as training, evaluation, ablations and analysis use it."""
+    (``descriptions``: ``split -> {clip_id: text}``), as training, evaluation, ablations and analysis use it.
+
+    With ``data.remove_cross_corpus_overlap`` no demonstration is an utterance that training removes
+    (``demonstration_exclusions``): pass every corpus of ``data.datasets`` at hand (the removal is
+    cross-corpus), or ``exclude`` computed from them when only some builders are wanted."""
     p = config.prompt
+    if exclude is None:
+        exclude = demonstration_exclusions(config, datasets)
     return make_builders(
         tokenizer,
         datasets,
@@ -446,4 +473,14 @@ def builders_from_config(
         descriptions=(descriptions or {}).get("train", {}),
         use_video=p.use_video,
         cutoff_len=p.cutoff_len,
+        exclude=exclude,
     )
+
+
+def demonstration_exclusions(config: Any, corpora: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """``corpus -> utterance ids`` a run's demonstrations must skip: the cross-corpus overlap its training
+    removes (``corpora.overlap.demonstration_exclusions``; ``corpora`` holds every corpus of
+    ``data.datasets``), nothing when the prompts carry no demonstration or the removal is off."""
+    if not config.prompt.k_shot or not config.data.remove_cross_corpus_overlap:
+        return {}
+    return overlap.demonstration_exclusions(corpora, list(config.data.datasets))
