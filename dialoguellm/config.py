@@ -88,6 +88,13 @@ class PromptConfig:
     cutoff_len: int = field(
         default=256, metadata={"help": "Most tokens in prompt + answer; context is trimmed oldest-first."}
     )
+    label_order: str = field(
+        default="corpus",
+        metadata={
+            "help": "Order of the labels the instruction lists: corpus (label_id order, what runs saved "
+            "without this setting used) or paper (the template's, as the paper's instruction)."
+        },
+    )
 
 
 @dataclass
@@ -431,6 +438,8 @@ def _validate_prompt(p: PromptConfig, src: str) -> None:
         _fail(
             src, "prompt.context_turns", f"is {p.context_turns}; the context window must be >= 0 (or 'all')."
         )
+    if p.label_order not in ("paper", "corpus"):
+        _fail(src, "prompt.label_order", f"is {p.label_order!r}; use paper (the template's order) or corpus.")
     if p.k_shot < 0:
         _fail(src, "prompt.k_shot", f"is {p.k_shot}; use 0 (zero-shot) or more demonstrations.")
     if p.cutoff_len < 16:

@@ -149,3 +149,44 @@ def test_budget_trims_the_demonstration_context_last(tiny_tokenizer, meld_corpus
     assert demo.context[0]["text"] not in trimmed.prompt  # the demonstration's oldest turn went first
     assert demo.row["text"] in trimmed.prompt and target["text"] in trimmed.prompt
     assert tight.demonstrations[0].context == demo.context  # the builder's own demonstrations are untouched
+
+
+def test_the_paper_profile_lists_the_labels_as_the_paper_and_cpu_keeps_the_corpus_order(tiny_tokenizer):
+    """Issue 32 item 12. The paper's instruction lists ['happiness', 'anger', 'fear', 'sadness', 'disgust',
+    'surprise', 'neutral']; the paper profiles use that order, the cpu profile (whose committed results were
+    trained with it) the corpus's label_id order. Answers and label ids do not depend on the order."""
+    from dialoguellm.config import load_config
+    from dialoguellm.prompts import builders_from_config
+
+    paper_words = "['happiness', 'anger', 'fear', 'sadness', 'disgust', 'surprise', 'neutral']"
+    corpora = {"meld": synthetic_corpus("meld"), "emorynlp": synthetic_corpus("emorynlp")}
+    for profile in ("paper", "paper_r8", "cpu"):
+        config = load_config(profile, {"prompt.k_shot": 0, "prompt.use_video": False})
+        builders = builders_from_config(tiny_tokenizer, corpora, config)
+        meld, emory = builders["meld"], builders["emorynlp"]
+        assert meld.labels == normalised_label_names("meld")  # ids unchanged
+        listed = "[" + ", ".join(f"'{w}'" for w in normalised_label_names("meld")) + "]"
+        if profile == "cpu":
+            assert config.prompt.label_order == "corpus" and listed in meld.instruction
+        else:
+            assert config.prompt.label_order == "paper"
+            assert meld.instruction == (
+                f"Given the Context, detect the emotion of the input, and assign an accurate label from {paper_words}."
+            )
+            shown = emory.listed_labels("paper")
+            assert sorted(shown) == sorted(emory.labels) and shown[-2:] == ["peaceful", "powerful"]
+    with pytest.raises(ValueError, match="prompt.label_order"):
+        load_config("cpu", {"prompt.label_order": "alphabetical"})
+
+
+def test_the_readme_says_which_adapter_the_cpu_profile_keeps():
+    """Issue 32 item 11: with one epoch and eval_every 0 the cpu profile evaluates dev once, so its adapter is
+    the final one; the README must say so rather than claim a dev selection among several."""
+    from pathlib import Path
+
+    from dialoguellm.config import load_config
+
+    train = load_config("cpu").train
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    if train.epochs == 1 and train.eval_every == 0:
+        assert "the adapter kept is the final one" in " ".join(readme.split())

@@ -299,6 +299,7 @@ def _builder(predictor: Predictor, labels: LabelSet, turns: Turns, notes: list[s
         demonstrations=demos,
         use_video=p.use_video if labels.corpus else turns.has_descriptions,
         cutoff_len=p.cutoff_len,
+        label_order=p.label_order if labels.corpus else "corpus",
         labels=None if labels.corpus else labels.words,
     )
     if turns.has_descriptions and not builder.use_video:

@@ -191,6 +191,7 @@ class PromptBuilder:
         use_video: bool = True,
         cutoff_len: int = 256,
         labels: Sequence[str] | None = None,
+        label_order: str = "corpus",
     ):
         if style not in ("auto", "chat", "plain"):
             raise ValueError(f"prompt style must be auto, chat or plain, not {style!r}.")
@@ -227,11 +228,27 @@ class PromptBuilder:
             self.descriptions = {}
         sources = "sources_with_video" if self.use_video else "sources_without_video"
         label_list = self.template["label_separator"].join(
-            self.template["label"].format(label=label) for label in self.labels
+            self.template["label"].format(label=label) for label in self.listed_labels(label_order)
         )
         self.instruction = self.template["instruction"].format(
             sources=self.template[sources], labels=label_list
         )
+
+    def listed_labels(self, label_order: str) -> list[str]:
+        """The label words in the order the instruction lists them: ``corpus`` (label_id order) or ``paper``
+        (the template's ``label_order``, then the words it lacks in label_id order). Only the instruction
+        text depends on it; answers and scores stay in label_id order."""
+        if label_order == "corpus":
+            return list(self.labels)
+        if label_order != "paper":
+            raise ValueError(f"label_order must be paper or corpus, not {label_order!r}.")
+        order = [w.strip() for w in self.template.get("label_order", "").split(",") if w.strip()]
+        if not order:
+            raise ValueError(
+                "prompt.label_order is paper but the template has no label_order line; use corpus."
+            )
+        rank = {word: i for i, word in enumerate(order)}
+        return sorted(self.labels, key=lambda w: (rank.get(w, len(rank)), self.labels.index(w)))
 
     # ---- text -------------------------------------------------------------------------------------------
     def answer_text(self, label_id: int) -> str:
@@ -421,6 +438,7 @@ def make_builders(
     use_video: bool = True,
     cutoff_len: int = 256,
     exclude: Mapping[str, Iterable[str]] | None = None,
+    label_order: str = "corpus",
 ) -> dict[str, PromptBuilder]:
     """One builder per corpus; ``datasets`` maps a corpus name to its DatasetDict (demonstrations from "train").
     ``exclude``: corpus -> utterance ids never shown as a demonstration (``select_demonstrations``)."""
@@ -440,6 +458,7 @@ def make_builders(
             descriptions=descriptions,
             use_video=use_video,
             cutoff_len=cutoff_len,
+            label_order=label_order,
         )
     return builders
 
@@ -474,6 +493,7 @@ def builders_from_config(
         use_video=p.use_video,
         cutoff_len=p.cutoff_len,
         exclude=exclude,
+        label_order=p.label_order,
     )
 
 
