@@ -190,3 +190,30 @@ def test_the_readme_says_which_adapter_the_cpu_profile_keeps():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     if train.epochs == 1 and train.eval_every == 0:
         assert "the adapter kept is the final one" in " ".join(readme.split())
+
+
+def test_nested_sample_order_prefixes_are_stratified_and_nested():
+    """Every prefix of ``nested_sample_order`` is a stratified sample (each label within one row of its
+    proportional share), so the learning curve's sizes are nested by construction."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dialoguellm.prompts import nested_sample_order
+
+    @settings(max_examples=80, deadline=None)
+    @given(labels=st.lists(st.integers(0, 6), min_size=1, max_size=300), seed=st.integers(0, 1000))
+    def check(labels, seed):
+        order = nested_sample_order(labels, seed)
+        assert sorted(order) == list(range(len(labels)))
+        assert order == nested_sample_order(labels, seed)
+        n = len(labels)
+        counts = {lab: labels.count(lab) for lab in set(labels)}
+        taken = dict.fromkeys(counts, 0)
+        for k, i in enumerate(order, start=1):
+            taken[labels[i]] += 1
+            for lab, total in counts.items():
+                assert abs(taken[lab] - k * total / n) < 1 + 1e-9, (k, lab)
+
+    check()
+    other = nested_sample_order([0, 1] * 50, 2)
+    assert other != nested_sample_order([0, 1] * 50, 1)

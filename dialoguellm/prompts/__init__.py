@@ -19,6 +19,7 @@ from dialoguellm.prompts.builder import (
 )
 from dialoguellm.prompts.preparation import (
     Prepared,
+    nested_sample_order,
     prepare_examples,
     prepare_split,
     sample_indices,
@@ -38,6 +39,7 @@ __all__ = [
     "dialogue_index",
     "load_template",
     "make_builders",
+    "nested_sample_order",
     "prepare_examples",
     "prepare_split",
     "previous_turns_text",

@@ -36,6 +36,35 @@ def sample_indices(n: int, k: int, seed: int, labels: Sequence[int] | None = Non
     return sorted(chosen)
 
 
+def nested_sample_order(labels: Sequence[int], seed: int) -> list[int]:
+    """All row positions in an order whose every prefix is a stratified sample: the first ``k`` positions hold
+    each label within one row of its proportional share ``k * n_label / n``, for every ``k`` at once. Samples
+    of growing size taken as prefixes are therefore nested (each contains the smaller ones), as a learning
+    curve needs; ``sample_indices`` (largest remainders, one ``k``) is not, because its allocation and its
+    random draws both change with ``k``.
+
+    Each label's rows are shuffled with their own stream (``seed`` and the label), and the labels take turns
+    by largest deficit ``(step + 1) * share - taken`` (ties to the smaller label id), a house-monotone
+    allocation: growing ``k`` never takes a row back."""
+    n = len(labels)
+    by_label: dict[int, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_label.setdefault(int(lab), []).append(i)
+    for lab, idx in by_label.items():
+        random.Random(f"{seed}/{lab}").shuffle(idx)
+    share = {lab: len(idx) / n for lab, idx in by_label.items()}
+    taken = dict.fromkeys(by_label, 0)
+    order: list[int] = []
+    for step in range(n):
+        lab = max(
+            (lab for lab in sorted(by_label) if taken[lab] < len(by_label[lab])),
+            key=lambda lab: (step + 1) * share[lab] - taken[lab],
+        )
+        order.append(by_label[lab][taken[lab]])
+        taken[lab] += 1
+    return order
+
+
 def sample_positions(split: Any, k: int, seed: int) -> list[int]:
     """``k`` row positions of a split (all when ``k`` is 0 or >= its size), stratified by label and
     deterministic in ``seed`` (``sample_indices`` on the split's labels)."""
