@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q
 
 reproduce: install
-	$(PY) -m dialoguellm.pipeline reproduce
+	$(VENV)/bin/dialoguellm reproduce
 
 # The retrained ablations (docs/EVALUATION.md): an adapter per arm and seed, 2 h 3 min on 2 cores.
 # Resumable: run it again after an interruption. In the background: nohup make ablations > ablations.log 2>&1 &
@@ -35,7 +35,7 @@ ablations: install
 	$(PY) -m dialoguellm.analysis.ablation_retrained --config cpu
 
 figures: install
-	$(PY) -m dialoguellm.pipeline figures
+	$(VENV)/bin/dialoguellm figures
 
 lab: install
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)

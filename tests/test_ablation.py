@@ -16,7 +16,7 @@ from dialoguellm import config as config_mod
 from dialoguellm import prompts
 from dialoguellm.analysis import ablation
 from dialoguellm.config import load_config
-from dialoguellm.corpora.labels import LABELS
+from dialoguellm.labels import LABELS
 from dialoguellm.scoring import predictions
 
 PROFILES = [p for p in ("cpu", "paper") if (config_mod.PROFILES_DIR / f"{p}.yaml").is_file()]

@@ -11,8 +11,8 @@ import pytest
 
 from dialoguellm import calibration
 from dialoguellm.analysis import error_analysis as analysis
-from dialoguellm.corpora.labels import normalised_label_names
-from dialoguellm.model import loading as modeling
+from dialoguellm.labels import normalised_label_names
+from dialoguellm.model import loading
 from dialoguellm.plots import registry
 from dialoguellm.scoring import predictions
 
@@ -380,14 +380,14 @@ def test_dev_scoring_and_rebuilt_prompts_match_training_and_evaluation(tiny_mode
         },
     )
     corpora = {"meld": synthetic_corpus("meld")}
-    loaded = modeling.load_model(tiny_model_dir, "fp32")
+    loaded = loading.load_model(tiny_model_dir, "fp32")
     dev = prepare_split(config, loaded.tokenizer, corpora, "dev", 5)
     scored = predictions.score_prepared(loaded.model, loaded.tokenizer, dev, config, "dev", progress=False)
     assert len(scored["meld"]) == 5 and np.allclose(scored["meld"][[f"p_{w}" for w in MELD]].sum(axis=1), 1)
     # The browser's prompts are those evaluation built (same settings, same demonstration).
     reference = prepare_examples(config, loaded.tokenizer, corpora, ("test",)).examples["test"]["meld"]
     wanted = [e.example_id for e in reference[:3]]
-    tokenizer = modeling.load_tokenizer(config)
+    tokenizer = loading.load_tokenizer(config)
     prompts = analysis.rebuild_prompts(config, tokenizer, corpora["meld"], "meld", "test", wanted)
     assert prompts == {e.example_id: e.prompt for e in reference[:3]}
 

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dialoguellm"
 # The layers, lowest first. A module may import from its own layer's modules or from any layer below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("dialoguellm", "dialoguellm.io", "dialoguellm.progress", "dialoguellm.metrics", "dialoguellm.stats",
-                    "dialoguellm.corpora.labels")),
+                    "dialoguellm.labels")),
     ("config", ("dialoguellm.config",)),
     ("runs", ("dialoguellm.runs",)),
     ("corpora", ("dialoguellm.corpora",)),

@@ -9,7 +9,7 @@ import pytest
 from dialoguellm import prompts
 from dialoguellm.analysis import baselines
 from dialoguellm.corpora import readers
-from dialoguellm.corpora.labels import LABELS
+from dialoguellm.labels import LABELS
 from dialoguellm.scoring import predictions
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dialoguellm import prompts
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def load(name: str):
 def assert_provenance(result: dict, name: str, argv: list[str], threads: int | None = 1) -> None:
     """The result names the command that reproduces it (the script and exactly the arguments it ran with)
     and, for the benchmarks that load a model, the hardware, torch and the threads it ran with."""
-    assert result["command"] == " ".join(["python", f"benchmarks/{name}.py", *argv])
+    assert result["command"] == " ".join(["dialoguellm", "benchmark", name, *argv])
     if threads is not None:
         assert result["benchmark"] == name and result["torch_threads"] == threads
         assert "CPU cores" in result["hardware"] and result["torch"]
@@ -38,9 +38,7 @@ def scoring_adapter(model_dir: str, folder) -> None:
     """A LoRA adapter on the tiny model whose update changes the scores (a fresh adapter has B = 0)."""
     import torch
 
-    peft_model = modeling.add_lora(
-        modeling.load_model(model_dir, dtype="fp32").model, 4, 8, 0.0, "all-linear"
-    )
+    peft_model = loading.add_lora(loading.load_model(model_dir, dtype="fp32").model, 4, 8, 0.0, "all-linear")
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
@@ -315,7 +313,7 @@ def test_prior_scale_sweeps_on_the_saved_dev_predictions_only(tmp_path):
     import pandas as pd
 
     from dialoguellm.config import load_config, parse_overrides, save_config
-    from dialoguellm.corpora.labels import normalised_label_names
+    from dialoguellm.labels import normalised_label_names
 
     run = tmp_path / "run"
     (run / "training" / "adapter").mkdir(parents=True)

@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 from tiny import shared_dir
 
-from dialoguellm.corpora import labels, readers
+from dialoguellm import labels
+from dialoguellm.corpora import readers
 
 
 @pytest.fixture(scope="module")

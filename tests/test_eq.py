@@ -22,7 +22,7 @@ from tiny import shared_seceu_dir
 
 from dialoguellm import runs
 from dialoguellm.analysis import seceu as eq
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.plots import seceu as seceu_plots
 
 # Invented scenarios in the SECEU schema (not SECEU items).
@@ -434,7 +434,7 @@ def test_tuned_model_scores_through_peft_and_adapter_is_found(tiny_dir, syntheti
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     tokenizer.chat_template = None
-    modeling.add_lora(model, r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"]).save_pretrained(
+    loading.add_lora(model, r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"]).save_pretrained(
         run / "adapter"
     )
     adapter, note = eq.adapter_for(run, str(tiny_dir))
@@ -447,7 +447,7 @@ def test_tuned_model_scores_through_peft_and_adapter_is_found(tiny_dir, syntheti
     assert eq.adapter_for(run, str(tiny_dir), adapter_dir=run / "adapter")[0] == run / "adapter"
     other = _build_tiny_llama(tmp_path / "other")
     assert eq.adapter_for(run, str(other))[0] is None  # trained on another base: not applied
-    tuned = modeling.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_dir), adapter)
+    tuned = loading.load_adapter(AutoModelForCausalLM.from_pretrained(tiny_dir), adapter)
     result = eq.score_model(tuned, tokenizer, synthetic, label="tiny + LoRA", progress=False)
     assert result.answers.sum(axis=1) == pytest.approx([10.0] * 3)
     saved = eq.save_result(result, tmp_path / "eq")

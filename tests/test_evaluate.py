@@ -158,8 +158,9 @@ def test_calibration_on_another_score_scale_is_refused(tmp_path, caplog):
     settings.pop("source")
     (run / "config.yaml").write_text(yaml.safe_dump(settings))
     # No calibration.json: a warning, and no biases.
-    with caplog.at_level("WARNING", logger="dialoguellm.evaluate"):
+    with caplog.at_level("WARNING", logger="dialoguellm.calibration"):
         assert calibration.load_calibration(adapter, trained) == {}
+    assert [r.name for r in caplog.records] == ["dialoguellm.calibration"]
     assert "calibration.json" in caplog.text
     (adapter / "calibration.json").write_text('{"meld": [0, 1, 0, 0, 0, 0, 0]}')
     assert calibration.load_calibration(adapter, trained) == {"meld": [0, 1, 0, 0, 0, 0, 0]}

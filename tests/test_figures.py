@@ -1,11 +1,11 @@
-"""`make figures` (``python -m dialoguellm.pipeline figures``) redraws every registered figure from the
+"""`make figures` (``dialoguellm figures``) redraws every registered figure from the
 committed run outputs in results/cpu, without a model or training, into the folder it is given."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dialoguellm import pipeline
+from dialoguellm import cli
 from dialoguellm.plots.registry import FIGURES, INPUTS, missing_inputs
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "cpu"
@@ -20,7 +20,7 @@ def test_every_figure_names_its_inputs():
 
 def test_make_figures_redraws_every_figure_whose_inputs_are_committed(tmp_path, capsys):
     before = sorted(p.name for p in RESULTS.rglob("*"))
-    assert pipeline.main(["figures", "--out", str(tmp_path)]) == 0  # default source: results/cpu
+    assert cli.main(["figures", "--out", str(tmp_path)]) == 0  # default source: results/cpu
     written = {p.stem for p in tmp_path.glob("*.png")}
     missing = missing_inputs(RESULTS)
     assert written == set(FIGURES) - set(missing), "a figure whose inputs are in results/cpu was not redrawn"

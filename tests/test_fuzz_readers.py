@@ -28,9 +28,9 @@ from dialoguellm import config as config_mod
 from dialoguellm import pipeline
 from dialoguellm.analysis import seceu as eq
 from dialoguellm.corpora import readers, video
-from dialoguellm.corpora.labels import LABELS
 from dialoguellm.corpora.readers import RECORD_FEATURES, SPLITS, CorpusError
 from dialoguellm.evaluation.predict import InputError, read_turns
+from dialoguellm.labels import LABELS
 from dialoguellm.runs import REPO_DIR
 
 RAW = REPO_DIR / "dialoguellm" / "corpora" / "raw"

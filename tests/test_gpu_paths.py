@@ -12,7 +12,7 @@ import pytest
 import torch
 from ddp_worker import config, corpus
 
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.training import checkpoints, loop
 
 
@@ -74,15 +74,15 @@ def test_process_device_comes_from_accelerate_not_local_rank(monkeypatch):
     accelerate's state (local rank modulo visible GPUs) says cuda:0, and that is what the model gets."""
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setattr(accelerate, "PartialState", FakeState(torch.device("cuda", 0)))
-    assert modeling.process_device() == torch.device("cuda", 0)
+    assert loading.process_device() == torch.device("cuda", 0)
     # a single process: accelerate says plain "cuda"; the index is the current device
     monkeypatch.setattr(accelerate, "PartialState", FakeState(torch.device("cuda")))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    assert modeling.process_device() == torch.device("cuda", 0)
+    assert loading.process_device() == torch.device("cuda", 0)
 
 
 def test_process_device_on_a_cpu_machine():
-    assert modeling.process_device().type == "cpu"
+    assert loading.process_device().type == "cpu"
 
 
 def test_load_model_puts_the_model_on_the_process_device(tiny_model_dir, monkeypatch):
@@ -90,8 +90,8 @@ def test_load_model_puts_the_model_on_the_process_device(tiny_model_dir, monkeyp
     says (``meta`` stands in for the GPU)."""
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(modeling, "process_device", lambda: torch.device("meta"))
-    loaded = modeling.load_model(tiny_model_dir, dtype="fp32")
+    monkeypatch.setattr(loading, "process_device", lambda: torch.device("meta"))
+    loaded = loading.load_model(tiny_model_dir, dtype="fp32")
     assert {p.device.type for p in loaded.model.parameters()} == {"meta"}
 
 
@@ -167,15 +167,15 @@ def test_cpu_checkpoint_without_cuda_states_still_loads(tmp_path, monkeypatch):
 def test_kbit_preparation_checkpoints_without_reentrancy(tiny_model_dir):
     """The k-bit recipe's gradient checkpointing is non-reentrant, and LoRA still gets gradients through it
     (the reentrant kind needs peft's input-grad hook for that)."""
-    loaded = modeling.load_model(tiny_model_dir, dtype="fp32")
+    loaded = loading.load_model(tiny_model_dir, dtype="fp32")
     model = loaded.model
     model.is_loaded_in_4bit = True  # what bitsandbytes loading sets; peft then turns checkpointing on
-    model = modeling.prepare_for_kbit_training(model)
+    model = loading.prepare_for_kbit_training(model)
     layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False)]
     assert layers, "no layer has gradient checkpointing on"
     for layer in layers:
         assert layer._gradient_checkpointing_func.keywords == {"use_reentrant": False}
-    lora = modeling.add_lora(model, 4, 8, 0.0, ["q_proj", "v_proj"])
+    lora = loading.add_lora(model, 4, 8, 0.0, ["q_proj", "v_proj"])
     lora.train()
     ids = torch.tensor([[2, 5, 6, 7, 8, 9]])
     lora(input_ids=ids, labels=ids).loss.backward()
@@ -190,8 +190,8 @@ def test_kbit_loading_goes_through_the_non_reentrant_preparation(tiny_model_dir,
     import transformers
 
     calls: dict[str, object] = {}
-    monkeypatch.setattr(modeling, "_check_quantization", lambda q: None)
-    monkeypatch.setattr(modeling, "process_device", lambda: torch.device("cuda", 0))
+    monkeypatch.setattr(loading, "_check_quantization", lambda q: None)
+    monkeypatch.setattr(loading, "process_device", lambda: torch.device("cuda", 0))
     monkeypatch.setenv("LOCAL_RANK", "5")
     real = transformers.AutoModelForCausalLM.from_pretrained
 
@@ -201,7 +201,7 @@ def test_kbit_loading_goes_through_the_non_reentrant_preparation(tiny_model_dir,
         return real(folder, **kwargs)
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
-    monkeypatch.setattr(modeling, "prepare_for_kbit_training", lambda m: calls.setdefault("prepared", m))
-    loaded = modeling.load_model(tiny_model_dir, dtype="fp32", quantization=quantization)
+    monkeypatch.setattr(loading, "prepare_for_kbit_training", lambda m: calls.setdefault("prepared", m))
+    loaded = loading.load_model(tiny_model_dir, dtype="fp32", quantization=quantization)
     assert calls["device_map"] == {"": 0}
     assert calls["prepared"] is not None and loaded.model is calls["prepared"]

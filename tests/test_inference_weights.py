@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.prompts import PromptBuilder
 from dialoguellm.scoring import engine
 
 
 def _with_lora(model, seed=0):
     """A LoRA adapter with a non-zero update (a fresh one starts with B = 0 and changes nothing), frozen as
-    ``modeling.load_adapter`` leaves it for evaluation."""
-    peft_model = modeling.add_lora(model, 4, 8, 0.0, ["q_proj", "v_proj", "down_proj"])
+    ``loading.load_adapter`` leaves it for evaluation."""
+    peft_model = loading.add_lora(model, 4, 8, 0.0, ["q_proj", "v_proj", "down_proj"])
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():

@@ -68,7 +68,8 @@ def notebook_run(tmp_path_factory, request):
             continue
         params = _fill(spec[notebook.stem].get("parameters") or {}, resolve)
         try:
-            pipeline.run_notebook(notebook, run, params, figures=run / "figures", timeout=600)
+            # no figures folder given: the run's own, as under `make reproduce`
+            pipeline.run_notebook(notebook, run, params, timeout=600)
             errors[notebook.stem] = None
         except Exception as err:  # keep going: later notebooks report their own state
             errors[notebook.stem] = err
@@ -117,6 +118,18 @@ def test_figures_regenerate_from_a_run(notebook_run, tmp_path):
     assert {p.stem for p in written} == set(FIGURES) - missing, "a registered figure was not redrawn"
     for path in written:
         assert path.parent == tmp_path and path.stat().st_size > 10_000, path
+
+
+@pytest.mark.slow
+def test_the_notebooks_write_only_into_their_run_folder(notebook_run, tracked_at_start):
+    from checkout import tracked_state
+
+    run, errors, _ = notebook_run
+    assert not any(errors.values())
+    if tracked_at_start is None:
+        pytest.skip("not a git checkout")
+    assert tracked_state() == tracked_at_start, "a notebook run changed tracked files (figures/?)"
+    assert len(list((run / "figures").glob("*.png"))) >= 10
 
 
 def _code_cells(notebook: Path) -> list[dict]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 
 import pytest
+from tiny import synthetic_corpus
 
 from dialoguellm.config import Config, load_config
 from dialoguellm.corpora import overlap, readers
 from dialoguellm.training.loop import training_corpora
-from tests.tiny import synthetic_corpus
 
 SHARED_LINE = "Could you please pass me the salt and the pepper"
 SCENE_LINES = ["We were on a break and you know it", "You slept with the copy girl that same night"]

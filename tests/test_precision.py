@@ -13,7 +13,7 @@ import torch
 from tiny import synthetic_corpus
 
 from dialoguellm.config import DEFAULT_PRECISION, EvalConfig, load_config
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.prompts import PromptBuilder, select_demonstrations
 from dialoguellm.scoring import engine, predictions
 
@@ -24,8 +24,8 @@ RESULT = REPO / "benchmarks" / "results" / "precision_cpu.json"
 @pytest.fixture(scope="module")
 def bf16_lora(tiny_model_dir):
     """The tiny LLaMA with bf16 base weights (as the CPU default loads) and a non-zero fp32 LoRA update."""
-    loaded = modeling.load_model(tiny_model_dir, dtype="bf16")
-    model = modeling.add_lora(loaded.model, 4, 8, 0.0, ["q_proj", "v_proj", "down_proj"])
+    loaded = loading.load_model(tiny_model_dir, dtype="bf16")
+    model = loading.add_lora(loaded.model, 4, 8, 0.0, ["q_proj", "v_proj", "down_proj"])
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -127,7 +127,7 @@ def test_each_precision_computes_what_it_names(bf16_lora):
 
 
 def test_fp32_parameters_keep_ties_and_restore_after_an_error(tiny_model_dir):
-    model = modeling.load_model(tiny_model_dir, dtype="bf16").model
+    model = loading.load_model(tiny_model_dir, dtype="bf16").model
     model.lm_head.weight = model.model.embed_tokens.weight  # tied, as in SmolLM2
     before = {n: (p, p.data_ptr()) for n, p in model.named_parameters(remove_duplicate=False)}
     with pytest.raises(RuntimeError, match="inside"):

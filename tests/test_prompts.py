@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tiny import synthetic_corpus
 
-from dialoguellm.corpora.labels import normalised_label_names
+from dialoguellm.labels import normalised_label_names
 from dialoguellm.prompts import (
     PromptBuilder,
     PromptTooLongError,

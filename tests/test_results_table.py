@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from dialoguellm.corpora.labels import normalised_label_names
+from dialoguellm.labels import normalised_label_names
 from dialoguellm.report import (
     CALIBRATED,
     RAW,
@@ -30,7 +30,7 @@ RESULTS = REPO / "results" / "cpu"
 README = REPO / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # The other blocks of the README's Results section and the function that prints each from results/cpu
-# (`python -m dialoguellm.pipeline summary --run-dir results/cpu` prints all three).
+# (`dialoguellm summary --run-dir results/cpu` prints all three).
 BLOCKS = {"seeds": seeds_table, "ablations": ablations_table}
 
 
@@ -175,7 +175,7 @@ def test_readme_results_table_is_recomputed_from_committed_files():
     assert START in text and END in text, "README.md lost its results markers"
     shown = text.split(START, 1)[1].split(END, 1)[0].strip()
     assert shown == headline_table(RESULTS).strip(), (
-        "README's results table differs from `python -m dialoguellm.pipeline summary --run-dir results/cpu`; "
+        "README's results table differs from `dialoguellm summary --run-dir results/cpu`; "
         "paste the table it prints."
     )
 
@@ -264,6 +264,6 @@ def test_readme_seed_and_ablation_tables_are_recomputed_from_committed_files(blo
     assert start in text and end in text, f"README.md lost its {block} markers"
     shown = text.split(start, 1)[1].split(end, 1)[0].strip()
     assert shown == BLOCKS[block](RESULTS).strip(), (
-        f"README's {block} table differs from `python -m dialoguellm.pipeline summary --run-dir results/cpu`; "
+        f"README's {block} table differs from `dialoguellm summary --run-dir results/cpu`; "
         "paste the table it prints."
     )

@@ -15,7 +15,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from dialoguellm import stats
-from dialoguellm.corpora.labels import LABELS
+from dialoguellm.labels import LABELS
 from dialoguellm.metrics import classification_metrics
 from dialoguellm.runs import REPO_DIR
 
@@ -236,7 +236,7 @@ def test_dialogue_of(example_id, dialogue):
 
 
 def prediction_frame(gold, pred, groups, dataset="meld") -> pd.DataFrame:
-    """A frame shaped like evaluate.save_predictions writes (MELD ids dia<D>_utt<U>)."""
+    """A frame shaped like scoring.predictions.save_predictions writes (MELD ids dia<D>_utt<U>)."""
     labels = LABELS[dataset]
     turn = pd.Series(groups).groupby(groups).cumcount().to_numpy()
     return pd.DataFrame(

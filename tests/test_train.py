@@ -14,7 +14,7 @@ from tiny import synthetic_corpus, tiny_settings
 from dialoguellm import calibration, prompts
 from dialoguellm.config import config_from_dict
 from dialoguellm.evaluation import run as evaluation
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.plots import evaluation as evaluation_plots
 from dialoguellm.plots import training as training_plots
 from dialoguellm.training import checkpoints, loop
@@ -224,8 +224,8 @@ def test_calibration_is_fitted_with_the_selected_adapter_and_refitted_on_resume(
 
     # fit_calibration loads the kept adapter into the model before scoring, whatever the model holds now.
 
-    loaded = modeling.load_model(str(tiny_model_dir), "fp32")
-    model = modeling.load_adapter(loaded.model, adapter)
+    loaded = loading.load_model(str(tiny_model_dir), "fp32")
+    model = loading.load_adapter(loaded.model, adapter)
     saved = load_file(str(adapter / "adapter_model.safetensors"))
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -17,8 +17,8 @@ from tiny import CUES, LocalServer, save_synthetic_corpus, synthetic_corpus, tin
 
 from dialoguellm import cli
 from dialoguellm.config import config_from_dict
-from dialoguellm.corpora.labels import NORMALISATION
 from dialoguellm.evaluation import endpoint
+from dialoguellm.labels import NORMALISATION
 
 KEY = "sk-zero-shot-test-NEVER-WRITE-ME"
 # cue word in the utterance -> the label word a perfect model answers (MELD's normalised words)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from dialoguellm.corpora.labels import LABELS, NORMALISATION
+from dialoguellm.labels import LABELS, NORMALISATION
 
 # One thread: the tiny model gains nothing from two, and on a machine shared with other jobs two OpenMP
 # threads that wait on each other run up to 50x slower.
@@ -470,7 +470,7 @@ def synthetic_retrained_results(folder: Path, n: int = 40, seed: int = 0) -> Pat
     import numpy as np
 
     from dialoguellm.analysis import ablation_retrained
-    from dialoguellm.corpora.labels import LABELS
+    from dialoguellm.labels import LABELS
 
     grid = ablation_retrained.load_grid("cpu")
     rng = np.random.default_rng(seed)

@@ -71,11 +71,6 @@ def word_set(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.lower().replace("'", "").replace("\u2019", "")))
 
 
-def words_of(text: str) -> int:
-    """Words in the exact key (what ``MIN_WORDS`` is compared with)."""
-    return len(exact_key(text).split())
-
-
 def meld_episodes(data_dir: str | os.PathLike | None = None) -> dict[tuple[str, str], str]:
     """``(split, dialogue_id) -> "s03e19"`` from the Season/Episode columns of MELD's raw CSVs."""
     folder = raw_data_dir(data_dir) / "meld"

@@ -853,10 +853,6 @@ class DescriptionCache:
         """The latest successful record of every key, in file order."""
         return [r for r in self.records.values() if r["status"] == "ok"]
 
-    def failed_records(self) -> list[dict[str, Any]]:
-        """The keys whose latest record is a failure, with their reason."""
-        return [r for r in self.records.values() if r["status"] == "failed"]
-
 
 @dataclass
 class RunSummary:
