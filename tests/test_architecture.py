@@ -1,32 +1,26 @@
-"""The package's imports run one way: corpora -> prompts -> model -> scoring -> calibration -> training /
-evaluation -> analysis -> plots -> pipeline (docs/ARCHITECTURE.md). An AST walk reads every import of every
-module, at module level and inside functions, so a cycle hidden in a function-level import fails here too."""
+"""The package's imports run one way, down the layers of docs/ARCHITECTURE.md, with no cycle. The layer order
+has one home: the import-linter contract in pyproject.toml ([tool.importlinter]); these tests run
+`lint-imports` on it (so `make test` and CI check it), show that it catches an upward import and a cycle
+hidden inside functions, and check that every function-level import names a module that exists."""
 
 from __future__ import annotations
 
 import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
-PACKAGE = Path(__file__).resolve().parents[1] / "dialoguellm"
+from dialoguellm.runs import REPO_DIR
 
-# The layers, lowest first. A module may import from its own layer's modules or from any layer below it.
-LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("dialoguellm", "dialoguellm.io", "dialoguellm.progress", "dialoguellm.metrics", "dialoguellm.stats",
-                    "dialoguellm.labels")),
-    ("config", ("dialoguellm.config",)),
-    ("runs", ("dialoguellm.runs",)),
-    ("corpora", ("dialoguellm.corpora",)),
-    ("prompts", ("dialoguellm.prompts",)),
-    ("model", ("dialoguellm.model",)),
-    ("scoring", ("dialoguellm.scoring",)),
-    ("calibration", ("dialoguellm.calibration",)),
-    ("training / evaluation", ("dialoguellm.training", "dialoguellm.evaluation")),
-    ("analysis", ("dialoguellm.analysis",)),
-    ("plots", ("dialoguellm.plots",)),
-    ("report / pipeline / cli", ("dialoguellm.report", "dialoguellm.pipeline", "dialoguellm.cli")),
-]  # fmt: skip
+REPO = REPO_DIR
+PACKAGE = REPO / "dialoguellm"
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
 def module_name(path: Path) -> str:
@@ -37,14 +31,65 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imports_of(name: str, source: str | None = None) -> set[str]:
-    """The package modules ``name`` imports anywhere in its source (``from a import b`` counts as
-    ``a.b`` when ``a.b`` is a module, else as ``a``); ``source`` replaces the file's text."""
-    path = MODULES.get(name, PACKAGE / "x.py")
-    tree = ast.parse(source if source is not None else path.read_text(encoding="utf-8"))
+def contract_layers() -> list[str]:
+    """The layers of pyproject.toml's layers contract, highest first."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    return next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+
+
+def lint_imports(root: Path, package_parent: Path) -> subprocess.CompletedProcess:
+    """`lint-imports` with ``root``'s pyproject.toml on the package found in ``package_parent``."""
+    env = {**os.environ, "PYTHONPATH": str(package_parent)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(root / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter not installed (dev extra)")
+
+
+def test_the_import_contract_is_kept():
+    result = lint_imports(REPO, REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
+
+
+def test_the_contract_catches_an_upward_import_and_a_cycle_inside_functions(tmp_path):
+    shutil.copytree(PACKAGE, tmp_path / "dialoguellm", ignore=shutil.ignore_patterns("raw", "__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    with (tmp_path / "dialoguellm" / "io.py").open("a") as io_module:  # foundation reaching up to training
+        io_module.write("\n\ndef _upward():\n    from dialoguellm.training import loop  # noqa\n")
+    with (tmp_path / "dialoguellm" / "scoring" / "engine.py").open(
+        "a"
+    ) as engine:  # predictions imports engine
+        engine.write("\n\ndef _circle():\n    from dialoguellm.scoring import predictions  # noqa\n")
+    result = lint_imports(tmp_path, tmp_path)
+    assert result.returncode != 0
+    assert "0 kept, 2 broken" in result.stdout, result.stdout
+    assert "dialoguellm.io -> dialoguellm.training.loop" in result.stdout
+
+
+def test_every_top_level_module_has_a_layer_and_a_line_in_the_architecture_doc():
+    named = {name.strip() for layer in contract_layers() for name in re.split(r"[:|]", layer)}
+    top_level = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    top_level |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert named == top_level, "pyproject.toml's layers contract and the package's top-level modules differ"
+    doc = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    for name in named:
+        assert f"`{name}.py`" in doc or f"`{name}/" in doc, f"docs/ARCHITECTURE.md has no row for {name}"
+
+
+def imports_of(name: str) -> set[str]:
+    """The package modules ``name`` imports anywhere in its source, function-level imports included."""
+    path = MODULES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -52,74 +97,16 @@ def imports_of(name: str, source: str | None = None) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            targets = [
-                f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names
-            ]
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         else:
             continue
         found |= {t for t in targets if t == "dialoguellm" or t.startswith("dialoguellm.")}
     return found - {name}
 
 
-GRAPH = {name: imports_of(name) for name in MODULES}
-
-
-def layer_of(name: str) -> int:
-    """The index of the layer a module belongs to (the longest matching prefix wins)."""
-    best, rank = -1, None
-    for index, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best:
-                best, rank = len(prefix), index
-    assert rank is not None, f"{name} belongs to no layer of tests/test_architecture.py; add it to LAYERS."
-    return rank
-
-
 def test_every_import_names_a_module_that_exists():
+    """A function-level import of a module that was moved fails only when called; this finds it now."""
     missing = {
-        f"{name} -> {target}"
-        for name, targets in GRAPH.items()
-        for target in targets
-        if target not in MODULES
+        f"{name} -> {target}" for name in MODULES for target in imports_of(name) if target not in MODULES
     }
     assert not missing, f"imports of modules that do not exist: {sorted(missing)}"
-
-
-def test_no_import_cycle():
-    """Depth-first search over the module graph; any back edge is a cycle."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(GRAPH.get(node, ())):
-            if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt) :] + [nxt]
-                pytest.fail("import cycle: " + " -> ".join(cycle))
-            if nxt in MODULES and state.get(nxt) is None:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for name in MODULES:
-        if state.get(name) is None:
-            visit(name)
-
-
-def test_imports_only_go_down_the_layers():
-    upward = [
-        f"{name} ({LAYERS[layer_of(name)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
-        for name, targets in GRAPH.items()
-        for target in targets
-        if target in MODULES and layer_of(target) > layer_of(name) and name != "dialoguellm"
-    ]
-    assert not upward, "imports against the layer order:\n" + "\n".join(upward)
-
-
-def test_the_checks_can_fail():
-    """A function-level import, a relative one and an upward one are all seen."""
-    hidden = "def f():\n    from dialoguellm.training import loop\n    from .engine import score_examples\n"
-    found = imports_of("dialoguellm.scoring.predictions", hidden)
-    assert found == {"dialoguellm.training.loop", "dialoguellm.scoring.engine"}
-    assert layer_of("dialoguellm.training.loop") > layer_of("dialoguellm.scoring.predictions")
