@@ -172,8 +172,11 @@ def test_success_sends_images_model_and_key_and_fills_the_cache(server, clips, d
 
 
 def test_429_is_retried_with_backoff_then_succeeds(server, clips, describer_env, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="dialoguellm.video"):
+    with caplog.at_level(logging.WARNING, logger="dialoguellm.corpora.video.client"):
         summary = run(clips[:1], make(max_retries=3), tmp_path, "429x2")
+    assert {r.name for r in caplog.records if "HTTP 429" in r.getMessage()} == {
+        "dialoguellm.corpora.video.client"
+    }
     assert (summary.done, summary.failed) == (1, 0)
     assert server.counts["429x2"] == 3
     assert caplog.text.count("HTTP 429") == 2
