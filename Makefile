@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,quant,video,notebooks,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install test reproduce ablations lab figures lint format clean
+.PHONY: install test test-fast reproduce ablations lab figures lint format clean
 
 install: $(STAMP)
 
@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m ipykernel install --sys-prefix --name dialoguellm --display-name "Python (dialoguellm)" >/dev/null
 	touch $(STAMP)
 
+# Everything, what CI runs (tests/ mirrors the package: one folder per layer).
 test: install
 	$(PY) -m pytest -q
+
+# The quick lane while editing: no training, notebooks, benchmarks or real models (pytest -m "not slow").
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 reproduce: install
 	$(VENV)/bin/dialoguellm reproduce

@@ -283,6 +283,7 @@ def test_prior_correction_needs_label_probabilities():
         calibration.PriorCorrection.fit(frame, MELD)
 
 
+@pytest.mark.slow
 def test_figures_redraw_from_saved_tables(tmp_path):
     run = tmp_path / "run"
     rng = np.random.default_rng(3)

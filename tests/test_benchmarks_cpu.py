@@ -11,6 +11,10 @@ import pytest
 from dialoguellm import prompts
 from dialoguellm.model import loading
 
+# Every test here runs a benchmark script end to end (tiny models, but whole measurements).
+pytestmark = pytest.mark.slow
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,7 +37,6 @@ def assert_provenance(result: dict, name: str, argv: list[str], threads: int | N
 TINY = ["--set", "model.dtype=fp32", "--set", "model.num_threads=1", "--set", "eval.max_new_tokens=2"]
 
 
-@pytest.mark.slow
 def scoring_adapter(model_dir: str, folder) -> None:
     """A LoRA adapter on the tiny model whose update changes the scores (a fresh adapter has B = 0)."""
     import torch
@@ -84,7 +87,6 @@ def test_eval_speed_compares_three_ways(tiny_model_dir, tmp_path, monkeypatch):
     assert saved["settings"]["paper_generation"]["num_beams"] == 4
 
 
-@pytest.mark.slow
 def test_train_speed_times_both_on_the_same_tokens(tiny_model_dir, tmp_path):
     out = tmp_path / "train.json"
     args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--set", "data.train_per_dataset=48"]
@@ -98,7 +100,6 @@ def test_train_speed_times_both_on_the_same_tokens(tiny_model_dir, tmp_path):
     assert result["speedup"] == pytest.approx(ours["tokens_per_second"] / base["tokens_per_second"], rel=0.01)
 
 
-@pytest.mark.slow
 def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, monkeypatch):
     real = prompts.prepare_examples
 
@@ -127,7 +128,6 @@ def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, mo
     assert result["config_agrees"] == (result["eval.length_normalise"] is True)
 
 
-@pytest.mark.slow
 def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
     tiny_model_dir, tmp_path, monkeypatch
 ):
@@ -148,7 +148,6 @@ def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
         assert entry["merged"]["max_abs_score_difference"] > 0  # bf16 merged weights do move the scores
 
 
-@pytest.mark.slow
 def test_overlap_effect_trains_both_arms_and_splits_the_test_set(tiny_model_dir, tmp_path):
     out = tmp_path / "overlap.json"
     args = [

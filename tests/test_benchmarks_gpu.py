@@ -17,6 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# Every test here runs a benchmark script end to end (tiny models, but whole measurements).
+pytestmark = pytest.mark.slow
+
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_7b.py"
 
@@ -209,7 +213,6 @@ def plain_checkout(dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.slow
 def test_tiny_run_through_the_documented_bare_image_command(tmp_path):
     """The documented line, verbatim, with `--tiny` appended, from a plain checkout: `python3` is this
     environment's Python (as on the GPU image), nothing is installed but what `.whl/` carries, and the
@@ -293,7 +296,6 @@ def test_tiny_run_through_the_documented_bare_image_command(tmp_path):
     assert all(t["met"] is None for t in targets.values())  # a tiny run is never judged against 7B targets
 
 
-@pytest.mark.slow
 def test_a_forced_qlora_failure_leaves_the_other_numbers_and_the_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--inject-failure", "qlora", "--out-dir", str(tmp_path)]

@@ -1,5 +1,5 @@
-"""SECEU scoring (dialoguellm.eq): the paper's formula and answer rules, both answer modes on a tiny random
-LLaMA, the checksummed download against a local server, and clear errors on bad inputs.
+"""SECEU scoring (dialoguellm.analysis.seceu): the paper's formula and answer rules, both answer modes on a
+tiny random LLaMA, the checksummed download against a local server, and clear errors on bad inputs.
 
 The real SECEU files are research-use only and never copied here: tests on them read ../shared and skip
 without it; everything else uses small invented items in the same JSON schema.
@@ -18,41 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import shared_seceu_dir
+from tiny import SYNTHETIC_ITEMS, SYNTHETIC_STANDARD, shared_seceu_dir, write_seceu
 
 from dialoguellm import runs
 from dialoguellm.analysis import seceu as eq
 from dialoguellm.model import loading
 from dialoguellm.plots import seceu as seceu_plots
-
-# Invented scenarios in the SECEU schema (not SECEU items).
-SYNTHETIC_ITEMS = [
-    {
-        "story": "Mara's kite finally flew over the hill after ten failed tries.",
-        "options": ["Proud", "Bored", "Ashamed", "Relieved"],
-    },
-    {
-        "story": "Tom found his bike stolen on the morning of the race.",
-        "options": ["Angry", "Cheerful", "Disappointed", "Calm"],
-    },
-    {
-        "story": "A stranger returned Lin's lost wallet with every coin inside.",
-        "options": ["Grateful", "Suspicious", "Surprised", "Jealous"],
-    },
-]
-SYNTHETIC_STANDARD = {
-    "standard_scores": [[4.0, 0.5, 0.5, 5.0], [4.5, 0.0, 4.5, 1.0], [5.0, 1.0, 3.5, 0.5]],
-    "human_pattern": [2.1, 2.8, 3.3],
-    "population_mean": 2.79,
-    "population_std": 0.822,
-}
-
-
-def write_seceu(folder: Path, items=None, standard=None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / eq.ITEMS_FILE).write_text(json.dumps(SYNTHETIC_ITEMS if items is None else items))
-    (folder / eq.STANDARD_FILE).write_text(json.dumps(SYNTHETIC_STANDARD if standard is None else standard))
-    return folder
 
 
 @pytest.fixture

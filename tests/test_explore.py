@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_predict import TURNS, make_run
-from tiny import save_synthetic_corpus, synthetic_corpus
+from tiny import TURNS, make_run, save_synthetic_corpus, synthetic_corpus
 
 from dialoguellm.analysis import explore
 from dialoguellm.plots import explore as plots

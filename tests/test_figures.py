@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from dialoguellm import cli
 from dialoguellm.plots.registry import FIGURES, INPUTS, missing_inputs
 
@@ -18,6 +20,7 @@ def test_every_figure_names_its_inputs():
     assert set(INPUTS) == set(FIGURES)
 
 
+@pytest.mark.slow
 def test_make_figures_redraws_every_figure_whose_inputs_are_committed(tmp_path, capsys):
     before = sorted(p.name for p in RESULTS.rglob("*"))
     assert cli.main(["figures", "--out", str(tmp_path)]) == 0  # default source: results/cpu

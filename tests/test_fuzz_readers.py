@@ -523,7 +523,7 @@ def test_calibration_file(calibration, data_):
 
 @pytest.fixture(scope="module")
 def seceu(work) -> tuple[Path, dict[str, bytes]]:
-    from test_eq import write_seceu
+    from tiny import write_seceu
 
     folder = write_seceu(work / "seceu")
     originals = {}

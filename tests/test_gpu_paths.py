@@ -34,6 +34,7 @@ class MetaDeviceAccelerator(accelerate.Accelerator):
         return torch.zeros(tensor.shape, dtype=tensor.dtype)
 
 
+@pytest.mark.slow
 def test_collectives_get_tensors_on_the_accelerator_device(tiny_model_dir, tmp_path, monkeypatch):
     """Training as one of two processes: every tensor handed to accelerator.reduce is on accelerator.device."""
     MetaDeviceAccelerator.reduced = []

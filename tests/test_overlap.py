@@ -115,6 +115,7 @@ def vendored() -> dict:
     return {"meld": readers.load_meld(folder), "emorynlp": readers.load_emorynlp(folder)}
 
 
+@pytest.mark.slow
 def test_vendored_counts_of_the_issue(vendored):
     table = overlap.utterance_table(vendored, data_dir=readers.vendored_dir())
     counts = overlap.overlap_table(table=table).set_index(
@@ -146,6 +147,7 @@ def test_vendored_counts_of_the_issue(vendored):
     assert (len(meld_test_keys & emory_train), len(meld_test_keys)) == (183, 1482)
 
 
+@pytest.mark.slow
 def test_vendored_removal_counts(vendored):
     _, report = overlap.remove_cross_corpus_overlap(vendored)
     assert report["matched"] == {"meld": 171, "emorynlp": 264}
@@ -164,6 +166,7 @@ def test_described_label_shares_compare_the_described_clips_with_the_split():
     assert abs(shares["described_share"].sum() - 1) < 1e-9 and abs(shares["split_share"].sum() - 1) < 1e-9
 
 
+@pytest.mark.slow
 def test_committed_overlap_figure_equals_what_the_code_draws(vendored, tmp_path):
     from dialoguellm.plots import corpora as corpus_plots
     from dialoguellm.runs import REPO_DIR
@@ -175,6 +178,7 @@ def test_committed_overlap_figure_equals_what_the_code_draws(vendored, tmp_path)
     )
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_prompts_share_the_demonstration():
     """Removal shrinks the training split, but demonstrations are drawn from the official one, so a prompt
     built from the cleaned corpora (training, calibration) and one built from the official corpora

@@ -143,6 +143,7 @@ def paper_run(tmp_path_factory) -> Path:
     [("paper", [], "8bit"), ("paper_r8", [], "8bit"), ("paper", ["model.quantization=4bit"], "4bit")],
     ids=["paper-8bit", "paper_r8-8bit", "qlora-4bit"],
 )
+@pytest.mark.slow
 def test_paper_profile_end_to_end_in_kbit_on_cpu(
     profile, extra, quantization, paper_run, sentencepiece_llama_dir, monkeypatch, capsys
 ):
@@ -230,6 +231,7 @@ def test_kbit_refusal_names_the_reason(monkeypatch):
         loading.load_model("unused", "fp16", "8bit")
 
 
+@pytest.mark.slow
 def test_all_seeds_trains_one_adapter_per_seed_and_reports_mean_and_sd(
     paper_run, sentencepiece_llama_dir, capsys, caplog, monkeypatch
 ):

@@ -10,41 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from tiny import save_random_adapter, tiny_settings
+from tiny import TURNS, make_run, tiny_config
 
 import dialoguellm
 from dialoguellm import cli
-from dialoguellm.config import config_from_dict, save_config
+from dialoguellm.config import save_config
 from dialoguellm.evaluation import predict as pr
 from dialoguellm.model import loading
 from dialoguellm.prompts import PromptBuilder
 from dialoguellm.runs import RunLayout
 from dialoguellm.scoring.predictions import predict_by_scoring
-
-TURNS = [
-    {"dialogue_id": "d1", "speaker": "Ross", "text": "I think the coffee is wonderful."},
-    {"dialogue_id": "d1", "speaker": "Rachel", "text": "Whoa, really? I am so scared."},
-    {"dialogue_id": "d1", "speaker": "Ross", "text": "That is gross."},
-    {"dialogue_id": "d2", "speaker": "Joey", "text": "I am furious today!"},
-    {"dialogue_id": "d2", "speaker": "Monica", "text": "Okay, okay."},
-]
-
-
-def tiny_config(model_dir: str, **prompt):
-    raw = tiny_settings(model_dir)
-    raw["prompt"].update({"context_turns": 1, **prompt})
-    return config_from_dict(raw)
-
-
-def make_run(tmp_path: Path, model_dir: str, **prompt) -> Path:
-    """A run folder as training leaves it: training/config.yaml and training/adapter/ (random LoRA B, so the
-    adapter changes the scores)."""
-    run = tmp_path / "run"
-    layout = RunLayout(run)
-    config = tiny_config(model_dir, **prompt)
-    save_config(config, layout.training / "config.yaml")
-    save_random_adapter(model_dir, layout.adapter)
-    return run
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
@@ -169,6 +144,7 @@ def test_records_and_frames_are_accepted():
         pr.turns_from_records([])
 
 
+@pytest.mark.slow
 def test_import_stays_light_and_predict_is_exported_lazily():
     import subprocess
     import sys

@@ -64,6 +64,7 @@ def test_tree_is_linted_and_formatted():
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
+@pytest.mark.slow
 def test_committed_label_figure_equals_what_the_code_draws(tmp_path):
     from dialoguellm.corpora import readers
     from dialoguellm.plots import corpora as corpus_plots

@@ -47,6 +47,7 @@ def compare_runs(a, b) -> dict[str, dict]:
     return module.compare_runs(a, b)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_predictions_and_metrics(tiny_model_dir, tmp_path):
     # LoRA dropout on, so the check covers the random numbers drawn during training too.
     config_file = tmp_path / "tiny.yaml"
@@ -88,6 +89,7 @@ def _step(state_file) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_resume_ends_like_an_uninterrupted_run(tiny_model_dir, tmp_path):
     # 64 optimiser steps of 4 prompts, a checkpoint after every step, dev evaluation every 16; dropout on, so
     # the resumed run also needs the random state the checkpoint saved.

@@ -169,6 +169,7 @@ def test_export_refuses_an_unfinished_run(tmp_path):
         export_results(tmp_path, tmp_path / "out")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not RESULTS.is_dir(), reason="results/cpu is not in this checkout")
 def test_readme_results_table_is_recomputed_from_committed_files():
     text = README.read_text(encoding="utf-8")
@@ -254,6 +255,7 @@ def test_export_results_keeps_the_ablations_and_seeds_other_commands_wrote(tmp_p
     assert not (out / "stale.csv").exists() and (out / "evaluation" / "test_meld_predictions.csv").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", sorted(BLOCKS))
 def test_readme_seed_and_ablation_tables_are_recomputed_from_committed_files(block):
     start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"

@@ -9,6 +9,7 @@ import logging
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from tiny import save_synthetic_corpus, synthetic_corpus, tiny_settings
 
@@ -26,8 +27,10 @@ FAKE_TOKENS = {
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"}
 
 
+@pytest.mark.slow
 def test_fake_keys_reach_no_file_or_log_of_a_whole_run(tiny_model_dir, tmp_path, monkeypatch, caplog, capsys):
-    from test_video_http import ChatServer, write_clip  # skips without PyAV, which decodes the frames
+    pytest.importorskip("av")  # PyAV decodes the frames
+    from tiny import ChatServer, write_clip
 
     for name, value in FAKE_TOKENS.items():
         monkeypatch.setenv(name, value)

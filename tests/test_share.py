@@ -36,6 +36,7 @@ def front_matter(text: str) -> dict:
     return yaml.safe_load(text.split("---\n")[1])
 
 
+@pytest.mark.slow
 def test_adapter_folder_holds_a_model_card(trained, tiny_model_dir):
     _, adapter, _ = trained
     text = (adapter / "README.md").read_text(encoding="utf-8")
@@ -54,6 +55,7 @@ def test_adapter_folder_holds_a_model_card(trained, tiny_model_dir):
     assert card["test"]["results"]["meld"]["dialogues"] == 4
 
 
+@pytest.mark.slow
 def test_plain_peft_loads_the_adapter_with_the_same_scores(trained, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -75,6 +77,7 @@ def test_plain_peft_loads_the_adapter_with_the_same_scores(trained, tiny_model_d
     assert np.abs(untuned - scores[0]).max() > 1e-3  # the adapter is really applied
 
 
+@pytest.mark.slow
 def test_merge_export_writes_safetensors_and_counts_changed_predictions(trained, tmp_path, capsys):
     run, _, _ = trained
     out = tmp_path / "merged"

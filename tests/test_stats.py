@@ -367,6 +367,7 @@ def test_cli_reports_mismatched_files(two_files, tmp_path, capsys):
     assert "Prediction file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_runs_as_a_script_without_heavy_imports(two_files):
     code = (
         "import sys; sys.argv = ['stats', 'interval', sys.argv[1], '--metric', 'accuracy', "

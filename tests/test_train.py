@@ -67,6 +67,7 @@ def test_tiny_llama_learns_sixteen_examples(tiny_model_dir, tmp_path):
     assert (tmp_path / "eval" / "train_meld_predictions.csv").is_file()
 
 
+@pytest.mark.slow
 def test_resume_continues_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch):
     corpus = {"meld": _memorise_corpus()}
     config = _config(tiny_model_dir, epochs=2, save_every=2, eval_every=4)  # 8 steps
@@ -96,6 +97,7 @@ def test_resume_continues_where_it_stopped(tiny_model_dir, tmp_path, monkeypatch
         np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_deepspeed_runs_write_no_checkpoint_and_refuse_resume(tiny_model_dir, tmp_path, monkeypatch):
     """Under DeepSpeed ZeRO the optimizer state is partitioned: no one-process checkpoint pretends to resume it
     (DeepSpeed itself is not installed here; accelerate's plugin is what the branch reads)."""
@@ -138,6 +140,7 @@ def test_micro_batches_keep_one_corpus_each():
     assert batches == training_loss.micro_batches(copy.deepcopy(examples), 4, seed=0)
 
 
+@pytest.mark.slow
 def test_cli_train_then_evaluate(tiny_model_dir, tmp_path, capsys):
     import yaml
     from tiny import save_synthetic_corpus

@@ -8,114 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 
-import numpy as np
 import pytest
-from tiny import LocalServer
+from tiny import ChatServer, write_clip
 
 from dialoguellm.corpora import video
 
 av = pytest.importorskip("av")
 FAKE_KEY = "sk-test-9f8e7d6c5b4a-NEVER-LOG-ME"
-
-
-def write_clip(path: Path, seconds: float = 1.0, fps: int = 8, size: tuple[int, int] = (48, 32)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(int(seconds * fps)):
-            img = np.full((size[1], size[0], 3), 20 * i % 255, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
-class ChatServer(LocalServer):
-    """Speaks POST /v1/chat/completions; answers per the prompt's MODE marker and counts requests."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.counts: dict[str, int] = {}
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = body["messages"][0]["content"][0]["text"]
-                marker = re.search(r"MODE=(\S+)", text)
-                mode = marker.group(1) if marker else "ok"  # the packaged prompt has no marker
-                with server.lock:
-                    server.requests.append(body)
-                    server.headers.append(dict(self.headers))
-                    n = server.counts[mode] = server.counts.get(mode, 0) + 1
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    self.answer(mode, n, body)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                    pass
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-            def send(self, status, payload: bytes, headers=None):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def ok(self, body):
-                n_images = sum(part["type"] == "image_url" for part in body["messages"][0]["content"])
-                content = f"A person stands in a kitchen ({n_images} frames)."
-                self.send(
-                    200,
-                    json.dumps(
-                        {"choices": [{"message": {"role": "assistant", "content": content}}]}
-                    ).encode(),
-                )
-
-            def answer(self, mode, n, body):
-                if mode == "ok":
-                    self.ok(body)
-                elif mode == "429x2":  # rate limited twice, then fine
-                    if n <= 2:
-                        self.send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
-                    else:
-                        self.ok(body)
-                elif mode == "500":
-                    self.send(500, b'{"error": "upstream exploded"}')
-                elif mode == "slow":
-                    time.sleep(1.0)
-                    self.ok(body)
-                elif mode == "steady":  # slow enough that parallel requests overlap
-                    time.sleep(0.15)
-                    self.ok(body)
-                elif mode == "malformed":
-                    self.send(200, b'{"choices": [{"message": ')
-                elif mode == "echo401":  # a provider that echoes the key back in its error
-                    auth = self.headers.get("Authorization", "")
-                    self.send(401, json.dumps({"error": f"invalid key {auth}"}).encode())
-
-        self._serve(Handler)
 
 
 @pytest.fixture()
