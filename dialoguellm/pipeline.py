@@ -1,7 +1,8 @@
 """Run the ordered notebooks with papermill: `make reproduce` (embedded default), the tests (tiny
 parameters) and a paper run (the 7B profile) all go through ``run_notebooks``; nothing is edited by hand
 between them. The commands are `dialoguellm reproduce [--run-dir runs/NAME] [--only 01 03]` (``reproduce``)
-and `dialoguellm figures [--run-dir results/cpu] [--out DIR]` (``draw_figures``).
+and `dialoguellm figures [--run-dir results/cpu] [--out DIR]` (``draw_figures``); `python -m
+dialoguellm.pipeline SUBCOMMAND` remains a thin alias of `dialoguellm SUBCOMMAND`.
 """
 
 from __future__ import annotations
@@ -262,3 +263,11 @@ def draw_figures(
 
     source = Path(source) if source else REPO_DIR / "results" / "cpu"
     return regenerate(source, out), missing_inputs(source)
+
+
+if __name__ == "__main__":
+    # `python -m dialoguellm.pipeline SUBCOMMAND ...` is a thin alias of `dialoguellm SUBCOMMAND ...`, run as
+    # its own process: the command line stands above this module and is not imported from it.
+    import subprocess
+
+    sys.exit(subprocess.call([sys.executable, "-m", "dialoguellm.cli", *sys.argv[1:]]))

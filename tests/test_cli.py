@@ -68,3 +68,14 @@ def test_subcommand_help_works(command, capsys):
     with pytest.raises(SystemExit) as done:
         cli.main([command, "--help"])
     assert done.value.code == 0 and command in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_python_m_pipeline_remains_a_thin_alias():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dialoguellm.pipeline", "figures", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "--run-dir" in done.stdout and "usage: dialoguellm figures" in done.stdout
