@@ -471,7 +471,7 @@ def use_hub(monkeypatch, endpoint: str, cache: Path) -> None:
 def synthetic_retrained_results(folder: Path, n: int = 40, seed: int = 0) -> Path:
     """A retrained-ablation results file (``analysis.ablation_retrained``) with the packaged cpu grid's arms
     and random predictions on a synthetic sample, for tests that only read one (notebook 05, the figures):
-    what the file holds is checked in tests/test_ablation_retrained.py, which makes a real one."""
+    what the file holds is checked in tests/analysis/test_ablation_retrained.py, which makes a real one."""
     import numpy as np
 
     from dialoguellm.analysis import ablation_retrained

@@ -161,7 +161,7 @@ def test_a_supported_gguf_architecture_passes_the_check(tmp_path):
 def test_kbit_without_a_backend_explains_the_alternative(
     tiny_model_dir, finished_run, written, capsys, bits, monkeypatch
 ):
-    # bitsandbytes >= 0.48 quantises on CPU (tests/test_paper_profile.py runs it); an older build cannot.
+    # bitsandbytes >= 0.48 quantises on CPU (tests/training/test_paper_profile.py runs it); an older build cannot.
     monkeypatch.setattr(loading, "kbit_backend_problem", lambda q: "bitsandbytes 0.43 has no CPU backend")
     message = (
         rf"quantization={bits} cannot load here: bitsandbytes 0\.43 has no CPU backend\. Install bitsandbytes "

@@ -25,7 +25,7 @@ from dialoguellm.report import (
     seeds_table,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results" / "cpu"
 README = REPO / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"

@@ -4,7 +4,7 @@ either read into a well-formed result that passes the reader's own checks, or re
 error naming the file. Never another exception type, never a partial result.
 
 CI runs a fixed number of examples per reader with a fixed seed (``derandomize``); a longer, fresh random
-search is ``DIALOGUELLM_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz_readers.py`` (hypothesis prints any
+search is ``DIALOGUELLM_FUZZ_EXAMPLES=2000 pytest tests/bad_inputs/test_fuzz_readers.py`` (hypothesis prints any
 failing file and the ``@reproduce_failure`` line that replays it).
 """
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from dialoguellm.training import loop
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, where ddp_worker.py lives
 
 
 @pytest.mark.slow

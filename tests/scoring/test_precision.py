@@ -17,7 +17,7 @@ from dialoguellm.model import loading
 from dialoguellm.prompts import PromptBuilder, select_demonstrations
 from dialoguellm.scoring import engine, predictions
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULT = REPO / "benchmarks" / "results" / "precision_cpu.json"
 
 

@@ -17,7 +17,7 @@ from tiny import shared_seceu_dir, synthetic_retrained_results
 from dialoguellm import pipeline
 from dialoguellm.runs import load_record
 
-PARAMS_FILE = Path(__file__).with_name("notebook_params.yaml")
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "notebook_params.yaml"
 NOTEBOOKS = pipeline.notebook_paths()
 
 
@@ -59,7 +59,7 @@ def notebook_run(tmp_path_factory, request):
         return cache[name]
 
     # Notebook 05's last section reads the retrained-ablation results; a synthetic file in the run's folder
-    # (a real one is made in tests/test_ablation_retrained.py) exercises it and the figure it draws.
+    # (a real one is made in tests/analysis/test_ablation_retrained.py) exercises it and the figure it draws.
     synthetic_retrained_results(run / "ablations_retrained")
     errors: dict[str, Any] = {}
     for notebook in NOTEBOOKS:

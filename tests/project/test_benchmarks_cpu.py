@@ -15,7 +15,7 @@ from dialoguellm.model import loading
 pytestmark = pytest.mark.slow
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load(name: str):

@@ -17,7 +17,7 @@ from accelerate.utils import DistributedType
 
 from dialoguellm.config import resolve_config_path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FOLDER = REPO / "configs" / "accelerate"
 EXPECTED = {
     "single_gpu.yaml": DistributedType.NO,

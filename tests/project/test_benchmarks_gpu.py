@@ -21,7 +21,7 @@ import torch
 pytestmark = pytest.mark.slow
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_7b.py"
 
 

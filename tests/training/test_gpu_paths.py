@@ -1,5 +1,5 @@
 """The GPU paths of training, checked on a CPU: what NCCL would refuse, where a process puts its model, the
-CUDA random states of a checkpoint, and non-reentrant gradient checkpointing. (tests/test_distributed.py
+CUDA random states of a checkpoint, and non-reentrant gradient checkpointing. (tests/training/test_distributed.py
 runs two real processes over gloo, which accepts CPU tensors and so cannot see a wrong device.)"""
 
 from __future__ import annotations

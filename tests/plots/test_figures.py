@@ -10,7 +10,7 @@ import pytest
 from dialoguellm import cli
 from dialoguellm.plots.registry import FIGURES, INPUTS, missing_inputs
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "cpu"
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "cpu"
 FIGURES_DIR = RESULTS.parent.parent / "figures"
 # What results/ never holds: the curated corpora (notebook 01) and SECEU scores (only with SECEU_DIR).
 NEVER_IN_RESULTS = {"label_distribution", "video_description_coverage", "seceu_item_distances"}
