@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,quant,video,notebooks,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install test reproduce ablations lab figures lint format clean
+.PHONY: install test test-fast reproduce ablations lab figures lint format clean
 
 install: $(STAMP)
 
@@ -23,11 +23,16 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m ipykernel install --sys-prefix --name dialoguellm --display-name "Python (dialoguellm)" >/dev/null
 	touch $(STAMP)
 
+# Everything, what CI runs (tests/ mirrors the package: one folder per layer).
 test: install
 	$(PY) -m pytest -q
 
+# The quick lane while editing: no training, notebooks, benchmarks or real models (pytest -m "not slow").
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
 reproduce: install
-	$(PY) -m dialoguellm.pipeline reproduce
+	$(VENV)/bin/dialoguellm reproduce
 
 # The retrained ablations (docs/EVALUATION.md): an adapter per arm and seed, 2 h 3 min on 2 cores.
 # Resumable: run it again after an interruption. In the background: nohup make ablations > ablations.log 2>&1 &
@@ -35,7 +40,7 @@ ablations: install
 	$(PY) -m dialoguellm.analysis.ablation_retrained --config cpu
 
 figures: install
-	$(PY) -m dialoguellm.pipeline figures
+	$(VENV)/bin/dialoguellm figures
 
 lab: install
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)

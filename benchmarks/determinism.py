@@ -1,7 +1,7 @@
 """Determinism on the embedded default: the same small train + evaluate run twice, each in a fresh process.
 
-    python benchmarks/determinism.py                    # SmolLM2-135M, the cpu profile + SMALL (~3 min, 2 cores)
-    python benchmarks/determinism.py --model PATH --set train.max_steps=2   # another model or settings
+    dialoguellm benchmark determinism                    # SmolLM2-135M, the cpu profile + SMALL (~3 min, 2 cores)
+    dialoguellm benchmark determinism --model PATH --set train.max_steps=2   # another model or settings
 
 Each run is ``dialoguellm train`` then ``dialoguellm evaluate`` (the CLI, so exactly what a user reruns) into
 its own run folder, with the same profile, overrides and seed. Printed: one line per output (training losses

@@ -1,7 +1,7 @@
 """Evaluation speed: label scoring against generate-and-parse, measured side by side in one run.
 
-    python benchmarks/eval_speed.py --adapter runs/latest/training/adapter --compare 0   # as committed
-    python benchmarks/eval_speed.py                                          # the bare embedded model
+    dialoguellm benchmark eval_speed --adapter runs/latest/training/adapter --compare 0   # as committed
+    dialoguellm benchmark eval_speed                                          # the bare embedded model
 
 On the embedded default (the cpu profile: SmolLM2-135M-Instruct, z = 1, 1-shot) and the MELD DEV split (the
 test split is never read: a benchmark reports quality on dev only):
@@ -34,7 +34,7 @@ from pathlib import Path
 from dialoguellm import calibration, prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.corpora import readers
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.scoring import predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,11 +62,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     config = config_from_options(args)
-    modeling.set_threads(config.model.num_threads)
-    loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
+    loading.set_threads(config.model.num_threads)
+    loaded = loading.load_model(config.model.name, config.model.dtype, config.model.quantization)
     model = loaded.model
     if args.adapter:
-        model = modeling.load_adapter(model, args.adapter)
+        model = loading.load_adapter(model, args.adapter)
     corpora = {"meld": readers.load_meld(args.data_dir)}
     config.data.datasets = ["meld"]
     config.data.dev_per_dataset = args.full

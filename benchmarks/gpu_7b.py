@@ -1,7 +1,7 @@
 """The 7B numbers: a LLaMA 2-7B-shaped model with random weights, timed on one GPU (no download).
 
-    python benchmarks/gpu_7b.py                  # one H100/H200: about 3-5 minutes, writes one JSON
-    python benchmarks/gpu_7b.py --tiny           # CPU smoke test: a 2-layer LLaMA, a few steps
+    dialoguellm benchmark gpu_7b                  # one H100/H200: about 3-5 minutes, writes one JSON
+    dialoguellm benchmark gpu_7b --tiny           # CPU smoke test: a 2-layer LLaMA, a few steps
 
 It runs from a plain checkout (it puts the repository root on ``sys.path``; nothing to install). On a GPU
 image without this project's transformers/peft/bitsandbytes, docs/SCALING.md gives the one command (wheels
@@ -47,7 +47,7 @@ Real-shaped steps are timed on micro-batches spread evenly over the length-sorte
 equal strata), so their prompts are as long as the data's on average, not the shortest ones.
 
 Mean tokens per training example and the prompt shape come from benchmarks/results/prompt_lengths.json
-(written by ``python benchmarks/prompt_lengths.py`` with the embedded tokenizer), else from the defaults
+(written by ``dialoguellm benchmark prompt_lengths`` with the embedded tokenizer), else from the defaults
 below (stated as assumed in the JSON).
 """
 
@@ -213,7 +213,7 @@ def build_random_model(shape: dict[str, Any], device: torch.device) -> Any:
 
 
 def save_random_checkpoint(model: Any, folder: Path) -> None:
-    """Write the random weights and a stub tokenizer, so ``modeling.load_model`` can load them quantised
+    """Write the random weights and a stub tokenizer, so ``loading.load_model`` can load them quantised
     (from_pretrained quantises while loading; the tokenizer is never used to encode anything here)."""
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast
@@ -656,22 +656,22 @@ def part_setup(run: Run) -> dict[str, Any]:
 
 
 def load_lora(run: Run, quantization: str = "none") -> Any:
-    """The random checkpoint through ``modeling.load_model`` (bf16, or quantised while loading) + LoRA."""
-    from dialoguellm.model import loading as modeling
+    """The random checkpoint through ``loading.load_model`` (bf16, or quantised while loading) + LoRA."""
+    from dialoguellm.model import loading
 
     lora = run.config.lora
-    loaded = modeling.load_model(str(run.checkpoint), dtype="bf16", quantization=quantization)
-    return modeling.add_lora(loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+    loaded = loading.load_model(str(run.checkpoint), dtype="bf16", quantization=quantization)
+    return loading.add_lora(loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
 
 
 def part_bf16_lora(run: Run) -> dict[str, Any]:
     """(a) bf16 LoRA training steps; the model stays loaded for scoring."""
-    from dialoguellm.model import loading as modeling
+    from dialoguellm.model import loading
 
     start = time.perf_counter()
     run.model = load_lora(run)
     run.result["timings"]["bf16_load_s"] = round(time.perf_counter() - start, 1)
-    run.result["parameters"].update(modeling.count_parameters(run.model))
+    run.result["parameters"].update(loading.count_parameters(run.model))
     start = time.perf_counter()
     out = train_measures(run.model, run.args, run.config, run.answers, run.examples, run.sizes)
     run.result["timings"]["bf16_train_s"] = round(time.perf_counter() - start, 1)

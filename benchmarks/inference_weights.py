@@ -1,6 +1,6 @@
 """Inference weights and attention: ways to run the trained model for label scoring, side by side on dev.
 
-    python benchmarks/inference_weights.py --adapter runs/latest/training/adapter
+    dialoguellm benchmark inference_weights --adapter runs/latest/training/adapter
 
 On the embedded default (the cpu profile) and the dev splits of MELD and EmoryNLP (never test), the same
 utterances are scored four ways, interleaved chunk by chunk (the order rotates) so that a slow minute of the
@@ -35,7 +35,7 @@ from dialoguellm import prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.corpora import readers
 from dialoguellm.metrics import classification_metrics
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.scoring import engine, predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,13 +73,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     config = config_from_options(args)
-    threads = modeling.set_threads(config.model.num_threads)
+    threads = loading.set_threads(config.model.num_threads)
     m = config.model
-    separate = modeling.load_model(m.name, m.dtype, m.quantization)
-    other = modeling.load_model(m.name, m.dtype, m.quantization)
-    adapter = modeling.load_adapter(separate.model, args.adapter)
-    merged = modeling.contiguous_head_inputs(
-        modeling.load_adapter(other.model, args.adapter).merge_and_unload()
+    separate = loading.load_model(m.name, m.dtype, m.quantization)
+    other = loading.load_model(m.name, m.dtype, m.quantization)
+    adapter = loading.load_adapter(separate.model, args.adapter)
+    merged = loading.contiguous_head_inputs(
+        loading.load_adapter(other.model, args.adapter).merge_and_unload()
     )
     models = {v: merged if v == "merged" else adapter for v in VARIANTS}
     tok = separate.tokenizer

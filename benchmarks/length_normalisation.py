@@ -1,6 +1,6 @@
 """Choose ``eval.length_normalise`` on the dev splits (never on test): summed vs mean label log-likelihood.
 
-    python benchmarks/length_normalisation.py --adapter runs/latest/training/adapter
+    dialoguellm benchmark length_normalisation --adapter runs/latest/training/adapter
 
 Label scoring ranks the candidate labels by the log-likelihood of their tokens (the word and the end of
 sequence). Summed, a label of two tokens ("neutral" + end) starts ahead of one of four ("sad", "ness", ...);
@@ -33,7 +33,7 @@ from dialoguellm import calibration, prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.corpora import readers
 from dialoguellm.metrics import classification_metrics
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.scoring import engine, predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--folds must be at least 2 and --repeats at least 1.")
 
     config = config_from_options(args)
-    modeling.set_threads(config.model.num_threads)
-    loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
-    model = modeling.load_adapter(loaded.model, args.adapter) if args.adapter else loaded.model
+    loading.set_threads(config.model.num_threads)
+    loaded = loading.load_model(config.model.name, config.model.dtype, config.model.quantization)
+    model = loading.load_adapter(loaded.model, args.adapter) if args.adapter else loaded.model
     corpora = readers.load_corpora_for(config, None, args.data_dir)
     config.data.dev_per_dataset = args.per_dataset
     prepared = prompts.prepare_examples(config, loaded.tokenizer, corpora, ("dev",))

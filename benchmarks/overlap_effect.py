@@ -1,8 +1,8 @@
 """What the cross-corpus overlap does to test scores: the CPU profile trained with and without its removal.
 
-    python benchmarks/overlap_effect.py                # CPU profile, two trainings (~25 min each on 2 idle cores)
-    python benchmarks/overlap_effect.py --with-removal-from runs/RUN   # reuse a finished run as that arm
-    python benchmarks/overlap_effect.py --tiny --model PATH --out /tmp/x   # smoke test on a tiny model
+    dialoguellm benchmark overlap_effect                # CPU profile, two trainings (~25 min each on 2 idle cores)
+    dialoguellm benchmark overlap_effect --with-removal-from runs/RUN   # reuse a finished run as that arm
+    dialoguellm benchmark overlap_effect --tiny --model PATH --out /tmp/x   # smoke test on a tiny model
 
 MELD and EmoryNLP are cut from the same *Friends* episodes (``dialoguellm.corpora.overlap``). Two arms are
 trained with the same profile and seed, ``data.remove_cross_corpus_overlap`` true (the default) and false,

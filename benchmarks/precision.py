@@ -1,6 +1,6 @@
 """Precision of label scoring: does a prediction depend on the arithmetic, the batch size or the batch order?
 
-    python benchmarks/precision.py --adapter runs/latest/training/adapter
+    dialoguellm benchmark precision --adapter runs/latest/training/adapter
 
 On the dev splits of MELD and EmoryNLP (never test), the trained adapter scores every utterance in each
 ``eval.precision`` (``dialoguellm.scoring.engine.inference_context``): ``fp32`` (every weight computed in fp32, the
@@ -34,9 +34,9 @@ import numpy as np
 from dialoguellm import prompts, runs
 from dialoguellm.config import EvalConfig, add_config_options, config_from_options
 from dialoguellm.corpora import readers
-from dialoguellm.corpora.labels import LABELS
+from dialoguellm.labels import LABELS
 from dialoguellm.metrics import classification_metrics
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.scoring import engine, predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -202,11 +202,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     config = config_from_options(args)
-    modeling.set_threads(config.model.num_threads)
+    loading.set_threads(config.model.num_threads)
     m = config.model
     args.dtype, args.length_normalise = m.dtype, config.eval.length_normalise
-    loaded = modeling.load_model(m.name, m.dtype, m.quantization)
-    model = modeling.load_adapter(loaded.model, args.adapter)
+    loaded = loading.load_model(m.name, m.dtype, m.quantization)
+    model = loading.load_adapter(loaded.model, args.adapter)
     tok = loaded.tokenizer
     corpora = readers.load_corpora_for(config, None, args.data_dir)
     config.data.dev_per_dataset = args.per_dataset

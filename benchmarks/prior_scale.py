@@ -1,6 +1,6 @@
 """Re-check the prior correction's scale on dev only: dev weighted F1 per scale, never test.
 
-    python benchmarks/prior_scale.py --run runs/latest          # reads the run's saved dev predictions
+    dialoguellm benchmark prior_scale --run runs/latest          # reads the run's saved dev predictions
 
 Notebook 06's prior correction (``dialoguellm.calibration.PriorCorrection``) is corrected score =
 scale * log p(label | prompt) - offset[label], offsets and scale fitted by dev likelihood. Whether a fitted

@@ -10,7 +10,7 @@ Token counts use the embedded model's tokenizer (SmolLM2, 49k BPE vocabulary; th
 download this machine cannot make), so they are a measurement of *this* tokenizer; docs/SCALING.md says
 how they carry over to LLaMA 2. About 1-2 minutes on 2 CPU cores.
 
-    python benchmarks/prompt_lengths.py            # writes benchmarks/results/prompt_lengths.json
+    dialoguellm benchmark prompt_lengths            # writes benchmarks/results/prompt_lengths.json
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ def measure(splits: tuple[str, ...] = ("train", "dev", "test"), z_values=Z_VALUE
     """Build every prompt of MELD and EmoryNLP with the paper profile, then MELD train for each z."""
     from dialoguellm.config import load_config
     from dialoguellm.corpora.readers import load_corpora, resolve_datasets
-    from dialoguellm.model import loading as modeling
+    from dialoguellm.model import loading
     from dialoguellm.prompts import builders_from_config, context_of, dialogue_index, make_builders, rows_of
 
     config = resolve_datasets(load_config("paper"))
-    tokenizer = modeling.load_model("embedded").tokenizer
+    tokenizer = loading.load_model("embedded").tokenizer
     corpora = load_corpora(config.data.datasets)
 
     def run(builder, rows):
@@ -93,7 +93,7 @@ def measure(splits: tuple[str, ...] = ("train", "dev", "test"), z_values=Z_VALUE
     train = [profile[n]["train"] for n in profile]
     n_train = sum(s["n"] for s in train)
     return {
-        "command": "python benchmarks/prompt_lengths.py",
+        "command": "dialoguellm benchmark prompt_lengths",
         "tokenizer": "SmolLM2-135M-Instruct (embedded), 49,152-token BPE vocabulary",
         "profile": "dialoguellm/profiles/paper.yaml (plain template, 1-shot, z = 1, cutoff 256; no video descriptions exist "
         "for training clips)",

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dialoguellm.corpora.labels import LABELS, normalised_label_names
 from dialoguellm.io import read_json, write_json
+from dialoguellm.labels import LABELS, normalised_label_names
 from dialoguellm.metrics import classification_metrics
 from dialoguellm.prompts import Prepared
 from dialoguellm.runs import load_run_config

@@ -1,14 +1,23 @@
-"""Command line: ``dialoguellm train --config cpu [--set key=value ...] [--resume] [--all-seeds]``,
-``dialoguellm evaluate --run-dir DIR [--split test] [--mode score|generate] [--all-seeds]``,
-``dialoguellm predict (--run-dir DIR | --model NAME) [--labels meld|"calm,angry"] turns.csv``,
-``dialoguellm export --run-dir DIR --merge OUT`` and
-``dialoguellm prompt --config cpu --corpus meld --split test --index 3`` (one prompt as the model sees it).
+"""The one command line, ``dialoguellm SUBCOMMAND``:
+
+  train --config cpu [--set key=value ...] [--resume] [--all-seeds]
+  evaluate --run-dir DIR [--split test] [--mode score|generate] [--all-seeds] [--model NAME]
+  predict (--run-dir DIR | --model NAME) [--labels meld|"calm,angry"] turns.csv
+  export --run-dir DIR --merge OUT
+  prompt --config cpu --corpus meld --split test --index 3   (one prompt as the model sees it)
+  reproduce [--run-dir runs/NAME] [--fresh] [--only 01 03]    (every notebook: `make reproduce`)
+  figures [--run-dir results/cpu] [--out DIR]                 (redraw figures/: `make figures`)
+  summary [--run-dir runs/NAME]                               (a run's headline numbers, Markdown)
+  export-results [--run-dir runs/NAME] [--out results/cpu]
+  export-seeds --run-dir DIR [--out results/cpu/seeds]
+  stats interval|paired PREDICTIONS.csv ...                   (dialogue-cluster bootstrap intervals)
+  benchmark NAME [ARGS ...]                                   (a measurement of benchmarks/)
 
 ``--all-seeds`` is the paper's protocol: one adapter per seed of ``eval.seeds``, evaluated each, reported as
 mean and sd over the seeds.
 
-Both read the same YAML profiles as the notebooks (the packaged ``cpu``, ``paper``, ``paper_r8``, or a YAML
-path) and write the same run folders (``runs.RunLayout``).
+train and evaluate read the same YAML profiles as the notebooks (the packaged ``cpu``, ``paper``,
+``paper_r8``, or a YAML path) and write the same run folders (``runs.RunLayout``).
 """
 
 from __future__ import annotations
@@ -23,8 +32,19 @@ from dialoguellm import runs
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dialoguellm", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="dialoguellm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+# One function per subcommand: it adds the subcommand's parser and names its handler (``handler``, taking the
+# parsed arguments, returning the exit status). A new subcommand is one such function and one line in
+# SUBCOMMANDS.
+def _add_train(sub) -> None:
     tr = sub.add_parser("train", help="LoRA-tune a model (keeps the adapter with the best dev weighted F1)")
     tr.add_argument("--config", default="cpu", help="profile name (cpu, paper, paper_r8) or a YAML path")
     tr.add_argument(
@@ -42,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
         help="train one adapter per seed of eval.seeds (the paper's 5) into <name>_seed<S>; with --resume a "
         "finished seed is skipped and an interrupted one continues",
     )
+    tr.set_defaults(handler=_train)
+
+
+def _add_evaluate(sub) -> None:
     ev = sub.add_parser("evaluate", help="evaluate a trained adapter (or the bare model) on a split")
     ev.add_argument("--run-dir", default=None, help="pipeline run folder")
     ev.add_argument("--name", default="training", help="training sub-folder to evaluate")
@@ -64,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
         help="evaluate every <name>_seed<S> that train --all-seeds wrote (into <out>/seed<S>) and write the mean "
         "and sd over the seeds to <out>/seeds_summary.json",
     )
+    ev.set_defaults(handler=_evaluate)
+
+
+def _add_predict(sub) -> None:
     pr = sub.add_parser(
         "predict", help="predict the emotion of every turn of your own conversation file (CSV or JSONL)"
     )
@@ -80,12 +108,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--out", default=None, help="output file (default: standard output)")
     pr.add_argument("--format", default=None, choices=["csv", "json"], help="default: from --out, else csv")
+    pr.set_defaults(handler=_predict)
+
+
+def _add_export(sub) -> None:
     ex = sub.add_parser("export", help="export a run's adapter merged into its base model (safetensors)")
     ex.add_argument("--run-dir", required=True, help="the trained run whose adapter to export")
     ex.add_argument("--merge", required=True, metavar="OUT", help="new folder for the merged model")
     ex.add_argument(
         "--dev-sample", type=int, default=200, help="dev utterances per corpus checked before/after merging"
     )
+    ex.set_defaults(handler=_export)
+
+
+def _add_prompt(sub) -> None:
     sp = sub.add_parser("prompt", help="print one utterance's prompt exactly as the model sees it")
     sp.add_argument("--config", default="cpu", help="profile name or a YAML path (its prompt settings)")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -93,7 +129,82 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="test", choices=["train", "dev", "test"])
     sp.add_argument("--index", type=int, default=0, help="row of the split (0-based)")
     sp.add_argument("--data-dir", default=None, help="raw corpora folder (default: the vendored copies)")
-    return parser
+    sp.set_defaults(handler=_show_prompt)
+
+
+def _add_reproduce(sub) -> None:
+    rep = sub.add_parser(
+        "reproduce", help="run all notebooks in order on the embedded default (`make reproduce`)"
+    )
+    rep.add_argument(
+        "--run-dir",
+        help="run folder (default: continue runs/latest if it did not finish, else a new runs/<timestamp>)",
+    )
+    rep.add_argument("--fresh", action="store_true", help="always start a new run folder")
+    rep.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 03")
+    rep.set_defaults(handler=_reproduce)
+
+
+def _add_figures(sub) -> None:
+    fig = sub.add_parser(
+        "figures",
+        help="redraw the tracked figures/ from saved results (`make figures`; no model, no training)",
+    )
+    fig.add_argument(
+        "--run-dir", help="run folder or results copy (default: results/cpu, the committed run outputs)"
+    )
+    fig.add_argument("--out", help="folder for the figures (default: the repository's figures/)")
+    fig.set_defaults(handler=_figures)
+
+
+def _add_summary(sub) -> None:
+    summ = sub.add_parser("summary", help="print a finished run's headline numbers as Markdown")
+    summ.add_argument("--run-dir", help="run folder (default: runs/latest)")
+    summ.set_defaults(handler=_summary)
+
+
+def _add_export_results(sub) -> None:
+    exp = sub.add_parser(
+        "export-results",
+        help="copy a finished run's small outputs (predictions, metrics, records) to results/",
+    )
+    exp.add_argument("--run-dir", help="run folder (default: runs/latest)")
+    exp.add_argument("--out", default=str(runs.REPO_DIR / "results" / "cpu"), help="default: results/cpu")
+    exp.set_defaults(handler=_export_results)
+
+
+def _add_export_seeds(sub) -> None:
+    seeds = sub.add_parser(
+        "export-seeds",
+        help="copy the test predictions of `dialoguellm train/evaluate --all-seeds` to results/cpu/seeds",
+    )
+    seeds.add_argument("--run-dir", required=True, help="the --run-dir given to train/evaluate --all-seeds")
+    seeds.add_argument(
+        "--out", default=str(runs.REPO_DIR / "results" / "cpu" / "seeds"), help="default: results/cpu/seeds"
+    )
+    seeds.set_defaults(handler=_export_seeds)
+
+
+def _add_stats(sub) -> None:
+    st = sub.add_parser(
+        "stats",
+        help="dialogue-cluster bootstrap interval of a prediction file, or a paired difference of two "
+        "(`dialoguellm stats interval|paired ... --help`)",
+    )
+    st.add_argument("arguments", nargs=argparse.REMAINDER, help="passed on to the stats command")
+    st.set_defaults(handler=_stats)
+
+
+def _add_benchmark(sub) -> None:
+    names = benchmark_names()
+    bench = sub.add_parser(
+        "benchmark",
+        help=f"run a measurement of benchmarks/ ({', '.join(names) or 'none in this checkout'}); "
+        "the arguments after NAME go to it (`dialoguellm benchmark NAME --help`)",
+    )
+    bench.add_argument("name", metavar="NAME", help=f"one of: {', '.join(names)}")
+    bench.add_argument("arguments", nargs=argparse.REMAINDER, help="passed on to benchmarks/NAME.py")
+    bench.set_defaults(handler=_benchmark)
 
 
 def _show_prompt(args: argparse.Namespace) -> int:
@@ -177,54 +288,157 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dialoguellm`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command in ("predict", "export", "prompt"):  # read a run folder, never create one
-        handlers = {"predict": _predict, "export": _export, "prompt": _show_prompt}
-        try:
-            return handlers[args.command](args)
-        except (ValueError, OSError) as err:  # OSError: files, and a model or hub id that cannot be loaded
-            print(f"dialoguellm {args.command}: {err}", file=sys.stderr)
-            return 2
+    try:
+        return args.handler(args)
+    except (ValueError, OSError, RuntimeError) as err:  # OSError: files, and a model or hub id not loadable
+        print(f"dialoguellm {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``train``: one adapter (or one per seed with ``--all-seeds``) into the run folder."""
     from dialoguellm.config import load_config, parse_overrides
     from dialoguellm.corpora.readers import load_corpora_for, resolve_datasets
     from dialoguellm.corpora.video import load_descriptions
-    from dialoguellm.evaluation.run import evaluate_run
     from dialoguellm.training.loop import train
 
     run = runs.run_dir(args.run_dir)
-    try:
-        if args.command == "train":
-            config = resolve_datasets(load_config(args.config, parse_overrides(args.set)), run)
-            corpora = load_corpora_for(config, run, args.data_dir)
-            descriptions = load_descriptions(run) if config.prompt.use_video else {}
-            if not args.all_seeds:
-                result = train(config, run / args.name, corpora, descriptions, resume=args.resume)
-                print(json.dumps(_train_line(result), indent=2))
-                return 0
-            print(json.dumps(_train_seeds(config, run, args, corpora, descriptions), indent=2))
-            return 0
-        if args.model:
-            return _evaluate_model(args, run)
-        train_dir = None if args.no_adapter else run / args.name
-        if args.all_seeds:
-            if train_dir is None:
-                raise ValueError("--all-seeds evaluates trained adapters; it cannot go with --no-adapter.")
-            train_dir = run / f"{args.name}_seed{_run_seeds(run, args.name)[0]}"
-        config = _evaluation_config(args, train_dir)
-        corpora = load_corpora_for(config, run, args.data_dir)
-        out = Path(args.out) if args.out else runs.RunLayout(run).evaluation(train_dir is not None)
-        descriptions = load_descriptions(run) if config.prompt.use_video else {}
-        if args.all_seeds:
-            print(json.dumps(_evaluate_seeds(run, args, config, corpora, descriptions, out), indent=2))
-            return 0
-        summary = evaluate_run(
-            corpora, out, train_dir=train_dir, config=config, split=args.split, descriptions=descriptions,
-            mode=args.mode,
-        )  # fmt: skip
-        print(json.dumps({n: _headline(r) for n, r in summary["results"].items()}, indent=2))
+    config = resolve_datasets(load_config(args.config, parse_overrides(args.set)), run)
+    corpora = load_corpora_for(config, run, args.data_dir)
+    descriptions = load_descriptions(run) if config.prompt.use_video else {}
+    if not args.all_seeds:
+        result = train(config, run / args.name, corpora, descriptions, resume=args.resume)
+        print(json.dumps(_train_line(result), indent=2))
         return 0
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f"dialoguellm {args.command}: {err}", file=sys.stderr)
-        return 2
+    print(json.dumps(_train_seeds(config, run, args, corpora, descriptions), indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: a run's adapter (each seed's with ``--all-seeds``), the bare model, or ``--model``."""
+    from dialoguellm.corpora.readers import load_corpora_for
+    from dialoguellm.corpora.video import load_descriptions
+    from dialoguellm.evaluation.run import evaluate_run
+
+    run = runs.run_dir(args.run_dir)
+    if args.model:
+        return _evaluate_model(args, run)
+    train_dir = None if args.no_adapter else run / args.name
+    if args.all_seeds:
+        if train_dir is None:
+            raise ValueError("--all-seeds evaluates trained adapters; it cannot go with --no-adapter.")
+        train_dir = run / f"{args.name}_seed{_run_seeds(run, args.name)[0]}"
+    config = _evaluation_config(args, train_dir)
+    corpora = load_corpora_for(config, run, args.data_dir)
+    out = Path(args.out) if args.out else runs.RunLayout(run).evaluation(train_dir is not None)
+    descriptions = load_descriptions(run) if config.prompt.use_video else {}
+    if args.all_seeds:
+        print(json.dumps(_evaluate_seeds(run, args, config, corpora, descriptions, out), indent=2))
+        return 0
+    summary = evaluate_run(
+        corpora, out, train_dir=train_dir, config=config, split=args.split, descriptions=descriptions,
+        mode=args.mode,
+    )  # fmt: skip
+    print(json.dumps({n: _headline(r) for n, r in summary["results"].items()}, indent=2))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from dialoguellm.pipeline import reproduce
+
+    run_dir, report = reproduce(args.run_dir, fresh=args.fresh, only=args.only)
+    print(
+        f"Done: {report['total_minutes']} min, peak memory {report['peak_memory_gb']} GB. "
+        f"Executed notebooks, results and figures in {run_dir}."
+    )
+    return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from dialoguellm.pipeline import draw_figures
+
+    written, missing = draw_figures(args.run_dir, args.out)
+    for path in written:
+        print(path)
+    for name, patterns in missing.items():
+        print(f"not redrawn: {name} ({args.run_dir or 'results/cpu'} has no {', '.join(patterns)})")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from dialoguellm.report import run_report
+
+    print(run_report(Path(args.run_dir) if args.run_dir else runs.REPO_DIR / "runs" / "latest"))
+    return 0
+
+
+def _export_results(args: argparse.Namespace) -> int:
+    from dialoguellm.report import export_results
+
+    source = Path(args.run_dir) if args.run_dir else runs.REPO_DIR / "runs" / "latest"
+    written = export_results(source, args.out)
+    print(f"{len(written)} files in {args.out}")
+    return 0
+
+
+def _export_seeds(args: argparse.Namespace) -> int:
+    from dialoguellm.report import export_seeds
+
+    written = export_seeds(Path(args.run_dir), args.out)
+    print(f"{len(written)} files in {args.out}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from dialoguellm.stats import main as stats_main
+
+    return stats_main(args.arguments)
+
+
+BENCHMARKS_DIR = runs.REPO_DIR / "benchmarks"
+
+
+def benchmark_names() -> list[str]:
+    """The measurements ``dialoguellm benchmark`` runs: the scripts of the checkout's benchmarks/ folder."""
+    return sorted(p.stem for p in BENCHMARKS_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    """``benchmark NAME ...``: runs benchmarks/NAME.py as its own script would run, arguments passed through."""
+    import runpy
+
+    script = BENCHMARKS_DIR / f"{args.name}.py"
+    if not script.is_file():
+        raise ValueError(
+            f"no benchmark {args.name!r} in {BENCHMARKS_DIR} (benchmarks ship with a checkout, not the package); "
+            f"pick one of: {', '.join(benchmark_names()) or 'none found'}."
+        )
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [f"dialoguellm benchmark {args.name}", *args.arguments]
+    sys.path.insert(0, str(BENCHMARKS_DIR))  # as `python benchmarks/NAME.py` would have it
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as done:  # the script's own sys.exit(...)
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return 0
+
+
+SUBCOMMANDS = [
+    _add_train,
+    _add_evaluate,
+    _add_predict,
+    _add_export,
+    _add_prompt,
+    _add_reproduce,
+    _add_figures,
+    _add_summary,
+    _add_export_results,
+    _add_export_seeds,
+    _add_stats,
+    _add_benchmark,
+]
 
 
 def _headline(result: dict) -> dict:

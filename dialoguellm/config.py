@@ -450,7 +450,7 @@ def _validate_prompt(p: PromptConfig, src: str) -> None:
 
 def _validate_data(d: DataConfig, src: str) -> None:
     """Check that the corpora are ones the package reads and that the sample sizes are not negative."""
-    from dialoguellm.corpora.labels import DATASETS
+    from dialoguellm.labels import DATASETS
 
     if not d.datasets:
         _fail(src, "data.datasets", "is empty; name at least one of meld, emorynlp, iemocap.")

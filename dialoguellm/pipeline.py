@@ -1,17 +1,12 @@
 """Run the ordered notebooks with papermill: `make reproduce` (embedded default), the tests (tiny
 parameters) and a paper run (the 7B profile) all go through ``run_notebooks``; nothing is edited by hand
-between them.
-
-    python -m dialoguellm.pipeline reproduce [--run-dir runs/NAME] [--only 01 03]
-    python -m dialoguellm.pipeline figures [--run-dir results/cpu] [--out figures/]
-    python -m dialoguellm.pipeline summary [--run-dir runs/NAME]
-    python -m dialoguellm.pipeline export-results [--run-dir runs/NAME] [--out results/cpu]
-    python -m dialoguellm.pipeline export-seeds --run-dir runs/SEEDS [--out results/cpu/seeds]
+between them. The commands are `dialoguellm reproduce [--run-dir runs/NAME] [--only 01 03]` (``reproduce``)
+and `dialoguellm figures [--run-dir results/cpu] [--out DIR]` (``draw_figures``); `python -m
+dialoguellm.pipeline SUBCOMMAND` remains a thin alias of `dialoguellm SUBCOMMAND`.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -61,13 +56,14 @@ def run_notebook(
     """Execute one notebook with papermill; the executed copy goes to ``<run_dir>/notebooks/``.
 
     ``RUN_DIR`` and ``FIGURES_DIR`` are always injected (as absolute paths) so every stage writes into the
-    same run folder, wherever the kernel's working directory is.
+    same run folder, wherever the kernel's working directory is; the figures go to ``figures``, else the
+    run's own ``figures/`` (never the tracked figures/, which only `dialoguellm figures` redraws).
     """
     import papermill as pm
 
     notebook = Path(notebook)
     run_dir = Path(run_dir).resolve()
-    params = {"RUN_DIR": str(run_dir), "FIGURES_DIR": str(figures_dir(figures))}
+    params = {"RUN_DIR": str(run_dir), "FIGURES_DIR": str(figures_dir(run_dir, figures))}
     params.update(parameters or {})
     _check_parameters(notebook, params)
     output = RunLayout(Path(run_dir)).notebooks / notebook.name
@@ -232,90 +228,46 @@ def _resumable_run(runs: Path) -> Path | None:
     return None if {p.stem for p in notebook_paths()} <= done else latest.resolve()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m dialoguellm.pipeline", description=__doc__.split("\n\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    rep = sub.add_parser("reproduce", help="run all notebooks in order on the embedded default")
-    rep.add_argument(
-        "--run-dir",
-        help="run folder (default: continue runs/latest if it did not finish, else a new runs/<timestamp>)",
-    )
-    rep.add_argument("--fresh", action="store_true", help="always start a new run folder")
-    rep.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 01 03")
-    fig = sub.add_parser("figures", help="redraw figures/ from saved results (no model, no training)")
-    fig.add_argument(
-        "--run-dir", help="run folder or results copy (default: results/cpu, the committed run outputs)"
-    )
-    fig.add_argument("--out", help="folder for the figures (default: figures/)")
-    summ = sub.add_parser("summary", help="print a finished run's headline numbers as Markdown")
-    summ.add_argument("--run-dir", help="run folder (default: runs/latest)")
-    exp = sub.add_parser(
-        "export-results",
-        help="copy a finished run's small outputs (predictions, metrics, records) to results/",
-    )
-    exp.add_argument("--run-dir", help="run folder (default: runs/latest)")
-    exp.add_argument("--out", default=str(REPO_DIR / "results" / "cpu"), help="default: results/cpu")
-    seeds = sub.add_parser(
-        "export-seeds",
-        help="copy the test predictions of `dialoguellm train/evaluate --all-seeds` to results/cpu/seeds",
-    )
-    seeds.add_argument("--run-dir", required=True, help="the --run-dir given to train/evaluate --all-seeds")
-    seeds.add_argument(
-        "--out", default=str(REPO_DIR / "results" / "cpu" / "seeds"), help="default: results/cpu/seeds"
-    )
-    args = parser.parse_args(argv)
-
+def reproduce(
+    run_dir: str | os.PathLike | None = None, fresh: bool = False, only: Iterable[str] | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """`dialoguellm reproduce` (`make reproduce`): every notebook on the embedded default into one run folder,
+    by default continuing runs/latest when it did not finish, else a new runs/<timestamp> that runs/latest
+    then points to. Everything it writes, figures included, stays inside the run folder."""
     runs = REPO_DIR / "runs"
     # papermill shows a kernel's text output in this terminal, not its widgets: ask for text progress bars
     os.environ.setdefault("DIALOGUELLM_PROGRESS", "text")
-    if args.command == "reproduce":
-        run_dir = Path(args.run_dir) if args.run_dir else None
-        if run_dir is None and not args.fresh:
-            run_dir = _resumable_run(runs)
-            if run_dir is not None:
-                print(f"Continuing the unfinished run {run_dir} (pass --fresh to start a new one).")
-        if run_dir is None:
-            run_dir = runs / datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        latest = runs / "latest"
-        if not args.run_dir and latest.resolve() != run_dir.resolve():
-            if latest.is_symlink() or latest.exists():
-                latest.unlink()
-            latest.symlink_to(run_dir.resolve().name)
-        report = run_notebooks(run_dir, only=args.only)
-        print(
-            f"Done: {report['total_minutes']} min, peak memory {report['peak_memory_gb']} GB. "
-            f"Executed notebooks and results in {run_dir}; figures in {figures_dir()}."
-        )
-        return 0
-    if args.command == "summary":
-        from dialoguellm.report import run_report
+    chosen = Path(run_dir) if run_dir else None
+    if chosen is None and not fresh:
+        chosen = _resumable_run(runs)
+        if chosen is not None:
+            print(f"Continuing the unfinished run {chosen} (pass --fresh to start a new one).")
+    if chosen is None:
+        chosen = runs / datetime.now().strftime("%Y%m%d-%H%M%S")
+    chosen.mkdir(parents=True, exist_ok=True)
+    latest = runs / "latest"
+    if not run_dir and latest.resolve() != chosen.resolve():
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(chosen.resolve().name)
+    return chosen, run_notebooks(chosen, only=only)
 
-        print(run_report(Path(args.run_dir) if args.run_dir else runs / "latest"))
-        return 0
-    if args.command == "export-results":
-        from dialoguellm.report import export_results
 
-        written = export_results(Path(args.run_dir) if args.run_dir else runs / "latest", args.out)
-        print(f"{len(written)} files in {args.out}")
-        return 0
-    if args.command == "export-seeds":
-        from dialoguellm.report import export_seeds
-
-        written = export_seeds(Path(args.run_dir), args.out)
-        print(f"{len(written)} files in {args.out}")
-        return 0
+def draw_figures(
+    source: str | os.PathLike | None = None, out: str | os.PathLike | None = None
+) -> tuple[list[Path], dict[str, list[str]]]:
+    """`dialoguellm figures` (`make figures`): every registered figure redrawn from ``source`` (default: the
+    committed results/cpu) into ``out`` (default: the tracked figures/); returns the files written and, for
+    each figure not redrawn, the inputs ``source`` lacks."""
     from dialoguellm.plots.registry import missing_inputs, regenerate
 
-    source = Path(args.run_dir) if args.run_dir else REPO_DIR / "results" / "cpu"
-    for path in regenerate(source, args.out):
-        print(path)
-    for name, patterns in missing_inputs(source).items():
-        print(f"not redrawn: {name} ({source} has no {', '.join(patterns)})")
-    return 0
+    source = Path(source) if source else REPO_DIR / "results" / "cpu"
+    return regenerate(source, out), missing_inputs(source)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m dialoguellm.pipeline SUBCOMMAND ...` is a thin alias of `dialoguellm SUBCOMMAND ...`, run as
+    # its own process: the command line stands above this module and is not imported from it.
+    import subprocess
+
+    sys.exit(subprocess.call([sys.executable, "-m", "dialoguellm.cli", *sys.argv[1:]]))

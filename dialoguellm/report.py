@@ -1,7 +1,7 @@
 """The report of a finished run: its headline numbers as Markdown, read from what its notebooks recorded
 and from its saved prediction files.
 
-``python -m dialoguellm.pipeline summary [--run-dir runs/latest]`` prints it; the README's results table is
+``dialoguellm summary [--run-dir runs/latest]`` prints it; the README's results table is
 ``headline_table`` of the committed run outputs in ``results/`` (``export_results`` copies them there), and a
 test recomputes it from those files.
 """
@@ -415,7 +415,7 @@ def seeds_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT
     and the mean and sd over seeds, raw and with the dev-fitted biases, from ``<results_dir>/seeds``."""
     path = Path(results_dir) / SEEDS_DIR / "predictions.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"No {path}: run `python -m dialoguellm.pipeline export-seeds` first.")
+        raise FileNotFoundError(f"No {path}: run `dialoguellm export-seeds` first.")
     table = read_predictions(path)
     seeds = list(dict.fromkeys(table["seed"].tolist()))
     corpora = sorted(set(table["dataset"]), key=lambda c: (CORPUS_ORDER + (c,)).index(c))

@@ -180,6 +180,12 @@ class RunLayout:
         return self.stages / f"{notebook}.json"
 
     @property
+    def figures(self) -> Path:
+        """The figures the run's notebooks draw. A run writes only below its folder: the tracked figures/
+        changes only by `dialoguellm figures` (`make figures`), from saved results."""
+        return self.root / "figures"
+
+    @property
     def notebooks(self) -> Path:
         """Executed copies of the notebooks."""
         return self.root / "notebooks"
@@ -357,9 +363,9 @@ def hardware_summary(env: Mapping[str, Any]) -> str:
 
 
 def benchmark_command(name: str, argv: Sequence[str] | None = None) -> str:
-    """The command that reproduces a result of ``benchmarks/<name>.py``: ``python benchmarks/<name>.py`` and its
+    """The command that reproduces a result of ``benchmarks/<name>.py``: ``dialoguellm benchmark <name>`` and its
     arguments (``argv``; the process's own arguments when None)."""
-    return " ".join(["python", f"benchmarks/{name}.py", *(sys.argv[1:] if argv is None else argv)])
+    return " ".join(["dialoguellm", "benchmark", name, *(sys.argv[1:] if argv is None else argv)])
 
 
 def benchmark_header(name: str, argv: Sequence[str] | None = None, **fields: Any) -> dict[str, Any]:

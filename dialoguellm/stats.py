@@ -20,8 +20,8 @@ the recall of its gold class and is no class's prediction, exactly as in ``class
   under the null hypothesis that the two systems are exchangeable, each dialogue's A and B predictions
   are swapped or not, independently. The interval and the p-value answer slightly different questions
   and can, at the margin, disagree; the verdict follows the interval.
-- Frame helpers read prediction files as ``dialoguellm.evaluate.save_predictions`` writes them and find
-  each row's dialogue (``dialogue_of`` documents the id rules).
+- Frame helpers read prediction files as ``scoring.predictions.save_predictions`` writes them and find each
+  row's dialogue (``dialogue_of`` documents the id rules).
 
 Command line::
 
@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from dialoguellm.corpora.labels import LABELS
 from dialoguellm.io import read_predictions, write_json
+from dialoguellm.labels import LABELS
 from dialoguellm.metrics import safe_div
 
 METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")

@@ -5,7 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from checkout import tracked_state
 from tiny import build_tiny_model, build_tiny_tokenizer, synthetic_corpus
+
+TRACKED_AT_START = pytest.StashKey[dict | None]()
+
+
+def pytest_configure(config) -> None:
+    # The checkout's tracked files before any test ran: no test and no run they start may change them.
+    config.stash[TRACKED_AT_START] = tracked_state()
+
+
+@pytest.fixture(scope="session")
+def tracked_at_start(pytestconfig) -> dict[str, str] | None:
+    """``checkout.tracked_state()`` when the session started (None outside a git checkout)."""
+    return pytestconfig.stash[TRACKED_AT_START]
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +45,10 @@ def plain_tokenizer():
 
 @pytest.fixture()
 def tiny_loaded(tiny_model_dir):
-    """A freshly loaded tiny model (fp32) and tokenizer through dialoguellm.modeling."""
-    from dialoguellm.model import loading as modeling
+    """A freshly loaded tiny model (fp32) and tokenizer through dialoguellm.model.loading."""
+    from dialoguellm.model import loading
 
-    return modeling.load_model(tiny_model_dir, dtype="fp32")
+    return loading.load_model(tiny_model_dir, dtype="fp32")
 
 
 @pytest.fixture(scope="session")

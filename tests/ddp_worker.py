@@ -1,4 +1,4 @@
-"""One process of the multi-process training test (tests/test_distributed.py), started by torchrun.
+"""One process of the multi-process training test (tests/training/test_distributed.py), started by torchrun.
 
 Trains the tiny model on a synthetic corpus with the library's own ``loop.train`` and records, outside
 the run folder, which micro-batches this process ran. Usage: ``ddp_worker.py MODEL_DIR RUN_DIR LOG_DIR``.

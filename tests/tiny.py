@@ -7,12 +7,17 @@ take it as their MODEL path (``tiny_model_dir``).
 
 from __future__ import annotations
 
+import json
 import random
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import torch
 
-from dialoguellm.corpora.labels import LABELS, NORMALISATION
+from dialoguellm.labels import LABELS, NORMALISATION
 
 # One thread: the tiny model gains nothing from two, and on a machine shared with other jobs two OpenMP
 # threads that wait on each other run up to 50x slower.
@@ -466,11 +471,11 @@ def use_hub(monkeypatch, endpoint: str, cache: Path) -> None:
 def synthetic_retrained_results(folder: Path, n: int = 40, seed: int = 0) -> Path:
     """A retrained-ablation results file (``analysis.ablation_retrained``) with the packaged cpu grid's arms
     and random predictions on a synthetic sample, for tests that only read one (notebook 05, the figures):
-    what the file holds is checked in tests/test_ablation_retrained.py, which makes a real one."""
+    what the file holds is checked in tests/analysis/test_ablation_retrained.py, which makes a real one."""
     import numpy as np
 
     from dialoguellm.analysis import ablation_retrained
-    from dialoguellm.corpora.labels import LABELS
+    from dialoguellm.labels import LABELS
 
     grid = ablation_retrained.load_grid("cpu")
     rng = np.random.default_rng(seed)
@@ -508,3 +513,167 @@ def synthetic_retrained_results(folder: Path, n: int = 40, seed: int = 0) -> Pat
         "sample": sample, "runs": runs, "finished": True, "updated": "test",
     }  # fmt: skip
     return ablation_retrained.save_results(results, folder)
+
+
+# ------------------------------------------------ helpers shared by test modules of different layers
+# Invented scenarios in the SECEU schema (not SECEU items).
+SYNTHETIC_ITEMS = [
+    {
+        "story": "Mara's kite finally flew over the hill after ten failed tries.",
+        "options": ["Proud", "Bored", "Ashamed", "Relieved"],
+    },
+    {
+        "story": "Tom found his bike stolen on the morning of the race.",
+        "options": ["Angry", "Cheerful", "Disappointed", "Calm"],
+    },
+    {
+        "story": "A stranger returned Lin's lost wallet with every coin inside.",
+        "options": ["Grateful", "Suspicious", "Surprised", "Jealous"],
+    },
+]
+SYNTHETIC_STANDARD = {
+    "standard_scores": [[4.0, 0.5, 0.5, 5.0], [4.5, 0.0, 4.5, 1.0], [5.0, 1.0, 3.5, 0.5]],
+    "human_pattern": [2.1, 2.8, 3.3],
+    "population_mean": 2.79,
+    "population_std": 0.822,
+}
+
+
+def write_seceu(folder: Path, items=None, standard=None) -> Path:
+    """A SECEU folder of invented items in the real schema (``SYNTHETIC_ITEMS``, ``SYNTHETIC_STANDARD``)."""
+    from dialoguellm.analysis import seceu as eq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / eq.ITEMS_FILE).write_text(json.dumps(SYNTHETIC_ITEMS if items is None else items))
+    (folder / eq.STANDARD_FILE).write_text(json.dumps(SYNTHETIC_STANDARD if standard is None else standard))
+    return folder
+
+
+TURNS = [
+    {"dialogue_id": "d1", "speaker": "Ross", "text": "I think the coffee is wonderful."},
+    {"dialogue_id": "d1", "speaker": "Rachel", "text": "Whoa, really? I am so scared."},
+    {"dialogue_id": "d1", "speaker": "Ross", "text": "That is gross."},
+    {"dialogue_id": "d2", "speaker": "Joey", "text": "I am furious today!"},
+    {"dialogue_id": "d2", "speaker": "Monica", "text": "Okay, okay."},
+]
+
+
+def tiny_config(model_dir: str, **prompt):
+    """The tiny settings (``tiny_settings``) with one previous turn and ``prompt`` overrides, validated."""
+    from dialoguellm.config import config_from_dict
+
+    raw = tiny_settings(model_dir)
+    raw["prompt"].update({"context_turns": 1, **prompt})
+    return config_from_dict(raw)
+
+
+def make_run(tmp_path: Path, model_dir: str, **prompt) -> Path:
+    """A run folder as training leaves it: training/config.yaml and training/adapter/ (random LoRA B, so the
+    adapter changes the scores)."""
+    from dialoguellm.config import save_config
+    from dialoguellm.runs import RunLayout
+
+    run = tmp_path / "run"
+    layout = RunLayout(run)
+    config = tiny_config(model_dir, **prompt)
+    save_config(config, layout.training / "config.yaml")
+    save_random_adapter(model_dir, layout.adapter)
+    return run
+
+
+def write_clip(path: Path, seconds: float = 1.0, fps: int = 8, size: tuple[int, int] = (48, 32)) -> Path:
+    """A synthetic MPEG-4 clip of ``seconds`` (needs PyAV: call ``pytest.importorskip("av")`` first)."""
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(int(seconds * fps)):
+            img = np.full((size[1], size[0], 3), 20 * i % 255, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+class ChatServer(LocalServer):
+    """Speaks POST /v1/chat/completions; answers per the prompt's MODE marker and counts requests."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.counts: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                text = body["messages"][0]["content"][0]["text"]
+                marker = re.search(r"MODE=(\S+)", text)
+                mode = marker.group(1) if marker else "ok"  # the packaged prompt has no marker
+                with server.lock:
+                    server.requests.append(body)
+                    server.headers.append(dict(self.headers))
+                    n = server.counts[mode] = server.counts.get(mode, 0) + 1
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self.answer(mode, n, body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def send(self, status, payload: bytes, headers=None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def ok(self, body):
+                n_images = sum(part["type"] == "image_url" for part in body["messages"][0]["content"])
+                content = f"A person stands in a kitchen ({n_images} frames)."
+                self.send(
+                    200,
+                    json.dumps(
+                        {"choices": [{"message": {"role": "assistant", "content": content}}]}
+                    ).encode(),
+                )
+
+            def answer(self, mode, n, body):
+                if mode == "ok":
+                    self.ok(body)
+                elif mode == "429x2":  # rate limited twice, then fine
+                    if n <= 2:
+                        self.send(429, b'{"error": "rate limited"}', {"Retry-After": "0"})
+                    else:
+                        self.ok(body)
+                elif mode == "500":
+                    self.send(500, b'{"error": "upstream exploded"}')
+                elif mode == "slow":
+                    time.sleep(1.0)
+                    self.ok(body)
+                elif mode == "steady":  # slow enough that parallel requests overlap
+                    time.sleep(0.15)
+                    self.ok(body)
+                elif mode == "malformed":
+                    self.send(200, b'{"choices": [{"message": ')
+                elif mode == "echo401":  # a provider that echoes the key back in its error
+                    auth = self.headers.get("Authorization", "")
+                    self.send(401, json.dumps({"error": f"invalid key {auth}"}).encode())
+
+        self._serve(Handler)

@@ -49,10 +49,10 @@ from dialoguellm import stats
 from dialoguellm.analysis import ablation
 from dialoguellm.analysis.ablation import ARMS_DIR, Arm, load_arm, predict_arm
 from dialoguellm.config import Config
-from dialoguellm.corpora.labels import normalised_label_names
 from dialoguellm.corpora.readers import load_corpora_for, resolve_datasets
 from dialoguellm.corpora.video import load_descriptions
 from dialoguellm.io import read_json, write_json
+from dialoguellm.labels import normalised_label_names
 from dialoguellm.metrics import classification_metrics
 from dialoguellm.model import loading
 from dialoguellm.model.card import invocation

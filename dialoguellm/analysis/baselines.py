@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dialoguellm.corpora.labels import label_names, normalised_label_names
 from dialoguellm.corpora.readers import split_frame
 from dialoguellm.io import atomic_path, write_json
+from dialoguellm.labels import label_names, normalised_label_names
 from dialoguellm.metrics import classification_metrics
 from dialoguellm.prompts import previous_turns_text
 from dialoguellm.runs import RunLayout

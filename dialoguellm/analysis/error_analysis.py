@@ -27,7 +27,7 @@ import pandas as pd
 from dialoguellm import stats
 from dialoguellm.calibration import PriorCorrection
 from dialoguellm.corpora.readers import split_frame
-from dialoguellm.io import atomic_path, read_json, write_json
+from dialoguellm.io import atomic_path, write_json
 from dialoguellm.prompts import (
     builders_from_config,
     demonstration_exclusions,
@@ -414,17 +414,6 @@ def save_table(table: pd.DataFrame, run_dir: str | os.PathLike, name: str) -> Pa
     return path
 
 
-def load_table(run_dir: str | os.PathLike, name: str, index_col: int | None = None) -> pd.DataFrame | None:
-    """A table ``save_table`` wrote, or None when the run has none."""
-    path = RunLayout(Path(run_dir)).analysis / f"{name}.csv"
-    return pd.read_csv(path, index_col=index_col) if path.is_file() else None
-
-
 def save_json(data: Any, run_dir: str | os.PathLike, name: str) -> Path:
     """Write ``<run_dir>/analysis/<name>.json``."""
     return write_json(RunLayout(Path(run_dir)).analysis / f"{name}.json", data)
-
-
-def load_json(run_dir: str | os.PathLike, name: str) -> Any:
-    """Read ``<run_dir>/analysis/<name>.json``."""
-    return read_json(RunLayout(Path(run_dir)).analysis / f"{name}.json")

@@ -10,7 +10,7 @@ shorter lines ("Oh my God!", "What?") recur everywhere in any sitcom and are not
   deleted, runs of spaces collapsed. On the records (whose text the readers already cleaned) 73 of
   EmoryNLP's 491 distinct >= 6-word test utterances are in MELD train and 208 of MELD's 1,482 in EmoryNLP
   train. Issue #17 measured 70 and 183 on the raw CSV text without collapsing spaces, which misses lines
-  that MELD types with two spaces after a full stop ("here.  In the Aroma Room."); ``tests/test_overlap.py``
+  that MELD types with two spaces after a full stop ("here.  In the Aroma Room."); ``tests/corpora/test_overlap.py``
   reproduces both counts.
 - *near*: token-set Jaccard >= ``NEAR_THRESHOLD`` (0.9) between the sets of letters-only words (``word_set``)
   and not exact: the two transcriptions differ in punctuation, spacing or at most one word in ten. Found
@@ -71,11 +71,6 @@ def exact_key(text: str, collapse_spaces: bool = True) -> str:
 def word_set(text: str) -> frozenset[str]:
     """The distinct letters-only words of ``text`` (apostrophes dropped: "you're" -> "youre")."""
     return frozenset(_WORD.findall(text.lower().replace("'", "").replace("\u2019", "")))
-
-
-def words_of(text: str) -> int:
-    """Words in the exact key (what ``MIN_WORDS`` is compared with)."""
-    return len(exact_key(text).split())
 
 
 def meld_episodes(data_dir: str | os.PathLike | None = None) -> dict[tuple[str, str], str]:

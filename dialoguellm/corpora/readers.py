@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 from datasets import Dataset, DatasetDict, Features, Value
 
-from dialoguellm.corpora import labels as label_vocab
+from dialoguellm import labels as label_vocab
 from dialoguellm.io import atomic_path
 from dialoguellm.runs import RunLayout
 

@@ -27,9 +27,9 @@ import pandas as pd
 
 from dialoguellm.calibration import apply_label_bias, load_calibration
 from dialoguellm.config import Config, load_config
-from dialoguellm.corpora.labels import DATASETS, label_names, normalised_label_names
 from dialoguellm.evaluation.endpoint import PREFIX as ENDPOINT_PREFIX
 from dialoguellm.io import atomic_path, csv_rows, read_text_file, text_lines
+from dialoguellm.labels import DATASETS, label_names, normalised_label_names
 from dialoguellm.model import loading
 from dialoguellm.prompts import (
     PromptBuilder,

@@ -516,10 +516,6 @@ def set_threads(num_threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def dump_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
-
-
 def load_tokenizer(config: Any) -> Any:
     """The tokenizer of ``config.model`` alone (no weights), to rebuild prompts for reading."""
     from transformers import AutoTokenizer

@@ -3,8 +3,8 @@ registry of every figure ``make figures`` redraws (``registry``), and here the p
 they all use. A plot function takes saved results and draws; it never computes them.
 
 Figures are built on ``matplotlib.figure.Figure`` objects, never pyplot's global state, so they render the
-same under papermill, pytest and a terminal. Notebooks show the written file, which is exactly what
-figures/ holds.
+same under papermill, pytest and a terminal. Notebooks show the written file, which `make figures` draws
+the same from the saved results.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import matplotlib.style  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dialoguellm.io import atomic_path  # noqa: E402
-from dialoguellm.runs import REPO_DIR  # noqa: E402
+from dialoguellm.runs import RunLayout  # noqa: E402
 
 STYLE_FILE = "dialoguellm.mplstyle"
 
@@ -44,8 +44,11 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def figures_dir(path: str | os.PathLike | None = None) -> Path:
-    """Where figures go: the argument, else the repository's figures/ (what the README shows); created."""
-    chosen = Path(path or REPO_DIR / "figures").expanduser().resolve()
+def figures_dir(run: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Where a run's figures go: ``path``, else the run's own ``figures/`` (``RunLayout.figures``); created.
+
+    A run never writes the tracked figures/: that folder is redrawn only from saved results by
+    ``plots.registry.regenerate`` (`make figures`)."""
+    chosen = Path(path or RunLayout(Path(run)).figures).expanduser().resolve()
     chosen.mkdir(parents=True, exist_ok=True)
     return chosen

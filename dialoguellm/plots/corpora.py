@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from dialoguellm.corpora import readers, video
-from dialoguellm.corpora.labels import DATASETS
+from dialoguellm.labels import DATASETS
 from dialoguellm.plots import save_figure, style_context
 from dialoguellm.runs import RunLayout
 

@@ -15,11 +15,14 @@ from dialoguellm.plots import (
     corpora,
     evaluation,
     explore,
-    figures_dir,
     probes,
     seceu,
     training,
 )
+from dialoguellm.runs import REPO_DIR
+
+# The tracked figures the README shows: written only here, from saved results (by default results/cpu).
+FIGURES_DIR = REPO_DIR / "figures"
 
 FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "label_distribution": corpora.label_distribution_from_run,  # notebook 01
@@ -72,13 +75,14 @@ def missing_inputs(run_dir: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def regenerate(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Draw every registered figure from ``run_dir`` into ``out_dir`` (default: figures/); returns the
+    """Draw every registered figure from ``run_dir`` into ``out_dir`` (default: the tracked figures/); returns the
     files written (a figure whose inputs the run lacks is left as it is)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(
             f"Run folder not found: {run_dir}. Run `make reproduce` first, or pass --run-dir."
         )
-    out = figures_dir(out_dir)
+    out = Path(out_dir or FIGURES_DIR).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
     written = [FIGURES[name](run_dir, out) for name in FIGURES]
     return [path for path in written if path is not None]

@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 
 from dialoguellm.corpora import overlap
-from dialoguellm.corpora.labels import label_names, normalised_label_names
 from dialoguellm.corpora.overlap import DEMONSTRATION_POOL
+from dialoguellm.labels import label_names, normalised_label_names
 
 # Corpora whose prompts mention a video description (the paper: MELD only; IEMOCAP's were all alike and
 # EmoryNLP has no video). The instruction names it even for a clip without one, so that training and test

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from dialoguellm.config import DEFAULT_PRECISION
-from dialoguellm.corpora.labels import normalised_label_names
 from dialoguellm.io import atomic_path, read_predictions  # noqa: F401 (the frame's reader, beside its writer)
+from dialoguellm.labels import normalised_label_names
 from dialoguellm.metrics import classification_metrics, save_metrics
 from dialoguellm.prompts import Prepared, PromptBuilder, PromptExample
 from dialoguellm.runs import NOT_EVALUATION

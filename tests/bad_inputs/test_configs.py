@@ -181,7 +181,7 @@ def test_a_corpus_the_run_does_not_have(finished_run, written, capsys):
     ):
         load_corpora_for(config, finished_run)
     # The CLI resolves the datasets first: an absent IEMOCAP beside other corpora is dropped with a warning
-    # (tests/test_paper_profile.py); IEMOCAP alone leaves nothing to run on.
+    # (tests/training/test_paper_profile.py); IEMOCAP alone leaves nothing to run on.
     err = _refused_by_cli("cpu", ["data.datasets=[iemocap]"], finished_run, capsys)
     assert "data.datasets is [iemocap] but IEMOCAP is not available; set IEMOCAP_DIR" in err
     written.assert_unchanged()

@@ -106,7 +106,7 @@ def load_calibration(tmp_path: Path, content: bytes) -> None:
 
 
 def load_seceu_standard(tmp_path: Path, content: bytes) -> None:
-    from test_eq import write_seceu
+    from tiny import write_seceu
 
     folder = write_seceu(tmp_path / "seceu")
     (folder / eq.STANDARD_FILE).write_bytes(content)

@@ -1,5 +1,5 @@
 """Bad model names: each case is refused before any weights load, with an error naming the path and the fix,
-by ``modeling`` and by ``dialoguellm train`` (exit 2), and the run folder keeps every earlier result."""
+by ``model.loading`` and by ``dialoguellm train`` (exit 2), and the run folder keeps every earlier result."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dialoguellm import cli
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 
 # Settings that make `dialoguellm train` reach the model quickly on the finished run's curated MELD data.
 TINY = ["data.datasets=[meld]", "model.dtype=fp32", "model.num_threads=1"]
@@ -144,7 +144,7 @@ def test_bad_model_name_is_refused_naming_the_path_and_fix(
 ):
     name = make(tmp_path)
     with pytest.raises(error, match=message) as err:
-        modeling.resolve_model_path(name)
+        loading.resolve_model_path(name)
     assert str(err.value) in _refused_by_cli([f"model.name={name}"], finished_run, capsys)
     # The refused training run may have begun its own folder; nothing that existed before changed.
     written.assert_unchanged(new_files_allowed_under="training_new")
@@ -153,22 +153,22 @@ def test_bad_model_name_is_refused_naming_the_path_and_fix(
 
 def test_a_supported_gguf_architecture_passes_the_check(tmp_path):
     path = write_gguf(tmp_path / "llama.gguf", "llama")
-    assert modeling.check_gguf(path) == "llama"
-    assert modeling.resolve_model_path(str(path)) == (str(tmp_path), "llama.gguf")
+    assert loading.check_gguf(path) == "llama"
+    assert loading.resolve_model_path(str(path)) == (str(tmp_path), "llama.gguf")
 
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
 def test_kbit_without_a_backend_explains_the_alternative(
     tiny_model_dir, finished_run, written, capsys, bits, monkeypatch
 ):
-    # bitsandbytes >= 0.48 quantises on CPU (tests/test_paper_profile.py runs it); an older build cannot.
-    monkeypatch.setattr(modeling, "kbit_backend_problem", lambda q: "bitsandbytes 0.43 has no CPU backend")
+    # bitsandbytes >= 0.48 quantises on CPU (tests/training/test_paper_profile.py runs it); an older build cannot.
+    monkeypatch.setattr(loading, "kbit_backend_problem", lambda q: "bitsandbytes 0.43 has no CPU backend")
     message = (
         rf"quantization={bits} cannot load here: bitsandbytes 0\.43 has no CPU backend\. Install bitsandbytes "
         r">= 0\.48 .* or use `--set model\.quantization=none`"
     )
     with pytest.raises(RuntimeError, match=message) as err:
-        modeling.load_model(tiny_model_dir, quantization=bits)
+        loading.load_model(tiny_model_dir, quantization=bits)
     overrides = [f"model.name={tiny_model_dir}", f"model.quantization={bits}"]
     assert str(err.value) in _refused_by_cli(overrides, finished_run, capsys)
     written.assert_unchanged(new_files_allowed_under="training_new")

@@ -1,0 +1,2 @@
+"""Analysis: what the saved predictions say beyond the headline (error analysis, baselines, ablations, prompt
+probes, SECEU, one conversation explored) and the notebook stages that call it (``*_stage``)."""

@@ -1,0 +1,273 @@
+"""The README's results table is recomputed from the committed run outputs in results/, and the headline
+table and the results export work on a small synthetic run folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from dialoguellm.labels import normalised_label_names
+from dialoguellm.report import (
+    CALIBRATED,
+    RAW,
+    UNTUNED,
+    ablations_table,
+    export_results,
+    export_seeds,
+    headline_systems,
+    headline_table,
+    seeds_table,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "results" / "cpu"
+README = REPO / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+# The other generated blocks, the document that shows each and the function that prints it from results/cpu
+# (`dialoguellm summary --run-dir results/cpu` prints all three).
+BLOCKS = {"seeds": (README, seeds_table), "ablations": (REPO / "docs" / "EVALUATION.md", ablations_table)}
+
+
+def _frame(n_dialogues: int, seed: int, calibrated: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    labels = normalised_label_names("meld")
+    rows = []
+    for d in range(n_dialogues):
+        for u in range(int(rng.integers(2, 6))):
+            gold = int(rng.integers(len(labels)))
+            pred = gold if rng.random() < 0.6 else int(rng.integers(len(labels)))
+            rows.append({"example_id": f"dia{d}_utt{u}", "dataset": "meld", "gold_id": gold, "pred_id": pred})
+    frame = pd.DataFrame(rows)
+    frame["gold"] = [labels[i] for i in frame["gold_id"]]
+    frame["pred"] = [labels[i] for i in frame["pred_id"]]
+    frame["parsed"] = True
+    if calibrated:
+        raw = frame["pred_id"].to_numpy().copy()
+        flip = rng.random(len(raw)) < 0.2
+        raw[flip] = 0
+        frame["pred_id_raw"] = raw
+    return frame
+
+
+def _run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    (run / "evaluation").mkdir(parents=True)
+    (run / "baselines").mkdir()
+    (run / "training" / "adapter").mkdir(parents=True)
+    ours = _frame(40, 1, calibrated=True)
+    ours.to_csv(run / "evaluation" / "test_meld_predictions.csv", index=False)
+    floor = ours[["example_id", "dataset", "gold_id", "gold", "parsed"]].assign(pred_id=0, pred="neutral")
+    floor.to_csv(run / "baselines" / "meld_majority_test_predictions.csv", index=False)
+    (run / "training" / "adapter" / "adapter_model.safetensors").write_bytes(b"weights are not results")
+    (run / "training" / "config.yaml").write_text("model: {}\n")
+    return run
+
+
+def test_headline_numbers_are_sklearn_and_intervals_cover_them(tmp_path):
+    run = _run(tmp_path)
+    systems = headline_systems(run)
+    ours = systems[CALIBRATED]["meld"]
+    raw = systems[RAW]["meld"]
+    assert (raw["pred_id"] == ours["pred_id_raw"]).all() and not (raw["pred_id"] == ours["pred_id"]).all()
+    table = headline_table(run, n_resamples=500)
+    for frame, name in ((ours, CALIBRATED), (raw, RAW)):
+        acc = 100 * accuracy_score(frame["gold_id"], frame["pred_id"])
+        wf1 = 100 * f1_score(frame["gold_id"], frame["pred_id"], average="weighted")
+        line = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        cells = re.findall(r"([\d.]+) \[([\d.]+), ([\d.]+)\]", line)
+        assert [float(c[0]) for c in cells] == [round(acc, 1), round(wf1, 1)]
+        for estimate, low, high in cells:
+            assert float(low) <= float(estimate) <= float(high)
+    assert "floor: majority class" in table and "LLaMA 2-7B" in table
+    assert "Paired differences" in table
+
+
+def test_export_keeps_the_layout_and_no_weights(tmp_path):
+    run = _run(tmp_path)
+    out = tmp_path / "results"
+    written = export_results(run, out)
+    assert out / "evaluation" / "test_meld_predictions.csv" in written
+    assert (out / "training" / "config.yaml").is_file()
+    assert not (out / "training" / "adapter" / "adapter_model.safetensors").exists()
+    assert headline_table(out, n_resamples=300) == headline_table(run, n_resamples=300)
+
+
+def test_export_takes_the_probes_and_the_figure_inputs(tmp_path):
+    run = _run(tmp_path)
+    for name in (
+        "probes/summary.csv",
+        "probes/predictions.csv",
+        "data/overlap.csv",
+        "descriptions/descriptions.jsonl",
+    ):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x\n")
+    (run / "data" / "meld").mkdir()
+    (run / "data" / "meld" / "test.parquet").write_bytes(b"corpora stay out")
+    out = tmp_path / "results"
+    export_results(run, out)
+    for name in (
+        "probes/summary.csv",
+        "probes/predictions.csv",
+        "data/overlap.csv",
+        "descriptions/descriptions.jsonl",
+    ):
+        assert (out / name).is_file(), name
+    assert not (out / "data" / "meld").exists()
+
+
+def test_the_report_shows_the_baselines_and_the_retrained_ablations_notebook_05_recorded(tmp_path):
+    import json
+
+    from dialoguellm.report import run_report
+
+    run = _run(tmp_path)
+    record = {
+        "baselines": {"meld/majority/test": {"accuracy": 48.1, "weighted_f1": 31.3},
+                      "meld/majority/dev": {"accuracy": 1.0, "weighted_f1": 1.0}},
+        "retrained_ablations": {"source": "results/cpu/ablations_retrained/results.json", "arms": {
+            "base/meld": {"runs": 3, "weighted_f1": 40.0, "weighted_f1_sd": 1.5, "delta_weighted_f1": None,
+                          "delta_low": None, "delta_high": None, "paper_weighted_f1": 71.9},
+            "no_lora/meld": {"runs": 1, "weighted_f1": 20.0, "weighted_f1_sd": None, "delta_weighted_f1": -20.0,
+                             "delta_low": -24.0, "delta_high": -16.0, "paper_weighted_f1": 24.12},
+        }},
+    }  # fmt: skip
+    (run / "records").mkdir()
+    (run / "records" / "05_ablations.json").write_text(json.dumps(record))
+    text = run_report(run)
+    assert "| meld/majority | 48.1 | 31.3 |" in text and "meld/majority/dev" not in text
+    assert "Retrained ablations (an adapter per arm and seed; results/cpu/ablations_retrained" in text
+    assert "| base/meld | 3 | 40.0 ± 1.5 | - | 71.9 |" in text
+    assert "| no_lora/meld | 1 | 20.0 | -20.0 [-24.0, -16.0] | 24.1 |" in text
+
+
+def test_export_takes_no_folder_that_no_stage_writes(tmp_path):
+    run = _run(tmp_path)
+    (run / "ablations").mkdir()
+    (run / "ablations" / "results.csv").write_text("x\n")
+    export_results(run, tmp_path / "results")
+    assert not (tmp_path / "results" / "ablations").exists()
+
+
+def test_the_untuned_model_is_compared_with_ours_when_notebook_04_scored_it(tmp_path):
+    run = _run(tmp_path)
+    (run / "evaluation_base").mkdir()
+    untuned = _frame(40, 1, calibrated=False).assign(pred_id=0, pred="neutral")
+    untuned.to_csv(run / "evaluation_base" / "test_meld_predictions.csv", index=False)
+    table = headline_table(run, n_resamples=300)
+    assert f"| {UNTUNED} |" in table and f"| {RAW} - {UNTUNED} | meld |" in table
+
+
+def test_export_refuses_an_unfinished_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make reproduce"):
+        export_results(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not RESULTS.is_dir(), reason="results/cpu is not in this checkout")
+def test_readme_results_table_is_recomputed_from_committed_files():
+    text = README.read_text(encoding="utf-8")
+    assert START in text and END in text, "README.md lost its results markers"
+    shown = text.split(START, 1)[1].split(END, 1)[0].strip()
+    assert shown == headline_table(RESULTS).strip(), (
+        "README's results table differs from `dialoguellm summary --run-dir results/cpu`; "
+        "paste the table it prints."
+    )
+
+
+def test_floors_are_compared_on_the_utterances_ours_were_scored_on(tmp_path):
+    run = _run(tmp_path)
+    ours = pd.read_csv(run / "evaluation" / "test_meld_predictions.csv", dtype={"example_id": str})
+    sample = ours.iloc[: len(ours) // 2]  # a test sample, as with data.test_per_dataset
+    sample.to_csv(run / "evaluation" / "test_meld_predictions.csv", index=False)
+    table = headline_table(run, n_resamples=300)  # the floor file still covers the whole test set
+    assert "floor: majority class" in table and "Paired differences" in table
+    floor = headline_systems(run)["floor: majority class"]["meld"]
+    assert sorted(floor["example_id"]) == sorted(sample["example_id"])
+
+
+def _seeds_run(tmp_path: Path, seeds=(42, 43, 44)) -> Path:
+    """What `dialoguellm train --all-seeds` + `evaluate --all-seeds --split test` leave in a run folder."""
+    run = tmp_path / "seeds_run"
+    for i, seed in enumerate(seeds):
+        folder = run / "evaluation" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        _frame(30, 10 + i, calibrated=True).to_csv(folder / "test_meld_predictions.csv", index=False)
+        (run / f"training_seed{seed}").mkdir(parents=True)
+        (run / f"training_seed{seed}" / "config.yaml").write_text(f"train: {{seed: {seed}}}\n")
+        (run / f"training_seed{seed}" / "adapter").mkdir()
+        (run / f"training_seed{seed}" / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    summary = {"seeds": list(seeds), "split": "test", "results": {}}
+    (run / "evaluation" / "seeds_summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_seeds_export_and_table_show_every_seed_with_its_interval_and_the_spread(tmp_path):
+    run = _seeds_run(tmp_path)
+    out = tmp_path / "results" / "seeds"
+    written = export_seeds(run, out)
+    assert out / "predictions.csv" in written and out / "training_seed43" / "config.yaml" in written
+    assert not list(out.rglob("*.safetensors"))  # no weights
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table["seed"].unique()) == [42, 43, 44] and len(table) == sum(
+        len(pd.read_csv(p)) for p in run.glob("evaluation/seed*/test_meld_predictions.csv")
+    )
+    text = seeds_table(out.parent, n_resamples=300)
+    rows = [line for line in text.splitlines() if line.startswith("| meld")]
+    assert [r.split(" | ")[1] for r in rows] == [RAW, CALIBRATED]
+    labels = list(range(len(normalised_label_names("meld"))))
+    for row, column in zip(rows, ("pred_id_raw", "pred_id"), strict=True):
+        cells = row.strip("| ").split(" | ")
+        values = []
+        for seed, cell in zip((42, 43, 44), cells[2:5], strict=True):
+            frame = pd.read_csv(run / "evaluation" / f"seed{seed}" / "test_meld_predictions.csv")
+            values.append(100 * f1_score(frame["gold_id"], frame[column], labels=labels, average="weighted"))
+            estimate, low, high = map(float, re.findall(r"-?\d+\.\d", cell))
+            assert estimate == pytest.approx(values[-1], abs=0.051) and low <= estimate <= high
+        assert cells[5] == f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
+
+def test_seeds_export_refuses_a_run_without_the_test_evaluation(tmp_path):
+    run = _seeds_run(tmp_path)
+    (run / "evaluation" / "seeds_summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match="evaluate --run-dir .* --all-seeds --split test"):
+        export_seeds(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_results_keeps_the_ablations_and_seeds_other_commands_wrote(tmp_path):
+    run = _run(tmp_path)
+    out = tmp_path / "results"
+    export_results(run, out)
+    export_seeds(_seeds_run(tmp_path), out / "seeds")
+    (out / "ablations_retrained").mkdir()
+    (out / "ablations_retrained" / "results.json").write_text("{}")
+    (out / "stale.csv").write_text("a file no run writes")
+    export_results(run, out)
+    assert (out / "seeds" / "predictions.csv").is_file()
+    assert (out / "ablations_retrained" / "results.json").read_text() == "{}"
+    assert not (out / "stale.csv").exists() and (out / "evaluation" / "test_meld_predictions.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_readme_seed_and_ablation_tables_are_recomputed_from_committed_files(block):
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
+    document, render = BLOCKS[block]
+    text = document.read_text(encoding="utf-8")
+    assert start in text and end in text, f"{document.name} lost its {block} markers"
+    shown = text.split(start, 1)[1].split(end, 1)[0].strip()
+    folder = RESULTS / ("seeds" if block == "seeds" else "ablations_retrained")
+    if not folder.is_dir():
+        assert not shown, f"{document.name} shows a {block} table but {folder} is not committed"
+        return
+    assert shown == render(RESULTS).strip(), (
+        f"{document.name}'s {block} table differs from `dialoguellm summary --run-dir "
+        "results/cpu`; paste the table it prints."
+    )
