@@ -136,6 +136,7 @@ def test_an_arms_predictions_follow_its_prompt_settings(tiny_model_dir):
     builder = make_builders(
         tokenizer, {"meld": corpora["meld"]}, template=p.template, style=p.style, context_turns=p.context_turns,
         k_shot=p.k_shot, seed=base.config.train.seed, use_video=p.use_video, cutoff_len=p.cutoff_len,
+        label_order=p.label_order,
     )["meld"]  # fmt: skip
     examples = builder.build_split(corpora["meld"]["test"], descriptions["test"], only=only)
     expected = predictions.predict_by_scoring(

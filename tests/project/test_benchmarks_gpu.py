@@ -170,14 +170,13 @@ def test_7b_shape_is_llama2_7b():
 
 
 def documented_command() -> str:
-    """The one command for a bare GPU image: the same line in docs/SCALING.md and in the README."""
+    """The one command for a bare GPU image, in docs/SCALING.md (the README links there)."""
     lines = [
         line
         for line in (REPO / "docs" / "SCALING.md").read_text(encoding="utf-8").splitlines()
         if line.startswith("python3 -m pip install")
     ]
     assert len(lines) == 1, lines
-    assert lines[0] in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     return lines[0]
 
 
