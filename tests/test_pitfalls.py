@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,6 +18,7 @@ from dialoguellm.corpora.labels import LABELS, normalised_label_names
 from dialoguellm.prompts.builder import context_of
 
 MELD = list(LABELS["meld"])
+REPO = Path(__file__).resolve().parents[1]
 FAST = {"n_resamples": 400, "seed": 1}
 
 
@@ -269,3 +274,50 @@ def test_the_real_label_words_fit_instructerc_span_matching():
     for corpus in LABELS:
         for word in (*LABELS[corpus], *normalised_label_names(corpus)):
             assert len(word) <= pitfalls.INSTRUCTERC_MAX_SPAN, (corpus, word)
+
+
+# ------------------------------------------------------------------- the committed truncation counts
+
+TRUNCATION = REPO / "benchmarks" / "results" / "truncation_counts.json"
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not TRUNCATION.is_file(), reason="benchmarks/truncation_counts.py has not been run")
+def test_committed_truncation_counts_grow_with_the_context_and_name_their_command():
+    result = json.loads(TRUNCATION.read_text())
+    assert result["command"] == "python benchmarks/truncation_counts.py" and result["cutoff"] == 256
+    for by_z in result["by_k_shot_and_context_turns"].values():
+        for corpus in ("meld", "emorynlp"):
+            for split in ("train", "dev", "test"):
+                cut = [by_z[z][corpus][split]["cut"] for z in ("0", "1", "2", "3", "all")]
+                assert cut == sorted(cut), (corpus, split, cut)  # more turns, never fewer cut
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRUNCATION.is_file(), reason="benchmarks/truncation_counts.py has not been run")
+def test_one_committed_truncation_count_recomputes_from_the_real_corpus():
+    from dialoguellm.config import load_config
+    from dialoguellm.corpora.readers import load_corpora
+    from dialoguellm.model.loading import load_tokenizer
+
+    bench = load_benchmark("truncation_counts")
+    tokenizer = load_tokenizer(load_config("paper", overrides=bench.profile_overrides(2, 0)))
+    corpora = load_corpora(["emorynlp"])
+    counted = bench.split_counts(tokenizer, corpora, "emorynlp", "test", 2, 0, 256)
+    committed = json.loads(TRUNCATION.read_text())["by_k_shot_and_context_turns"]["0"]["2"]["emorynlp"][
+        "test"
+    ]
+    assert counted == committed
+
+
+@pytest.mark.skipif(not TRUNCATION.is_file(), reason="benchmarks/truncation_counts.py has not been run")
+def test_the_truncation_tables_of_docs_are_the_rendering_of_the_committed_counts():
+    bench = load_benchmark("truncation_counts")
+    by_k = json.loads(TRUNCATION.read_text())["by_k_shot_and_context_turns"]
+    assert bench.markdown(by_k) in (REPO / "docs" / "PITFALLS.md").read_text()
