@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,quant,video,notebooks,dev
 STAMP := $(VENV)/.installed
 
-.PHONY: install test reproduce ablations lab figures lint format clean
+.PHONY: install test reproduce ablations tables lab figures lint format clean
 
 install: $(STAMP)
 
@@ -29,10 +29,15 @@ test: install
 reproduce: install
 	$(PY) -m dialoguellm.pipeline reproduce
 
-# The retrained ablations (docs/EVALUATION.md): an adapter per arm and seed, 2 h 3 min on 2 cores.
+# The retrained ablations (dialoguellm/experiments/ablations_cpu.yaml, docs/EXPERIMENTS.md): an adapter per
+# arm and seed, about 2 hours on 2 cores for 3 seeds. Records go to runs/experiments/ablations_cpu.
 # Resumable: run it again after an interruption. In the background: nohup make ablations > ablations.log 2>&1 &
 ablations: install
-	$(PY) -m dialoguellm.analysis.ablation_retrained --config cpu
+	$(VENV)/bin/dialoguellm experiment run ablations_cpu
+
+# The README's generated blocks (results, seeds, ablations) from the committed results/cpu.
+tables: install
+	$(PY) -m dialoguellm.report tables --readme README.md --results results/cpu
 
 figures: install
 	$(PY) -m dialoguellm.pipeline figures

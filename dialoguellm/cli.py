@@ -1,8 +1,10 @@
 """Command line: ``dialoguellm train --config cpu [--set key=value ...] [--resume] [--all-seeds]``,
 ``dialoguellm evaluate --run-dir DIR [--split test] [--mode score|generate] [--all-seeds]``,
 ``dialoguellm predict (--run-dir DIR | --model NAME) [--labels meld|"calm,angry"] turns.csv``,
-``dialoguellm export --run-dir DIR --merge OUT`` and
-``dialoguellm prompt --config cpu --corpus meld --split test --index 3`` (one prompt as the model sees it).
+``dialoguellm export --run-dir DIR --merge OUT``,
+``dialoguellm prompt --config cpu --corpus meld --split test --index 3`` (one prompt as the model sees it) and
+``dialoguellm experiment run|report NAME [--set ...] [--run-dir runs]`` (an experiment file of
+``dialoguellm/experiments/``: docs/EXPERIMENTS.md).
 
 ``--all-seeds`` is the paper's protocol: one adapter per seed of ``eval.seeds``, evaluated each, reported as
 mean and sd over the seeds.
@@ -93,7 +95,50 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="test", choices=["train", "dev", "test"])
     sp.add_argument("--index", type=int, default=0, help="row of the split (0-based)")
     sp.add_argument("--data-dir", default=None, help="raw corpora folder (default: the vendored copies)")
+    _experiment_parser(sub)
     return parser
+
+
+def _experiment_parser(sub: argparse._SubParsersAction) -> None:
+    xp = sub.add_parser(
+        "experiment", help="run or report an experiment file (dialoguellm/experiments/NAME.yaml)"
+    )
+    xp.add_argument(
+        "action", choices=["run", "report"], help="run: train and score every arm x seed (resumable)"
+    )
+    xp.add_argument(
+        "name", help="an experiment of dialoguellm/experiments (ablations_cpu, ...) or a YAML path"
+    )
+    xp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every arm")
+    xp.add_argument(
+        "--run-dir", default=None, help="records go to RUN_DIR/experiments/NAME (default: runs; report: the "
+        "run's own records, else the committed results/cpu)",
+    )  # fmt: skip
+    xp.add_argument("--data-dir", default=None, help="raw corpora folder (default: the vendored copies)")
+    xp.add_argument(
+        "--corpora-run", default=None, help="a run folder with notebook 01's corpora and 02's descriptions"
+    )
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    """``experiment run``: ``experiments.runner.run_experiment``; ``experiment report``: the table of its records."""
+    from dialoguellm.config import parse_overrides
+    from dialoguellm.experiments import runner, spec, summary
+    from dialoguellm.report import experiment_table
+
+    experiment = spec.load_experiment(
+        args.name, overrides=parse_overrides(args.set), run_dir=args.corpora_run
+    )
+    if args.action == "run":
+        from dialoguellm.corpora.video import load_descriptions
+
+        layout = runs.RunLayout(Path(args.run_dir or runs.REPO_DIR / "runs")).experiment(experiment.name)
+        corpora = runner.experiment_corpora(experiment, args.data_dir, args.corpora_run)
+        descriptions = load_descriptions(args.corpora_run) if args.corpora_run else None
+        runner.run_experiment(experiment, corpora, layout, descriptions=descriptions)
+    own = runs.RunLayout(Path(args.run_dir or runs.REPO_DIR / "runs")).experiment(experiment.name)
+    print(experiment_table(own.root if own.plan.is_file() else summary.committed_folder(experiment.name)))
+    return 0
 
 
 def _show_prompt(args: argparse.Namespace) -> int:
@@ -177,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dialoguellm`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command in ("predict", "export", "prompt"):  # read a run folder, never create one
-        handlers = {"predict": _predict, "export": _export, "prompt": _show_prompt}
+    if args.command in ("predict", "export", "prompt", "experiment"):
+        handlers = {"predict": _predict, "export": _export, "prompt": _show_prompt, "experiment": _experiment}
         try:
             return handlers[args.command](args)
         except (ValueError, OSError) as err:  # OSError: files, and a model or hub id that cannot be loaded

@@ -1,5 +1,5 @@
 """The package's imports run one way: corpora -> prompts -> model -> scoring -> calibration -> training /
-evaluation -> analysis -> plots -> pipeline (docs/ARCHITECTURE.md). An AST walk reads every import of every
+evaluation -> analysis (and experiments) -> plots -> pipeline (docs/ARCHITECTURE.md). An AST walk reads every import of every
 module, at module level and inside functions, so a cycle hidden in a function-level import fails here too."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("scoring", ("dialoguellm.scoring",)),
     ("calibration", ("dialoguellm.calibration",)),
     ("training / evaluation", ("dialoguellm.training", "dialoguellm.evaluation")),
-    ("analysis", ("dialoguellm.analysis",)),
+    ("analysis / experiments", ("dialoguellm.analysis", "dialoguellm.experiments")),
     ("plots", ("dialoguellm.plots",)),
     ("report / pipeline / cli", ("dialoguellm.report", "dialoguellm.pipeline", "dialoguellm.cli")),
 ]  # fmt: skip

@@ -1,5 +1,6 @@
 """Notebook 05's steps beyond the probes (``analysis.probes``): the values it records of the baselines, and
-which retrained-ablation results (``analysis.ablation_retrained``) it shows, with what it records of them.
+which retrained-ablation records (the ``ablations_cpu`` experiment, ``dialoguellm.experiments``) it shows,
+with what it records of them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from dialoguellm.analysis import ablation_retrained
-from dialoguellm.runs import RunLayout
+from dialoguellm.experiments import summary as experiment_summary
+from dialoguellm.experiments.record import load_plan, load_units
+from dialoguellm.runs import ExperimentLayout, RunLayout
 
 
 def baseline_records(table: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -26,49 +28,56 @@ def baseline_records(table: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 
 def _rounded(value: Any) -> float | None:
-    return None if pd.isna(value) else round(float(value), 2)
+    return None if pd.isna(value) else round(float(value), 4)
 
 
 # ------------------------------------------------------------------------------ retrained ablations
 
+RETRAINED_EXPERIMENT = "ablations_cpu"
 
-def retrained_source(run: str | os.PathLike) -> tuple[Path | None, str]:
-    """Which retrained-ablation results notebook 05's last section shows, and a sentence saying whose they
-    are: the run folder's own (``<run>/ablations_retrained/results.json``, written by
-    ``python -m dialoguellm.analysis.ablation_retrained --out <run>/ablations_retrained``), else the
-    repository's committed ``results/cpu/ablations_retrained/results.json``; (None, why) without either."""
-    own = ablation_retrained.results_path(RunLayout(Path(run)).ablations_retrained)
-    if own.is_file():
-        return own, f"Retrained ablations: this run's own results ({own})."
-    committed = ablation_retrained.results_path(ablation_retrained.committed_results_dir())
-    if committed.is_file():
-        saved = ablation_retrained.load_results(committed)
-        state = "finished" if saved.get("finished") else "NOT finished (a partial grid)"
-        return committed, (
-            "Retrained ablations: not run here. Showing the repository's committed results "
-            f"({committed}), {state}, made by `{saved['command']}` on {saved.get('hardware', '?')} "
-            f"(last written {saved.get('updated', '?')}). Run `make ablations` to reproduce them."
+
+def retrained_source(
+    run: str | os.PathLike, experiment: str = RETRAINED_EXPERIMENT
+) -> tuple[Path | None, str]:
+    """Which records of the retrained-ablation experiment notebook 05's last section shows, and a sentence
+    saying whose they are: the run folder's own (``<run>/experiments/<experiment>``, written by
+    ``dialoguellm experiment run <experiment> --run-dir <run>``), else the repository's committed
+    ``results/cpu/experiments/<experiment>``; (None, why) without either."""
+    own = RunLayout(Path(run)).experiment(experiment)
+    if own.plan.is_file():
+        return own.root, f"Retrained ablations: this run's own records ({own.root})."
+    committed = ExperimentLayout(experiment_summary.committed_folder(experiment))
+    if committed.plan.is_file():
+        plan, units = load_plan(committed.root), load_units(committed.root)
+        state = "finished" if len(units) == len(plan["units"]) else "NOT finished (a partial grid)"
+        return committed.root, (
+            "Retrained ablations: not run here. Showing the repository's committed records "
+            f"({committed.root}), {state}, made by `{plan['commands'][0]}` on {units[0].identity.hardware}. "
+            "Run `make ablations` to reproduce them."
         )
     return None, (
-        "Retrained ablations: no results yet (neither this run's ablations_retrained/ nor the repository's "
-        "results/cpu/ablations_retrained/). Run `make ablations` (2 h 3 min on 2 cores)."
+        f"Retrained ablations: no records yet (neither this run's experiments/{experiment} nor the repository's "
+        f"results/cpu/experiments/{experiment}). Run `make ablations` (about 2 hours on 2 cores)."
     )
 
 
 def retrained_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:
-    """What notebook 05 records of the retrained grid (in %): per arm and corpus, the mean over seeds and
-    the paired difference from the base arm with its interval."""
+    """What notebook 05 records of the retrained grid (fractions, from ``experiments.summary.summary_table``):
+    per arm and corpus, the mean over seeds and the difference from the base arm with its interval."""
     return {
         "source": str(source),
         "arms": {
             f"{row.arm}/{row.dataset}": {
                 "runs": int(row.runs),
-                "weighted_f1": round(row.weighted_f1_mean, 2),
+                "weighted_f1": _rounded(row.weighted_f1),
                 "weighted_f1_sd": _rounded(row.weighted_f1_sd),
                 "delta_weighted_f1": _rounded(row.delta_weighted_f1),
                 "delta_low": _rounded(row.delta_weighted_f1_low),
                 "delta_high": _rounded(row.delta_weighted_f1_high),
-                "paper_weighted_f1": _rounded(row.paper_weighted_f1),
+                "covers": row.delta_weighted_f1_covers or row.weighted_f1_covers,
+                "paper_weighted_f1": None
+                if pd.isna(row.paper_weighted_f1)
+                else round(row.paper_weighted_f1 / 100, 4),
             }
             for row in table.itertuples()
         },
