@@ -266,3 +266,30 @@ def test_readme_seed_and_ablation_tables_are_recomputed_from_committed_files(blo
     assert shown == BLOCKS[block](RESULTS).strip(), (
         f"README's {block} table differs from what `make tables` writes from results/cpu; run `make tables`."
     )
+
+
+def test_make_tables_rewrites_only_the_generated_blocks(tmp_path):
+    from tiny import synthetic_experiment_records
+
+    from dialoguellm.report import experiment_table, update_readme
+
+    results = tmp_path / "results"
+    synthetic_experiment_records(results / "experiments" / "ablations_cpu")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# Title\n\nprose above\n<!-- ablations:start -->\nstale\n<!-- ablations:end -->\nprose below\n"
+    )
+    assert update_readme(readme, results) == ["ablations"]
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nprose above\n<!-- ablations:start -->\n") and text.endswith(
+        "-->\nprose below\n"
+    )
+    block = text.split("<!-- ablations:start -->\n", 1)[1].split("\n<!-- ablations:end -->", 1)[0]
+    assert (
+        block == experiment_table(results / "experiments" / "ablations_cpu")
+        and "| MELD-only training |" in block
+    )
+    assert update_readme(readme, results) == []  # up to date: nothing rewritten
+    readme.write_text("<!-- ablations:start -->\n")
+    with pytest.raises(ValueError, match="must both be present"):
+        update_readme(readme, results)

@@ -512,12 +512,6 @@ def probe_stage(
     return result, summary
 
 
-def load_summary(run: str | os.PathLike) -> pd.DataFrame:
-    """The ``summary.csv`` a probe run wrote (an error naming notebook 05 when there is none)."""
-    layout = RunLayout(Path(run))
-    return pd.read_csv(layout.written(layout.probes / "summary.csv", "Prompt-probe summary", "05_ablations"))
-
-
 def probe_records(plan: ProbePlan, result: ProbeRun, summary: pd.DataFrame) -> dict[str, Any]:
     """The values notebook 05 records about the probes (in %)."""
     return {
