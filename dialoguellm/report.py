@@ -485,7 +485,33 @@ def experiment_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT
     pairing = read_json(ExperimentLayout(Path(folder)).plan).get("pairing")
     if pairing:  # records converted from a runner that did not pair the training samples by construction
         out += [f"Training samples: {pairing}.", ""]
-    return "\n".join(out + _table(header, rows)).rstrip()
+    return "\n".join(out + _table(header, rows) + _overlap_effect(folder, n_resamples)).rstrip()
+
+
+def _overlap_effect(folder: str | os.PathLike, n_resamples: int) -> list[str]:
+    """The difference in differences of an experiment planned with ``samples.include_overlap`` (else [])."""
+    from dialoguellm.experiments import summary as experiment_summary
+
+    effect = experiment_summary.overlap_effect(folder, n_resamples=n_resamples)
+    if effect.empty:
+        return []
+
+    def interval(r: pd.Series, part: str) -> str:
+        if pd.isna(r.get(f"{part}_delta", float("nan"))):
+            return "-"
+        return f"{_signed(r[f'{part}_delta'])} [{_signed(r[f'{part}_low'])}, {_signed(r[f'{part}_high'])}]"
+
+    rows = [
+        [r["label"], r["dataset"], f"{r['overlapping']} / {r['rest']}", interval(r, "overlapping"),
+         interval(r, "rest"), f"{_signed(r['did'])} [{_signed(r['did_low'])}, {_signed(r['did_high'])}]",
+         stats.named_verdict(r["did_verdict"], "larger on overlapping lines", "larger on the rest")]
+        for _, r in effect.iterrows()
+    ]  # fmt: skip
+    header = ["arm", "test set", "overlapping / other lines", "minus base, overlapping lines", "minus base, the rest",
+              "difference in differences [95% CI]", "verdict"]  # fmt: skip
+    intro = ("Effect on the test lines that overlap another corpus's training split against the rest (weighted "
+             "F1, percent; intervals resample the training seeds, then the test dialogues):")  # fmt: skip
+    return [intro, "", *_table(header, rows)]
 
 
 # ------------------------------------------------------------------------------------ README blocks

@@ -377,13 +377,18 @@ HIERARCHICAL_METHOD = "percentile; seeds with replacement, then the test dialogu
 
 
 def _seed_confusions(
-    gold: Sequence[int], preds: np.ndarray, n_labels: int, groups: Sequence[Any]
+    gold: np.ndarray, preds: Any, n_labels: int, group_index: np.ndarray, n_groups: int, rows: np.ndarray
 ) -> np.ndarray:
-    """(seeds, dialogues, L * (L + 1)) per-dialogue confusion counts of each seed's predictions."""
+    """(seeds, dialogues, L * (L + 1)) per-dialogue confusion counts of each seed's predictions on the
+    ``rows`` (a boolean mask); dialogues are ``group_index`` 0..n_groups-1, shared by every subset."""
     preds = np.atleast_2d(np.asarray(preds, dtype=int))
-    return np.stack(
-        [dialogue_confusions(gold, p, n_labels, groups).reshape(-1, n_labels * (n_labels + 1)) for p in preds]
-    )
+    if preds.shape[1] != len(gold):
+        raise ValueError(f"Each seed needs one prediction per utterance: {preds.shape[1]} != {len(gold)}.")
+    counts = np.zeros((len(preds), n_groups, n_labels, n_labels + 1))
+    for s, pred in enumerate(preds):
+        column = np.where((pred >= 0) & (pred < n_labels), pred, n_labels)
+        np.add.at(counts[s], (group_index[rows], gold[rows], column[rows]), 1)
+    return counts.reshape(len(preds), n_groups, -1)
 
 
 def _draws(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -407,6 +412,7 @@ def seed_dialogue_bootstrap(
     groups: Sequence[Any],
     preds_b: Sequence[Sequence[int]] | None = None,
     *,
+    inside: Sequence[bool] | None = None,
     metric: str = "weighted_f1",
     confidence: float = 0.95,
     n_resamples: int = DEFAULT_RESAMPLES,
@@ -416,6 +422,8 @@ def seed_dialogue_bootstrap(
     the same test utterances), or with ``preds_b`` the difference mean(A) - mean(B), with a hierarchical
     bootstrap interval over the two sources of variation: each resample draws the seeds with replacement,
     then the test dialogues with replacement, and recomputes every drawn seed's metric on those dialogues.
+    With ``inside`` (a mask of the utterances, and ``preds_b``) the difference in differences: (A - B on the
+    utterances inside) - (A - B on the rest), both parts from the same seed and dialogue draws.
 
     Seeds are crossed with dialogues, not nested in them (every seed is scored on the same test sample), so
     one dialogue draw serves all drawn seeds: independent draws per seed would average the test sample's
@@ -425,42 +433,52 @@ def seed_dialogue_bootstrap(
     the test dialogues only, and ``covers`` says so. Percentile interval; vectorised; deterministic in
     ``seed``."""
     _check_metric(metric)
+    gold = np.asarray(gold, dtype=int)
     n_labels = len(labels)
-    arms = [_seed_confusions(gold, preds_a, n_labels, groups)]
-    if preds_b is not None:
-        arms.append(_seed_confusions(gold, preds_b, n_labels, groups))
-    counts = [len(c) for c in arms]
-    several = [c for c in counts if c > 1]
-    if len(set(several)) > 1:
-        raise ValueError(f"Paired arms need the same seeds; got {counts[0]} and {counts[1]} runs.")
-    n_seeds, n_groups = (several[0] if several else 1), arms[0].shape[1]
+    _, group_index = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(group_index.max()) + 1 if len(group_index) else 0
     if n_groups < 2:
         raise ValueError("A dialogue bootstrap needs at least 2 dialogues; check the dialogue ids.")
+    if inside is not None and preds_b is None:
+        raise ValueError("A difference in differences needs two arms (preds_b).")
+    everything = np.ones(len(gold), dtype=bool)
+    parts = (
+        [(everything, 1.0)]
+        if inside is None
+        else [(np.asarray(inside, dtype=bool), 1.0), (~np.asarray(inside, dtype=bool), -1.0)]
+    )
+    arms = []  # (confusions, sign): the estimate is the signed sum of the arms' means over seeds
+    for rows, sign in parts:
+        arms.append((_seed_confusions(gold, preds_a, n_labels, group_index, n_groups, rows), sign))
+        if preds_b is not None:
+            arms.append((_seed_confusions(gold, preds_b, n_labels, group_index, n_groups, rows), -sign))
+    several = {len(c) for c, _ in arms if len(c) > 1}
+    if len(several) > 1:
+        raise ValueError(f"Paired arms need the same seeds; got {sorted(len(c) for c, _ in arms)} runs.")
+    n_seeds = several.pop() if several else 1
 
     def value(seed_w: np.ndarray, dialogue_w: np.ndarray) -> np.ndarray:
-        means = [
-            _mean_over_seeds(
-                c, seed_w if len(c) > 1 else np.ones((len(seed_w), 1)), dialogue_w, n_labels, metric
-            )
-            for c in arms
-        ]
-        return means[0] - means[1] if len(means) == 2 else means[0]
+        ones = np.ones((len(seed_w), 1))
+        return sum(
+            sign * _mean_over_seeds(c, seed_w if len(c) > 1 else ones, dialogue_w, n_labels, metric)
+            for c, sign in arms
+        )
 
-    per_seed_values = [
-        metric_from_confusion(c.sum(axis=1).reshape(len(c), n_labels, n_labels + 1), metric) for c in arms
-    ]
-    per_seed = per_seed_values[0] - per_seed_values[1] if len(arms) == 2 else per_seed_values[0]
+    per_seed = sum(
+        sign * metric_from_confusion(c.sum(axis=1).reshape(len(c), n_labels, n_labels + 1), metric)
+        for c, sign in arms
+    )
     estimate = float(value(np.ones((1, n_seeds)), np.ones((1, n_groups)))[0])
     rng = np.random.default_rng(seed)
     distribution = np.concatenate([
         value(_draws(n_seeds, size, rng) if n_seeds > 1 else np.ones((size, 1)), _draws(n_groups, size, rng))
-        for size in _batches(n_resamples, max(n_seeds, 1) * n_groups)
+        for size in _batches(n_resamples, max(n_seeds, 1) * max(n_groups, n_labels * (n_labels + 1)))
     ])  # fmt: skip
     low, high = np.quantile(distribution, [(1 - confidence) / 2, (1 + confidence) / 2])
     return SeedDialogueEstimate(
         metric, estimate, float(low), float(high), confidence,
         SEEDS_AND_DIALOGUES if n_seeds > 1 else DIALOGUES_ONLY, tuple(float(v) for v in np.atleast_1d(per_seed)),
-        n_seeds, len(np.asarray(gold)), n_groups, HIERARCHICAL_METHOD, n_resamples, seed,
+        n_seeds, len(gold), n_groups, HIERARCHICAL_METHOD, n_resamples, seed,
     )  # fmt: skip
 
 

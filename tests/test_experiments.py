@@ -235,3 +235,52 @@ def _check_table(layout: ExperimentLayout) -> None:
     text = experiment_table(layout.root, n_resamples=200)
     line = next(line for line in text.splitlines() if line.startswith("| z = 0 | meld |"))
     assert f"{100 * row['delta_weighted_f1']:+.1f} [" in line and "the same 6 test utterances" in text
+
+
+# ------------------------------------------------------------------------- the overlap experiment
+
+
+def _overlap_experiment(overrides=None) -> spec.Experiment:
+    experiment = spec.load_experiment("overlap_removal", overrides=overrides or {"model.name": "unused"})
+    experiment.samples = spec.Samples(6, 4, 6, "test", 0, include_overlap=True)
+    experiment.seeds = [1, 2]
+    return experiment
+
+
+def test_the_overlap_experiment_pairs_its_arms_and_holds_every_overlapping_line():
+    experiment, corpora = _overlap_experiment(), _corpora()
+    assert [a.name for a in experiment.arms] == ["removed", "kept"] and experiment.baseline == "removed"
+    plan = runner.plan_samples(experiment, corpora)
+    test = plan["test"]["emorynlp"]
+    flagged = [e for e, o in zip(test["example_id"], test["overlapping"], strict=True) if o]
+    assert flagged == ["test0_0", "test0_1"] and len(test["example_id"]) == 6 + 2  # the sample + the overlap
+    assert not any(plan["test"]["meld"]["overlapping"])
+    matches = {corpora["meld"]["train"][i]["utterance_id"] for i in (0, 1)}  # the MELD lines they copy
+    for seed in ("1", "2"):
+        draw = set(plan["train"][seed]["meld"]["example_id"])
+        assert matches <= draw and len(draw) >= 6 + 2
+        trained = {}
+        for arm in experiment.arms:
+            config = runner.unit_config(arm, int(seed), experiment)
+            used, dropped = runner.unit_corpora(
+                config, plan, int(seed), corpora, runner.removed_by_arm(config, corpora)
+            )
+            trained[arm.name] = {r["utterance_id"] for r in used["meld"]["train"]}
+            assert trained[arm.name] | set(dropped["meld"]) == draw  # one draw, minus what the arm drops
+        assert matches <= trained["kept"] and not matches & trained["removed"]
+
+
+@pytest.mark.slow
+def test_the_overlap_experiment_reports_a_difference_in_differences(tiny_model_dir, tmp_path):
+    from dialoguellm.report import experiment_table
+
+    experiment = _overlap_experiment({**TINY, "model.name": tiny_model_dir})
+    layout = ExperimentLayout(tmp_path / "experiments" / "overlap_removal")
+    runner.run_experiment(experiment, _corpora(), layout, progress=False, command="test")
+    effect = summary.overlap_effect(layout.root, n_resamples=200).set_index("dataset")
+    assert list(effect.index) == ["emorynlp"]  # MELD's test sample has no overlapping line
+    row = effect.loc["emorynlp"]
+    assert (row["overlapping"], row["rest"]) == (2, 6) and row["covers"] == "training seeds, test dialogues"
+    assert row["did_low"] <= row["did_high"]
+    text = experiment_table(layout.root, n_resamples=200)
+    assert "difference in differences" in text and "| overlap kept in training | emorynlp | 2 / 6 |" in text

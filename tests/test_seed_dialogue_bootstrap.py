@@ -112,3 +112,25 @@ def test_seeds_are_paired_and_a_seed_count_mismatch_is_refused():
     assert d.estimate > 0 and d.high - d.low < 0.05
     with pytest.raises(ValueError, match="same seeds"):
         stats.seed_dialogue_bootstrap(gold, preds, LABELS, groups, preds[:2])
+
+
+@settings(max_examples=30, deadline=None)
+@given(scored_seeds(), st.data())
+def test_the_difference_in_differences_is_the_inside_difference_minus_the_outside_one(data, draw):
+    gold, a, b, groups = data
+    inside = np.array(draw.draw(st.lists(st.booleans(), min_size=len(gold), max_size=len(gold))))
+    if inside.all() or not inside.any():
+        inside[0], inside[-1] = True, False
+    did = stats.seed_dialogue_bootstrap(gold, a, LABELS, groups, b, inside=inside, n_resamples=200)
+
+    def mean_difference(mask):
+        return np.mean([
+            classification_metrics(gold[mask], pa[mask], LABELS)["weighted_f1"]
+            - classification_metrics(gold[mask], pb[mask], LABELS)["weighted_f1"]
+            for pa, pb in zip(a, b, strict=True)
+        ])  # fmt: skip
+
+    assert did.estimate == pytest.approx(mean_difference(inside) - mean_difference(~inside))
+    assert did.low <= did.high and len(did.per_seed) == len(a)
+    with pytest.raises(ValueError, match="needs two arms"):
+        stats.seed_dialogue_bootstrap(gold, a, LABELS, groups, inside=inside)

@@ -71,19 +71,35 @@ def _ids(rows: list[Mapping[str, Any]], positions: list[int]) -> dict[str, list]
 
 def plan_samples(experiment: Experiment, corpora: Mapping[str, Any]) -> dict[str, Any]:
     """The draws every arm shares: ``test`` and ``dev`` (dataset -> positions and ids, ``sample_seed``) and
-    ``train`` (seed -> dataset -> positions and ids of that seed's training draw, from the whole split)."""
+    ``train`` (seed -> dataset -> positions and ids of that seed's training draw, from the whole split).
+    With ``samples.include_overlap`` the training draws and the test sample also hold every line of the
+    cross-corpus overlap, and each test entry says which lines overlap (``overlapping``)."""
     s = experiment.samples
     rows = {
         d: {split: rows_of(corpora[d][split]) for split in ("train", "dev", s.split)}
         for d in experiment.datasets
     }
+    leaked: dict[str, dict[str, set[str]]] = {"train": {}, s.split: {}}
+    if s.include_overlap:
+        used = {d: corpora[d] for d in experiment.datasets}
+        leaked = {"train": overlap.leaked_training_utterances(used),
+                  s.split: overlap.leaked_evaluation_utterances(used, s.split)}  # fmt: skip
+
+    def draw(d: str, split: str, size: int, seed: int) -> dict[str, list]:
+        part = rows[d][split]
+        matched = leaked.get(split, {}).get(d, set())
+        forced = {i for i, r in enumerate(part) if str(r.get("utterance_id")) in matched}
+        rest = [i for i in range(len(part)) if i not in forced]
+        chosen = sorted(forced | {rest[i] for i in sample_positions([part[j] for j in rest], size, seed)})
+        ids = _ids(part, chosen)
+        if s.include_overlap and split == s.split:
+            ids["overlapping"] = [i in forced for i in chosen]
+        return ids
+
     return {
-        "test": {d: _ids(r[s.split], sample_positions(r[s.split], s.test_per_dataset, s.sample_seed)) for d, r in rows.items()},
+        "test": {d: draw(d, s.split, s.test_per_dataset, s.sample_seed) for d in rows},
         "dev": {d: _ids(r["dev"], sample_positions(r["dev"], s.dev_per_dataset, s.sample_seed)) for d, r in rows.items()},
-        "train": {
-            str(seed): {d: _ids(r["train"], sample_positions(r["train"], s.train_per_dataset, seed)) for d, r in rows.items()}
-            for seed in experiment.seeds
-        },
+        "train": {str(seed): {d: draw(d, "train", s.train_per_dataset, seed) for d in rows} for seed in experiment.seeds},
     }  # fmt: skip
 
 

@@ -17,19 +17,32 @@ from dialoguellm.experiments import EXPERIMENTS_DIR
 from dialoguellm.metrics import METRICS
 
 KEYS = ("description", "profile", "arms", "baseline", "seeds", "samples", "set", "metrics")
-SAMPLE_KEYS = ("train_per_dataset", "dev_per_dataset", "test_per_dataset", "split", "sample_seed")
+SAMPLE_KEYS = (
+    "train_per_dataset",
+    "dev_per_dataset",
+    "test_per_dataset",
+    "split",
+    "sample_seed",
+    "include_overlap",
+)
 
 
 @dataclass(frozen=True)
 class Samples:
     """What every arm draws: training utterances per corpus (per seed; 0 = all), the dev sample that selects
-    every adapter and the test sample every arm is scored on (both fixed by ``sample_seed``)."""
+    every adapter and the test sample every arm is scored on (both fixed by ``sample_seed``).
+
+    ``include_overlap``: every training draw also holds each training line that matches a dev/test line of
+    another corpus, and the test sample each test line that matches another corpus's training line (on top
+    of the sizes above), so an arm that keeps the overlap has seen the match of every overlapping test line
+    it is scored on, and the overlapping lines can be compared with the rest (``corpora.overlap``)."""
 
     train_per_dataset: int
     dev_per_dataset: int
     test_per_dataset: int
     split: str
     sample_seed: int
+    include_overlap: bool = False
 
 
 @dataclass
@@ -134,7 +147,10 @@ def _samples(path: Path, raw: Any) -> Samples:
         ) from None
     if min(sizes.values()) < 0:
         raise ValueError(f"{path}: sample sizes must be >= 0 (0 = all), not {sizes}.")
-    return Samples(**sizes, split=split, sample_seed=sample_seed)
+    include = raw.get("include_overlap", False)
+    if not isinstance(include, bool):
+        raise ValueError(f"{path}: samples.include_overlap must be true or false, not {include!r}.")
+    return Samples(**sizes, split=split, sample_seed=sample_seed, include_overlap=include)
 
 
 def _arm(path: Path, entry: Any, base: str | os.PathLike | Config, overrides: Mapping[str, Any]) -> Arm:

@@ -116,6 +116,48 @@ def _paper_columns(key: str | None, dataset: str, paper: pd.DataFrame, default: 
     }
 
 
+def overlap_effect(
+    folder: str | os.PathLike,
+    metric: str = "weighted_f1",
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """For an experiment planned with ``samples.include_overlap``: per arm (against the baseline) and corpus,
+    the difference on the test lines that overlap another corpus's training split, on the rest, and the
+    difference in differences (overlapping minus rest), each with its interval over seeds and dialogues
+    (fractions). Empty when the plan marks no overlapping lines."""
+    plan, units = load_plan(folder), load_units(folder)
+    rows = []
+    for name, arm in plan["arms"].items():
+        if name == plan["baseline"]:
+            continue
+        for dataset in arm["datasets"]:
+            test = plan["test"][dataset]
+            inside = np.asarray(test.get("overlapping", []), dtype=bool)
+            runs, base = _runs(units, name, dataset), _runs(units, plan["baseline"], dataset)
+            if not inside.any() or inside.all() or not runs or not base:
+                continue
+            seeds = sorted(s for s in base if s in runs)
+            a, b = np.array([runs[s] for s in seeds]), np.array([base[s] for s in seeds])
+            gold, groups = np.asarray(test["gold_id"]), np.asarray(test["dialogue_id"])
+            labels = normalised_label_names(dataset)
+            options = {"metric": metric, "n_resamples": n_resamples, "confidence": confidence}
+            row: dict[str, Any] = {"arm": name, "label": arm["label"], "dataset": dataset, "overlapping": int(inside.sum()),
+                                   "rest": int((~inside).sum()), "seeds": seeds}  # fmt: skip
+            for part, mask in (("overlapping", inside), ("rest", ~inside)):
+                if len(np.unique(groups[mask])) < 2:
+                    continue
+                d = stats.seed_dialogue_bootstrap(
+                    gold[mask], a[:, mask], labels, groups[mask], b[:, mask], **options
+                )
+                row |= {f"{part}_delta": d.estimate, f"{part}_low": d.low, f"{part}_high": d.high}
+            did = stats.seed_dialogue_bootstrap(gold, a, labels, groups, b, inside=inside, **options)
+            row |= {"did": did.estimate, "did_low": did.low, "did_high": did.high, "did_verdict": did.verdict,
+                    "covers": ", ".join(did.covers)}  # fmt: skip
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def committed_folder(name: str, results: str | os.PathLike | None = None) -> Path:
     """Where the repository keeps an experiment's records (``results/cpu/experiments/<name>``)."""
     root = Path(results) if results else Path(__file__).resolve().parents[2] / "results" / "cpu"
