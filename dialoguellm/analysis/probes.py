@@ -3,7 +3,7 @@
 The paper's ablations (its Tables 4 and 5) retrain the model once per arm: "does *training* with context
 help?". A probe keeps notebook 03's adapter and changes only what the prompt shows when it is scored, or
 switches the adapter off: "does the trained model *use* context?". That is a different question, with a
-different answer; the retrained arms are ``analysis.ablation_retrained``'s.
+different answer; the retrained arms are the ablation experiments' (``dialoguellm/experiments/``).
 
 Probes, each against the base arm (the adapter's own settings, e.g. z = 1, k = 1, no descriptions on the CPU
 profile): context z in {0, 1, 2, 3, all}; demonstrations k in {0, 1, 5}; descriptions switched on (or off,

@@ -159,15 +159,23 @@ def _settings(config: Config) -> dict[str, Any]:
 
 
 def open_plan(
-    experiment: Experiment, layout: ExperimentLayout, samples: Mapping[str, Any], command: str
+    experiment: Experiment,
+    layout: ExperimentLayout,
+    samples: Mapping[str, Any],
+    command: str,
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The experiment's plan, written once; a folder planned with other settings or samples is refused."""
+    """The experiment's plan, written once; a folder planned with other settings, samples or video
+    descriptions (the number of described clips per split) is refused."""
     identity = {
         "arms": {a.name: _settings(a.config) | {"tuned": a.tuned} for a in experiment.arms},
         "seeds": experiment.seeds,
         "samples": {k: {d: v["example_id"] for d, v in part.items()} for k, part in samples.items() if k != "train"}
         | {"train": {s: {d: v["example_id"] for d, v in part.items()} for s, part in samples["train"].items()}},
     }  # fmt: skip
+    described = {split: len(m) for split, m in sorted((descriptions or {}).items()) if m}
+    if described:
+        identity["descriptions"] = described
     if layout.plan.is_file():
         plan = read_json(layout.plan)
         if plan.get("identity") != identity:
@@ -299,7 +307,7 @@ def run_experiment(
     loading.set_threads(experiment.arms[0].config.model.num_threads)
     command = command or invocation()
     samples = plan_samples(experiment, corpora)
-    plan = open_plan(experiment, layout, samples, command)
+    open_plan(experiment, layout, samples, command, descriptions)
     removal_cache: dict[tuple[str, ...], dict[str, set[str]]] = {}
     units = experiment.units()
     todo = [(a, s) for a, s in units if not layout.unit(unit_name(a.name, s)).is_file()]
@@ -341,7 +349,6 @@ def run_experiment(
         if on_saved is not None:
             on_saved(name)
     bar.close()
-    del plan
     return [unit_name(a.name, s) for a, s in todo]
 
 
