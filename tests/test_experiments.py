@@ -284,3 +284,53 @@ def test_the_overlap_experiment_reports_a_difference_in_differences(tiny_model_d
     assert row["did_low"] <= row["did_high"]
     text = experiment_table(layout.root, n_resamples=200)
     assert "difference in differences" in text and "| overlap kept in training | emorynlp | 2 / 6 |" in text
+
+
+CHILD = """
+import sys
+sys.path[:0] = [{tests!r}]
+from test_experiments import TINY, _corpora
+from dialoguellm.experiments import runner, spec
+from dialoguellm.runs import ExperimentLayout
+experiment = spec.load_experiment({path!r}, overrides={{**TINY, "model.name": {model!r}}})
+runner.run_experiment(experiment, _corpora(), ExperimentLayout({root!r}), progress=False, command="child")
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_from_its_records(tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    example = docs_example()
+    example["samples"] = {
+        **example["samples"],
+        "train_per_dataset": 8,
+        "dev_per_dataset": 4,
+        "test_per_dataset": 6,
+    }
+    path = tmp_path / "context.yaml"
+    path.write_text(yaml.safe_dump(example))
+    layout = ExperimentLayout(tmp_path / "experiments" / "context")
+    script = CHILD.format(
+        tests=str(Path(__file__).parent), path=str(path), model=tiny_model_dir, root=str(layout.root)
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
+    deadline = time.time() + 600
+    while not layout.unit("base.seed1").is_file() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert child.poll() is None, "the child finished or failed before it could be killed"
+    time.sleep(1.0)  # into the next unit
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    done = [p.name for p in layout.units.glob("*.json")]
+    assert "base.seed1.json" in done and len(done) < 4
+    experiment = spec.load_experiment(path, overrides={**TINY, "model.name": tiny_model_dir})
+    ran = runner.run_experiment(experiment, _corpora(), layout, progress=False, command="resumed")
+    assert "base.seed1" not in ran and len(ran) == 4 - len(done)
+    units = record.load_units(layout.root)
+    assert len(units) == 4 and record.load_plan(layout.root)["commands"] == ["child", "resumed"]
+    _check_records(units, layout)
