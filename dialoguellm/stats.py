@@ -106,6 +106,12 @@ class PairedDifference:
         return format_interval(self.difference, self.low, self.high)
 
 
+def verdict_of(low: float, high: float) -> str:
+    """The one verdict on a difference A - B: "no measurable difference" when its interval covers 0, else
+    "A higher" or "B higher"."""
+    return NO_DIFFERENCE if low <= 0 <= high else ("A higher" if low > 0 else "B higher")
+
+
 def named_verdict(verdict: str, a: str, b: str) -> str:
     """A ``PairedDifference.verdict`` with the two systems named: "<a> higher", "<b> higher" or
     "no measurable difference"."""
@@ -289,7 +295,7 @@ def paired_difference(
     point_b = float(metric_from_confusion(both[n_groups:].sum(axis=0), metric))
     low, high, used = _bootstrap_groups(difference, n_groups, confidence, n_resamples, seed, method)
     p_value = _permutation_p_value(score, n_groups, n_resamples, seed)
-    verdict = NO_DIFFERENCE if low <= 0 <= high else ("A higher" if low > 0 else "B higher")
+    verdict = verdict_of(low, high)
     return PairedDifference(
         metric,
         point_a,
@@ -363,8 +369,8 @@ class SeedDialogueEstimate:
 
     @property
     def verdict(self) -> str:
-        """ "no measurable difference" when the interval covers 0, else "A higher" / "B higher"."""
-        return NO_DIFFERENCE if self.low <= 0 <= self.high else ("A higher" if self.low > 0 else "B higher")
+        """``verdict_of`` this interval."""
+        return verdict_of(self.low, self.high)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "covers": list(self.covers), "per_seed": list(self.per_seed)}

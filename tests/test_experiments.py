@@ -334,3 +334,13 @@ def test_a_run_killed_with_sigkill_resumes_from_its_records(tiny_model_dir, tmp_
     units = record.load_units(layout.root)
     assert len(units) == 4 and record.load_plan(layout.root)["commands"] == ["child", "resumed"]
     _check_records(units, layout)
+
+
+def test_the_cli_reports_the_committed_records_and_names_a_bad_experiment(capsys, tmp_path):
+    from dialoguellm import cli
+
+    assert cli.main(["experiment", "report", "ablations_cpu", "--run-dir", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out
+    assert "| MELD-only training | meld | 3 |" in shown and "minus base [95% CI]" in shown
+    assert cli.main(["experiment", "report", "no_such_experiment"]) == 2
+    assert "Experiment not found" in capsys.readouterr().err
