@@ -20,6 +20,9 @@ the recall of its gold class and is no class's prediction, exactly as in ``class
   under the null hypothesis that the two systems are exchangeable, each dialogue's A and B predictions
   are swapped or not, independently. The interval and the p-value answer slightly different questions
   and can, at the margin, disagree; the verdict follows the interval.
+- ``seed_dialogue_bootstrap``: the interval of an experiment's numbers (``dialoguellm.experiments``): an
+  arm's mean over training seeds, the difference of two arms' means (seeds paired) or a difference in
+  differences, resampling the seeds, then the test dialogues; ``covers`` names what an interval resampled.
 - Frame helpers read prediction files as ``dialoguellm.evaluate.save_predictions`` writes them and find
   each row's dialogue (``dialogue_of`` documents the id rules).
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from dialoguellm.io import read_json, write_json
+from dialoguellm.io import atomic_path, read_json
 from dialoguellm.runs import ExperimentLayout
 
 FORMAT = 1
@@ -113,8 +113,14 @@ def config_hash(settings: Mapping[str, Any]) -> str:
 
 
 def save_unit(layout: ExperimentLayout, unit: UnitRecord) -> Path:
-    """Write one unit's record atomically (a temporary file renamed over: never half a record)."""
-    return write_json(layout.unit(unit_name(unit.arm, unit.seed)), unit.as_dict())
+    """Write one unit's record atomically (a temporary file renamed over: never half a record), as compact
+    JSON: thousands of ids and predictions, one per line, would make a committed record five times larger."""
+    path = layout.unit(unit_name(unit.arm, unit.seed))
+    with atomic_path(path) as tmp:
+        tmp.write_text(
+            json.dumps(unit.as_dict(), ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8"
+        )
+    return path
 
 
 def load_units(folder: str | os.PathLike) -> list[UnitRecord]:
