@@ -30,7 +30,7 @@ reproduce: install
 	$(PY) -m dialoguellm.pipeline reproduce
 
 # The retrained ablations (dialoguellm/experiments/ablations_cpu.yaml, docs/EXPERIMENTS.md): an adapter per
-# arm and seed, about 2 hours on 2 cores for 3 seeds. Records go to runs/experiments/ablations_cpu.
+# arm and seed; 5 seeds, an estimated 2.7 to 3.4 hours on 2 cores. Records go to runs/experiments/ablations_cpu.
 # Resumable: run it again after an interruption. In the background: nohup make ablations > ablations.log 2>&1 &
 ablations: install
 	$(VENV)/bin/dialoguellm experiment run ablations_cpu

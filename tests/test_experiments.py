@@ -26,7 +26,7 @@ ARMS = ["base", "context_z0", "context_z2", "kshot_0", "no_lora", "meld_only"]
 def test_the_cpu_experiment_asks_the_papers_questions():
     experiment = spec.load_experiment("ablations_cpu")
     arms = {a.name: a for a in experiment.arms}
-    assert list(arms) == ARMS and experiment.seeds == [1, 2, 3] and experiment.baseline == "base"
+    assert list(arms) == ARMS and experiment.seeds == [1, 2, 3, 4, 5] and experiment.baseline == "base"
     assert (experiment.samples.train_per_dataset, experiment.samples.test_per_dataset) == (400, 500)
     base = arms["base"].config
     assert (base.prompt.context_turns, base.prompt.k_shot, arms["base"].tuned) == (1, 1, True)
@@ -35,7 +35,7 @@ def test_the_cpu_experiment_asks_the_papers_questions():
     assert not arms["no_lora"].tuned and arms["no_lora"].config.prompt == base.prompt
     assert arms["meld_only"].config.data.datasets == ["meld"] and base.data.datasets == ["meld", "emorynlp"]
     names = [record.unit_name(a.name, s) for a, s in experiment.units()]
-    assert len(names) == 5 * 3 + 1 and names[0] == "no_lora.untrained" and names.count("base.seed3") == 1
+    assert len(names) == 5 * 5 + 1 and names[0] == "no_lora.untrained" and names.count("base.seed3") == 1
 
 
 def test_the_paper_experiment_changes_one_thing_per_arm():
