@@ -12,6 +12,8 @@
   export-seeds --run-dir DIR [--out results/cpu/seeds]
   stats interval|paired PREDICTIONS.csv ...                   (dialogue-cluster bootstrap intervals)
   benchmark NAME [ARGS ...]                                   (a measurement of benchmarks/)
+  experiment run|report NAME [--set ...] [--run-dir runs]    (an experiment file: docs/EXPERIMENTS.md)
+  tables                                                      (the generated blocks of README and docs/: `make tables`)
 
 ``--all-seeds`` is the paper's protocol: one adapter per seed of ``eval.seeds``, evaluated each, reported as
 mean and sd over the seeds.
@@ -193,6 +195,36 @@ def _add_stats(sub) -> None:
     )
     st.add_argument("arguments", nargs=argparse.REMAINDER, help="passed on to the stats command")
     st.set_defaults(handler=_stats)
+
+
+def _add_experiment(sub) -> None:
+    xp = sub.add_parser(
+        "experiment", help="run or report an experiment file (dialoguellm/experiments/NAME.yaml)"
+    )
+    xp.add_argument(
+        "action", choices=["run", "report"], help="run: train and score every arm x seed (resumable)"
+    )
+    xp.add_argument(
+        "name", help="an experiment of dialoguellm/experiments (ablations_cpu, ...) or a YAML path"
+    )
+    xp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every arm")
+    xp.add_argument(
+        "--run-dir", default=None, help="records go to RUN_DIR/experiments/NAME (default: runs; report: the "
+        "run's own records, else the committed results/cpu)",
+    )  # fmt: skip
+    xp.add_argument("--data-dir", default=None, help="raw corpora folder (default: the vendored copies)")
+    xp.add_argument(
+        "--corpora-run", default=None, help="a run folder with notebook 01's corpora and 02's descriptions"
+    )
+    xp.set_defaults(handler=_experiment)
+
+
+def _add_tables(sub) -> None:
+    tb = sub.add_parser(
+        "tables", help="rewrite the generated blocks of README.md and docs/ from results/ (`make tables`)"
+    )
+    tb.add_argument("--results", default=str(runs.REPO_DIR / "results" / "cpu"), help="default: results/cpu")
+    tb.set_defaults(handler=_tables)
 
 
 def _add_benchmark(sub) -> None:
@@ -395,6 +427,37 @@ def _stats(args: argparse.Namespace) -> int:
     return stats_main(args.arguments)
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    """``experiment run``: ``experiments.runner.run_experiment``; ``experiment report``: the table of its records."""
+    from dialoguellm.config import parse_overrides
+    from dialoguellm.experiments import runner, spec, summary
+    from dialoguellm.report import experiment_table
+
+    experiment = spec.load_experiment(
+        args.name, overrides=parse_overrides(args.set), run_dir=args.corpora_run
+    )
+    own = runs.RunLayout(Path(args.run_dir or runs.REPO_DIR / "runs")).experiment(experiment.name)
+    if args.action == "run":
+        from dialoguellm.corpora.video import load_descriptions
+
+        corpora = runner.experiment_corpora(experiment, args.data_dir, args.corpora_run)
+        descriptions = load_descriptions(args.corpora_run) if args.corpora_run else None
+        runner.run_experiment(experiment, corpora, own, descriptions=descriptions)
+    print(experiment_table(own.root if own.plan.is_file() else summary.committed_folder(experiment.name)))
+    return 0
+
+
+def _tables(args: argparse.Namespace) -> int:
+    from dialoguellm.report import GENERATED_DOCUMENTS, update_generated_blocks
+
+    for document in GENERATED_DOCUMENTS:
+        changed = update_generated_blocks(runs.REPO_DIR / document, args.results)
+        print(
+            f"{document}: " + (f"regenerated {', '.join(changed)}" if changed else "every block up to date")
+        )
+    return 0
+
+
 BENCHMARKS_DIR = runs.REPO_DIR / "benchmarks"
 
 
@@ -438,6 +501,8 @@ SUBCOMMANDS = [
     _add_export_seeds,
     _add_stats,
     _add_benchmark,
+    _add_experiment,
+    _add_tables,
 ]
 
 

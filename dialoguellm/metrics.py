@@ -39,24 +39,59 @@ def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
 
 
+METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
+
+
+def confusion_with_unparsed(gold: Sequence[int], pred: Sequence[int], n_labels: int) -> np.ndarray:
+    """(n_labels, n_labels + 1) counts: rows = gold, columns = predicted, the last column = no label (-1 or
+    any id outside 0..n_labels-1), so an unparsed answer lowers its gold class's recall."""
+    gold = np.asarray(gold, dtype=int)
+    pred = np.asarray(pred, dtype=int)
+    counts = np.zeros((n_labels, n_labels + 1))
+    column = np.where((pred >= 0) & (pred < n_labels), pred, n_labels)
+    np.add.at(counts, (gold, column), 1)
+    return counts
+
+
+def metric_from_confusion(counts: np.ndarray, metric: str) -> np.ndarray:
+    """``metric`` ("accuracy", "weighted_f1", "macro_f1") of confusion counts shaped (..., L, L + 1)
+    (``confusion_with_unparsed``), over the leading axes at once. The project's one definition of each
+    metric: weighted F1 is sklearn's ``average="weighted"`` (zero_division 0), macro F1 the plain mean over
+    the L labels; the bootstrap (``stats``) calls it on thousands of resampled matrices at once."""
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}; choose one of {', '.join(METRICS)}.")
+    n_labels = counts.shape[-2]
+    labelled = counts[..., :n_labels]
+    support = counts.sum(axis=-1)  # gold counts, unparsed predictions included
+    tp = np.diagonal(labelled, axis1=-2, axis2=-1)
+    total = support.sum(axis=-1)
+    if metric == "accuracy":
+        return safe_div(tp.sum(axis=-1), total)
+    precision = safe_div(tp, labelled.sum(axis=-2))
+    recall = safe_div(tp, support)
+    f1 = safe_div(2 * precision * recall, precision + recall)
+    if metric == "macro_f1":
+        return f1.mean(axis=-1)
+    return safe_div((f1 * support).sum(axis=-1), total)
+
+
 def classification_metrics(gold: Sequence[int], pred: Sequence[int], labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, weighted/macro F1, per-class P/R/F1/support and the confusion matrix (JSON-able)."""
+    """Accuracy, weighted/macro F1 (``metric_from_confusion``), per-class P/R/F1/support and the confusion
+    matrix (JSON-able)."""
     n = len(labels)
     gold = np.asarray(gold, dtype=int)
     pred = np.asarray(pred, dtype=int)
     matrix = confusion(gold, pred, n)
-    support = np.bincount(gold, minlength=n).astype(float)
+    counts = confusion_with_unparsed(gold, pred, n)
+    support = counts.sum(axis=-1)
     tp = np.diag(matrix).astype(float)
     predicted = matrix.sum(axis=0).astype(float)
     precision = safe_div(tp, predicted)
     recall = safe_div(tp, support)
     f1 = safe_div(2 * precision * recall, precision + recall)
-    total = support.sum()
     return {
         "n": int(len(gold)),
-        "accuracy": float((gold == pred).mean()) if len(gold) else 0.0,
-        "weighted_f1": float((f1 * support).sum() / total) if total else 0.0,
-        "macro_f1": float(f1.mean()) if n else 0.0,
+        **{m: float(metric_from_confusion(counts, m)) if n else 0.0 for m in METRICS},
         "labels": list(labels),
         "per_class": {
             label: {

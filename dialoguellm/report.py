@@ -18,7 +18,7 @@ import pandas as pd
 from dialoguellm import stats
 from dialoguellm.evaluation.run import paper_results
 from dialoguellm.io import read_json, read_predictions
-from dialoguellm.runs import RunLayout
+from dialoguellm.runs import ExperimentLayout, RunLayout
 
 
 def _records(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -48,7 +48,7 @@ def run_report(run_dir: str | os.PathLike) -> str:
         out += [headline_table(run.root), ""]
     if (run.root / SEEDS_DIR / "predictions.csv").is_file():
         out += [seeds_table(run.root), ""]
-    has_ablations = (run.root / ABLATIONS_DIR / "results.json").is_file()
+    has_ablations = run.experiment(ABLATIONS_EXPERIMENT).plan.is_file()
     if has_ablations:
         out += [ablations_table(run.root), ""]
     out += _stages(run)
@@ -120,20 +120,21 @@ def _baselines(record: dict[str, Any]) -> list[str]:
 
 
 def _retrained(record: dict[str, Any]) -> list[str]:
-    """The retrained ablations notebook 05 showed (an adapter per arm and seed; ``analysis.ablation_retrained``):
-    each arm's weighted F1 over seeds, its paired difference from the base arm and the paper's value."""
+    """The retrained ablations notebook 05 recorded (fractions; an adapter per arm and seed): each arm's
+    weighted F1 over seeds, its difference from the base arm and the paper's value, printed in percent."""
     retrained = record.get("retrained_ablations") or {}
     if not retrained.get("arms"):
         return []
     out = [f"Retrained ablations (an adapter per arm and seed; {retrained.get('source')}):", ""]
     rows = []
     for key, v in retrained["arms"].items():
-        sd = "" if v.get("weighted_f1_sd") is None else f" ± {v['weighted_f1_sd']:.1f}"
+        sd = "" if v.get("weighted_f1_sd") is None else f" ± {100 * v['weighted_f1_sd']:.1f}"
         diff = "-"
         if v.get("delta_weighted_f1") is not None:
-            diff = f"{v['delta_weighted_f1']:+.1f} [{v['delta_low']:+.1f}, {v['delta_high']:+.1f}]"
-        paper = "-" if v.get("paper_weighted_f1") is None else f"{v['paper_weighted_f1']:.1f}"
-        rows.append([key, v["runs"], f"{v['weighted_f1']:.1f}{sd}", diff, paper])
+            diff = (
+                f"{_signed(v['delta_weighted_f1'])} [{_signed(v['delta_low'])}, {_signed(v['delta_high'])}]"
+            )
+        rows.append([key, v["runs"], f"{_pct(v['weighted_f1'])}{sd}", diff, _pct(v.get("paper_weighted_f1"))])
     header = ["arm / corpus", "runs", "weighted F1 (mean ± sd)", "minus base [95% CI]", "paper (LLaMA 2-7B)"]
     return out + _table(header, rows)
 
@@ -327,8 +328,8 @@ RESULT_FILES = (
 # Folders of a results copy that other commands write (``make ablations``, ``export_seeds``): kept when a run
 # is exported over the copy.
 SEEDS_DIR = "seeds"
-ABLATIONS_DIR = "ablations_retrained"
-KEPT_ON_EXPORT = (ABLATIONS_DIR, SEEDS_DIR)
+EXPERIMENTS_DIR = "experiments"  # RunLayout.experiment(name): dialoguellm experiment run --run-dir
+KEPT_ON_EXPORT = (EXPERIMENTS_DIR, SEEDS_DIR)
 
 
 def export_results(run_dir: str | os.PathLike, out: str | os.PathLike) -> list[Path]:
@@ -444,52 +445,135 @@ def seeds_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT
 
 # --------------------------------------------------------------------------------- retrained ablations
 
+ABLATIONS_EXPERIMENT = "ablations_cpu"
 
-def ablations_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES) -> str:
-    """Markdown: each retrained-ablation arm's weighted F1 (mean ± sd over seeds), its paired difference from
-    the base arm (seeds pooled, 95% dialogue-bootstrap interval, verdict) and the paper's value for the same
-    question, from ``<results_dir>/ablations_retrained/results.json`` (``make ablations``)."""
-    from dialoguellm.analysis import ablation_retrained as retrained
 
-    results = retrained.load_results(Path(results_dir) / ABLATIONS_DIR)
-    summary = retrained.summary_table(results, n_resamples=n_resamples)
+def _signed(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def ablations_table(
+    results_dir: str | os.PathLike,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+    experiment: str = ABLATIONS_EXPERIMENT,
+) -> str:
+    """Markdown: each arm's weighted F1 (mean over seeds with its 95% interval), its difference from the
+    baseline arm (the difference of the arm means, with its 95% interval), the per-seed differences, the
+    verdict and the paper's value for the same question, from the experiment's records in
+    ``<results_dir>/experiments/<experiment>`` (``experiments.summary.summary_table``; percent here only)."""
+    return experiment_table(RunLayout(Path(results_dir)).experiment(experiment).root, n_resamples)
+
+
+def experiment_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES) -> str:
+    """Markdown of one experiment folder's records (``ablations_table``; notebook 05 and
+    ``dialoguellm experiment report`` show it as well): the one renderer of an experiment's table."""
+    from dialoguellm.experiments import summary as experiment_summary
+
+    table = experiment_summary.summary_table(folder, ["weighted_f1"], n_resamples=n_resamples)
     rows = []
-    for _, r in summary.iterrows():
-        spread = f"{r['weighted_f1_mean']:.1f}" + (
-            "" if pd.isna(r["weighted_f1_sd"]) else f" ± {r['weighted_f1_sd']:.1f}"
-        )
+    for _, r in table.iterrows():
+        seeds = len(r["seeds"]) if r["tuned"] else "once (trains nothing)"
+        sd = "" if pd.isna(r["weighted_f1_sd"]) else f", sd {100 * r['weighted_f1_sd']:.1f}"
+        own = stats.format_interval(r["weighted_f1"], r["weighted_f1_low"], r["weighted_f1_high"]) + sd
         if pd.isna(r["delta_weighted_f1"]):
-            diff, verdict = "-", "-"
+            diff, per_seed, verdict = "-", "-", "-"
         else:
-            diff = f"{r['delta_weighted_f1']:+.1f} [{r['delta_weighted_f1_low']:+.1f}, {r['delta_weighted_f1_high']:+.1f}]"
+            diff = f"{_signed(r['delta_weighted_f1'])} [{_signed(r['delta_weighted_f1_low'])}, {_signed(r['delta_weighted_f1_high'])}]"
+            per_seed = ", ".join(_signed(v) for v in r["delta_weighted_f1_per_seed"]) or "-"
             verdict = stats.named_verdict(r["delta_weighted_f1_verdict"], "arm", "base")
         paper = r["paper_note"] or "-"  # e.g. "the paper finds z = 2 best but gives no number"
         if pd.notna(r["paper_weighted_f1"]):
             paper = f"{r['paper_weighted_f1']:.1f} ({r['paper_delta_weighted_f1']:+.1f})"
-        rows.append([r["label"], r["dataset"], r["seeds"], spread, diff, verdict, paper])
+        rows.append([r["label"], r["dataset"], seeds, own, diff, per_seed, verdict, paper])
     header = [
-        "arm", "test set", "seeds", "weighted F1, mean ± sd", "minus base [95% CI]", "verdict",
-        "paper, LLaMA 2-7B (minus its 1-shot)",
+        "arm", "test set", "seeds", "weighted F1, mean [95% CI]", "minus base [95% CI]", "minus base, per seed",
+        "verdict", "paper, LLaMA 2-7B (minus its 1-shot)",
     ]  # fmt: skip
-    n = int(summary["n"].max()) if len(summary) else 0
+    n = int(table["n"].max()) if len(table) else 0
     out = [
         f"Retrained ablations: an adapter per arm and seed, each scored on the same {n} test utterances per "
-        "corpus (percent; differences pool the seeds, 95% interval from a bootstrap over dialogues):",
+        'corpus (weighted F1, percent). "minus base" is the difference of the arm means over seeds (seed s '
+        "of an arm paired with seed s of the base arm; an untuned arm, scored once, against the base arm's "
+        "mean); every 95% interval resamples the training seeds, then the test dialogues (an untuned arm's "
+        "own interval only the dialogues):",
         "",
     ]
-    out += _table(header, rows)
-    seeds = retrained.seed_intervals(results, n_resamples=n_resamples)
-    if len(seeds):
-        out.append(
-            "Spread over seeds beside the test sample's own: the base arm's weighted F1 per training seed, each "
-            "with its 95% interval:"
-        )
-        out.append("")
-        for dataset, frame in seeds.groupby("dataset", sort=False):
-            each = ", ".join(
-                f"seed {r.seed} {stats.format_interval(r.estimate / 100, r.low / 100, r.high / 100)}"
-                for r in frame.itertuples()
-            )
-            sd = frame["estimate"].std(ddof=1) if len(frame) > 1 else 0.0
-            out.append(f"- {dataset}: {each}; mean ± sd {frame['estimate'].mean():.1f} ± {sd:.1f}")
-    return "\n".join(out).rstrip()
+    pairing = read_json(ExperimentLayout(Path(folder)).plan).get("pairing")
+    if pairing:  # records converted from a runner that did not pair the training samples by construction
+        out += [f"Training samples: {pairing}.", ""]
+    return "\n".join(out + _table(header, rows) + _overlap_effect(folder, n_resamples)).rstrip()
+
+
+def _overlap_effect(folder: str | os.PathLike, n_resamples: int) -> list[str]:
+    """The difference in differences of an experiment planned with ``samples.include_overlap`` (else [])."""
+    from dialoguellm.experiments import summary as experiment_summary
+
+    effect = experiment_summary.overlap_effect(folder, n_resamples=n_resamples)
+    if effect.empty:
+        return []
+
+    def interval(r: pd.Series, part: str) -> str:
+        if pd.isna(r.get(f"{part}_delta", float("nan"))):
+            return "-"
+        return f"{_signed(r[f'{part}_delta'])} [{_signed(r[f'{part}_low'])}, {_signed(r[f'{part}_high'])}]"
+
+    rows = [
+        [r["label"], r["dataset"], f"{r['overlapping']} / {r['rest']}", interval(r, "overlapping"),
+         interval(r, "rest"), f"{_signed(r['did'])} [{_signed(r['did_low'])}, {_signed(r['did_high'])}]",
+         stats.named_verdict(r["did_verdict"], "larger on overlapping lines", "larger on the rest")]
+        for _, r in effect.iterrows()
+    ]  # fmt: skip
+    header = ["arm", "test set", "overlapping / other lines", "minus base, overlapping lines", "minus base, the rest",
+              "difference in differences [95% CI]", "verdict"]  # fmt: skip
+    intro = ("Effect on the test lines that overlap another corpus's training split against the rest (weighted "
+             "F1, percent; intervals resample the training seeds, then the test dialogues):")  # fmt: skip
+    return [intro, "", *_table(header, rows)]
+
+
+# ------------------------------------------------------------------------------------ README blocks
+
+README_BLOCKS = ("results", "seeds", "ablations")
+# The documents with generated blocks (``make tables``): the README's headline and seeds, the ablation table in
+# docs/EVALUATION.md.
+GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md")
+
+
+# Where each block's inputs live in a results folder: a block whose folder is absent is left empty.
+BLOCK_SOURCES = {"results": "evaluation", "seeds": "seeds", "ablations": "experiments/ablations_cpu"}
+
+
+def readme_block(name: str, results_dir: str | os.PathLike) -> str:
+    """The generated text of one block (``<!-- NAME:start -->`` .. ``<!-- NAME:end -->``); empty when
+    ``results_dir`` holds none of its inputs (``BLOCK_SOURCES``)."""
+    if not (Path(results_dir) / BLOCK_SOURCES[name]).is_dir():
+        return ""
+    renderers = {"results": headline_table, "seeds": seeds_table, "ablations": ablations_table}
+    return renderers[name](results_dir).strip()
+
+
+def update_generated_blocks(document: str | os.PathLike, results_dir: str | os.PathLike) -> list[str]:
+    """Rewrite every generated block ``document`` has (``README_BLOCKS`` between their markers) from
+    ``results_dir`` (``make tables``); the names of the blocks that changed. Text outside the markers is never
+    touched; the file is replaced atomically."""
+    from dialoguellm.io import atomic_path
+
+    path = Path(document)
+    text = path.read_text(encoding="utf-8")
+    changed = []
+    for name in README_BLOCKS:
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if (start in text) != (end in text):
+            raise ValueError(f"{path}: {start} and {end} must both be present (or neither).")
+        if start not in text:  # the document shows no such table
+            continue
+        head, rest = text.split(start, 1)
+        old, tail = rest.split(end, 1)
+        block = readme_block(name, results_dir)
+        new = "\n" + block + "\n" if block else "\n"
+        if old != new:
+            changed.append(name)
+            text = head + start + new + end + tail
+    if changed:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    return changed

@@ -8,7 +8,7 @@ A run folder, as ``make reproduce`` fills it (every writer and reader asks ``Run
     <run>/training/                  config.yaml, metrics.json, environment.json, adapter/, checkpoint/ (03)
     <run>/evaluation[_base]/         predictions, metrics and summary.json of the test split (04)
     <run>/baselines/ probes/         notebook 05
-    <run>/ablations_retrained/       retrained ablations written with --out <run>/ablations_retrained
+    <run>/experiments/<name>/        an experiment's plan, unit records, adapters (dialoguellm experiment run)
     <run>/analysis/                  notebook 06's tables
     <run>/seceu/                     notebook 07's results
     <run>/records/<notebook>.json    headline values of each notebook (``Recorder``)
@@ -39,7 +39,7 @@ RUN_ENV = "DIALOGUELLM_RUN_DIR"
 # Folders of a run that hold other stages' predictions (baselines, ablation arms), never the evaluation's.
 NOT_EVALUATION = (
     "baselines",
-    "ablations_retrained",
+    "experiments",
     "probes",
     "analysis",
     "notebooks",
@@ -99,6 +99,40 @@ class TrainingLayout:
 
 
 @dataclass(frozen=True)
+class ExperimentLayout:
+    """The files of one experiment run (``dialoguellm.experiments``): the plan, one record per arm x seed,
+    and the adapters it trained."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def plan(self) -> Path:
+        """``experiment.json``: the experiment's settings, resolved arms, units and samples."""
+        return self.root / "experiment.json"
+
+    @property
+    def units(self) -> Path:
+        """The folder of unit records (``units/<arm>.seed<k>.json``)."""
+        return self.root / "units"
+
+    def unit(self, name: str) -> Path:
+        """One arm x seed's record (``record.unit_name``: ``base.seed1``, ``no_lora.untrained``)."""
+        return self.units / f"{name}.json"
+
+    def training(self, arm: str, seed: int) -> Path:
+        """The training run of one arm x seed (``TrainingLayout``: adapter, checkpoint, metrics.json)."""
+        return self.root / "adapters" / arm / f"seed{seed}"
+
+    @property
+    def legacy_results(self) -> Path:
+        """A results file of the retired ablation runner, kept as the input of ``experiments.convert``."""
+        return self.root / "legacy_results.json"
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """Where each stage of a pipeline run reads and writes, below ``root``."""
 
@@ -144,11 +178,10 @@ class RunLayout:
     def baselines(self) -> Path:
         return self.root / "baselines"
 
-    @property
-    def ablations_retrained(self) -> Path:
-        """A retrained-ablation results file of this run (``analysis.ablation_retrained --out``), read by
-        notebook 05 before the repository's committed one."""
-        return self.root / "ablations_retrained"
+    def experiment(self, name: str) -> ExperimentLayout:
+        """An experiment's records in this run (``dialoguellm experiment run NAME --run-dir``), read by
+        notebook 05 and the reports before the repository's committed ones."""
+        return ExperimentLayout(self.root / "experiments" / name)
 
     @property
     def probes(self) -> Path:
@@ -213,7 +246,7 @@ def run_dir(path: str | os.PathLike | None = None) -> Path:
 # ------------------------------------------------------------------------------------------- adapters
 def find_adapter(run: str | os.PathLike, required: bool = True) -> Path | None:
     """The LoRA adapter of a run: ``RunLayout.adapter`` (notebook 03's), else the shallowest folder with an
-    ``adapter_config.json`` outside ``checkpoint/`` and ``ablations_retrained/``, the newest among equals.
+    ``adapter_config.json`` outside ``checkpoint/`` and ``experiments/``, the newest among equals.
 
     With ``required`` a run without one is an error that says what to run; otherwise None.
     """
@@ -223,7 +256,7 @@ def find_adapter(run: str | os.PathLike, required: bool = True) -> Path | None:
     found = [
         p.parent
         for p in run.rglob("adapter_config.json")
-        if not {"checkpoint", "ablations_retrained"} & set(p.relative_to(run).parts)
+        if not {"checkpoint", "experiments"} & set(p.relative_to(run).parts)
     ]
     found.sort(key=lambda p: (len(p.relative_to(run).parts), -p.stat().st_mtime))
     if found:

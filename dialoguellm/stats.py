@@ -20,6 +20,9 @@ the recall of its gold class and is no class's prediction, exactly as in ``class
   under the null hypothesis that the two systems are exchangeable, each dialogue's A and B predictions
   are swapped or not, independently. The interval and the p-value answer slightly different questions
   and can, at the margin, disagree; the verdict follows the interval.
+- ``seed_dialogue_bootstrap``: the interval of an experiment's numbers (``dialoguellm.experiments``): an
+  arm's mean over training seeds, the difference of two arms' means (seeds paired) or a difference in
+  differences, resampling the seeds, then the test dialogues; ``covers`` names what an interval resampled.
 - Frame helpers read prediction files as ``scoring.predictions.save_predictions`` writes them and find each
   row's dialogue (``dialogue_of`` documents the id rules).
 
@@ -47,9 +50,8 @@ from scipy import stats as scipy_stats
 
 from dialoguellm.io import read_predictions, write_json
 from dialoguellm.labels import LABELS
-from dialoguellm.metrics import safe_div
+from dialoguellm.metrics import METRICS, metric_from_confusion
 
-METRICS: tuple[str, ...] = ("accuracy", "weighted_f1", "macro_f1")
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_SEED = 0
 NO_DIFFERENCE = "no measurable difference"
@@ -107,6 +109,12 @@ class PairedDifference:
         return format_interval(self.difference, self.low, self.high)
 
 
+def verdict_of(low: float, high: float) -> str:
+    """The one verdict on a difference A - B: "no measurable difference" when its interval covers 0, else
+    "A higher" or "B higher"."""
+    return NO_DIFFERENCE if low <= 0 <= high else ("A higher" if low > 0 else "B higher")
+
+
 def named_verdict(verdict: str, a: str, b: str) -> str:
     """A ``PairedDifference.verdict`` with the two systems named: "<a> higher", "<b> higher" or
     "no measurable difference"."""
@@ -145,25 +153,6 @@ def dialogue_confusions(
     counts = np.zeros((group_index.max() + 1, n_labels, n_labels + 1))
     np.add.at(counts, (group_index, gold, column), 1)
     return counts
-
-
-def metric_from_confusion(counts: np.ndarray, metric: str) -> np.ndarray:
-    """``metric`` of confusion counts shaped (..., L, L + 1) (see ``dialogue_confusions``), over the leading
-    axes at once; the same definitions as ``classification_metrics`` (weighted F1 = sklearn's "weighted")."""
-    _check_metric(metric)
-    n_labels = counts.shape[-2]
-    labelled = counts[..., :n_labels]
-    support = counts.sum(axis=-1)  # gold counts, unparsed predictions included
-    tp = np.diagonal(labelled, axis1=-2, axis2=-1)
-    total = support.sum(axis=-1)
-    if metric == "accuracy":
-        return tp.sum(axis=-1) / total
-    precision = safe_div(tp, labelled.sum(axis=-2))
-    recall = safe_div(tp, support)
-    f1 = safe_div(2 * precision * recall, precision + recall)
-    if metric == "macro_f1":
-        return f1.mean(axis=-1)
-    return (f1 * support).sum(axis=-1) / total
 
 
 def _check_metric(metric: str) -> None:
@@ -309,7 +298,7 @@ def paired_difference(
     point_b = float(metric_from_confusion(both[n_groups:].sum(axis=0), metric))
     low, high, used = _bootstrap_groups(difference, n_groups, confidence, n_resamples, seed, method)
     p_value = _permutation_p_value(score, n_groups, n_resamples, seed)
-    verdict = NO_DIFFERENCE if low <= 0 <= high else ("A higher" if low > 0 else "B higher")
+    verdict = verdict_of(low, high)
     return PairedDifference(
         metric,
         point_a,
@@ -353,6 +342,159 @@ def _permutation_p_value(
         **_rng_keyword(scipy_stats.permutation_test, seed),
     )
     return float(result.pvalue)
+
+
+# ------------------------------------------------------------------ seeds and dialogues together
+
+SEEDS_AND_DIALOGUES = ("training seeds", "test dialogues")
+DIALOGUES_ONLY = ("test dialogues",)
+
+
+@dataclass(frozen=True)
+class SeedDialogueEstimate:
+    """An arm's mean metric over seeds, or the difference of two arms' means, with a hierarchical bootstrap
+    interval (fractions). ``covers`` names the sources of variation the interval resamples; ``per_seed``
+    holds each seed's own value (for a difference: arm minus comparison on that seed)."""
+
+    metric: str
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+    covers: tuple[str, ...]
+    per_seed: tuple[float, ...]
+    seeds: int  # seeds resampled (1: only dialogues are)
+    n: int  # utterances of the test sample
+    n_groups: int  # its dialogues
+    method: str
+    n_resamples: int
+    seed: int
+
+    @property
+    def verdict(self) -> str:
+        """``verdict_of`` this interval."""
+        return verdict_of(self.low, self.high)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "covers": list(self.covers), "per_seed": list(self.per_seed)}
+
+    def __str__(self) -> str:
+        return format_interval(self.estimate, self.low, self.high)
+
+
+HIERARCHICAL_METHOD = "percentile; seeds with replacement, then the test dialogues with replacement"
+
+
+def _seed_confusions(
+    gold: np.ndarray, preds: Any, n_labels: int, group_index: np.ndarray, n_groups: int, rows: np.ndarray
+) -> np.ndarray:
+    """(seeds, dialogues, L * (L + 1)) per-dialogue confusion counts of each seed's predictions on the
+    ``rows`` (a boolean mask); dialogues are ``group_index`` 0..n_groups-1, shared by every subset."""
+    preds = np.atleast_2d(np.asarray(preds, dtype=int))
+    if preds.shape[1] != len(gold):
+        raise ValueError(f"Each seed needs one prediction per utterance: {preds.shape[1]} != {len(gold)}.")
+    counts = np.zeros((len(preds), n_groups, n_labels, n_labels + 1))
+    for s, pred in enumerate(preds):
+        column = np.where((pred >= 0) & (pred < n_labels), pred, n_labels)
+        np.add.at(counts[s], (group_index[rows], gold[rows], column[rows]), 1)
+    return counts.reshape(len(preds), n_groups, -1)
+
+
+def _draws(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n) counts: how often each of n units is drawn when n are drawn with replacement."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(float)
+
+
+def _mean_over_seeds(
+    confusions: np.ndarray, seed_weights: np.ndarray, dialogue_weights: np.ndarray, n_labels: int, metric: str
+) -> np.ndarray:
+    """(B,) the seed-weighted mean of each seed's metric on the dialogue-weighted test sample."""
+    pooled = np.einsum("bg,sgk->bsk", dialogue_weights, confusions)
+    per_seed = metric_from_confusion(pooled.reshape(*pooled.shape[:2], n_labels, n_labels + 1), metric)
+    return (per_seed * seed_weights).sum(axis=-1) / seed_weights.sum(axis=-1)
+
+
+def seed_dialogue_bootstrap(
+    gold: Sequence[int],
+    preds_a: Sequence[Sequence[int]],
+    labels: Sequence[str],
+    groups: Sequence[Any],
+    preds_b: Sequence[Sequence[int]] | None = None,
+    *,
+    inside: Sequence[bool] | None = None,
+    metric: str = "weighted_f1",
+    confidence: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> SeedDialogueEstimate:
+    """The mean of ``metric`` over A's seeds (``preds_a``: one row of predictions per training seed, all on
+    the same test utterances), or with ``preds_b`` the difference mean(A) - mean(B), with a hierarchical
+    bootstrap interval over the two sources of variation: each resample draws the seeds with replacement,
+    then the test dialogues with replacement, and recomputes every drawn seed's metric on those dialogues.
+    With ``inside`` (a mask of the utterances, and ``preds_b``) the difference in differences: (A - B on the
+    utterances inside) - (A - B on the rest), both parts from the same seed and dialogue draws.
+
+    Seeds are crossed with dialogues, not nested in them (every seed is scored on the same test sample), so
+    one dialogue draw serves all drawn seeds: independent draws per seed would average the test sample's
+    noise away. A and B are paired: row i of ``preds_a`` and ``preds_b`` is the same training seed (the same
+    training sample) and the same seed draw serves both; an arm scored once (one row: an untuned model) has
+    no seed variation and only its dialogues are resampled. With one row in every arm the interval covers
+    the test dialogues only, and ``covers`` says so. Percentile interval; vectorised; deterministic in
+    ``seed``."""
+    _check_metric(metric)
+    gold = np.asarray(gold, dtype=int)
+    n_labels = len(labels)
+    _, group_index = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(group_index.max()) + 1 if len(group_index) else 0
+    if n_groups < 2:
+        raise ValueError("A dialogue bootstrap needs at least 2 dialogues; check the dialogue ids.")
+    if inside is not None and preds_b is None:
+        raise ValueError("A difference in differences needs two arms (preds_b).")
+    everything = np.ones(len(gold), dtype=bool)
+    parts = (
+        [(everything, 1.0)]
+        if inside is None
+        else [(np.asarray(inside, dtype=bool), 1.0), (~np.asarray(inside, dtype=bool), -1.0)]
+    )
+    arms = []  # (confusions, sign): the estimate is the signed sum of the arms' means over seeds
+    for rows, sign in parts:
+        arms.append((_seed_confusions(gold, preds_a, n_labels, group_index, n_groups, rows), sign))
+        if preds_b is not None:
+            arms.append((_seed_confusions(gold, preds_b, n_labels, group_index, n_groups, rows), -sign))
+    several = {len(c) for c, _ in arms if len(c) > 1}
+    if len(several) > 1:
+        raise ValueError(f"Paired arms need the same seeds; got {sorted(len(c) for c, _ in arms)} runs.")
+    n_seeds = several.pop() if several else 1
+
+    def value(seed_w: np.ndarray, dialogue_w: np.ndarray) -> np.ndarray:
+        ones = np.ones((len(seed_w), 1))
+        return sum(
+            sign * _mean_over_seeds(c, seed_w if len(c) > 1 else ones, dialogue_w, n_labels, metric)
+            for c, sign in arms
+        )
+
+    per_seed = sum(
+        sign * metric_from_confusion(c.sum(axis=1).reshape(len(c), n_labels, n_labels + 1), metric)
+        for c, sign in arms
+    )
+    estimate = float(value(np.ones((1, n_seeds)), np.ones((1, n_groups)))[0])
+    rng = np.random.default_rng(seed)
+    distribution = np.concatenate([
+        value(_draws(n_seeds, size, rng) if n_seeds > 1 else np.ones((size, 1)), _draws(n_groups, size, rng))
+        for size in _batches(n_resamples, max(n_seeds, 1) * max(n_groups, n_labels * (n_labels + 1)))
+    ])  # fmt: skip
+    low, high = np.quantile(distribution, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return SeedDialogueEstimate(
+        metric, estimate, float(low), float(high), confidence,
+        SEEDS_AND_DIALOGUES if n_seeds > 1 else DIALOGUES_ONLY, tuple(float(v) for v in np.atleast_1d(per_seed)),
+        n_seeds, len(gold), n_groups, HIERARCHICAL_METHOD, n_resamples, seed,
+    )  # fmt: skip
+
+
+def _batches(n_resamples: int, width: int) -> list[int]:
+    # Resamples in batches that keep the pooled confusions near 100 MB, however many seeds and dialogues.
+    size = max(1, min(n_resamples, 20_000_000 // max(width * 8, 1)))
+    return [min(size, n_resamples - start) for start in range(0, n_resamples, size)]
 
 
 # ------------------------------------------------------------------------------- prediction frames

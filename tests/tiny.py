@@ -468,18 +468,20 @@ def use_hub(monkeypatch, endpoint: str, cache: Path) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
-def synthetic_retrained_results(folder: Path, n: int = 40, seed: int = 0) -> Path:
-    """A retrained-ablation results file (``analysis.ablation_retrained``) with the packaged cpu grid's arms
-    and random predictions on a synthetic sample, for tests that only read one (notebook 05, the figures):
-    what the file holds is checked in tests/analysis/test_ablation_retrained.py, which makes a real one."""
+def synthetic_experiment_records(folder: Path, n: int = 40, seed: int = 0) -> Path:
+    """An experiment folder (plan + one record per arm x seed) with the packaged ``ablations_cpu`` arms and
+    random predictions on a synthetic test sample, for tests that only read records (notebook 05, the
+    figures, the reports): real records are made in tests/experiments/test_experiments.py."""
     import numpy as np
 
-    from dialoguellm.analysis import ablation_retrained
+    from dialoguellm.experiments import record, spec
     from dialoguellm.labels import LABELS
+    from dialoguellm.runs import ExperimentLayout
 
-    grid = ablation_retrained.load_grid("cpu")
+    experiment = spec.load_experiment("ablations_cpu")
+    layout = ExperimentLayout(Path(folder))
     rng = np.random.default_rng(seed)
-    sample = {
+    test = {
         d: {
             "example_id": [f"{d}{i}" for i in range(n)],
             "dialogue_id": [f"{d}{i // 4}" for i in range(n)],
@@ -487,32 +489,30 @@ def synthetic_retrained_results(folder: Path, n: int = 40, seed: int = 0) -> Pat
         }
         for d in ("meld", "emorynlp")
     }
-    runs = {}
-    for arm, s in grid.jobs():
-        scored = {}
-        for d in arm.config.data.datasets:
-            gold = np.array(sample[d]["gold_id"])
-            pred = np.where(rng.random(n) < 0.5, gold, rng.integers(0, len(LABELS[d]), n))
-            acc = float((pred == gold).mean())
-            scored[d] = {
-                "n": n,
-                "accuracy": acc,
-                "weighted_f1": acc,
-                "macro_f1": acc,
-                "pred_id": pred.tolist(),
-            }
-        runs[ablation_retrained.job_key(arm, s)] = {
-            "arm": arm.name,
-            "seed": s,
-            "trained": arm.tuned,
-            "datasets": scored,
-        }
-    results = {
-        "format": ablation_retrained.FORMAT, "command": "synthetic results (tests/tiny.py)", "commands": [],
-        "grid": grid.settings(), "environment": {"note": "synthetic"}, "hardware": "test", "model": "tiny",
-        "sample": sample, "runs": runs, "finished": True, "updated": "test",
+    plan = {
+        "format": record.FORMAT, "experiment": experiment.name, "baseline": experiment.baseline,
+        "seeds": experiment.seeds, "metrics": experiment.metrics, "commands": ["synthetic records (tests/tiny.py)"],
+        "arms": {a.name: {"label": a.label, "group": a.group, "tuned": a.tuned, "paper": a.paper,
+                          "datasets": list(a.config.data.datasets)} for a in experiment.arms},
+        "units": [[a.name, s] for a, s in experiment.units()], "test": test,
     }  # fmt: skip
-    return ablation_retrained.save_results(results, folder)
+    from dialoguellm.io import write_json
+
+    write_json(layout.plan, plan)
+    identity = record.RunIdentity(None, "synthetic", None, "test", "3", {}, "synthetic", "test", 0.0, 0.0)
+    for arm, s in experiment.units():
+        predictions = {}
+        for d in arm.config.data.datasets:
+            gold = np.array(test[d]["gold_id"])
+            pred = np.where(rng.random(n) < 0.5, gold, rng.integers(0, len(LABELS[d]), n))
+            predictions[d] = record.Predictions(
+                test[d]["example_id"], test[d]["dialogue_id"], test[d]["gold_id"], pred.tolist()
+            )
+        record.save_unit(layout, record.UnitRecord(
+            experiment.name, arm.name, s, identity, {}, {d: {"test": test[d]["example_id"]} for d in predictions},
+            {}, predictions, {},
+        ))  # fmt: skip
+    return layout.root
 
 
 # ------------------------------------------------ helpers shared by test modules of different layers

@@ -1,6 +1,7 @@
 """Ablation arms: the paper's comparisons as named YAML files, one arm's predictions, the paper's values.
 
-An arm is a small YAML file in ``dialoguellm/profiles/ablations/arms/`` that overrides a base profile
+An arm is a small YAML file in ``dialoguellm/experiments/arms/`` (or the same mapping inline in an
+experiment file) that overrides a base profile
 (``cpu`` or ``paper``) in the project's config format, plus an ``arm:`` block naming it:
 
     arm: {name: context_z0, group: context, label: "z = 0", paper: context_z0}
@@ -8,8 +9,8 @@ An arm is a small YAML file in ``dialoguellm/profiles/ablations/arms/`` that ove
 
 ``arm.paper`` names the row of ``resources/paper_ablations.csv`` (the paper's Tables 4 and 5) that asks the
 same question; ``arm.tuned: false`` is the untuned model with the same prompt. The grids that train and
-score these arms (an adapter per arm and seed) are ``analysis.ablation_retrained``'s: ``make ablations``
-(CPU scale) and ``--config paper`` (the paper's grid).
+score these arms (an adapter per arm and seed) are experiments (``dialoguellm/experiments/ablations_cpu.yaml``,
+``make ablations``; ``ablations_paper.yaml``), run by ``dialoguellm experiment run``.
 
     python -m dialoguellm.analysis.ablation --list [--profile paper]    # every arm and what it changes
     python -m dialoguellm.analysis.ablation --show context_z0           # one arm's resolved settings
@@ -31,13 +32,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from dialoguellm.config import PROFILES_DIR, Config, config_from_dict, resolve_config_path
+from dialoguellm.config import Config, config_from_dict, resolve_config_path
 from dialoguellm.prompts import builders_from_config
 from dialoguellm.scoring.predictions import predict_by_scoring
 
-ARMS_DIR = PROFILES_DIR / "ablations" / "arms"
+ARMS_DIR = Path(str(resources.files("dialoguellm") / "experiments" / "arms"))
 # "base" is the arm every other is compared with; "data" changes the training corpora (MELD only).
-GROUPS: tuple[str, ...] = ("base", "context", "video", "lora", "k_shot", "data")
+GROUPS: tuple[str, ...] = ("base", "context", "video", "lora", "k_shot", "data", "other")
 PAPER_FILE = "paper_ablations.csv"
 ARM_KEYS = ("name", "group", "label", "tuned", "paper")
 
@@ -110,7 +111,7 @@ def load_arm(
     profile: str | os.PathLike | Config = "cpu",
     overrides: Mapping[str, Any] | None = None,
 ) -> Arm:
-    """Read an arm file (a name in dialoguellm/profiles/ablations/arms or a path) on top of ``profile``.
+    """Read an arm file (a name in dialoguellm/experiments/arms or a path) on top of ``profile``.
 
     ``profile``: a profile name ("cpu", "paper"), a YAML path (e.g. the config.yaml a training run saved)
     or a Config. ``overrides`` are dotted keys applied last (``{"prompt.cutoff_len": 512}``), as in
@@ -125,11 +126,24 @@ def load_arm(
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err}).") from None
+    return arm_from_mapping(raw, path, profile, overrides)
+
+
+def arm_from_mapping(
+    raw: Mapping[str, Any],
+    path: Path,
+    profile: str | os.PathLike | Config = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+) -> Arm:
+    """An arm from its mapping (an arm file's content, or an arm written inline in an experiment file;
+    ``path`` names where it came from in errors): the ``arm:`` block plus config sections on ``profile``."""
+    raw = dict(raw)
     meta = raw.pop("arm", None)
-    if not isinstance(meta, dict) or "name" not in meta or "group" not in meta:
+    if not isinstance(meta, dict) or "name" not in meta:
         raise ValueError(
-            f"{path}: needs an 'arm:' block with at least name and group (one of {', '.join(GROUPS)})."
+            f"{path}: needs an 'arm:' block with at least a name (and a group: {', '.join(GROUPS)})."
         )
+    meta = {"group": "other", **meta}
     unknown = set(meta) - set(ARM_KEYS)
     if unknown:
         raise ValueError(

@@ -3,7 +3,7 @@
 The paper's ablations (its Tables 4 and 5) retrain the model once per arm: "does *training* with context
 help?". A probe keeps notebook 03's adapter and changes only what the prompt shows when it is scored, or
 switches the adapter off: "does the trained model *use* context?". That is a different question, with a
-different answer; the retrained arms are ``analysis.ablation_retrained``'s.
+different answer; the retrained arms are the ablation experiments' (``dialoguellm/experiments/``).
 
 Probes, each against the base arm (the adapter's own settings, e.g. z = 1, k = 1, no descriptions on the CPU
 profile): context z in {0, 1, 2, 3, all}; demonstrations k in {0, 1, 5}; descriptions switched on (or off,
@@ -522,12 +522,6 @@ def probe_stage(
     summary = summarise(result.predictions, n_resamples)
     save_probes(plan, result, summary)
     return result, summary
-
-
-def load_summary(run: str | os.PathLike) -> pd.DataFrame:
-    """The ``summary.csv`` a probe run wrote (an error naming notebook 05 when there is none)."""
-    layout = RunLayout(Path(run))
-    return pd.read_csv(layout.written(layout.probes / "summary.csv", "Prompt-probe summary", "05_ablations"))
 
 
 def probe_records(plan: ProbePlan, result: ProbeRun, summary: pd.DataFrame) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """The retrained-ablation figure (``make ablations``, notebook 05's last section): every arm with its interval
 beside the paper's value for the same question.
 
-Input: ``analysis.ablation_retrained.summary_table`` of the one results file. The producer
-``retrained_ablations_from_run`` reads ``<run>/ablations_retrained/results.json``, else the committed
-``results/cpu/ablations_retrained/results.json``, and returns None when neither exists.
+Input: ``experiments.summary.summary_table`` of the ``ablations_cpu`` experiment's records (fractions; percent
+only here). The producer ``retrained_ablations_from_run`` reads ``<run>/experiments/ablations_cpu``, else the
+committed ``results/cpu/experiments/ablations_cpu`` (``experiments.stage.retrained_source``), and returns
+None when neither exists.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from dialoguellm.analysis import ablation_retrained
+from dialoguellm.experiments import summary as experiment_summary
+from dialoguellm.experiments.stage import retrained_source
 from dialoguellm.plots import save_figure, style_context
-from dialoguellm.runs import RunLayout
 
 FIGURE = "ablations_retrained.png"
 OURS_COLOR = "#4C72B0"
@@ -27,10 +28,10 @@ COVERS_ZERO_COLOR = "#9A9A9A"
 
 
 def plot_retrained_ablations(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """One row of panels per corpus. Left: each arm's weighted F1 (mean over seeds, +- sd) beside
-    the paper's value for the same arm (diamond, LLaMA 2-7B). Right: each arm minus the base arm (paired,
-    seeds pooled) with its 95% dialogue-bootstrap interval (grey where it covers 0), beside the paper's arm minus
-    its 1-shot row."""
+    """One row of panels per corpus. Left: each arm's weighted F1 (mean over seeds, with its 95% interval over
+    seeds and test dialogues) beside the paper's value for the same arm (diamond, LLaMA 2-7B). Right: each
+    arm's mean minus the base arm's with its 95% interval over seeds and test dialogues (grey where it covers
+    0), beside the paper's arm minus its 1-shot row. ``table``: ``experiments.summary.summary_table``."""
     datasets = list(dict.fromkeys(table["dataset"]))
     with style_context():
         fig = Figure(figsize=(12.0, 3.6 * len(datasets) + 0.8))
@@ -52,9 +53,10 @@ def plot_retrained_ablations(table: pd.DataFrame, path: str | os.PathLike) -> Pa
 
 def _absolute_panel(ax, part: pd.DataFrame, dataset: str) -> None:
     x = np.arange(len(part))
-    ax.bar(x, part["weighted_f1_mean"], color=OURS_COLOR, alpha=0.35, label="ours: mean over seeds")
-    sd = part["weighted_f1_sd"].fillna(0)
-    ax.errorbar(x, part["weighted_f1_mean"], yerr=sd, fmt="none", color=OURS_COLOR, capsize=3)
+    mean = 100 * part["weighted_f1"].to_numpy(dtype=float)
+    err = np.vstack([mean - 100 * part["weighted_f1_low"], 100 * part["weighted_f1_high"] - mean])
+    ax.bar(x, mean, color=OURS_COLOR, alpha=0.35, label="ours: mean over seeds")
+    ax.errorbar(x, mean, yerr=err, fmt="none", color=OURS_COLOR, capsize=3)
     paper = part["paper_weighted_f1"]
     has = paper.notna().to_numpy()
     ax.scatter(x[has], paper[has], marker="D", color=PAPER_COLOR, zorder=3, label="paper (LLaMA 2-7B)")
@@ -62,16 +64,16 @@ def _absolute_panel(ax, part: pd.DataFrame, dataset: str) -> None:
     ax.set_ylim(0, 100)
     ax.set_ylabel("weighted F1 (%)")
     ax.set_title(
-        f"{dataset}: test, {int(part['n'].iloc[0]):,} utterances (mean +- sd over seeds)", fontsize=9
+        f"{dataset}: test, {int(part['n'].iloc[0]):,} utterances (mean over seeds, 95% CI)", fontsize=9
     )
 
 
 def _difference_panel(ax, part: pd.DataFrame, dataset: str) -> None:
-    rows = part[part["arm"] != ablation_retrained.BASE_ARM].reset_index(drop=True)
+    rows = part[part["delta_weighted_f1"].notna()].reset_index(drop=True)  # every arm but the baseline
     y = np.arange(len(rows))
-    delta = rows["delta_weighted_f1"].to_numpy(dtype=float)
-    low = rows["delta_weighted_f1_low"].to_numpy(dtype=float)
-    high = rows["delta_weighted_f1_high"].to_numpy(dtype=float)
+    delta = 100 * rows["delta_weighted_f1"].to_numpy(dtype=float)
+    low = 100 * rows["delta_weighted_f1_low"].to_numpy(dtype=float)
+    high = 100 * rows["delta_weighted_f1_high"].to_numpy(dtype=float)
     err = np.vstack([delta - low, high - delta])
     covers = (low <= 0) & (high >= 0)  # no measurable difference at this size: grey, as in the probe figure
     for mask, color, label in (
@@ -92,19 +94,10 @@ def _difference_panel(ax, part: pd.DataFrame, dataset: str) -> None:
     ax.set_title(f"{dataset}: paired difference from the base arm", fontsize=9)
 
 
-def results_file_for(run_dir: Path) -> Path | None:
-    """The run's own results file, else the committed one; None when neither exists."""
-    for folder in (RunLayout(Path(run_dir)).ablations_retrained, ablation_retrained.committed_results_dir()):
-        path = ablation_retrained.results_path(folder)
-        if path.is_file():
-            return path
-    return None
-
-
 def retrained_ablations_from_run(run_dir: Path, out: Path) -> Path | None:
-    """``make figures`` producer (None when no results file exists)."""
-    path = results_file_for(run_dir)
-    if path is None:
+    """``make figures`` producer (None when no records exist)."""
+    folder, _ = retrained_source(run_dir)
+    if folder is None:
         return None
-    table = ablation_retrained.summary_table(ablation_retrained.load_results(path))
+    table = experiment_summary.summary_table(folder, ["weighted_f1"])
     return plot_retrained_ablations(table, Path(out) / FIGURE) if len(table) else None

@@ -56,7 +56,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "confusion_matrices": ("evaluation/summary.json",),
     "comparison_with_paper": ("evaluation/summary.json",),
     "prompt_probes": ("probes/summary.csv",),
-    "ablations_retrained": ("ablations_retrained/results.json",),
+    "ablations_retrained": ("experiments/ablations_cpu/experiment.json",),
     "confusion_prior_correction": ("analysis/confusion_*_corrected.csv",),
     "failure_modes": ("analysis/neutral_share.csv", "analysis/close_pairs.csv"),
     "error_breakdown": ("analysis/error_breakdown.csv",),

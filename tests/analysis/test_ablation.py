@@ -1,7 +1,7 @@
-"""Ablation arms (analysis.ablation): the files in dialoguellm/profiles/ablations/arms resolve on a base
+"""Ablation arms (analysis.ablation): the files in dialoguellm/experiments/arms resolve on a base
 profile and change only their own setting, together they ask the paper's questions, their paper rows exist,
 and one arm's predictions (tiny random LLaMA) follow its prompt settings. The grids that train them are
-tested in tests/analysis/test_ablation_retrained.py."""
+tested in tests/experiments/test_experiments.py."""
 
 from __future__ import annotations
 

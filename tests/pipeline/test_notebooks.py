@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tiny import shared_seceu_dir, synthetic_retrained_results
+from tiny import shared_seceu_dir, synthetic_experiment_records
 
 from dialoguellm import pipeline
 from dialoguellm.runs import load_record
@@ -58,9 +58,9 @@ def notebook_run(tmp_path_factory, request):
                 raise KeyError(f"unknown placeholder {{{name}}} in {PARAMS_FILE}")
         return cache[name]
 
-    # Notebook 05's last section reads the retrained-ablation results; a synthetic file in the run's folder
-    # (a real one is made in tests/analysis/test_ablation_retrained.py) exercises it and the figure it draws.
-    synthetic_retrained_results(run / "ablations_retrained")
+    # Notebook 05's last section reads the retrained-ablation records; synthetic ones in the run's folder
+    # (real ones are made in tests/experiments/test_experiments.py) exercise it and the figure it draws.
+    synthetic_experiment_records(run / "experiments" / "ablations_cpu")
     errors: dict[str, Any] = {}
     for notebook in NOTEBOOKS:
         if notebook.stem not in spec:

@@ -131,18 +131,18 @@ def test_the_report_shows_the_baselines_and_the_retrained_ablations_notebook_05_
     record = {
         "baselines": {"meld/majority/test": {"accuracy": 48.1, "weighted_f1": 31.3},
                       "meld/majority/dev": {"accuracy": 1.0, "weighted_f1": 1.0}},
-        "retrained_ablations": {"source": "results/cpu/ablations_retrained/results.json", "arms": {
-            "base/meld": {"runs": 3, "weighted_f1": 40.0, "weighted_f1_sd": 1.5, "delta_weighted_f1": None,
-                          "delta_low": None, "delta_high": None, "paper_weighted_f1": 71.9},
-            "no_lora/meld": {"runs": 1, "weighted_f1": 20.0, "weighted_f1_sd": None, "delta_weighted_f1": -20.0,
-                             "delta_low": -24.0, "delta_high": -16.0, "paper_weighted_f1": 24.12},
+        "retrained_ablations": {"source": "results/cpu/experiments/ablations_cpu", "arms": {
+            "base/meld": {"runs": 3, "weighted_f1": 0.40, "weighted_f1_sd": 0.015, "delta_weighted_f1": None,
+                          "delta_low": None, "delta_high": None, "paper_weighted_f1": 0.719},
+            "no_lora/meld": {"runs": 1, "weighted_f1": 0.20, "weighted_f1_sd": None, "delta_weighted_f1": -0.20,
+                             "delta_low": -0.24, "delta_high": -0.16, "paper_weighted_f1": 0.2412},
         }},
     }  # fmt: skip
     (run / "records").mkdir()
     (run / "records" / "05_ablations.json").write_text(json.dumps(record))
     text = run_report(run)
     assert "| meld/majority | 48.1 | 31.3 |" in text and "meld/majority/dev" not in text
-    assert "Retrained ablations (an adapter per arm and seed; results/cpu/ablations_retrained" in text
+    assert "Retrained ablations (an adapter per arm and seed; results/cpu/experiments/ablations_cpu" in text
     assert "| base/meld | 3 | 40.0 ± 1.5 | - | 71.9 |" in text
     assert "| no_lora/meld | 1 | 20.0 | -20.0 [-24.0, -16.0] | 24.1 |" in text
 
@@ -246,12 +246,12 @@ def test_export_results_keeps_the_ablations_and_seeds_other_commands_wrote(tmp_p
     out = tmp_path / "results"
     export_results(run, out)
     export_seeds(_seeds_run(tmp_path), out / "seeds")
-    (out / "ablations_retrained").mkdir()
-    (out / "ablations_retrained" / "results.json").write_text("{}")
+    (out / "experiments" / "ablations_cpu").mkdir(parents=True)
+    (out / "experiments" / "ablations_cpu" / "experiment.json").write_text("{}")
     (out / "stale.csv").write_text("a file no run writes")
     export_results(run, out)
     assert (out / "seeds" / "predictions.csv").is_file()
-    assert (out / "ablations_retrained" / "results.json").read_text() == "{}"
+    assert (out / "experiments" / "ablations_cpu" / "experiment.json").read_text() == "{}"
     assert not (out / "stale.csv").exists() and (out / "evaluation" / "test_meld_predictions.csv").is_file()
 
 
@@ -263,11 +263,37 @@ def test_readme_seed_and_ablation_tables_are_recomputed_from_committed_files(blo
     text = document.read_text(encoding="utf-8")
     assert start in text and end in text, f"{document.name} lost its {block} markers"
     shown = text.split(start, 1)[1].split(end, 1)[0].strip()
-    folder = RESULTS / ("seeds" if block == "seeds" else "ablations_retrained")
+    folder = RESULTS / ("seeds" if block == "seeds" else "experiments/ablations_cpu")
     if not folder.is_dir():
         assert not shown, f"{document.name} shows a {block} table but {folder} is not committed"
         return
     assert shown == render(RESULTS).strip(), (
-        f"{document.name}'s {block} table differs from `dialoguellm summary --run-dir "
-        "results/cpu`; paste the table it prints."
+        f"{document.name}'s {block} table differs from what `make tables` writes from results/cpu; run `make tables`."
     )
+
+
+def test_make_tables_rewrites_only_the_generated_blocks(tmp_path):
+    from tiny import synthetic_experiment_records
+
+    from dialoguellm.report import experiment_table, update_generated_blocks
+
+    results = tmp_path / "results"
+    synthetic_experiment_records(results / "experiments" / "ablations_cpu")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# Title\n\nprose above\n<!-- ablations:start -->\nstale\n<!-- ablations:end -->\nprose below\n"
+    )
+    assert update_generated_blocks(readme, results) == ["ablations"]
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nprose above\n<!-- ablations:start -->\n") and text.endswith(
+        "-->\nprose below\n"
+    )
+    block = text.split("<!-- ablations:start -->\n", 1)[1].split("\n<!-- ablations:end -->", 1)[0]
+    assert (
+        block == experiment_table(results / "experiments" / "ablations_cpu")
+        and "| MELD-only training |" in block
+    )
+    assert update_generated_blocks(readme, results) == []  # up to date: nothing rewritten
+    readme.write_text("<!-- ablations:start -->\n")
+    with pytest.raises(ValueError, match="must both be present"):
+        update_generated_blocks(readme, results)

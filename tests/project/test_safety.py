@@ -168,7 +168,8 @@ def test_no_unpickling_or_remote_code_anywhere_in_the_project():
     problems = [line for name, source in sources.items() for line in unsafe_lines(source, name)]
     assert not problems, "\n".join(problems)
     profiles = sorted(REPO_DIR.glob("dialoguellm/profiles/**/*.yaml"))
-    assert len(profiles) >= 15  # three run profiles, two ablation grids, ten ablation arms
+    profiles += sorted(REPO_DIR.glob("dialoguellm/experiments/**/*.yaml"))
+    assert len(profiles) >= 16  # three run profiles, three experiments, ten ablation arms
     for path in [*profiles, *sorted(REPO_DIR.glob("configs/**/*.yaml"))]:
         raw = yaml.safe_load(path.read_text()) or {}
         assert (raw.get("model") or {}).get("trust_remote_code", False) is False, path

@@ -1,0 +1,373 @@
+"""The one experiment runner: every arm x seed of an experiment file, paired by construction, resumable.
+
+    dialoguellm experiment run ablations_cpu [--set KEY=VALUE ...] [--run-dir runs]
+
+How the arms are paired (``plan``): the test sample (and the dev sample that selects every adapter) is drawn
+once per corpus with ``samples.sample_seed``; the training draw is made once per seed and corpus, from the
+whole training split, with the seed. Every arm of that seed trains on that draw, minus what the arm itself
+drops (the cross-corpus overlap removal of an arm with two or more corpora drops its matched ids, found on
+the whole splits; a corpus the arm does not use is absent). Demonstrations come from what the arm trains on.
+The unit record holds every id (trained on, removed, dev, test), so the pairing can be checked with pandas.
+
+Resumable after kill -9 at any point: the plan is written once (a later run with other settings is
+refused), each finished arm x seed is one record written atomically, a training stopped midway continues
+from its checkpoint, an adapter already trained is only scored.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dialoguellm.analysis.ablation import Arm, predict_arm
+from dialoguellm.config import Config
+from dialoguellm.corpora import overlap
+from dialoguellm.corpora.readers import load_corpora_for
+from dialoguellm.experiments.record import (
+    FORMAT,
+    Predictions,
+    RunIdentity,
+    UnitRecord,
+    config_hash,
+    save_unit,
+    unit_name,
+)
+from dialoguellm.experiments.spec import Experiment
+from dialoguellm.io import read_json, write_json
+from dialoguellm.labels import normalised_label_names
+from dialoguellm.metrics import classification_metrics
+from dialoguellm.model import loading
+from dialoguellm.model.card import invocation
+from dialoguellm.progress import progress_bar
+from dialoguellm.prompts import rows_of, sample_positions
+from dialoguellm.runs import ExperimentLayout, TrainingLayout, environment, hardware_description
+from dialoguellm.training import loop
+
+log = logging.getLogger(__name__)
+JOB_FILE = "experiment_unit.json"  # the settings a training folder belongs to
+
+
+# ------------------------------------------------------------------------------------------- the plan
+
+
+def _ids(rows: list[Mapping[str, Any]], positions: list[int]) -> dict[str, list]:
+    return {
+        "position": list(positions),
+        "example_id": [str(rows[i].get("utterance_id", i)) for i in positions],
+        "dialogue_id": [str(rows[i]["dialogue_id"]) for i in positions],
+        "gold_id": [int(rows[i]["label_id"]) for i in positions],
+    }
+
+
+def plan_samples(experiment: Experiment, corpora: Mapping[str, Any]) -> dict[str, Any]:
+    """The draws every arm shares: ``test`` and ``dev`` (dataset -> positions and ids, ``sample_seed``) and
+    ``train`` (seed -> dataset -> positions and ids of that seed's training draw, from the whole split).
+    With ``samples.include_overlap`` the training draws and the test sample also hold every line of the
+    cross-corpus overlap, and each test entry says which lines overlap (``overlapping``)."""
+    s = experiment.samples
+    rows = {
+        d: {split: rows_of(corpora[d][split]) for split in ("train", "dev", s.split)}
+        for d in experiment.datasets
+    }
+    leaked: dict[str, dict[str, set[str]]] = {"train": {}, s.split: {}}
+    if s.include_overlap:
+        used = {d: corpora[d] for d in experiment.datasets}
+        leaked = {"train": overlap.leaked_training_utterances(used),
+                  s.split: overlap.leaked_evaluation_utterances(used, s.split)}  # fmt: skip
+
+    def draw(d: str, split: str, size: int, seed: int) -> dict[str, list]:
+        part = rows[d][split]
+        matched = leaked.get(split, {}).get(d, set())
+        forced = {i for i, r in enumerate(part) if str(r.get("utterance_id")) in matched}
+        rest = [i for i in range(len(part)) if i not in forced]
+        chosen = sorted(forced | {rest[i] for i in sample_positions([part[j] for j in rest], size, seed)})
+        ids = _ids(part, chosen)
+        if s.include_overlap and split == s.split:
+            ids["overlapping"] = [i in forced for i in chosen]
+        return ids
+
+    return {
+        "test": {d: draw(d, s.split, s.test_per_dataset, s.sample_seed) for d in rows},
+        "dev": {d: _ids(r["dev"], sample_positions(r["dev"], s.dev_per_dataset, s.sample_seed)) for d, r in rows.items()},
+        "train": {str(seed): {d: draw(d, "train", s.train_per_dataset, seed) for d in rows} for seed in experiment.seeds},
+    }  # fmt: skip
+
+
+def removed_by_arm(config: Config, corpora: Mapping[str, Any]) -> dict[str, set[str]]:
+    """dataset -> training ids the arm drops: the cross-corpus overlap (``corpora.overlap``) of the arm's
+    corpora, found on the whole splits (so a scene goes whole as in a full run); empty when the arm has one
+    corpus or ``data.remove_cross_corpus_overlap`` is off."""
+    used = {d: corpora[d] for d in config.data.datasets}
+    if not config.data.remove_cross_corpus_overlap or len(used) < 2:
+        return {d: set() for d in used}
+    cleaned, _ = overlap.remove_cross_corpus_overlap(used)
+    return {
+        d: {str(r["utterance_id"]) for r in rows_of(used[d]["train"])}
+        - {str(r["utterance_id"]) for r in rows_of(cleaned[d]["train"])}
+        for d in used
+    }
+
+
+def unit_config(arm: Arm, seed: int | None, experiment: Experiment) -> Config:
+    """The arm's config for one seed: ``train.seed`` is the seed; the engine hands training exactly the rows
+    of the plan, so training takes all it is given (``data.*_per_dataset`` 0)."""
+    config = copy.deepcopy(arm.config)
+    if seed is not None:
+        config.train.seed = seed
+    config.data.train_per_dataset = 0
+    config.data.dev_per_dataset = 0
+    config.data.test_per_dataset = experiment.samples.test_per_dataset
+    return config
+
+
+def unit_corpora(
+    config: Config,
+    plan: Mapping[str, Any],
+    seed: int,
+    corpora: Mapping[str, Any],
+    removed: Mapping[str, set[str]],
+) -> tuple[dict[str, dict[str, list]], dict[str, list[str]]]:
+    """(dataset -> {train, dev, test rows} the unit uses, dataset -> ids of the draw the arm removed)."""
+    used, dropped = {}, {}
+    for d in config.data.datasets:
+        train = rows_of(corpora[d]["train"])
+        draw = [train[i] for i in plan["train"][str(seed)][d]["position"]]
+        dev = rows_of(corpora[d]["dev"])
+        used[d] = {
+            "train": [r for r in draw if str(r["utterance_id"]) not in removed[d]],
+            "dev": [dev[i] for i in plan["dev"][d]["position"]],
+            "test": rows_of(corpora[d]["test"]),
+        }
+        dropped[d] = [str(r["utterance_id"]) for r in draw if str(r["utterance_id"]) in removed[d]]
+    return used, dropped
+
+
+def _settings(config: Config) -> dict[str, Any]:
+    settings = config.to_dict()
+    settings.pop("source", None)  # where it came from (an absolute path) is not a setting
+    return json.loads(json.dumps(settings, default=str))
+
+
+def open_plan(
+    experiment: Experiment,
+    layout: ExperimentLayout,
+    samples: Mapping[str, Any],
+    command: str,
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The experiment's plan, written once; a folder planned with other settings, samples or video
+    descriptions (the number of described clips per split) is refused."""
+    identity = {
+        "arms": {a.name: _settings(a.config) | {"tuned": a.tuned} for a in experiment.arms},
+        "seeds": experiment.seeds,
+        "samples": {k: {d: v["example_id"] for d, v in part.items()} for k, part in samples.items() if k != "train"}
+        | {"train": {s: {d: v["example_id"] for d, v in part.items()} for s, part in samples["train"].items()}},
+    }  # fmt: skip
+    described = {split: len(m) for split, m in sorted((descriptions or {}).items()) if m}
+    if described:
+        identity["descriptions"] = described
+    if layout.plan.is_file():
+        plan = read_json(layout.plan)
+        if plan.get("identity") != identity:
+            raise ValueError(
+                f"{layout.plan} was planned with other settings, arms, seeds or samples; pass another --run-dir "
+                "(or move that folder away) to start afresh, or rerun with the settings it records."
+            )
+        plan["commands"].append(command)
+    else:
+        plan = {
+            "format": FORMAT, "experiment": experiment.name, "file": str(experiment.path),
+            "description": experiment.description, "profile": experiment.profile, "baseline": experiment.baseline,
+            "seeds": experiment.seeds, "samples": experiment.samples.__dict__, "set": experiment.overrides,
+            "metrics": experiment.metrics, "commands": [command], "identity": identity,
+            "arms": {a.name: {"label": a.label, "group": a.group, "tuned": a.tuned, "paper": a.paper,
+                              "datasets": list(a.config.data.datasets), **a.settings()} for a in experiment.arms},
+            "units": [[a.name, s] for a, s in experiment.units()],
+            "test": {d: {k: v for k, v in part.items() if k != "position"} for d, part in samples["test"].items()},
+        }  # fmt: skip
+    write_json(layout.plan, plan)
+    return plan
+
+
+# ------------------------------------------------------------------------------------- one arm x seed
+
+
+def _claim(folder: Path, config: Config) -> None:
+    """Mark ``folder`` as this unit's training, or refuse one made with other settings."""
+    settings, marker = _settings(config), folder / JOB_FILE
+    if marker.is_file():
+        if read_json(marker) != settings:
+            raise ValueError(
+                f"{folder} holds a training with other settings ({marker}); pass another --run-dir or delete "
+                "that folder to train afresh."
+            )
+        return
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} is not empty and has no {JOB_FILE}; pass another --run-dir.")
+    write_json(marker, settings)
+
+
+def train_unit(
+    config: Config, used: Mapping[str, Any], folder: Path, progress: bool, descriptions: Mapping | None
+) -> tuple[Path, float]:
+    """Train (or finish, or reuse) one unit's adapter in ``folder``; (adapter, seconds of training)."""
+    layout = TrainingLayout(folder)
+    _claim(folder, config)
+    if not layout.metrics.is_file():
+        loop.train(
+            config, folder, used, descriptions, resume=layout.checkpoint.exists(), progress=progress,
+            one_of_seeds=True,
+        )  # fmt: skip
+    return layout.adapter, float(read_json(layout.metrics)["seconds"])
+
+
+def score_unit(
+    arm: Arm,
+    config: Config,
+    adapter: Path | None,
+    used: Mapping[str, Any],
+    corpora: Mapping[str, Any],
+    plan: Mapping[str, Any],
+    split: str,
+    descriptions: Mapping | None,
+) -> dict[str, Predictions]:
+    """dataset -> the unit's predictions on the plan's test sample (demonstrations from what it trains on)."""
+    m = config.model
+    loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code)
+    model = loading.load_adapter(loaded.model, adapter) if adapter is not None else loaded.model
+    scored_arm = copy.copy(arm)
+    scored_arm.config = config
+    out = {}
+    for d in config.data.datasets:
+        chosen = plan["test"][d]
+        splits = {"train": used[d]["train"], split: rows_of(corpora[d][split])}
+        frame = predict_arm(
+            scored_arm, d, splits, model, loaded.tokenizer, split=split, only=chosen["position"],
+            descriptions=descriptions, batch_size=config.eval.batch_size, dtype=m.dtype, demo_seed=config.train.seed,
+        )  # fmt: skip
+        if list(frame["example_id"].astype(str)) != chosen["example_id"]:
+            raise RuntimeError(f"{arm.name} on {d}: predictions are not in the test sample's order.")
+        scores = [c for c in frame.columns if c.startswith("p_")]
+        out[d] = Predictions(
+            example_id=chosen["example_id"], dialogue_id=chosen["dialogue_id"], gold_id=chosen["gold_id"],
+            pred_id=frame["pred_id"].astype(int).tolist(),
+            label_scores=frame[scores].round(6).to_numpy().tolist() if scores else None,
+        )  # fmt: skip
+    return out
+
+
+def metrics_of(predictions: Mapping[str, Predictions]) -> dict[str, dict[str, float]]:
+    """dataset -> {n, accuracy, weighted_f1, macro_f1} (fractions) of a unit's predictions."""
+    out = {}
+    for d, p in predictions.items():
+        m = classification_metrics(np.asarray(p.gold_id), np.asarray(p.pred_id), normalised_label_names(d))
+        out[d] = {k: m[k] for k in ("n", "accuracy", "weighted_f1", "macro_f1")}
+    return out
+
+
+def identity_of(
+    config: Config, adapter: Path | None, command: str, train_s: float, score_s: float
+) -> RunIdentity:
+    """The run identity a unit record carries."""
+    env = environment()
+    return RunIdentity(
+        commit=env.get("git_commit"), config_hash=config_hash(_settings(config)),
+        adapter=None if adapter is None else str(adapter), hardware=hardware_description(),
+        python=str(env.get("python")), packages=dict(env.get("packages", {})), command=command,
+        finished=datetime.now(UTC).isoformat(timespec="seconds"), train_seconds=round(train_s, 1),
+        score_seconds=round(score_s, 1),
+    )  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------------- the run
+
+
+def run_experiment(
+    experiment: Experiment,
+    corpora: Mapping[str, Any],
+    layout: ExperimentLayout,
+    progress: bool = True,
+    command: str | None = None,
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
+    on_saved: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Train and score every arm x seed without a record in ``layout``; returns the units it ran.
+
+    A progress bar counts the units (arm x seed), training shows its own bar per unit."""
+    loading.set_threads(experiment.arms[0].config.model.num_threads)
+    command = command or invocation()
+    samples = plan_samples(experiment, corpora)
+    open_plan(experiment, layout, samples, command, descriptions)
+    removal_cache: dict[tuple[str, ...], dict[str, set[str]]] = {}
+    units = experiment.units()
+    todo = [(a, s) for a, s in units if not layout.unit(unit_name(a.name, s)).is_file()]
+    print(f"experiment {experiment.name}: {len(units)} arm x seed, {len(units) - len(todo)} recorded in "
+          f"{layout.units}, {len(todo)} to run", flush=True)  # fmt: skip
+    bar = progress_bar(
+        total=len(units), initial=len(units) - len(todo), desc="arm x seed", disable=not progress
+    )
+    for arm, seed in todo:
+        name = unit_name(arm.name, seed)
+        bar.set_postfix_str(name)
+        config = unit_config(arm, seed, experiment)
+        key = tuple(config.data.datasets)
+        if key not in removal_cache:
+            removal_cache[key] = removed_by_arm(config, corpora)
+        draw_seed = seed if seed is not None else experiment.seeds[0]  # an untuned arm: the first seed's draw
+        used, dropped = unit_corpora(config, samples, draw_seed, corpora, removal_cache[key])
+        adapter, train_s = None, 0.0
+        if arm.tuned:
+            adapter, train_s = train_unit(
+                config, used, layout.training(arm.name, seed), progress, descriptions
+            )
+        start = time.time()
+        predictions = score_unit(
+            arm, config, adapter, used, corpora, samples, experiment.samples.split, descriptions
+        )
+        unit = UnitRecord(
+            experiment=experiment.name, arm=arm.name, seed=seed,
+            identity=identity_of(config, adapter, command, train_s, time.time() - start), config=_settings(config),
+            samples={d: {"train": [str(r["utterance_id"]) for r in used[d]["train"]] if arm.tuned else [],
+                         "dev": [str(r["utterance_id"]) for r in used[d]["dev"]] if arm.tuned else [],
+                         "test": predictions[d].example_id} for d in used},
+            removed=dropped if arm.tuned else {}, predictions=predictions, metrics=metrics_of(predictions),
+        )  # fmt: skip
+        save_unit(layout, unit)
+        bar.update(1)
+        shown = ", ".join(f"{d} weighted F1 {100 * m['weighted_f1']:.1f}" for d, m in unit.metrics.items())
+        bar.write(f"{name}: {shown} (train {train_s:.0f} s, score {time.time() - start:.0f} s)")
+        if on_saved is not None:
+            on_saved(name)
+    bar.close()
+    return [unit_name(a.name, s) for a, s in todo]
+
+
+def experiment_corpora(
+    experiment: Experiment,
+    data_dir: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Every corpus an arm uses: notebook 01's curated copies in ``run_dir`` when present, else the vendored
+    ones (or ``data_dir``; IEMOCAP from ``$IEMOCAP_DIR``)."""
+    corpora: dict[str, Any] = {}
+    for arm in experiment.arms:
+        missing = [d for d in arm.config.data.datasets if d not in corpora]
+        if missing:
+            config = copy.deepcopy(arm.config)
+            config.data.datasets = missing
+            corpora |= load_corpora_for(config, run_dir, data_dir)
+    return corpora
+
+
+if __name__ == "__main__":  # pragma: no cover - the CLI is `dialoguellm experiment`
+    sys.exit("Use `dialoguellm experiment run NAME`.")

@@ -1,0 +1,161 @@
+"""An experiment file read into typed settings (``Experiment``); errors name the file and the key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dialoguellm.analysis.ablation import Arm, arm_from_mapping, load_arm
+from dialoguellm.config import Config
+from dialoguellm.corpora.readers import resolve_datasets
+from dialoguellm.experiments import EXPERIMENTS_DIR
+from dialoguellm.metrics import METRICS
+
+KEYS = ("description", "profile", "arms", "baseline", "seeds", "samples", "set", "metrics")
+SAMPLE_KEYS = (
+    "train_per_dataset",
+    "dev_per_dataset",
+    "test_per_dataset",
+    "split",
+    "sample_seed",
+    "include_overlap",
+)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """What every arm draws: training utterances per corpus (per seed; 0 = all), the dev sample that selects
+    every adapter and the test sample every arm is scored on (both fixed by ``sample_seed``).
+
+    ``include_overlap``: every training draw also holds each training line that matches a dev/test line of
+    another corpus, and the test sample each test line that matches another corpus's training line (on top
+    of the sizes above), so an arm that keeps the overlap has seen the match of every overlapping test line
+    it is scored on, and the overlapping lines can be compared with the rest (``corpora.overlap``)."""
+
+    train_per_dataset: int
+    dev_per_dataset: int
+    test_per_dataset: int
+    split: str
+    sample_seed: int
+    include_overlap: bool = False
+
+
+@dataclass
+class Experiment:
+    """One experiment file, resolved: its arms on the base profile, seeds, samples and metrics."""
+
+    name: str
+    path: Path
+    description: str
+    profile: str
+    arms: list[Arm]
+    baseline: str
+    seeds: list[int]
+    samples: Samples
+    overrides: dict[str, Any]
+    metrics: list[str]
+
+    def arm(self, name: str) -> Arm:
+        """The arm called ``name``."""
+        return next(a for a in self.arms if a.name == name)
+
+    def units(self) -> list[tuple[Arm, int | None]]:
+        """(arm, seed) in run order: an untuned arm once (seed None) first, then every arm of a seed before
+        the next seed, so a run stopped early has each arm with as many seeds as possible."""
+        first = [(a, None) for a in self.arms if not a.tuned]
+        return first + [(a, s) for s in self.seeds for a in self.arms if a.tuned]
+
+    @property
+    def datasets(self) -> list[str]:
+        """Every corpus some arm trains on, in first-seen order."""
+        return list(dict.fromkeys(d for a in self.arms for d in a.config.data.datasets))
+
+
+def experiment_path(name: str | os.PathLike) -> Path:
+    """An experiment name (``ablations_cpu``: ``dialoguellm/experiments/ablations_cpu.yaml``) or a YAML path."""
+    text = os.fspath(name)
+    path = (
+        Path(text) if text.endswith((".yaml", ".yml")) or os.sep in text else EXPERIMENTS_DIR / f"{text}.yaml"
+    )
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"Experiment not found: {path}. Packaged experiments: {known}.")
+    return path
+
+
+def load_experiment(
+    name: str | os.PathLike,
+    profile: str | os.PathLike | Config | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    run_dir: str | os.PathLike | None = None,
+) -> Experiment:
+    """Read an experiment file. ``profile`` replaces its base profile (tests pass a tiny one); ``overrides``
+    (dotted keys, ``--set``) apply to every arm after the file's ``set``. An arm's IEMOCAP is dropped, with a
+    warning, when neither ``$IEMOCAP_DIR`` nor ``run_dir`` has it (``corpora.readers.resolve_datasets``)."""
+    path = experiment_path(name)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = sorted(set(raw) - set(KEYS))
+    missing = [k for k in ("profile", "arms", "seeds", "samples") if k not in raw]
+    if unknown or missing:
+        raise ValueError(
+            f"{path}: unknown key(s) {unknown} / missing key(s) {missing}; an experiment has {', '.join(KEYS)}."
+        )
+    samples = _samples(path, raw["samples"])
+    seeds = [int(s) for s in raw["seeds"]]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: seeds must be a non-empty list without repeats, not {raw['seeds']}.")
+    every = {**(raw.get("set") or {}), **dict(overrides or {})}
+    base = profile if profile is not None else raw["profile"]
+    arms = [_arm(path, entry, base, every) for entry in raw["arms"]]
+    for arm in arms:
+        arm.config = resolve_datasets(arm.config, run_dir)
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: two arms share a name ({names}).")
+    baseline = str(raw.get("baseline", names[0]))
+    if baseline not in names:
+        raise ValueError(f"{path}: baseline {baseline!r} is not one of the arms ({', '.join(names)}).")
+    metrics = [str(m) for m in raw.get("metrics", METRICS)]
+    if not metrics or set(metrics) - set(METRICS):
+        raise ValueError(f"{path}: metrics must be some of {', '.join(METRICS)}, not {metrics}.")
+    return Experiment(
+        name=path.stem, path=path, description=str(raw.get("description", "")),
+        profile=str(base if not isinstance(base, Config) else base.source), arms=arms, baseline=baseline,
+        seeds=seeds, samples=samples, overrides=every, metrics=metrics,
+    )  # fmt: skip
+
+
+def _samples(path: Path, raw: Any) -> Samples:
+    if not isinstance(raw, Mapping) or set(raw) - set(SAMPLE_KEYS):
+        raise ValueError(
+            f"{path}: samples must be a mapping with some of {', '.join(SAMPLE_KEYS)}, not {raw!r}."
+        )
+    split = str(raw.get("split", "test"))
+    if split not in ("dev", "test"):
+        raise ValueError(f"{path}: samples.split is {split!r}; arms are scored on dev or test, never train.")
+    try:
+        sizes = {k: int(raw.get(k, 0)) for k in ("train_per_dataset", "dev_per_dataset", "test_per_dataset")}
+        sample_seed = int(raw.get("sample_seed", 0))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{path}: samples sizes and sample_seed must be integers, not {dict(raw)}."
+        ) from None
+    if min(sizes.values()) < 0:
+        raise ValueError(f"{path}: sample sizes must be >= 0 (0 = all), not {sizes}.")
+    include = raw.get("include_overlap", False)
+    if not isinstance(include, bool):
+        raise ValueError(f"{path}: samples.include_overlap must be true or false, not {include!r}.")
+    return Samples(**sizes, split=split, sample_seed=sample_seed, include_overlap=include)
+
+
+def _arm(path: Path, entry: Any, base: str | os.PathLike | Config, overrides: Mapping[str, Any]) -> Arm:
+    """An arm named by file (``arms/<name>.yaml`` beside the experiment, else the packaged one) or inline."""
+    if isinstance(entry, Mapping):
+        return arm_from_mapping(entry, path, base, overrides)
+    beside = path.parent / "arms" / f"{entry}.yaml"
+    return load_arm(beside if beside.is_file() else str(entry), base, overrides)

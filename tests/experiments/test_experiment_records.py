@@ -1,0 +1,76 @@
+"""The committed experiment records (results/*/experiments/*) checked with pandas, as a reader would: every
+arm and seed is scored on the same test utterances, the arms of one seed train on the same utterances except
+what an arm drops itself, and every metric is a fraction recomputed from the stored predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dialoguellm.experiments import record
+from dialoguellm.labels import normalised_label_names
+from dialoguellm.metrics import classification_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+FOLDERS = sorted(p.parent for p in REPO.glob("results/*/experiments/*/experiment.json"))
+
+
+def test_the_repository_commits_the_ablation_records():
+    assert REPO / "results" / "cpu" / "experiments" / "ablations_cpu" in FOLDERS
+
+
+@pytest.fixture(params=FOLDERS, ids=[f"{p.parents[1].name}/{p.name}" for p in FOLDERS])
+def experiment(request):
+    return record.load_plan(request.param), record.load_units(request.param)
+
+
+def test_every_unit_is_scored_on_the_plans_test_sample(experiment):
+    plan, units = experiment
+    assert len(units) == len(plan["units"])
+    predictions = record.prediction_frame(units)
+    for dataset, part in predictions.groupby("dataset"):
+        test = plan["test"][dataset]
+        per_unit = part.groupby(["arm", "seed"], dropna=False)
+        for column in ("example_id", "gold_id"):
+            scored = per_unit[column].apply(list)
+            assert all(ids == test[column] for ids in scored), (dataset, column)
+    frame = record.sample_frame(units)
+    tests = frame[frame["split"] == "test"].groupby(["dataset", "arm", "seed"], dropna=False)["example_id"]
+    assert tests.apply(tuple).groupby(level="dataset").nunique().eq(1).all()
+
+
+def test_the_arms_of_a_seed_train_on_the_same_draw_except_what_they_drop(experiment):
+    plan, units = experiment
+    frame = record.sample_frame([u for u in units if u.seed is not None])
+    base = plan["baseline"]
+    legacy = plan.get("pairing", "")
+    for (seed, dataset), part in frame.groupby(["seed", "dataset"]):
+        train = part[part["split"].isin(["train", "removed"])].groupby("arm")["example_id"].apply(frozenset)
+        dev = part[part["split"] == "dev"].groupby("arm")["example_id"].apply(frozenset)
+        assert dev.nunique() == 1, f"seed {seed}, {dataset}: the arms were selected on different dev samples"
+        same_corpora = [
+            a for a in train.index if plan["arms"][a]["datasets"] == plan["arms"][base]["datasets"]
+        ]
+        assert train[same_corpora].nunique() == 1, f"seed {seed}, {dataset}: {same_corpora} drew differently"
+        others = [a for a in train.index if a not in same_corpora]
+        if not legacy:  # paired by construction: the draw (trained on + removed) is one for every arm
+            assert train.nunique() == 1, f"seed {seed}, {dataset}: the arms' training draws differ"
+        else:  # records converted from the retired runner say where they are not paired, and they are not
+            for arm in others:
+                assert train[arm] != train[base]
+                assert "MELD-only" in legacy and all(
+                    "reconstructed" in " ".join(u.notes) for u in units if u.seed
+                )
+
+
+def test_metrics_are_fractions_recomputed_from_the_predictions(experiment):
+    _, units = experiment
+    for unit in units:
+        for dataset, p in unit.predictions.items():
+            expected = classification_metrics(p.gold_id, p.pred_id, normalised_label_names(dataset))
+            for metric in ("accuracy", "weighted_f1", "macro_f1"):
+                assert 0 <= unit.metrics[dataset][metric] <= 1
+                assert unit.metrics[dataset][metric] == pytest.approx(expected[metric], abs=1e-12)
+            assert unit.metrics[dataset]["n"] == len(p.pred_id) and np.all(np.array(p.pred_id) >= -1)
