@@ -49,7 +49,7 @@ from dialoguellm.metrics import classification_metrics
 from dialoguellm.model import loading
 from dialoguellm.model.card import invocation
 from dialoguellm.progress import progress_bar
-from dialoguellm.prompts import rows_of, sample_positions
+from dialoguellm.prompts import demonstration_exclusions, rows_of, sample_positions
 from dialoguellm.runs import ExperimentLayout, TrainingLayout, environment, hardware_description
 from dialoguellm.training import loop
 
@@ -248,12 +248,15 @@ def score_unit(
     scored_arm = copy.copy(arm)
     scored_arm.config = config
     out = {}
+    # as training drew them: from what the unit trains on, skipping any overlap its own removal would find
+    exclude = demonstration_exclusions(config, used)
     for d in config.data.datasets:
         chosen = plan["test"][d]
         splits = {"train": used[d]["train"], split: rows_of(corpora[d][split])}
         frame = predict_arm(
             scored_arm, d, splits, model, loaded.tokenizer, split=split, only=chosen["position"],
             descriptions=descriptions, batch_size=config.eval.batch_size, dtype=m.dtype, demo_seed=config.train.seed,
+            exclude=exclude,
         )  # fmt: skip
         if list(frame["example_id"].astype(str)) != chosen["example_id"]:
             raise RuntimeError(f"{arm.name} on {d}: predictions are not in the test sample's order.")

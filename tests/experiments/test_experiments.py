@@ -288,7 +288,7 @@ def test_the_overlap_experiment_reports_a_difference_in_differences(tiny_model_d
 
 CHILD = """
 import sys
-sys.path[:0] = [{tests!r}]
+sys.path[:0] = [{tests!r}, {helpers!r}]
 from test_experiments import TINY, _corpora
 from dialoguellm.experiments import runner, spec
 from dialoguellm.runs import ExperimentLayout
@@ -316,7 +316,11 @@ def test_a_run_killed_with_sigkill_resumes_from_its_records(tiny_model_dir, tmp_
     path.write_text(yaml.safe_dump(example))
     layout = ExperimentLayout(tmp_path / "experiments" / "context")
     script = CHILD.format(
-        tests=str(Path(__file__).parent), path=str(path), model=tiny_model_dir, root=str(layout.root)
+        tests=str(Path(__file__).parent),
+        helpers=str(Path(__file__).parents[1]),
+        path=str(path),
+        model=tiny_model_dir,
+        root=str(layout.root),
     )
     child = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
     deadline = time.time() + 600
