@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", default="test", choices=["train", "dev", "test"])
     sp.add_argument("--index", type=int, default=0, help="row of the split (0-based)")
     sp.add_argument("--data-dir", default=None, help="raw corpora folder (default: the vendored copies)")
+    from dialoguellm.interop import commands as interop  # export-dataset, lm-eval-command
+
+    interop.add_parsers(sub)
     return parser
 
 
@@ -177,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dialoguellm`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if hasattr(args, "interop"):  # the subcommands of dialoguellm.interop.commands
+        return args.interop(args)
     if args.command in ("predict", "export", "prompt"):  # read a run folder, never create one
         handlers = {"predict": _predict, "export": _export, "prompt": _show_prompt}
         try:

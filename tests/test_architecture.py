@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("training / evaluation", ("dialoguellm.training", "dialoguellm.evaluation")),
     ("analysis", ("dialoguellm.analysis",)),
     ("plots", ("dialoguellm.plots",)),
-    ("report / pipeline / cli", ("dialoguellm.report", "dialoguellm.pipeline", "dialoguellm.cli")),
+    ("report / pipeline / cli", ("dialoguellm.report", "dialoguellm.pipeline", "dialoguellm.cli", "dialoguellm.interop")),
 ]  # fmt: skip
 
 
