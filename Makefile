@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is installed first and pinned, so no resolver ever pulls a multi-GB CUDA build on a CPU machine.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,quant,video,notebooks,dev
+EXTRAS ?= train,quant,video,notebooks,dev,harness
 STAMP := $(VENV)/.installed
 
 .PHONY: install test reproduce ablations lab figures lint format clean

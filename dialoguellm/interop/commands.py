@@ -1,5 +1,5 @@
 """The command-line side of ``dialoguellm.interop``: ``dialoguellm export-dataset`` and
-``dialoguellm lm-eval-command``. ``cli.py`` adds these subcommands with ``add_parsers`` and runs the handler
+``dialoguellm lm-eval-command`` (prints, runs nothing). ``cli.py`` adds these subcommands with ``add_parsers`` and runs the handler
 each sets as ``args.interop``; heavy imports wait until a handler runs."""
 
 from __future__ import annotations
@@ -32,6 +32,24 @@ def add_parsers(sub: Any) -> None:
         help="also upload the card and parquet files to the hub dataset REPO (private; token from $HF_TOKEN)",
     )
     ed.set_defaults(interop=_export_dataset)
+    lm = sub.add_parser(
+        "lm-eval-command",
+        help="print the lm-evaluation-harness command that scores a model on the ERC tasks with this prompt",
+    )
+    lm.add_argument(
+        "--model", default="embedded", help="embedded, a save_pretrained folder, a .gguf file or a hub id"
+    )
+    lm.add_argument("--corpora", default="meld,emorynlp", help="comma-separated: meld, emorynlp, iemocap")
+    lm.add_argument("--split", default="test", choices=["test", "dev"], help="dev: the *_erc_dev tasks")
+    lm.add_argument("--profile", default="cpu", help="the profile whose prompt settings the tasks use")
+    lm.add_argument("--dtype", default="float32", help="lm-eval's dtype (float32 is what equals our scorer)")
+    lm.add_argument("--batch-size", type=int, default=8)
+    lm.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, mps")
+    lm.add_argument("--limit", type=int, default=None, help="only the first N utterances of each task")
+    lm.add_argument(
+        "--output-path", default="lm_eval_results", help="where lm-eval writes results and samples"
+    )
+    lm.set_defaults(interop=_lm_eval_command)
 
 
 def _export_dataset(args: argparse.Namespace) -> int:
@@ -42,6 +60,22 @@ def _export_dataset(args: argparse.Namespace) -> int:
         lambda: export_dataset(args.out, args.data_dir, args.iemocap_dir, args.push_to_hub),
         lambda r: {"out": str(r.folder), "counts": r.counts, "pushed_to": r.pushed_to, "notes": r.notes},
     )
+
+
+def _lm_eval_command(args: argparse.Namespace) -> int:
+    from dialoguellm.interop.harness import command_line, lm_eval_command
+
+    corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
+    try:
+        command = lm_eval_command(
+            args.model, corpora, args.split, args.profile, args.dtype, args.batch_size, args.device, args.limit,
+            args.output_path,
+        )  # fmt: skip
+    except (ValueError, OSError) as err:
+        print(f"dialoguellm lm-eval-command: {err}", file=sys.stderr)
+        return 2
+    print(command_line(command))
+    return 0
 
 
 def _run(command: str, action: Any, summary: Any) -> int:
