@@ -142,3 +142,23 @@ def test_a_failed_export_keeps_the_previous_one(tmp_path, monkeypatch):
     assert cli.main(["export-dataset", str(previous)]) == 2
     assert (previous / "README.md").read_text() == "previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["erc"]
+
+
+def test_iemocap_is_exported_from_the_users_copy(tmp_path, monkeypatch):
+    from iemocap_synth import build_iemocap_tree
+
+    from dialoguellm.corpora.readers import load_iemocap
+
+    release = build_iemocap_tree(tmp_path / "iemocap")
+    monkeypatch.delenv("IEMOCAP_DIR", raising=False)
+    out = tmp_path / "erc"
+    assert cli.main(["export-dataset", str(out), "--iemocap-dir", str(release)]) == 0
+    expected = load_iemocap(release)
+    loaded = _parquet(out, "iemocap")
+    assert [len(loaded[s]) for s in SPLITS] == [len(expected[s]) for s in ("train", "dev", "test")]
+    row = loaded["test"][1]
+    assert row["label"] == {"hap": "happiness", "exc": "excited"}.get(row["original_label"], row["label"])
+    assert row["context"] and row["episode"] is None and not row["overlap_with"]
+    assert "IEMOCAP release agreement" in (out / "README.md").read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="licence"):
+        export.push_dataset(out, "someone/erc", token="hf_x")

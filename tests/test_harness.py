@@ -86,3 +86,17 @@ def test_iemocap_task_needs_the_users_copy(monkeypatch, tiny_model_dir):
         harness.erc_docs("iemocap", pretrained=tiny_model_dir)
     with pytest.raises(ValueError, match="pretrained"):
         harness.erc_docs("meld")
+
+
+def test_iemocap_task_reads_the_users_copy(tmp_path, tiny_model_dir):
+    from iemocap_synth import build_iemocap_tree
+
+    from dialoguellm.corpora.readers import load_iemocap
+
+    release = build_iemocap_tree(tmp_path)
+    docs = harness.erc_docs(
+        "iemocap", splits=("test", "dev"), pretrained=tiny_model_dir, iemocap_dir=str(release)
+    )
+    expected = load_iemocap(release)
+    assert len(docs["test"]) == len(expected["test"]) and len(docs["dev"]) == len(expected["dev"])
+    assert docs["test"][0]["choices"][0].startswith("happiness")  # hap -> the paper's word

@@ -107,9 +107,10 @@ def export_rows(
     pairs = overlap.matched_pairs(table=table)
     _, report = overlap.remove_cross_corpus_overlap(corpora, pairs)
     removed = {name: set(ids) for name, ids in report["removed_ids"].items()}
-    episodes = {
+    episodes = {  # pandas holds a missing episode (IEMOCAP) as NaN: keep only the real ones
         (d, s, u): e
         for d, s, u, e in zip(table["dataset"], table["split"], table["utterance_id"], table["episode"], strict=True)
+        if isinstance(e, str)
     }  # fmt: skip
     matches = _overlap_with(pairs)
     exported = {}
