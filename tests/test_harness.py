@@ -5,6 +5,9 @@ On a tiny random LLaMA so it runs in CI; docs/INTEROP.md gives the embedded mode
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shlex
 import subprocess
 import sys
@@ -21,18 +24,19 @@ LIMIT = 12
 
 @pytest.fixture(scope="module")
 def lm_eval_run(tiny_model_dir, tmp_path_factory):
+    """Run the line ``dialoguellm lm-eval-command`` prints, as printed (lm_eval as ``python -m lm_eval``)."""
     out = tmp_path_factory.mktemp("lm_eval")
     argv = ["lm-eval-command", "--model", tiny_model_dir, "--split", "dev", "--limit", str(LIMIT),
             "--output-path", str(out), "--batch-size", "4"]  # fmt: skip
-    command = harness.lm_eval_command(
-        tiny_model_dir, split="dev", limit=LIMIT, output_path=str(out), batch_size=4
-    )
-    assert cli.main(argv) == 0
-    env = {"HF_DATASETS_CACHE": str(out / "hf_cache"), "HF_HUB_OFFLINE": "1"}
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(argv) == 0
+    command = shlex.split(printed.getvalue().strip())
+    assert command[0] == "lm_eval"
+    env = {**os.environ, "HF_DATASETS_CACHE": str(out / "hf_cache"), "HF_HUB_OFFLINE": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "lm_eval", *command[1:]], capture_output=True, text=True, timeout=300,
-        env={**__import__("os").environ, **env},
-    )  # fmt: skip
+        [sys.executable, "-m", "lm_eval", *command[1:]], capture_output=True, text=True, timeout=300, env=env
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return out, command
 
