@@ -26,7 +26,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 
 from dialoguellm.corpora import labels as label_vocab
 from dialoguellm.corpora import overlap
-from dialoguellm.corpora.readers import SPLITS, load_corpora
+from dialoguellm.corpora.readers import IEMOCAP_ENV, SPLITS, load_corpora
 from dialoguellm.io import atomic_folder
 from dialoguellm.prompts.builder import context_of, dialogue_index, rows_of
 
@@ -173,11 +173,11 @@ def export_dataset(
 ) -> DatasetExport:
     """Write the cleaned corpora to ``out`` (parquet, ``save_to_disk`` and the card), replacing a previous
     export only once the new one is complete (``io.atomic_folder``); push to ``push_to_hub`` when given."""
-    iemocap_dir = iemocap_dir or os.environ.get("IEMOCAP_DIR") or None
+    iemocap_dir = iemocap_dir or os.environ.get(IEMOCAP_ENV) or None
     if push_to_hub and iemocap_dir:
         raise ValueError(
             "--push-to-hub with IEMOCAP: the IEMOCAP licence forbids redistribution. Export without "
-            "IEMOCAP_DIR (unset it) to publish MELD and EmoryNLP."
+            f"{IEMOCAP_ENV} (unset it) to publish MELD and EmoryNLP."
         )
     names = ["meld", "emorynlp"] + (["iemocap"] if iemocap_dir else [])
     corpora = load_corpora(names, data_dir, iemocap_dir)
@@ -192,7 +192,9 @@ def export_dataset(
         (tmp / "README.md").write_text(dataset_card(exported, report), encoding="utf-8")
     result = DatasetExport(folder, counts, {k: v for k, v in report.items() if k != "removed_ids"})
     if not iemocap_dir:
-        result.notes.append("IEMOCAP not exported: set IEMOCAP_DIR to your IEMOCAP_full_release to add it.")
+        result.notes.append(
+            f"IEMOCAP not exported: set {IEMOCAP_ENV} to your IEMOCAP_full_release to add it."
+        )
     if push_to_hub:
         result.pushed_to = push_dataset(folder, push_to_hub)
     return result
