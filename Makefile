@@ -5,10 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is installed first and pinned, so no resolver ever pulls a multi-GB CUDA build on a CPU machine.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= train,quant,video,notebooks,dev
+EXTRAS ?= train,quant,video,notebooks,dev,harness,book
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast reproduce ablations tables lab figures lint format clean
+.PHONY: install test test-fast reproduce ablations tables lab figures book lint format clean
 
 install: $(STAMP)
 
@@ -46,6 +46,11 @@ tables: install
 
 figures: install
 	$(VENV)/bin/dialoguellm figures
+
+# The README, docs/ and a run's executed notebooks with their figures as a static site, offline (Sphinx +
+# MyST-NB): RUN_DIR/book/index.html. Default run: runs/latest (make reproduce writes it).
+book: install
+	$(VENV)/bin/dialoguellm book $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 
 lab: install
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)

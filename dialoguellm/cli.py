@@ -14,6 +14,9 @@
   benchmark NAME [ARGS ...]                                   (a measurement of benchmarks/)
   experiment run|report NAME [--set ...] [--run-dir runs]    (an experiment file: docs/EXPERIMENTS.md)
   tables                                                      (the generated blocks of README and docs/: `make tables`)
+  export-dataset OUT [--push-to-hub REPO]                     (the cleaned corpora as a Hugging Face dataset)
+  lm-eval-command [--model M]                                 (the lm-evaluation-harness line for a model)
+  book [--run-dir runs/NAME]                                  (README, docs/ and executed notebooks as a site: `make book`)
 
 ``--all-seeds`` is the paper's protocol: one adapter per seed of ``eval.seeds``, evaluated each, reported as
 mean and sd over the seeds.
@@ -225,6 +228,13 @@ def _add_tables(sub) -> None:
     )
     tb.add_argument("--results", default=str(runs.REPO_DIR / "results" / "cpu"), help="default: results/cpu")
     tb.set_defaults(handler=_tables)
+
+
+def _add_interop(sub) -> None:
+    """``export-dataset``, ``lm-eval-command`` and ``book`` (``dialoguellm.interop.commands``)."""
+    from dialoguellm.interop import commands as interop
+
+    interop.add_parsers(sub)
 
 
 def _add_benchmark(sub) -> None:
@@ -503,6 +513,7 @@ SUBCOMMANDS = [
     _add_benchmark,
     _add_experiment,
     _add_tables,
+    _add_interop,
 ]
 
 

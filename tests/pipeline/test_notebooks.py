@@ -180,3 +180,15 @@ def test_run_summary_without_records_says_what_to_do(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="run `make reproduce` first"):
         run_summary(tmp_path)
+
+
+@pytest.mark.slow
+def test_book_of_the_executed_notebooks(notebook_run, tmp_path):
+    """``make book`` on this tiny run: a page per executed notebook with every figure it drew (test_book.py)."""
+    from test_book import assert_book_complete
+
+    from dialoguellm.interop import book
+
+    run, errors, _ = notebook_run
+    assert not any(errors.values())
+    assert_book_complete(run, book.build_book(run, tmp_path / "book").parent)
