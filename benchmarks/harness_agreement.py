@@ -1,6 +1,6 @@
 """Does lm-evaluation-harness, run on this package's ERC tasks, predict what this package's scorer predicts?
 
-    python benchmarks/harness_agreement.py --model embedded --limit 24
+    dialoguellm benchmark harness_agreement --model embedded --limit 24
 
 Runs the exact command ``dialoguellm lm-eval-command --split dev`` prints (lm-eval 0.4, ``hf`` backend, fp32)
 on the first ``--limit`` dev utterances of MELD and EmoryNLP (never test), then this package's label scoring

@@ -16,7 +16,7 @@ embedded model's tokenizer (SmolLM2, ``dialoguellm.model.loading.load_tokenizer`
 this machine cannot make); docs/SCALING.md says how the two compare. The official splits are counted (training
 removes a few cross-corpus lines first; docs/DATA.md). Tokenizer only, no model: a few minutes on 2 cores.
 
-    python benchmarks/truncation_counts.py     # writes benchmarks/results/truncation_counts.json
+    dialoguellm benchmark truncation_counts # writes benchmarks/results/truncation_counts.json
 """
 
 from __future__ import annotations

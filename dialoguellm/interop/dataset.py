@@ -24,7 +24,7 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from dialoguellm.corpora import labels as label_vocab
+from dialoguellm import labels as label_vocab
 from dialoguellm.corpora import overlap
 from dialoguellm.corpora.readers import IEMOCAP_ENV, SPLITS, load_corpora
 from dialoguellm.io import atomic_folder
