@@ -677,3 +677,41 @@ class ChatServer(LocalServer):
                     self.send(401, json.dumps({"error": f"invalid key {auth}"}).encode())
 
         self._serve(Handler)
+
+
+# ------------------------------------------------ the book (make book): what a complete site holds
+
+
+def image_outputs(notebook: Path) -> int:
+    """How many figures (PNG or SVG outputs) an executed notebook holds."""
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    return sum(
+        1
+        for cell in cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if {"image/png", "image/svg+xml"} & set(output.get("data", {}))
+    )
+
+
+def assert_book_complete(run_dir: Path, site: Path, repo_dir: Path | None = None) -> None:
+    """Every executed notebook has its page with every one of its figures (files present), every doc has
+    its page, and the front page is the README with links to them all (``make book``; tests/interop/test_book.py)."""
+    from dialoguellm.interop import book
+
+    repo_dir = book.REPO_DIR if repo_dir is None else repo_dir
+    notebooks = sorted((run_dir / "notebooks").glob("*.ipynb"))
+    assert notebooks, "the run holds no executed notebooks"
+    front = (site / "index.html").read_text(encoding="utf-8")
+    for notebook in notebooks:
+        page = site / "notebooks" / f"{notebook.stem}.html"
+        assert page.is_file(), f"no page for {notebook.name}"
+        assert f'href="notebooks/{notebook.stem}.html"' in front
+        images = re.findall(r'<img[^>]+src="\.\./(_images/[^"]+)"', page.read_text(encoding="utf-8"))
+        assert len(images) == image_outputs(notebook), f"{notebook.name}: figures missing from its page"
+        assert all((site / image).is_file() for image in images)
+    for doc in (repo_dir / "docs").glob("*.md"):
+        assert (site / "docs" / f"{doc.stem}.html").is_file(), f"no page for docs/{doc.name}"
+    assert "dialoguellm" in front and "docs/GUIDE.html" in front

@@ -1,52 +1,20 @@
 """``make book`` (dialoguellm/interop/book.py): the README, docs/ and a run's executed notebooks as a static
 site. Here on copies of the notebooks with figure outputs put in (no kernel); tests/pipeline/test_notebooks.py builds
-the book of the notebooks its tiny run executed. ``assert_book_complete`` reads the HTML itself."""
+the book of the notebooks its tiny run executed. ``tiny.assert_book_complete`` reads the HTML itself."""
 
 from __future__ import annotations
 
 import base64
 import io
-import re
 from pathlib import Path
 
 import pytest
+from tiny import assert_book_complete
 
 from dialoguellm import pipeline
 from dialoguellm.interop import book
 
 pytest.importorskip("myst_nb")
-
-
-def image_outputs(notebook: Path) -> int:
-    """How many figures (PNG or SVG outputs) an executed notebook holds."""
-    import nbformat
-
-    cells = nbformat.read(notebook, as_version=4).cells
-    return sum(
-        1
-        for cell in cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-        if {"image/png", "image/svg+xml"} & set(output.get("data", {}))
-    )
-
-
-def assert_book_complete(run_dir: Path, site: Path, repo_dir: Path = book.REPO_DIR) -> None:
-    """Every executed notebook has its page with every one of its figures (files present), every doc has
-    its page, and the front page is the README with links to them all."""
-    notebooks = sorted((run_dir / "notebooks").glob("*.ipynb"))
-    assert notebooks, "the run holds no executed notebooks"
-    front = (site / "index.html").read_text(encoding="utf-8")
-    for notebook in notebooks:
-        page = site / "notebooks" / f"{notebook.stem}.html"
-        assert page.is_file(), f"no page for {notebook.name}"
-        assert f'href="notebooks/{notebook.stem}.html"' in front
-        images = re.findall(r'<img[^>]+src="\.\./(_images/[^"]+)"', page.read_text(encoding="utf-8"))
-        assert len(images) == image_outputs(notebook), f"{notebook.name}: figures missing from its page"
-        assert all((site / image).is_file() for image in images)
-    for doc in (repo_dir / "docs").glob("*.md"):
-        assert (site / "docs" / f"{doc.stem}.html").is_file(), f"no page for docs/{doc.name}"
-    assert "dialoguellm" in front and "docs/GUIDE.html" in front
 
 
 def _png() -> str:
