@@ -185,20 +185,6 @@ def test_run_summary_without_records_says_what_to_do(tmp_path):
 @pytest.mark.slow
 def test_book_of_the_executed_notebooks(notebook_run, tmp_path):
     """``make book`` on this tiny run: a page per executed notebook with every figure it drew (test_book.py)."""
-    from test_book import assert_book_complete
-
-    from dialoguellm.interop import book
-
-    run, errors, _ = notebook_run
-    assert not any(errors.values())
-    assert_book_complete(run, book.build_book(run, tmp_path / "book").parent)
-
-
-@pytest.mark.slow
-def test_book_of_the_executed_notebooks(notebook_run, tmp_path):
-    """``make book`` on this tiny run: a page per executed notebook with every figure it drew
-    (tests/interop/test_book.py checks the site's parts on copies)."""
-    pytest.importorskip("myst_nb")
     from tiny import assert_book_complete
 
     from dialoguellm.interop import book
