@@ -41,3 +41,27 @@ def test_a_thread_count_the_user_set_is_kept_for_the_whole_run(tiny_model_dir, t
     monkeypatch.setattr(modeling, "busy_cores", lambda seconds=0.3: 2.0)  # would say 1 thread if asked
     monkeypatch.setattr(loop, "THREAD_RECHECK_STEPS", 1)
     assert _run(tiny_model_dir, tmp_path / "run", 2) == [{"step": 0, "stage": "start", "threads": 2}]
+
+
+def test_evaluation_takes_threads_per_corpus_and_records_them(tiny_model_dir, tmp_path, monkeypatch):
+    from dialoguellm.evaluation import run as evaluation
+
+    settings = tiny_settings(tiny_model_dir)
+    settings["model"]["num_threads"] = 0
+    settings["data"]["datasets"] = ["meld", "emorynlp"]
+    corpora = {
+        name: synthetic_corpus(name, sizes=(2, 2, 2), turns=3, seed=i)
+        for i, name in enumerate(("meld", "emorynlp"))
+    }
+    readings = iter([1.0, 1.0, 0.0])  # the stage's start and MELD see a busy core; EmoryNLP an idle machine
+    monkeypatch.setattr(modeling, "busy_cores", lambda seconds=0.3: next(readings))
+    monkeypatch.setattr(modeling.os, "cpu_count", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        summary = evaluation.evaluate_run(
+            corpora, tmp_path / "eval", config=config_from_dict(settings, source="test"), split="dev",
+            progress=False,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    assert summary["threads"] == {"meld": 1, "emorynlp": 2}
