@@ -46,7 +46,6 @@ from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import Prepared, prepare_examples, prepare_split
 from dialoguellm.prompts.builder import VIDEO_DATASETS
 from dialoguellm.runs import TrainingLayout, environment, hardware_summary
-from dialoguellm.scoring.engine import autocast_context
 from dialoguellm.scoring.predictions import metrics_of, save_predictions, score_prepared
 from dialoguellm.training.checkpoints import (
     check_same_config,
@@ -55,7 +54,7 @@ from dialoguellm.training.checkpoints import (
     save_adapter,
     save_checkpoint,
 )
-from dialoguellm.training.loss import AnswerLoss, lr_factor, micro_batches
+from dialoguellm.training.loss import AnswerLoss, lr_factor, micro_batches, training_precision
 
 log = logging.getLogger(__name__)
 
@@ -522,7 +521,7 @@ def _optimizer_step(session: Session) -> tuple[float, float]:
         name, idx = _batch_at(s, micro_index)
         items = [s.prepared.examples["train"][name][i] for i in idx]
         answers = [s.prepared.builders[name].answer_ids[e.label_id] for e in items]
-        with s.accelerator.accumulate(s.loss_module), autocast_context(s.model, s.config.model.dtype):
+        with s.accelerator.accumulate(s.loss_module), training_precision(s.model, s.config.model.dtype):
             loss, stats = s.loss_module([e.prompt_ids for e in items], answers)
             s.accelerator.backward(loss * weight)  # accelerate divides by per_rank
         if weight:
