@@ -7,7 +7,9 @@ Each round measures, in this order (the two training paths swap places every rou
 
 1. the torch matmul rate (``F.linear``, as ``nn.Linear`` calls it) at the embedded model's shapes, tokens x 576
    into 1536 (gate/up) and tokens x 1536 into 576 (down), bf16 and fp32, on 1 and 2 threads;
-2. one micro-batch of training by the path before issue 30 (``engine.autocast_context``: bf16 autocast, peft
+2. the old path's loss on the micro-batch with another dropout draw (no step): the noise scale their loss
+   difference is read against;
+3. one micro-batch of training by the path before issue 30 (``engine.autocast_context``: bf16 autocast, peft
    copying every LoRA input to fp32) and by the trainer's path now (``training.loss.training_precision``),
    each a model of its own with the same LoRA initialisation and the same batches, so their losses are
    compared step by step as well as their speed.
@@ -160,18 +162,24 @@ class Trainee:
         )
         self.checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in self.model.modules())
 
-    def step(self, prepared: Any, batch: tuple[str, list[int]], seed: int) -> dict[str, float]:
-        """Forward, backward and AdamW on one micro-batch (dropout seeded with ``seed``): seconds, loss."""
+    def loss(self, prepared: Any, batch: tuple[str, list[int]], seed: int) -> torch.Tensor:
+        """The micro-batch's training loss (dropout seeded with ``seed``), in this path's context."""
         name, idx = batch
         items = [prepared.examples["train"][name][j] for j in idx]
         answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
         self.model.train()
         torch.manual_seed(seed)
-        start = time.perf_counter()
         with PATHS[self.path](self.model, self.config.model.dtype):
             loss, _ = training_loss.answer_loss(
                 self.model, [e.prompt_ids for e in items], answers, self.loaded.tokenizer.pad_token_id
             )
+        return loss
+
+    def step(self, prepared: Any, batch: tuple[str, list[int]], seed: int) -> dict[str, float]:
+        """Forward, backward and AdamW on one micro-batch (dropout seeded with ``seed``): seconds, loss."""
+        start = time.perf_counter()
+        loss = self.loss(prepared, batch, seed)
+        with PATHS[self.path](self.model, self.config.model.dtype):
             loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -259,6 +267,12 @@ def main(argv: list[str] | None = None) -> dict:
             "flops": train_flops(model_config, config.lora.r, config.lora.target_modules, p, suffixes, answers,
                                  checkpointing),
         }  # fmt: skip
+        # The scale of noise the paths' loss difference is read against: the same weights and batch, another
+        # dropout draw (a lower bound of the seed-to-seed spread, which also varies initialisation and order).
+        with torch.no_grad():
+            record["before_other_dropout_loss"] = float(
+                trainees["before"].loss(prepared, batch, seed=5000 + i)
+            )
         order = list(PATHS) if i % 2 == 0 else list(PATHS)[::-1]
         for path in order:
             record[path] = trainees[path].step(prepared, batch, seed=1000 + i)
@@ -303,6 +317,10 @@ def main(argv: list[str] | None = None) -> dict:
             k: round(sum(r["peak"][k] for r in rounds[1:]) / (len(rounds) - 1), 1) for k in rounds[0]["peak"]
         },
         "loss_difference_max": max(abs(r["before"]["loss"] - r["now"]["loss"]) for r in rounds),
+        "loss_difference_mean": sum(abs(r["before"]["loss"] - r["now"]["loss"]) for r in rounds)
+        / len(rounds),
+        "dropout_noise_mean": sum(abs(r["before"]["loss"] - r["before_other_dropout_loss"]) for r in rounds)
+        / len(rounds),
         "rounds": rounds,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -81,4 +81,5 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
         seconds = sum(r[path]["seconds"] for r in result["rounds"][1:])
         assert summary[path]["gflops"] == pytest.approx(flops / seconds / 1e9, abs=0.051)  # one decimal
     assert result["rounds"][0]["before"]["loss"] == result["rounds"][0]["now"]["loss"]
+    assert result["dropout_noise_mean"] >= 0 and "before_other_dropout_loss" in result["rounds"][0]
     assert out.is_file()
