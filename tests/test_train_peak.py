@@ -83,3 +83,19 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
     assert result["rounds"][0]["before"]["loss"] == result["rounds"][0]["now"]["loss"]
     assert result["dropout_noise_mean"] >= 0 and "before_other_dropout_loss" in result["rounds"][0]
     assert out.is_file()
+
+
+@pytest.mark.slow
+def test_train_profile_gives_each_paths_operator_shares(tiny_model_dir, tmp_path):
+    out = tmp_path / "profile.json"
+    tiny = [a if a != "model.dtype=fp32" else "model.dtype=bf16" for a in TINY]
+    args = ["--set", f"model.name={tiny_model_dir}", *tiny, "--set", "data.train_per_dataset=48"]
+    argv = [*args, "--micro-batches", "2", "--threads", "1", "--out", str(out)]
+    result = load("train_profile").main(argv)
+    assert_provenance(result, "train_profile", argv)
+    for path in ("before", "now"):
+        shares = result["paths"][path]["self_cpu_share"]
+        assert "aten::mm" in shares and 0 < sum(shares.values()) <= 1.0001
+    # peft's fp32 copies of the LoRA inputs are gone: fewer dtype conversions now than before
+    calls = {path: result["paths"][path]["calls"].get("aten::_to_copy", 0) for path in ("before", "now")}
+    assert calls["now"] < calls["before"]
