@@ -62,10 +62,10 @@ def training_precision(model: Any, dtype: str = "bf16") -> Iterator[Any]:
 
     Under autocast that copy buys nothing: LoRA's matrix products are lowered to 16 bits again right after,
     so each of the embedded model's 210 LoRA layers paid an fp32 copy of its input, dropout in fp32 and a cast
-    back, forward and backward (casts were 15% of a step's CPU time in a profile on 2 cores). The forward
-    pass gives the same loss bit for bit; dropout's mask and the gradients are rounded in 16 bits instead
-    of 32 (benchmarks/train_peak.py compares both paths' losses on the same batches). LoRA weights and
-    AdamW's state stay fp32.
+    back, forward and backward: dtype copies were 15.4% of a step's CPU time, 3.8% without them
+    (benchmarks/results/train_profile_cpu.json). The forward pass gives the same loss bit for bit; dropout's
+    mask and the gradients are rounded in 16 bits instead of 32 (benchmarks/train_peak.py compares both
+    paths' losses on the same batches). LoRA weights and AdamW's state stay fp32.
     """
     from peft.helpers import disable_input_dtype_casting
 
