@@ -65,8 +65,11 @@ def evaluate_run(
         else {}
     )
     results: dict[str, Any] = {}
+    threads: dict[str, int] = {}
     for name, examples in prepared.examples[split].items():
         builder = prepared.builders[name]
+        # Each corpus takes the cores free when it starts (model.num_threads 0), not those of the stage's start.
+        threads[name] = loading.set_threads(m.num_threads)
         preds = predict(
             model,
             loaded.tokenizer,
@@ -99,6 +102,7 @@ def evaluate_run(
         "calibrated": bool(calibration) and mode == "score",
         "length_normalised": bool(config.eval.length_normalise) and mode == "score",
         "precision": config.eval.precision,
+        "threads": threads,
         # What decides a prompt's label scores: a later stage may reuse these scores only when its own
         # settings are equal (analysis.probes reuses the base arm's).
         "scoring_settings": scoring_settings(config),

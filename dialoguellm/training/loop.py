@@ -46,7 +46,6 @@ from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import Prepared, prepare_examples, prepare_split
 from dialoguellm.prompts.builder import VIDEO_DATASETS
 from dialoguellm.runs import TrainingLayout, environment, hardware_summary
-from dialoguellm.scoring.engine import autocast_context
 from dialoguellm.scoring.predictions import metrics_of, save_predictions, score_prepared
 from dialoguellm.training.checkpoints import (
     check_same_config,
@@ -55,9 +54,14 @@ from dialoguellm.training.checkpoints import (
     save_adapter,
     save_checkpoint,
 )
-from dialoguellm.training.loss import AnswerLoss, lr_factor, micro_batches
+from dialoguellm.training.loss import AnswerLoss, lr_factor, micro_batches, training_precision
 
 log = logging.getLogger(__name__)
+
+# With ``model.num_threads: 0`` the thread count is sampled again every this many optimiser steps (and before
+# each dev evaluation), not fixed for the whole run from one reading at its start: a minute of someone else's
+# work at startup once held a 25-minute training to 1 thread of 2 (issue 30). A reading costs 0.3 s idle.
+THREAD_RECHECK_STEPS = 10
 
 
 def set_seed(seed: int) -> None:
@@ -449,11 +453,12 @@ def _open_session(session: Session, resume: bool) -> None:
     """The loop state (from ``checkpoint/`` when resuming), TensorBoard, the progress bar, and the loss
     module accelerate wraps (one forward call per micro-batch, so DDP/DeepSpeed see an ordinary module)."""
     s, t = session, session.config.train
-    s.state = {"step": 0, "micro": 0, "best": None, "history": [], "losses": []}
+    s.state = {"step": 0, "micro": 0, "best": None, "history": [], "losses": [], "threads": []}
     if resume and checkpoint_dir_exists(s.run.root):
         s.state.update(load_checkpoint(s.model, s.optimizer, s.run.checkpoint))
         log.info("resumed from %s at step %d", s.run.checkpoint, s.state["step"])
     s.seconds_before = float(s.state.get("seconds", 0.0))  # time spent before an interruption counts too
+    _record_threads(s, "start", torch.get_num_threads())
     if s.main:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -516,7 +521,7 @@ def _optimizer_step(session: Session) -> tuple[float, float]:
         name, idx = _batch_at(s, micro_index)
         items = [s.prepared.examples["train"][name][i] for i in idx]
         answers = [s.prepared.builders[name].answer_ids[e.label_id] for e in items]
-        with s.accelerator.accumulate(s.loss_module), autocast_context(s.model, s.config.model.dtype):
+        with s.accelerator.accumulate(s.loss_module), training_precision(s.model, s.config.model.dtype):
             loss, stats = s.loss_module([e.prompt_ids for e in items], answers)
             s.accelerator.backward(loss * weight)  # accelerate divides by per_rank
         if weight:
@@ -545,12 +550,33 @@ def _after_step(session: Session, step_loss: float, lr: float) -> None:
     s.bar.update(1)
     s.bar.set_postfix(loss=f"{step_loss:.3f}")
     done = step >= s.schedule.total_steps
-    if (step % s.schedule.eval_every == 0 or done) and s.main:
+    evaluate = (step % s.schedule.eval_every == 0 or done) and s.main
+    if step % THREAD_RECHECK_STEPS == 0 or evaluate:
+        _recheck_threads(s, "dev evaluation" if evaluate else "training")
+    if evaluate:
         _evaluate_dev(s)
     if (step % s.schedule.save_every == 0 or done) and s.main and not deepspeed_active(s.accelerator):
         s.state["seconds"] = s.seconds_before + time.time() - s.start
         save_checkpoint(s.model, s.optimizer, s.state, s.run.checkpoint)
     s.accelerator.wait_for_everyone()
+
+
+def _recheck_threads(session: Session, stage: str) -> None:
+    """With ``model.num_threads: 0``, take the thread count again from what other work leaves free now
+    (``loading.set_threads``); the other processes of a distributed run keep theirs. Only a change is
+    recorded (``metrics.json``'s ``threads``)."""
+    if session.config.model.num_threads or session.schedule.world > 1:
+        return
+    _record_threads(session, stage, loading.set_threads(0))
+
+
+def _record_threads(session: Session, stage: str, threads: int) -> None:
+    """Append ``{step, stage, threads}`` to the run's thread record when the count differs from the last."""
+    record = session.state.setdefault("threads", [])
+    if not record or record[-1]["threads"] != threads:
+        record.append({"step": session.state["step"], "stage": stage, "threads": threads})
+        if record[:-1]:
+            log.info("step %d (%s): %d torch threads", session.state["step"], stage, threads)
 
 
 def _evaluate_dev(session: Session) -> None:
@@ -619,6 +645,8 @@ def _finish(
         "seconds": seconds,
         "throughput": throughput,
         "processes": s.schedule.world,
+        # torch threads from each step on (model.num_threads 0: sampled again every THREAD_RECHECK_STEPS steps)
+        "threads": s.state.get("threads", []),
         "hardware": hardware_summary(env),
         "model": config.model.name,
     }

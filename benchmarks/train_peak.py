@@ -1,0 +1,352 @@
+"""Training against the CPU's matmul peak: the cpu profile's LoRA step, old path and new, and the torch matmul
+peak, interleaved in one run so that the load of a shared machine falls on all of them alike.
+
+    nice -n 5 python benchmarks/train_peak.py --micro-batches 7 --threads 2
+
+Each round measures, in this order (the two training paths swap places every round):
+
+1. the torch matmul rate (``F.linear``, as ``nn.Linear`` calls it) at the embedded model's shapes, tokens x 576
+   into 1536 (gate/up) and tokens x 1536 into 576 (down), bf16 and fp32, on 1 and 2 threads;
+2. the old path's loss on the micro-batch with another dropout draw (no step): the noise scale their loss
+   difference is read against;
+3. one micro-batch of training by the path before issue 30 (``engine.autocast_context``: bf16 autocast, peft
+   copying every LoRA input to fp32) and by the trainer's path now (``training.loss.training_precision``),
+   each a model of its own with the same LoRA initialisation and the same batches, so their losses are
+   compared step by step as well as their speed.
+
+The micro-batches are the first full ones of the real first epoch (MELD and EmoryNLP training prompts,
+1-shot, z = 1, length-grouped as the trainer groups them); round 0 is a warm-up and not counted.
+
+FLOPs per micro-batch (``train_flops``) count the useful work only (no padding): the frozen base's linear
+layers forward (2 x parameters per token) and backward for the activations but not its weights (2 x), the
+LoRA matrices forward, backward and weight gradients (6 x theirs), attention scores and values over each
+token's causal context (forward 4 x context x width per layer, backward twice that), the output projection
+at the answer positions only, plus one more forward of the linear layers when activation checkpointing
+recomputes them (the cpu profile has none). Training FLOP/s is printed as a fraction of the 2-thread bf16 peak
+measured in the same rounds (the faster of the two shapes). What else ran on the machine is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dialoguellm import prompts, runs
+from dialoguellm.config import add_config_options, config_from_options
+from dialoguellm.corpora import readers
+from dialoguellm.model import loading as modeling
+from dialoguellm.scoring import engine
+from dialoguellm.training import loop
+from dialoguellm.training import loss as training_loss
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PATHS: dict[str, Callable[[Any, str], contextlib.AbstractContextManager]] = {
+    "before": engine.autocast_context,  # bf16 autocast, peft's fp32 copies of every LoRA input
+    "now": training_loss.training_precision,  # what training.loop runs
+}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+# ------------------------------------------------------------------------------------------- the peak
+def matmul_rate(tokens: int, fan_in: int, fan_out: int, dtype: torch.dtype, threads: int) -> float:
+    """GFLOP/s of ``F.linear`` on a (tokens, fan_in) input and a (fan_out, fan_in) weight, on ``threads``
+    threads: the median of 5 timed runs of about 0.1 s each after a warm-up."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(tokens, fan_in).to(dtype)
+        w = torch.randn(fan_out, fan_in).to(dtype)
+        torch.nn.functional.linear(x, w)
+        start = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        reps = max(1, int(0.1 / max(time.perf_counter() - start, 1e-6)))
+        rates = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(reps):
+                torch.nn.functional.linear(x, w)
+            rates.append(2 * tokens * fan_in * fan_out * reps / (time.perf_counter() - start) / 1e9)
+        return sorted(rates)[2]
+    finally:
+        torch.set_num_threads(before)
+
+
+def peak_round(tokens: int, hidden: int, intermediate: int) -> dict[str, float]:
+    """``"<dtype> <threads>t <in>x<out>"`` -> GFLOP/s for bf16 and fp32, 1 and 2 threads, both MLP shapes."""
+    out = {}
+    for dtype_name, dtype in DTYPES.items():
+        for threads in (1, 2):
+            for fan_in, fan_out in ((hidden, intermediate), (intermediate, hidden)):
+                key = f"{dtype_name} {threads}t {fan_in}x{fan_out}"
+                out[key] = matmul_rate(tokens, fan_in, fan_out, dtype, threads)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the FLOPs
+def linear_parameters(config: Any) -> dict[str, tuple[int, int]]:
+    """(fan_in, fan_out) of each linear layer of one decoder layer of a LLaMA-shaped model."""
+    h, i = config.hidden_size, config.intermediate_size
+    head = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    q, kv = config.num_attention_heads * head, config.num_key_value_heads * head
+    return {
+        "q_proj": (h, q),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (q, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
+
+
+def train_flops(
+    config: Any,
+    lora_r: int,
+    targets: Sequence[str],
+    prefix_len: int,
+    suffix_lengths: Sequence[int],
+    answer_tokens: int,
+    checkpointing: bool = False,
+) -> dict[str, float]:
+    """FLOPs of one training micro-batch (forward + backward) on its useful tokens, by part (see the module
+    docstring); ``"total"`` sums them."""
+    shapes = linear_parameters(config)
+    layers = config.num_hidden_layers
+    base = layers * sum(a * b for a, b in shapes.values())
+    lora = layers * sum(lora_r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    width = config.num_attention_heads * head
+    tokens = prefix_len + sum(suffix_lengths)
+    # causal context of every useful token: 1..p for the prefix, p + 1 .. p + n for a row's n suffix tokens
+    context = prefix_len * (prefix_len + 1) / 2 + sum(
+        n * prefix_len + n * (n + 1) / 2 for n in suffix_lengths
+    )
+    parts = {
+        "base_forward": 2.0 * base * tokens,
+        "base_backward_activations": 2.0 * base * tokens,
+        "recomputation": 2.0 * base * tokens if checkpointing else 0.0,
+        "lora": 6.0 * lora * tokens,
+        "attention": 12.0 * layers * width * context,
+        "output_projection": 4.0 * config.vocab_size * config.hidden_size * answer_tokens,
+    }
+    parts["total"] = sum(parts.values())
+    parts["tokens"] = tokens
+    return parts
+
+
+# ---------------------------------------------------------------------------------------- the training
+class Trainee:
+    """One training path: a fresh LoRA model, its AdamW, and the context its micro-batches run in."""
+
+    def __init__(self, config: Any, path: str):
+        self.config, self.path = config, path
+        self.loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
+        loop.set_seed(config.train.seed)  # the same LoRA initialisation for every path
+        lora = config.lora
+        self.model = modeling.add_lora(
+            self.loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        t = config.train
+        self.optimizer = torch.optim.AdamW(
+            params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
+        )
+        self.checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in self.model.modules())
+
+    def loss(self, prepared: Any, batch: tuple[str, list[int]], seed: int) -> torch.Tensor:
+        """The micro-batch's training loss (dropout seeded with ``seed``), in this path's context."""
+        name, idx = batch
+        items = [prepared.examples["train"][name][j] for j in idx]
+        answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
+        self.model.train()
+        torch.manual_seed(seed)
+        with PATHS[self.path](self.model, self.config.model.dtype):
+            loss, _ = training_loss.answer_loss(
+                self.model, [e.prompt_ids for e in items], answers, self.loaded.tokenizer.pad_token_id
+            )
+        return loss
+
+    def step(self, prepared: Any, batch: tuple[str, list[int]], seed: int) -> dict[str, float]:
+        """Forward, backward and AdamW on one micro-batch (dropout seeded with ``seed``): seconds, loss."""
+        start = time.perf_counter()
+        loss = self.loss(prepared, batch, seed)
+        with PATHS[self.path](self.model, self.config.model.dtype):
+            loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"seconds": time.perf_counter() - start, "loss": float(loss.detach())}
+
+
+def batch_shape(prepared: Any, batch: tuple[str, list[int]]) -> tuple[int, list[int], int]:
+    """(shared prefix length, suffix lengths with the answer, answer tokens) as ``answer_loss`` runs it."""
+    name, idx = batch
+    items = [prepared.examples["train"][name][j] for j in idx]
+    answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
+    p = engine.common_prefix_length([e.prompt_ids for e in items])
+    suffixes = [len(e.prompt_ids) - p + len(a) for e, a in zip(items, answers, strict=True)]
+    return p, suffixes, sum(len(a) for a in answers)
+
+
+def other_processes() -> list[str]:
+    """The busiest other processes now (``ps``: CPU %, nice, command, cut to 120 characters)."""
+    try:
+        lines = subprocess.run(
+            ["ps", "-eo", "pid,pcpu,ni,args", "--sort=-pcpu"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()[1:]
+    except (OSError, subprocess.SubprocessError):
+        return []
+    own = str(os.getpid())
+    return [" ".join(line.split()[1:])[:120] for line in lines if line.split()[0] != own][:6]
+
+
+def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
+    """Per path: tokens/s, GFLOP/s and the fraction of the peak over the counted rounds (round 0 excluded)."""
+    counted = rounds[1:]
+    peak = sum(r["peak"][peak_key] for r in counted) / len(counted)
+    out: dict[str, Any] = {"peak_gflops": round(peak, 1), "peak": peak_key}
+    for path in PATHS:
+        seconds = sum(r[path]["seconds"] for r in counted)
+        tokens = sum(r["flops"]["tokens"] for r in counted)
+        flops = sum(r["flops"]["total"] for r in counted)
+        out[path] = {
+            "seconds": round(seconds, 2),
+            "tokens_per_second": round(tokens / seconds, 1),
+            "gflops": round(flops / seconds / 1e9, 1),
+            "fraction_of_peak": round(flops / seconds / 1e9 / peak, 3),
+        }
+    out["speedup"] = round(out["before"]["seconds"] / out["now"]["seconds"], 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_config_options(parser)
+    parser.add_argument("--micro-batches", type=int, default=7, help="rounds, the first a warm-up")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the training steps")
+    parser.add_argument("--matmul-tokens", type=int, default=512, help="rows of the peak's matmuls")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default=str(RESULTS / "train_peak_cpu.json"))
+    args = parser.parse_args(argv)
+
+    config = config_from_options(args)
+    torch.set_num_threads(args.threads)
+    corpora = readers.load_corpora(config.data.datasets, args.data_dir)
+    trainees = {path: Trainee(config, path) for path in PATHS}
+    tokenizer = trainees["now"].loaded.tokenizer
+    model_config = trainees["now"].loaded.model.config
+    prepared = prompts.prepare_examples(config, tokenizer, corpora, ("train",))
+    size = config.train.micro_batch_size
+    epoch = training_loss.micro_batches(
+        prepared.examples["train"], size, config.train.seed, config.train.group_by_length
+    )
+    batches = [b for b in epoch if len(b[1]) == size][: args.micro_batches]
+    out = Path(args.out)
+    header = runs.benchmark_header("train_peak", argv, model=config.model.name)
+    checkpointing = trainees["now"].checkpointing
+    started = {"others_at_start": other_processes(), "load_average_at_start": os.getloadavg()}
+    rounds: list[dict[str, Any]] = []
+    for i, batch in enumerate(batches):
+        busy = modeling.busy_cores()
+        peak = peak_round(args.matmul_tokens, model_config.hidden_size, model_config.intermediate_size)
+        p, suffixes, answers = batch_shape(prepared, batch)
+        record: dict[str, Any] = {
+            "round": i,
+            "busy_cores_before": busy,
+            "peak": {k: round(v, 1) for k, v in peak.items()},
+            "flops": train_flops(model_config, config.lora.r, config.lora.target_modules, p, suffixes, answers,
+                                 checkpointing),
+        }  # fmt: skip
+        # The scale of noise the paths' loss difference is read against: the same weights and batch, another
+        # dropout draw (a lower bound of the seed-to-seed spread, which also varies initialisation and order).
+        with torch.no_grad():
+            record["before_other_dropout_loss"] = float(
+                trainees["before"].loss(prepared, batch, seed=5000 + i)
+            )
+        order = list(PATHS) if i % 2 == 0 else list(PATHS)[::-1]
+        for path in order:
+            record[path] = trainees[path].step(prepared, batch, seed=1000 + i)
+        rounds.append(record)
+        print(
+            f"round {i}: busy {busy if busy is None else round(busy, 2)} cores, bf16 2t peak "
+            f"{max(v for k, v in peak.items() if k.startswith('bf16 2t')):.0f} GFLOP/s, "
+            + ", ".join(
+                f"{path} {record[path]['seconds']:.1f} s loss {record[path]['loss']:.5f}" for path in PATHS
+            ),
+            flush=True,
+        )
+    bf16_2t = max(
+        (k for k in rounds[0]["peak"] if k.startswith("bf16 2t")), key=lambda k: rounds[0]["peak"][k]
+    )
+    summary = summarise(rounds, bf16_2t)
+    tokens = sum(r["flops"]["tokens"] for r in rounds[1:])
+    flops = sum(r["flops"]["total"] for r in rounds[1:])
+    result = {
+        **header,
+        "settings": {
+            "micro_batch_size": size,
+            "micro_batches_counted": len(batches) - 1,
+            "training_threads": args.threads,
+            "matmul_tokens": args.matmul_tokens,
+            "lora_r": config.lora.r,
+            "target_modules": list(config.lora.target_modules),
+            "dtype": config.model.dtype,
+            "activation_checkpointing": checkpointing,
+        },
+        "flops_per_useful_token": round(flops / tokens / 1e9, 4),
+        "flops_assumed": "per useful (non-pad) token: base linear layers 2x params forward + 2x backward "
+        "(activations only, frozen weights), LoRA 6x its params, attention 12 x context x width per layer, "
+        "output projection 4 x vocab x hidden per answer token, +2x base params if checkpointing",
+        "machine": {
+            **started,
+            "others_at_end": other_processes(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "summary": summary,
+        "peak_mean_gflops": {
+            k: round(sum(r["peak"][k] for r in rounds[1:]) / (len(rounds) - 1), 1) for k in rounds[0]["peak"]
+        },
+        "loss_difference_max": max(abs(r["before"]["loss"] - r["now"]["loss"]) for r in rounds),
+        "loss_difference_mean": sum(abs(r["before"]["loss"] - r["now"]["loss"]) for r in rounds)
+        / len(rounds),
+        "dropout_noise_mean": sum(abs(r["before"]["loss"] - r["before_other_dropout_loss"]) for r in rounds)
+        / len(rounds),
+        "rounds": rounds,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"\nFLOPs per useful token: {result['flops_per_useful_token']:.3f} GFLOP ({result['flops_assumed']})"
+    )
+    print("matmul GFLOP/s (mean over the counted rounds):")
+    for k, v in result["peak_mean_gflops"].items():
+        print(f"  {k:<22}{v:>8.1f}")
+    print(
+        f"\n{'path':<8}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}   (peak: {bf16_2t}, {summary['peak_gflops']})"
+    )
+    for path in PATHS:
+        s = summary[path]
+        print(
+            f"{path:<8}{s['tokens_per_second']:>10.1f}{s['gflops']:>10.1f}{100 * s['fraction_of_peak']:>8.1f}%"
+        )
+    print(
+        f"speed-up now / before: {summary['speedup']}x; loss difference now - before: mean "
+        f"{result['loss_difference_mean']:.5f}, largest {result['loss_difference_max']:.5f}; another dropout "
+        f"draw moves the loss by {result['dropout_noise_mean']:.5f} on average"
+    )
+    print(f"written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""benchmarks/train_peak.py on the tiny model, its FLOP count by hand, and the training path it measures:
+``training.loss.training_precision`` gives the loss of plain autocast (issue 30)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from test_benchmarks_cpu import TINY, assert_provenance, load
+
+from dialoguellm.model import loading as modeling
+from dialoguellm.scoring import engine
+from dialoguellm.training import loss as training_loss
+from dialoguellm.training.loop import set_seed
+
+
+def test_train_flops_by_hand():
+    config = SimpleNamespace(
+        hidden_size=4, intermediate_size=8, num_attention_heads=2, num_key_value_heads=1, head_dim=2,
+        num_hidden_layers=3, vocab_size=10,
+    )  # fmt: skip
+    flops = load("train_peak").train_flops(config, 1, ["q_proj", "down_proj"], 2, [1, 3], 2)
+    # per layer: q 4x4, k 4x2, v 4x2, o 4x4, gate 4x8, up 4x8, down 8x4 = 16+8+8+16+32+32+32 = 144
+    tokens = 2 + 1 + 3
+    assert flops["tokens"] == tokens
+    assert flops["base_forward"] == flops["base_backward_activations"] == 2 * 3 * 144 * tokens
+    assert flops["lora"] == 6 * 3 * (1 * (4 + 4) + 1 * (8 + 4)) * tokens
+    contexts = (1 + 2) + (3) + (3 + 4 + 5)  # prefix 1, 2; row of 1: 3; row of 3: 3, 4, 5
+    assert flops["attention"] == 12 * 3 * 4 * contexts
+    assert flops["output_projection"] == 4 * 10 * 4 * 2
+    assert flops["recomputation"] == 0
+    parts = [v for k, v in flops.items() if k not in ("total", "tokens")]
+    assert flops["total"] == sum(parts)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_training_precision_gives_the_loss_of_plain_autocast(tiny_model_dir, dropout):
+    """LoRA inputs kept in bf16 instead of peft's fp32 copies: the same loss, bit for bit, and gradients that
+    differ by bf16 rounding only."""
+    losses, grads = {}, {}
+    for name, context in (("autocast", engine.autocast_context), ("now", training_loss.training_precision)):
+        loaded = modeling.load_model(tiny_model_dir, "bf16")
+        set_seed(0)
+        model = modeling.add_lora(loaded.model, 4, 8, dropout, ["q_proj", "v_proj", "up_proj"])
+        with torch.no_grad():  # a non-zero B, so the adapter takes part in the loss
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.1)
+        model.train()
+        torch.manual_seed(1)
+        prompts = [[1, 5, 6, 7, 8], [1, 5, 6, 9]]
+        with context(model, "bf16"):
+            loss, _ = training_loss.answer_loss(
+                model, prompts, [[3, 2], [4, 2]], loaded.tokenizer.pad_token_id
+            )
+            loss.backward()
+        losses[name] = float(loss.detach())
+        grads[name] = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert losses["now"] == losses["autocast"]
+    scale = grads["autocast"].abs().max()
+    assert (grads["now"] - grads["autocast"]).abs().max() <= 0.02 * scale
+
+
+@pytest.mark.slow
+def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path):
+    out = tmp_path / "peak.json"
+    tiny = [a if a != "model.dtype=fp32" else "model.dtype=bf16" for a in TINY]
+    args = ["--set", f"model.name={tiny_model_dir}", *tiny, "--set", "data.train_per_dataset=48"]
+    argv = [*args, "--micro-batches", "3", "--threads", "1", "--matmul-tokens", "16", "--out", str(out)]
+    result = load("train_peak").main(argv)
+    assert_provenance(result, "train_peak", argv)
+    assert [r["round"] for r in result["rounds"]] == [0, 1, 2]
+    assert len(result["rounds"][0]["peak"]) == 8  # bf16/fp32 x 1/2 threads x 2 shapes
+    summary = result["summary"]
+    assert summary["peak"].startswith("bf16 2t") and summary["peak_gflops"] > 0
+    for path in ("before", "now"):
+        assert 0 < summary[path]["fraction_of_peak"]
+        flops = sum(r["flops"]["total"] for r in result["rounds"][1:])
+        seconds = sum(r[path]["seconds"] for r in result["rounds"][1:])
+        assert summary[path]["gflops"] == pytest.approx(flops / seconds / 1e9, abs=0.051)  # one decimal
+    assert result["rounds"][0]["before"]["loss"] == result["rounds"][0]["now"]["loss"]
+    assert result["dropout_noise_mean"] >= 0 and "before_other_dropout_loss" in result["rounds"][0]
+    assert out.is_file()
+
+
+@pytest.mark.slow
+def test_train_profile_gives_each_paths_operator_shares(tiny_model_dir, tmp_path):
+    out = tmp_path / "profile.json"
+    tiny = [a if a != "model.dtype=fp32" else "model.dtype=bf16" for a in TINY]
+    args = ["--set", f"model.name={tiny_model_dir}", *tiny, "--set", "data.train_per_dataset=48"]
+    argv = [*args, "--micro-batches", "2", "--threads", "1", "--out", str(out)]
+    result = load("train_profile").main(argv)
+    assert_provenance(result, "train_profile", argv)
+    for path in ("before", "now"):
+        shares = result["paths"][path]["self_cpu_share"]
+        assert "aten::mm" in shares and 0 < sum(shares.values()) <= 1.0001
+    # peft's fp32 copies of the LoRA inputs are gone: fewer dtype conversions now than before
+    calls = {path: result["paths"][path]["calls"].get("aten::_to_copy", 0) for path in ("before", "now")}
+    assert calls["now"] < calls["before"]
