@@ -1,7 +1,7 @@
 """Training against the CPU's matmul peak: the cpu profile's LoRA step, old path and new, and the torch matmul
 peak, interleaved in one run so that the load of a shared machine falls on all of them alike.
 
-    nice -n 5 python benchmarks/train_peak.py --micro-batches 7 --threads 2
+    nice -n 5 dialoguellm benchmark train_peak --micro-batches 7 --threads 2
 
 Each round measures, in this order (the two training paths swap places every round):
 
@@ -43,7 +43,7 @@ import torch
 from dialoguellm import prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.corpora import readers
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.scoring import engine
 from dialoguellm.training import loop
 from dialoguellm.training import loss as training_loss
@@ -149,10 +149,10 @@ class Trainee:
 
     def __init__(self, config: Any, path: str):
         self.config, self.path = config, path
-        self.loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
+        self.loaded = loading.load_model(config.model.name, config.model.dtype, config.model.quantization)
         loop.set_seed(config.train.seed)  # the same LoRA initialisation for every path
         lora = config.lora
-        self.model = modeling.add_lora(
+        self.model = loading.add_lora(
             self.loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules
         )
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = {"others_at_start": other_processes(), "load_average_at_start": os.getloadavg()}
     rounds: list[dict[str, Any]] = []
     for i, batch in enumerate(batches):
-        busy = modeling.busy_cores()
+        busy = loading.busy_cores()
         peak = peak_round(args.matmul_tokens, model_config.hidden_size, model_config.intermediate_size)
         p, suffixes, answers = batch_shape(prepared, batch)
         record: dict[str, Any] = {

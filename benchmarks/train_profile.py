@@ -1,7 +1,7 @@
 """Where a training step's CPU time goes: ``torch.profiler`` over a few micro-batches of each training path of
 ``benchmarks/train_peak.py`` (before issue 30 and now), the operators' shares of self CPU time.
 
-    nice -n 5 python benchmarks/train_profile.py --micro-batches 4 --threads 2
+    nice -n 5 dialoguellm benchmark train_profile --micro-batches 4 --threads 2
 
 The first micro-batch of each path is a warm-up and not profiled; the paths alternate micro-batch by
 micro-batch. Writes ``benchmarks/results/train_profile_cpu.json`` (the 15 costliest operators of each path).

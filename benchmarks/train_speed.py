@@ -29,7 +29,7 @@ import torch
 from dialoguellm import prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.corpora import readers
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.scoring import engine
 from dialoguellm.training import loop
 from dialoguellm.training import loss as training_loss
@@ -38,10 +38,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def fresh_lora(config):
-    loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
+    loaded = loading.load_model(config.model.name, config.model.dtype, config.model.quantization)
     loop.set_seed(config.train.seed)
     lora = config.lora
-    return loaded, modeling.add_lora(loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+    return loaded, loading.add_lora(loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
 
 
 def ours(config, prepared, batches) -> dict:
@@ -157,11 +157,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     config = config_from_options(args)
-    modeling.set_threads(config.model.num_threads)
+    loading.set_threads(config.model.num_threads)
     # The first micro-batches of the real first epoch (the config's training sample, length-grouped as the
     # trainer groups it), keeping full ones only so that the Trainer's batches are the same.
     corpora = readers.load_corpora(config.data.datasets, args.data_dir)
-    loaded = modeling.load_model(config.model.name, config.model.dtype, config.model.quantization)
+    loaded = loading.load_model(config.model.name, config.model.dtype, config.model.quantization)
     prepared = prompts.prepare_examples(config, loaded.tokenizer, corpora, ("train",))
     size = config.train.micro_batch_size
     epoch = training_loss.micro_batches(

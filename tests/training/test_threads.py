@@ -9,7 +9,7 @@ import torch
 from tiny import synthetic_corpus, tiny_settings
 
 from dialoguellm.config import config_from_dict
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.training import loop
 
 
@@ -28,8 +28,8 @@ def _run(model_dir, run_dir, num_threads: int) -> list[dict]:
 
 def test_training_rechecks_threads_and_records_each_change(tiny_model_dir, tmp_path, monkeypatch):
     readings = iter([1.0] + [0.0] * 100)  # one core busy at startup, idle from the first re-check on
-    monkeypatch.setattr(modeling, "busy_cores", lambda seconds=0.3: next(readings))
-    monkeypatch.setattr(modeling.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(loading, "busy_cores", lambda seconds=0.3: next(readings))
+    monkeypatch.setattr(loading.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(loop, "THREAD_RECHECK_STEPS", 2)
     assert _run(tiny_model_dir, tmp_path / "run", 0) == [
         {"step": 0, "stage": "start", "threads": 1},
@@ -38,7 +38,7 @@ def test_training_rechecks_threads_and_records_each_change(tiny_model_dir, tmp_p
 
 
 def test_a_thread_count_the_user_set_is_kept_for_the_whole_run(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(modeling, "busy_cores", lambda seconds=0.3: 2.0)  # would say 1 thread if asked
+    monkeypatch.setattr(loading, "busy_cores", lambda seconds=0.3: 2.0)  # would say 1 thread if asked
     monkeypatch.setattr(loop, "THREAD_RECHECK_STEPS", 1)
     assert _run(tiny_model_dir, tmp_path / "run", 2) == [{"step": 0, "stage": "start", "threads": 2}]
 
@@ -54,8 +54,8 @@ def test_evaluation_takes_threads_per_corpus_and_records_them(tiny_model_dir, tm
         for i, name in enumerate(("meld", "emorynlp"))
     }
     readings = iter([1.0, 1.0, 0.0])  # the stage's start and MELD see a busy core; EmoryNLP an idle machine
-    monkeypatch.setattr(modeling, "busy_cores", lambda seconds=0.3: next(readings))
-    monkeypatch.setattr(modeling.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(loading, "busy_cores", lambda seconds=0.3: next(readings))
+    monkeypatch.setattr(loading.os, "cpu_count", lambda: 2)
     before = torch.get_num_threads()
     try:
         summary = evaluation.evaluate_run(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_benchmarks_cpu import TINY, assert_provenance, load
 
-from dialoguellm.model import loading as modeling
+from dialoguellm.model import loading
 from dialoguellm.scoring import engine
 from dialoguellm.training import loss as training_loss
 from dialoguellm.training.loop import set_seed
@@ -40,9 +40,9 @@ def test_training_precision_gives_the_loss_of_plain_autocast(tiny_model_dir, dro
     differ by bf16 rounding only."""
     losses, grads = {}, {}
     for name, context in (("autocast", engine.autocast_context), ("now", training_loss.training_precision)):
-        loaded = modeling.load_model(tiny_model_dir, "bf16")
+        loaded = loading.load_model(tiny_model_dir, "bf16")
         set_seed(0)
-        model = modeling.add_lora(loaded.model, 4, 8, dropout, ["q_proj", "v_proj", "up_proj"])
+        model = loading.add_lora(loaded.model, 4, 8, dropout, ["q_proj", "v_proj", "up_proj"])
         with torch.no_grad():  # a non-zero B, so the adapter takes part in the loss
             for n, p in model.named_parameters():
                 if "lora_B" in n:
