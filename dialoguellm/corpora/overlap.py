@@ -32,7 +32,7 @@ one matched utterance loses that utterance only, since a single shared line is o
 (264 matched, 65 scenes); ``summary_line`` prints the counts, the training run records them.
 A removed utterance is gone from the training split entirely: neither a training target nor a context line
 (the context of a kept neighbour skips it), and no prompt shows it as a demonstration, in training or in any
-evaluation (``demonstration_exclusions``: demonstrations are drawn from the official training split, skipping
+evaluation (``removed_ids``: demonstrations are drawn from the official training split, skipping
 the removed ids, so training and evaluation show the same one).
 """
 
@@ -362,7 +362,7 @@ def _take(split: Any, keep: list[int]) -> Any:
 
 
 # The official training split, kept beside a cleaned one: demonstrations are always drawn from it, skipping
-# the removed ids (``demonstration_exclusions``), so a prompt's demonstration is the same in training (cleaned
+# the removed ids (``removed_ids``), so a prompt's demonstration is the same in training (cleaned
 # corpora), calibration, evaluation and every probe (which read the official splits). Training targets come
 # from the cleaned "train" split only.
 DEMONSTRATION_POOL = "demonstration_pool"
@@ -425,12 +425,11 @@ def removed_training_ids(corpora: Mapping[str, Any]) -> dict[str, frozenset[str]
     return _REMOVED_IDS[key]
 
 
-def demonstration_exclusions(
+def removed_ids(
     corpora: Mapping[str, Any], datasets: list[str] | tuple[str, ...]
 ) -> dict[str, frozenset[str]]:
-    """``dataset -> utterance ids`` no demonstration may be, for a run trained jointly on ``datasets`` with
-    the overlap removal: what the removal takes out of each training split (official or cleaned splits
-    alike). As in training, the corpora of ``datasets`` at hand take part (IEMOCAP only when the user has
+    """``dataset -> training utterance ids`` the overlap removal takes out when a run trains jointly on
+    ``datasets`` (official or cleaned splits alike): what training drops, and what no demonstration may be. As in training, the corpora of ``datasets`` at hand take part (IEMOCAP only when the user has
     it), so a caller that needs one corpus's builder passes them all; with one corpus nothing is removed."""
     used = {name: corpora[name] for name in datasets if name in corpora}
     if len(used) < 2:

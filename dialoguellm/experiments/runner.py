@@ -104,18 +104,13 @@ def plan_samples(experiment: Experiment, corpora: Mapping[str, Any]) -> dict[str
 
 
 def removed_by_arm(config: Config, corpora: Mapping[str, Any]) -> dict[str, set[str]]:
-    """dataset -> training ids the arm drops: the cross-corpus overlap (``corpora.overlap``) of the arm's
-    corpora, found on the whole splits (so a scene goes whole as in a full run); empty when the arm has one
-    corpus or ``data.remove_cross_corpus_overlap`` is off."""
-    used = {d: corpora[d] for d in config.data.datasets}
-    if not config.data.remove_cross_corpus_overlap or len(used) < 2:
-        return {d: set() for d in used}
-    cleaned, _ = overlap.remove_cross_corpus_overlap(used)
-    return {
-        d: {str(r["utterance_id"]) for r in rows_of(used[d]["train"])}
-        - {str(r["utterance_id"]) for r in rows_of(cleaned[d]["train"])}
-        for d in used
-    }
+    """dataset -> training ids the arm drops: the cross-corpus overlap (``corpora.overlap.removed_ids``) of the
+    arm's corpora, found on the whole splits (so a scene goes whole as in a full run); empty when the arm has
+    one corpus or ``data.remove_cross_corpus_overlap`` is off."""
+    if not config.data.remove_cross_corpus_overlap:
+        return {d: set() for d in config.data.datasets}
+    removed = overlap.removed_ids(corpora, list(config.data.datasets))
+    return {d: set(removed.get(d, ())) for d in config.data.datasets}
 
 
 def unit_config(arm: Arm, seed: int | None, experiment: Experiment) -> Config:

@@ -499,8 +499,8 @@ def builders_from_config(
 
 def demonstration_exclusions(config: Any, corpora: Mapping[str, Any]) -> dict[str, frozenset[str]]:
     """``corpus -> utterance ids`` a run's demonstrations must skip: the cross-corpus overlap its training
-    removes (``corpora.overlap.demonstration_exclusions``; ``corpora`` holds every corpus of
+    removes (``corpora.overlap.removed_ids``; ``corpora`` holds every corpus of
     ``data.datasets``), nothing when the prompts carry no demonstration or the removal is off."""
     if not config.prompt.k_shot or not config.data.remove_cross_corpus_overlap:
         return {}
-    return overlap.demonstration_exclusions(corpora, list(config.data.datasets))
+    return overlap.removed_ids(corpora, list(config.data.datasets))
