@@ -401,17 +401,38 @@ def benchmark_command(name: str, argv: Sequence[str] | None = None) -> str:
     return " ".join(["dialoguellm", "benchmark", name, *(sys.argv[1:] if argv is None else argv)])
 
 
+def adapter_fingerprint(adapter: str | os.PathLike | None) -> str | None:
+    """The sha256 of an adapter's weights (``adapter_model.safetensors``): which adapter a number came from,
+    whatever folder it was copied to. None without an adapter or its weights file."""
+    import hashlib
+
+    weights = Path(adapter) / "adapter_model.safetensors" if adapter else None
+    if weights is None or not weights.is_file():
+        return None
+    digest = hashlib.sha256()
+    with weights.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def benchmark_header(name: str, argv: Sequence[str] | None = None, **fields: Any) -> dict[str, Any]:
     """The provenance a benchmark's JSON opens with: the benchmark's name, the command that reproduces it
-    (``benchmark_command``), the script's own ``fields`` in the order given (model, adapter, split, ...), then
+    (``benchmark_command``), the git commit, the script's own ``fields`` in the order given (model, adapter,
+    split, ...) with the adapter's weights fingerprint (``adapter_fingerprint``) when an adapter is named, then
     the hardware (``hardware_summary``), torch's thread count and torch's version."""
     import torch
 
+    env = environment()
+    identity = {"git_commit": env.get("git_commit")}
+    if fields.get("adapter"):
+        identity["adapter_sha256"] = adapter_fingerprint(fields["adapter"])
     return {
         "benchmark": name,
         "command": benchmark_command(name, argv),
+        **identity,
         **fields,
-        "hardware": hardware_summary(environment()),
+        "hardware": hardware_summary(env),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }

@@ -22,7 +22,13 @@ from dialoguellm.io import read_predictions, write_json
 from dialoguellm.model import loading
 from dialoguellm.model.card import invocation, write_model_card
 from dialoguellm.prompts import prepare_examples, rows_of
-from dialoguellm.runs import TrainingLayout, environment, hardware_summary, load_run_config
+from dialoguellm.runs import (
+    TrainingLayout,
+    adapter_fingerprint,
+    environment,
+    hardware_summary,
+    load_run_config,
+)
 from dialoguellm.scoring.predictions import metrics_of, predict, save_predictions
 from dialoguellm.stats import METRICS, frame_interval
 
@@ -96,6 +102,9 @@ def evaluate_run(
         "mode": mode,
         "model": m.name,
         "adapter": str(TrainingLayout(train_dir).adapter) if train_dir is not None else None,
+        "adapter_sha256": adapter_fingerprint(TrainingLayout(train_dir).adapter)
+        if train_dir is not None
+        else None,
         "hardware": hardware_summary(env),
         "environment": env,
         "seconds": time.time() - start,

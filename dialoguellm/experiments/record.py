@@ -41,6 +41,7 @@ class RunIdentity:
     finished: str
     train_seconds: float
     score_seconds: float
+    adapter_sha256: str | None = None  # ``runs.adapter_fingerprint`` of the adapter (records before it: None)
 
 
 @dataclass

@@ -50,7 +50,13 @@ from dialoguellm.model import loading
 from dialoguellm.model.card import invocation
 from dialoguellm.progress import progress_bar
 from dialoguellm.prompts import demonstration_exclusions, rows_of, sample_positions
-from dialoguellm.runs import ExperimentLayout, TrainingLayout, environment, hardware_description
+from dialoguellm.runs import (
+    ExperimentLayout,
+    TrainingLayout,
+    adapter_fingerprint,
+    environment,
+    hardware_description,
+)
 from dialoguellm.training import loop
 
 log = logging.getLogger(__name__)
@@ -283,7 +289,7 @@ def identity_of(
         adapter=None if adapter is None else str(adapter), hardware=hardware_description(),
         python=str(env.get("python")), packages=dict(env.get("packages", {})), command=command,
         finished=datetime.now(UTC).isoformat(timespec="seconds"), train_seconds=round(train_s, 1),
-        score_seconds=round(score_s, 1),
+        score_seconds=round(score_s, 1), adapter_sha256=adapter_fingerprint(adapter),
     )  # fmt: skip
 
 

@@ -101,3 +101,26 @@ def test_validate_refuses_nan_in_a_config_built_in_python():
         with pytest.raises(ValueError, match=rf"train\.{key}"):
             validate(bad)
     validate(config)
+
+
+def test_numbers_name_the_commit_and_the_adapter_weights_they_came_from(tmp_path):
+    """Issue 32 item 13: a benchmark's header and an evaluation name the git commit and the sha256 of the
+    adapter's weights, so two files made from copies of one adapter can be told to agree (and others not)."""
+    import hashlib
+
+    from dialoguellm import runs
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "adapter_model.safetensors").write_bytes(b"weights")
+    assert runs.adapter_fingerprint(adapter) == hashlib.sha256(b"weights").hexdigest()
+    assert runs.adapter_fingerprint(copy) == runs.adapter_fingerprint(adapter)
+    assert runs.adapter_fingerprint(tmp_path) is None and runs.adapter_fingerprint(None) is None
+    header = runs.benchmark_header("x", [], adapter=str(adapter), split="dev")
+    assert header["adapter_sha256"] == runs.adapter_fingerprint(adapter)
+    assert header["git_commit"] == runs.environment().get("git_commit")
+    assert list(header)[:4] == ["benchmark", "command", "git_commit", "adapter_sha256"]
+    assert "adapter_sha256" not in runs.benchmark_header("x", [], model="embedded")
