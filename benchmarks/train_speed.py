@@ -1,6 +1,6 @@
 """Training speed: our LoRA step against a plain transformers Trainer, same model and data, one run.
 
-    python benchmarks/train_speed.py            # embedded default (the cpu profile), 2 x 8 micro-batches
+    dialoguellm benchmark train_speed           # embedded default (the cpu profile), 2 x 8 micro-batches
 
 Both train a fresh LoRA adapter (the cpu profile: r 8 on all linear layers, micro-batch 8, bf16 autocast,
 AdamW) on the same training prompts of MELD and EmoryNLP (1-shot, z = 1):
