@@ -40,7 +40,7 @@ ARMS_DIR = Path(str(resources.files("dialoguellm") / "experiments" / "arms"))
 # "base" is the arm every other is compared with; "data" changes the training corpora (MELD only).
 GROUPS: tuple[str, ...] = ("base", "context", "video", "lora", "k_shot", "data", "other")
 PAPER_FILE = "paper_ablations.csv"
-ARM_KEYS = ("name", "group", "label", "tuned", "paper")
+ARM_KEYS = ("name", "group", "label", "tuned", "paper", "reuses")
 
 
 # ------------------------------------------------------------------------------------------------ arms
@@ -58,6 +58,9 @@ class Arm:
     path: Path
     overrides: dict[str, Any] = field(default_factory=dict)
     paper: str | None = None  # the arm of resources/paper_ablations.csv that asks the same question
+    # a scoring variant: scores the adapter that arm ``reuses`` trained for the same seed (trains nothing);
+    # its own settings change only how that adapter is scored (prompt at test time, eval.*)
+    reuses: str | None = None
 
     def settings(self) -> dict[str, Any]:
         """The settings an arm is about (for tables): z, k, video, tuned."""
@@ -154,6 +157,12 @@ def arm_from_mapping(
     tuned = meta.get("tuned", True)
     if not isinstance(tuned, bool):
         raise ValueError(f"{path}: arm.tuned must be true or false, not {tuned!r}.")
+    reuses = meta.get("reuses")
+    if reuses is not None and (not isinstance(reuses, str) or not tuned):
+        raise ValueError(
+            f"{path}: arm.reuses names the arm whose adapter this arm scores (a string, with tuned left true), "
+            f"not {reuses!r}."
+        )
     base, base_source = _base_settings(profile)
     config = config_from_dict(
         _deep_merge(base, raw), source=f"{base_source} + {path}", overrides=dict(overrides or {})
@@ -167,6 +176,7 @@ def arm_from_mapping(
         path=path,
         overrides=raw,
         paper=meta.get("paper"),
+        reuses=reuses,
     )
 
 

@@ -9,6 +9,10 @@ drops (the cross-corpus overlap removal of an arm with two or more corpora drops
 the whole splits; a corpus the arm does not use is absent). Demonstrations come from what the arm trains on.
 The unit record holds every id (trained on, removed, dev, test), so the pairing can be checked with pandas.
 
+A scoring variant (``arm.reuses: base``) trains nothing: it scores the adapter the arm it names trained for
+the same seed (trained first when its record came from elsewhere and the adapter is gone), with its own
+prompt and eval settings; the spec refuses one that changes a training setting.
+
 Resumable after kill -9 at any point: the plan is written once (a later run with other settings is
 refused), each finished arm x seed is one record written atomically, a training stopped midway continues
 from its checkpoint, an adapter already trained is only scored.
@@ -169,7 +173,10 @@ def open_plan(
     """The experiment's plan, written once; a folder planned with other settings, samples or video
     descriptions (the number of described clips per split) is refused."""
     identity = {
-        "arms": {a.name: _settings(a.config) | {"tuned": a.tuned} for a in experiment.arms},
+        "arms": {
+            a.name: _settings(a.config) | {"tuned": a.tuned} | ({"reuses": a.reuses} if a.reuses else {})
+            for a in experiment.arms
+        },
         "seeds": experiment.seeds,
         "samples": {k: {d: v["example_id"] for d, v in part.items()} for k, part in samples.items() if k != "train"}
         | {"train": {s: {d: v["example_id"] for d, v in part.items()} for s, part in samples["train"].items()}},
@@ -179,7 +186,7 @@ def open_plan(
         identity["descriptions"] = described
     if layout.plan.is_file():
         plan = read_json(layout.plan)
-        if plan.get("identity") != identity:
+        if not same_identity(plan.get("identity"), identity):
             raise ValueError(
                 f"{layout.plan} was planned with other settings, arms, seeds or samples; pass another --run-dir "
                 "(or move that folder away) to start afresh, or rerun with the settings it records."
@@ -192,12 +199,40 @@ def open_plan(
             "seeds": experiment.seeds, "samples": experiment.samples.__dict__, "set": experiment.overrides,
             "metrics": experiment.metrics, "commands": [command], "identity": identity,
             "arms": {a.name: {"label": a.label, "group": a.group, "tuned": a.tuned, "paper": a.paper,
-                              "datasets": list(a.config.data.datasets), **a.settings()} for a in experiment.arms},
+                              "datasets": list(a.config.data.datasets), **a.settings()}
+                         | ({"reuses": a.reuses} if a.reuses else {}) for a in experiment.arms},
             "units": [[a.name, s] for a, s in experiment.units()],
             "test": {d: {k: v for k, v in part.items() if k != "position"} for d, part in samples["test"].items()},
         }  # fmt: skip
     write_json(layout.plan, plan)
     return plan
+
+
+def same_identity(planned: Any, now: Any, defaults: Mapping[str, Any] | None = None) -> bool:
+    """Whether a plan written earlier asks what ``now`` asks. A setting the package gained after the plan was
+    written (absent from ``planned``) counts as the same when it holds its default, so a newer release can
+    resume an experiment an older one started; any other difference (a value, an arm, a seed, a sample id)
+    is a different experiment."""
+    if defaults is None:
+        defaults = {"arms": _settings(Config())}
+    if isinstance(planned, Mapping) and isinstance(now, Mapping):
+        for key, value in now.items():
+            if key not in planned:
+                if value != (defaults.get(key) if isinstance(defaults, Mapping) else None):
+                    return False
+            elif not same_identity(planned[key], value, _defaults_below(defaults, key)):
+                return False
+        return set(planned) <= set(now)
+    return planned == now
+
+
+def _defaults_below(defaults: Any, key: str) -> Any:
+    """The defaults one level down; under "arms" every arm name shares the config's defaults."""
+    if not isinstance(defaults, Mapping):
+        return None
+    if "arms" in defaults and key == "arms":
+        return {"*": defaults["arms"]}
+    return defaults.get(key, defaults.get("*"))
 
 
 # ------------------------------------------------------------------------------------- one arm x seed
@@ -330,7 +365,10 @@ def run_experiment(
         draw_seed = seed if seed is not None else experiment.seeds[0]  # an untuned arm: the first seed's draw
         used, dropped = unit_corpora(config, samples, draw_seed, corpora, removal_cache[key])
         adapter, train_s = None, 0.0
-        if arm.tuned:
+        if arm.reuses is not None:  # a scoring variant: the adapter its arm trained for this seed
+            target = unit_config(experiment.arm(arm.reuses), seed, experiment)
+            adapter, _ = train_unit(target, used, layout.training(arm.reuses, seed), progress, descriptions)
+        elif arm.tuned:
             adapter, train_s = train_unit(
                 config, used, layout.training(arm.name, seed), progress, descriptions
             )

@@ -117,6 +117,7 @@ def load_experiment(
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: two arms share a name ({names}).")
+    _check_reuses(path, arms)
     baseline = str(raw.get("baseline", names[0]))
     if baseline not in names:
         raise ValueError(f"{path}: baseline {baseline!r} is not one of the arms ({', '.join(names)}).")
@@ -128,6 +129,33 @@ def load_experiment(
         profile=str(base if not isinstance(base, Config) else base.source), arms=arms, baseline=baseline,
         seeds=seeds, samples=samples, overrides=every, metrics=metrics,
     )  # fmt: skip
+
+
+# what a scoring variant (``arm.reuses``) may not change: everything that makes the adapter it scores
+TRAINING_SECTIONS = ("model", "lora", "data", "train")
+
+
+def _check_reuses(path: Path, arms: list[Arm]) -> None:
+    """A scoring variant names an earlier trained arm and changes nothing that made its adapter."""
+    seen: dict[str, Arm] = {}
+    for arm in arms:
+        if arm.reuses is not None:
+            target = seen.get(arm.reuses)
+            if target is None or not target.tuned or target.reuses is not None:
+                raise ValueError(
+                    f"{path}: arm {arm.name!r} reuses {arm.reuses!r}, which must be a trained arm listed before it "
+                    f"(trained arms before it: {', '.join(a.name for a in seen.values() if a.tuned and not a.reuses) or 'none'})."
+                )
+            mine, theirs = arm.config.to_dict(), target.config.to_dict()
+            for section in TRAINING_SECTIONS:
+                for key, value in mine[section].items():
+                    if value != theirs[section][key]:
+                        raise ValueError(
+                            f"{path}: arm {arm.name!r} reuses the adapter of {arm.reuses!r} but sets {section}.{key} "
+                            f"= {value!r} (theirs: {theirs[section][key]!r}); a scoring variant may change only "
+                            "prompt.* and eval.* (how the adapter is scored). Make it a trained arm instead."
+                        )
+        seen[arm.name] = arm
 
 
 def _samples(path: Path, raw: Any) -> Samples:
