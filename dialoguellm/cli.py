@@ -219,6 +219,10 @@ def _add_experiment(sub) -> None:
     xp.add_argument(
         "--corpora-run", default=None, help="a run folder with notebook 01's corpora and 02's descriptions"
     )
+    xp.add_argument(
+        "--resume-from", default=None, metavar="FOLDER", help="run: first copy the plan and unit records of an "
+        "experiment stopped elsewhere (e.g. the committed results/cpu/in_progress/NAME) into RUN_DIR, then go on",
+    )  # fmt: skip
     xp.set_defaults(handler=_experiment)
 
 
@@ -452,6 +456,9 @@ def _experiment(args: argparse.Namespace) -> int:
 
         corpora = runner.experiment_corpora(experiment, args.data_dir, args.corpora_run)
         descriptions = load_descriptions(args.corpora_run) if args.corpora_run else None
+        if args.resume_from:
+            copied = runner.resume_from(args.resume_from, own)
+            print(f"{len(copied)} unit record(s) copied from {args.resume_from} into {own.units}")
         runner.run_experiment(experiment, corpora, own, descriptions=descriptions)
     print(experiment_table(own.root if own.plan.is_file() else summary.committed_folder(experiment.name)))
     return 0

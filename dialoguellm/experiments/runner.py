@@ -47,7 +47,7 @@ from dialoguellm.experiments.record import (
     unit_name,
 )
 from dialoguellm.experiments.spec import Experiment
-from dialoguellm.io import read_json, write_json
+from dialoguellm.io import atomic_path, read_json, write_json
 from dialoguellm.labels import normalised_label_names
 from dialoguellm.metrics import classification_metrics
 from dialoguellm.model import loading
@@ -233,6 +233,38 @@ def _defaults_below(defaults: Any, key: str) -> Any:
     if "arms" in defaults and key == "arms":
         return {"*": defaults["arms"]}
     return defaults.get(key, defaults.get("*"))
+
+
+def resume_from(source: str | os.PathLike, layout: ExperimentLayout) -> list[str]:
+    """Continue an experiment whose plan and records were copied elsewhere (committed partial results, another
+    machine): copies the plan into ``layout`` when it has none, and every unit record it lacks; returns the
+    units copied. A plan in ``layout`` that asks something else is refused, and the run itself then checks the
+    plan against the experiment file, so records of other settings never mix in. Adapters are not copied: a
+    scoring variant whose adapter is gone retrains it."""
+    src = ExperimentLayout(Path(source))
+    if not src.plan.is_file():
+        raise FileNotFoundError(
+            f"--resume-from {source}: no {src.plan.name} there; pass the folder that holds the experiment's "
+            f"{src.plan.name} and units/ (e.g. results/cpu/in_progress/<name>)."
+        )
+    planned = read_json(src.plan)
+    if layout.plan.is_file():
+        if not same_identity(read_json(layout.plan).get("identity"), planned.get("identity")):
+            raise ValueError(
+                f"--resume-from {source}: {layout.plan} was planned with other settings than {src.plan}; pass "
+                "another --run-dir to continue the copied records."
+            )
+    else:
+        write_json(layout.plan, planned)
+    copied = []
+    for record_file in sorted(src.units.glob("*.json")) if src.units.is_dir() else []:
+        target = layout.unit(record_file.stem)
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(record_file.read_bytes())
+            copied.append(record_file.stem)
+    return copied
 
 
 # ------------------------------------------------------------------------------------- one arm x seed
