@@ -46,7 +46,8 @@ def test_the_arms_of_a_seed_train_on_the_same_draw_except_what_they_drop(experim
     frame = record.sample_frame([u for u in units if u.seed is not None])
     base = plan["baseline"]
     legacy = plan.get("pairing", "")
-    for (seed, dataset), part in frame.groupby(["seed", "dataset"]):
+    # a learning curve: the arms of one seed and size (one size: size None throughout)
+    for (seed, dataset, _), part in frame.groupby(["seed", "dataset", "size"], dropna=False):
         train = part[part["split"].isin(["train", "removed"])].groupby("arm")["example_id"].apply(frozenset)
         dev = part[part["split"] == "dev"].groupby("arm")["example_id"].apply(frozenset)
         assert dev.nunique() == 1, f"seed {seed}, {dataset}: the arms were selected on different dev samples"
@@ -74,3 +75,16 @@ def test_metrics_are_fractions_recomputed_from_the_predictions(experiment):
                 assert 0 <= unit.metrics[dataset][metric] <= 1
                 assert unit.metrics[dataset][metric] == pytest.approx(expected[metric], abs=1e-12)
             assert unit.metrics[dataset]["n"] == len(p.pred_id) and np.all(np.array(p.pred_id) >= -1)
+
+
+def test_a_learning_curves_draws_are_nested_per_seed(experiment):
+    plan, units = experiment
+    if not plan.get("sizes"):
+        pytest.skip("one training size: not a learning curve")
+    frame = record.sample_frame([u for u in units if u.seed is not None])
+    drawn = frame[frame["split"].isin(["train", "removed"])]
+    for (seed, dataset, arm), part in drawn.groupby(["seed", "dataset", "arm"]):
+        by_size = part.groupby("size")["example_id"].apply(frozenset)
+        ordered = [by_size[s] for s in plan["sizes"] if s in by_size.index]
+        nested = all(a < b for a, b in zip(ordered, ordered[1:], strict=False))
+        assert nested, f"{arm}, seed {seed}, {dataset}: the sizes are not nested"
