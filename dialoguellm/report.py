@@ -506,14 +506,18 @@ def experiment_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT
     return "\n".join(out + _table(header, rows) + _overlap_effect(folder, n_resamples)).rstrip()
 
 
-def learning_curve_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES) -> str:
+def learning_curve_table(
+    folder: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES, table: pd.DataFrame | None = None
+) -> str:
     """Markdown of a learning curve's records (``experiments.summary.curve_table``; ``experiment_table``,
     notebook 09 and ``dialoguellm experiment report`` show it): per corpus, arm and training size the weighted
     F1 (mean over seeds), its difference from the baseline arm at the same size and its gain over the previous
-    size, each with its 95% interval over seeds and test dialogues (percent here only)."""
+    size, each with its 95% interval over seeds and test dialogues (percent here only). ``table``: a
+    ``curve_table`` of ``folder`` already computed (weighted F1 at least), not recomputed."""
     from dialoguellm.experiments import summary as experiment_summary
 
-    table = experiment_summary.curve_table(folder, ["weighted_f1"], n_resamples=n_resamples)
+    if table is None:  # notebook 09 passes the table it drew the figure from
+        table = experiment_summary.curve_table(folder, ["weighted_f1"], n_resamples=n_resamples)
     baseline = read_json(ExperimentLayout(Path(folder)).plan)["baseline"]
     label = dict(zip(table["arm"], table["label"], strict=True)).get(baseline, baseline)
 
