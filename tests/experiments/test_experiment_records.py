@@ -32,12 +32,13 @@ def test_every_unit_is_scored_on_the_plans_test_sample(experiment):
     predictions = record.prediction_frame(units)
     for dataset, part in predictions.groupby("dataset"):
         test = plan["test"][dataset]
-        per_unit = part.groupby(["arm", "seed"], dropna=False)
+        per_unit = part.groupby(["arm", "seed", "size"], dropna=False)  # size: a learning curve's
         for column in ("example_id", "gold_id"):
             scored = per_unit[column].apply(list)
             assert all(ids == test[column] for ids in scored), (dataset, column)
     frame = record.sample_frame(units)
-    tests = frame[frame["split"] == "test"].groupby(["dataset", "arm", "seed"], dropna=False)["example_id"]
+    test = frame[frame["split"] == "test"]
+    tests = test.groupby(["dataset", "arm", "seed", "size"], dropna=False)["example_id"]
     assert tests.apply(tuple).groupby(level="dataset").nunique().eq(1).all()
 
 

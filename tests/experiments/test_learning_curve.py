@@ -237,6 +237,15 @@ def test_a_tiny_curve_runs_is_killed_resumes_and_records_its_baselines(tiny_mode
     with pytest.raises(ValueError, match="learning curve"):
         summary.summary_table(layout.root)
 
+    # the checks every committed experiment folder passes (test_experiment_records.py) hold for a curve
+    import test_experiment_records as committed
+
+    folder = (record.load_plan(layout.root), record.load_units(layout.root))
+    committed.test_every_unit_is_scored_on_the_plans_test_sample(folder)
+    committed.test_the_arms_of_a_seed_train_on_the_same_draw_except_what_they_drop(folder)
+    committed.test_metrics_are_fractions_recomputed_from_the_predictions(folder)
+    committed.test_a_learning_curves_draws_are_nested_per_seed(folder)
+
 
 # ------------------------------------------------------------------ table and figure, synthetic records
 
