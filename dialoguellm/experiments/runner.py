@@ -319,12 +319,17 @@ def metrics_of(predictions: Mapping[str, Predictions]) -> dict[str, dict[str, fl
 
 
 def identity_of(
-    config: Config, adapter: Path | None, command: str, train_s: float, score_s: float
+    config: Config,
+    adapter: Path | None,
+    command: str,
+    train_s: float,
+    score_s: float,
+    settings: Mapping[str, Any] | None = None,
 ) -> RunIdentity:
-    """The run identity a unit record carries."""
+    """The run identity a unit record carries (``config_hash`` of ``settings``, default the config's)."""
     env = environment()
     return RunIdentity(
-        commit=env.get("git_commit"), config_hash=config_hash(_settings(config)),
+        commit=env.get("git_commit"), config_hash=config_hash(settings or _settings(config)),
         adapter=None if adapter is None else str(adapter), hardware=hardware_description(),
         python=str(env.get("python")), packages=dict(env.get("packages", {})), command=command,
         finished=datetime.now(UTC).isoformat(timespec="seconds"), train_seconds=round(train_s, 1),
@@ -394,10 +399,8 @@ def run_experiment(
         )
         bar.update(1)
         shown = ", ".join(f"{d} weighted F1 {100 * m['weighted_f1']:.1f}" for d, m in saved.metrics.items())
-        seconds = saved.identity
-        bar.write(
-            f"{name}: {shown} (train {seconds.train_seconds:.0f} s, score {seconds.score_seconds:.0f} s)"
-        )
+        took = saved.identity
+        bar.write(f"{name}: {shown} (train {took.train_seconds:.0f} s, score {took.score_seconds:.0f} s)")
         if on_saved is not None:
             on_saved(name)
     bar.close()
@@ -441,9 +444,10 @@ def run_unit(
         predictions = score_unit(
             arm, config, adapter, used, corpora, samples, experiment.samples.split, descriptions
         )
+    settings = _settings(config) | ({"kind": arm.kind} if arm.kind != "llm" else {})  # a baseline says so
     record = UnitRecord(
         experiment=experiment.name, arm=arm.name, seed=seed,
-        identity=identity_of(config, adapter, command, train_s, time.time() - start), config=_settings(config),
+        identity=identity_of(config, adapter, command, train_s, time.time() - start, settings), config=settings,
         samples={d: {"train": [str(r["utterance_id"]) for r in used[d]["train"]] if arm.tuned else [],
                      "dev": [str(r["utterance_id"]) for r in used[d]["dev"]] if arm.tuned else [],
                      "test": predictions[d].example_id} for d in used},

@@ -213,6 +213,9 @@ def test_a_tiny_curve_runs_is_killed_resumes_and_records_its_baselines(tiny_mode
         for size in "48":
             base, tfidf = units["base", size], units["tfidf_lr", size]
             assert tfidf.samples[d] == base.samples[d] and tfidf.seed == base.seed == 1
+            assert (
+                tfidf.config["kind"] == "tfidf_lr" and tfidf.identity.config_hash != base.identity.config_hash
+            )
             assert tfidf.identity.adapter is None and any(
                 n.startswith(f"{d}: ") and "chosen on the dev sample" in n for n in tfidf.notes
             )
