@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,quant,video,notebooks,dev,harness,book
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast reproduce ablations tables lab figures book lint format clean
+.PHONY: install test test-fast reproduce ablations learning-curve tables lab figures book lint format clean
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ reproduce: install
 # Resumable: run it again after an interruption. In the background: nohup make ablations > ablations.log 2>&1 &
 ablations: install
 	$(VENV)/bin/dialoguellm experiment run ablations_cpu
+
+# The learning curve (dialoguellm/experiments/learning_curve_cpu.yaml, docs/EXPERIMENTS.md): LoRA on 100 to 3,200
+# training utterances per corpus (nested per seed) beside TF-IDF + logistic regression and the untuned model;
+# an estimated 3.6 to 5.9 hours on 2 cores. Records go to runs/experiments/learning_curve_cpu. Resumable.
+learning-curve: install
+	$(VENV)/bin/dialoguellm experiment run learning_curve_cpu
 
 # The generated blocks of README.md and docs/EVALUATION.md (results, seeds, ablations) from the committed results/cpu.
 tables: install

@@ -8,7 +8,8 @@ experiment file) that overrides a base profile
     prompt: {context_turns: 0}
 
 ``arm.paper`` names the row of ``resources/paper_ablations.csv`` (the paper's Tables 4 and 5) that asks the
-same question; ``arm.tuned: false`` is the untuned model with the same prompt. The grids that train and
+same question; ``arm.tuned: false`` is the untuned model with the same prompt; ``arm.kind: tfidf_lr`` (or
+``majority``) a baseline of ``analysis.baselines`` fitted on the arm's training rows instead of the LLM. The grids that train and
 score these arms (an adapter per arm and seed) are experiments (``dialoguellm/experiments/ablations_cpu.yaml``,
 ``make ablations``; ``ablations_paper.yaml``), run by ``dialoguellm experiment run``.
 
@@ -40,7 +41,10 @@ ARMS_DIR = Path(str(resources.files("dialoguellm") / "experiments" / "arms"))
 # "base" is the arm every other is compared with; "data" changes the training corpora (MELD only).
 GROUPS: tuple[str, ...] = ("base", "context", "video", "lora", "k_shot", "data", "other")
 PAPER_FILE = "paper_ablations.csv"
-ARM_KEYS = ("name", "group", "label", "tuned", "paper", "reuses")
+ARM_KEYS = ("name", "group", "label", "tuned", "paper", "reuses", "kind")
+# What an arm trains: the LLM with LoRA (its config), or a baseline of analysis.baselines fitted on the same
+# training rows (a learning curve's floor); "tuned: false" is the LLM untuned.
+KINDS = ("llm", "tfidf_lr", "majority")
 
 
 # ------------------------------------------------------------------------------------------------ arms
@@ -61,6 +65,7 @@ class Arm:
     # a scoring variant: scores the adapter that arm ``reuses`` trained for the same seed (trains nothing);
     # its own settings change only how that adapter is scored (prompt at test time, eval.*)
     reuses: str | None = None
+    kind: str = "llm"  # KINDS: the LLM, or a baseline of analysis.baselines fitted on the same rows
 
     def settings(self) -> dict[str, Any]:
         """The settings an arm is about (for tables): z, k, video, tuned."""
@@ -163,6 +168,12 @@ def arm_from_mapping(
             f"{path}: arm.reuses names the arm whose adapter this arm scores (a string, with tuned left true), "
             f"not {reuses!r}."
         )
+    kind = meta.get("kind", "llm")
+    if kind not in KINDS or (kind != "llm" and not tuned):
+        raise ValueError(
+            f"{path}: arm.kind is {kind!r}; use one of {', '.join(KINDS)} (a baseline is fitted per seed: "
+            "no tuned: false)."
+        )
     base, base_source = _base_settings(profile)
     config = config_from_dict(
         _deep_merge(base, raw), source=f"{base_source} + {path}", overrides=dict(overrides or {})
@@ -177,6 +188,7 @@ def arm_from_mapping(
         overrides=raw,
         paper=meta.get("paper"),
         reuses=reuses,
+        kind=kind,
     )
 
 

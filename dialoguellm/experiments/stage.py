@@ -82,3 +82,52 @@ def retrained_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:
             for row in table.itertuples()
         },
     }
+
+
+# ------------------------------------------------------------------------------------- learning curve
+
+CURVE_EXPERIMENT = "learning_curve_cpu"
+
+
+def curve_source(run: str | os.PathLike, experiment: str = CURVE_EXPERIMENT) -> tuple[Path | None, str]:
+    """Which learning-curve records notebook 09 shows, and a sentence saying whose they are: the run folder's
+    own (``<run>/experiments/<experiment>``), else the repository's committed ``results/cpu/experiments/
+    <experiment>``; (None, why) without either."""
+    own = RunLayout(Path(run)).experiment(experiment)
+    if own.plan.is_file() and any(own.units.glob("*.json")):
+        return own.root, f"Learning curve: this run's own records ({own.root})."
+    committed = ExperimentLayout(experiment_summary.committed_folder(experiment))
+    if committed.plan.is_file() and any(committed.units.glob("*.json")):
+        plan, units = load_plan(committed.root), load_units(committed.root)
+        state = "finished" if len(units) == len(plan["units"]) else "NOT finished (a partial curve)"
+        return committed.root, (
+            "Learning curve: not run here. Showing the repository's committed records "
+            f"({committed.root}), {state}, made by `{plan['commands'][0]}` on {units[0].identity.hardware}. "
+            "Run `make learning-curve` to reproduce them."
+        )
+    return None, (
+        f"Learning curve: no records yet (neither this run's experiments/{experiment} nor the repository's "
+        f"results/cpu/experiments/{experiment}). Run `make learning-curve` (about 3.6 to 5.9 hours on 2 cores, "
+        "resumable; dialoguellm/experiments/learning_curve_cpu.yaml says how that was estimated)."
+    )
+
+
+def curve_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:
+    """What notebook 09 records of a learning curve (fractions, from ``experiments.summary.curve_table``): per
+    arm, size and corpus the mean over seeds with its interval, the difference from the baseline arm and the
+    gain over the previous size."""
+    return {
+        "source": str(source),
+        "rows": {
+            f"{row.arm}/{'once' if pd.isna(row.size) else row.size}/{row.dataset}": {
+                "runs": int(row.runs),
+                "train_utterances": _rounded(row.train_utterances),
+                "weighted_f1": _rounded(row.weighted_f1),
+                "low": _rounded(row.weighted_f1_low),
+                "high": _rounded(row.weighted_f1_high),
+                "delta_weighted_f1": _rounded(row.delta_weighted_f1),
+                "gain_weighted_f1": _rounded(row.gain_weighted_f1),
+            }
+            for row in table.itertuples()
+        },
+    }

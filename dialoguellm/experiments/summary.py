@@ -47,6 +47,10 @@ def summary_table(
     difference from the baseline (``delta_<m>``, ``_low``, ``_high``, ``_verdict``, ``_per_seed``,
     ``_covers``); the paper's weighted F1 for the same question (percent, as the paper prints it)."""
     plan, units = load_plan(folder), load_units(folder)
+    if plan.get("sizes"):
+        raise ValueError(
+            f"{folder} holds a learning curve (sizes {plan['sizes']}); read it with curve_table."
+        )
     metrics = list(metrics or plan["metrics"])
     baseline, paper, paper_default = plan["baseline"], *_paper_values()
     rows = []
@@ -114,6 +118,80 @@ def _paper_columns(key: str | None, dataset: str, paper: pd.DataFrame, default: 
         "paper_delta_weighted_f1": value - float(default.get(dataset, np.nan)) if has else np.nan,
         "paper_note": str(note) if isinstance(note, str) else "",
     }
+
+
+def curve_table(
+    folder: str | os.PathLike,
+    metrics: Sequence[str] = ("weighted_f1",),
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """A learning curve's numbers (fractions): one row per arm, training size and corpus (an arm scored once:
+    one row, size None) with ``runs``, ``seeds``, ``n`` (test utterances), ``train_utterances`` (the mean over
+    the seeds of the corpus's rows trained on, after the overlap removal; NaN when scored once) and per metric
+    the mean over seeds with its interval (``<m>``, ``_low``, ``_high``, ``_covers``, ``_sd``); for every tuned
+    arm but the baseline, ``delta_<m>`` (and ``_low``, ``_high``, ``_verdict``, ``_covers``): its mean minus the
+    baseline arm's at the same size, seed s paired with seed s (the same rows); ``gain_<m>`` (and ``_low``,
+    ``_high``, ``_verdict``, ``_covers``): its mean minus its own at the previous size over the seeds both have (nested
+    draws), the gain of one step of the curve. Intervals: ``stats.seed_dialogue_bootstrap``."""
+    plan, units = load_plan(folder), load_units(folder)
+    sizes: list[str | None] = list(plan.get("sizes") or [None])
+    rows = []
+    for name, arm in plan["arms"].items():
+        for dataset in arm["datasets"]:
+            test, labels = plan["test"][dataset], normalised_label_names(dataset)
+            boot = {"n_resamples": n_resamples, "confidence": confidence}
+            previous: dict | None = None
+            for size in sizes if arm["tuned"] else [None]:
+                mine = [u for u in units if u.arm == name and u.size == size and dataset in u.predictions]
+                if not mine:
+                    continue
+                runs = {u.seed: u.predictions[dataset].pred_id for u in mine}
+                trained = [len(u.samples[dataset]["train"]) for u in mine if u.seed is not None]
+                row: dict[str, Any] = {
+                    "arm": name, "label": arm["label"], "kind": arm.get("kind", "llm"), "tuned": arm["tuned"],
+                    "dataset": dataset, "size": size, "runs": len(runs), "seeds": [s for s in runs if s is not None],
+                    "n": len(test["example_id"]), "train_utterances": float(np.mean(trained)) if trained else np.nan,
+                }  # fmt: skip
+                base = {
+                    u.seed: u.predictions[dataset].pred_id
+                    for u in units
+                    if u.arm == plan["baseline"] and u.size == size and dataset in u.predictions
+                }
+                for metric in metrics:
+                    own = stats.seed_dialogue_bootstrap(
+                        test["gold_id"], [runs[s] for s in sorted(runs, key=str)], labels, test["dialogue_id"],
+                        metric=metric, **boot,
+                    )  # fmt: skip
+                    row |= {metric: own.estimate, f"{metric}_low": own.low, f"{metric}_high": own.high,
+                            f"{metric}_covers": ", ".join(own.covers),
+                            f"{metric}_sd": float(np.std(own.per_seed, ddof=1)) if len(own.per_seed) > 1 else np.nan}  # fmt: skip
+                    is_base = name == plan["baseline"] or not arm["tuned"]
+                    row |= _difference(test, labels, runs, base, is_base, metric, n_resamples, confidence)
+                    row |= _gain(test, labels, runs, previous, metric, boot)
+                previous = runs
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _gain(
+    test: Mapping[str, Any], labels: Sequence[str], runs: Mapping, previous: Mapping | None, metric: str,
+    boot: Mapping[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """gain_<metric> columns: the mean at this size minus the mean at the previous size, over the seeds both
+    have (seed s paired with seed s: the smaller draw is a prefix of the larger); NaN at the first size."""
+    seeds = sorted(s for s in runs if previous and s in previous)
+    if not seeds:
+        return {
+            f"gain_{metric}{k}": v
+            for k, v in (("", np.nan), ("_low", np.nan), ("_high", np.nan), ("_verdict", ""), ("_covers", ""))
+        }
+    d = stats.seed_dialogue_bootstrap(
+        test["gold_id"], [runs[s] for s in seeds], labels, test["dialogue_id"], [previous[s] for s in seeds],
+        metric=metric, **boot,
+    )  # fmt: skip
+    return {f"gain_{metric}": d.estimate, f"gain_{metric}_low": d.low, f"gain_{metric}_high": d.high,
+            f"gain_{metric}_verdict": d.verdict, f"gain_{metric}_covers": ", ".join(d.covers)}  # fmt: skip
 
 
 def overlap_effect(

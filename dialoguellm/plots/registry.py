@@ -15,6 +15,7 @@ from dialoguellm.plots import (
     corpora,
     evaluation,
     explore,
+    learning_curve,
     probes,
     seceu,
     training,
@@ -41,6 +42,7 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "score_trust": analysis.score_trust_from_run,  # 06
     "seceu_item_distances": seceu.item_distances_from_run,  # 07
     "emotion_timeline": explore.emotion_timeline_from_run,  # 08
+    "learning_curve": learning_curve.learning_curve_from_run,  # 09, make learning-curve
 }
 
 
@@ -64,6 +66,10 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "score_trust": ("analysis/reliability.csv", "analysis/coverage.csv"),
     "seceu_item_distances": ("seceu/seceu_*.json",),
     "emotion_timeline": ("analysis/explore_timeline.csv",),
+    "learning_curve": (
+        "experiments/learning_curve_cpu/experiment.json",
+        "experiments/learning_curve_cpu/units/*.json",
+    ),
 }
 
 

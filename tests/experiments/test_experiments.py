@@ -34,7 +34,8 @@ def test_the_cpu_experiment_asks_the_papers_questions():
     assert arms["kshot_0"].config.prompt.k_shot == 0  # the one config drives training and test prompts
     assert not arms["no_lora"].tuned and arms["no_lora"].config.prompt == base.prompt
     assert arms["meld_only"].config.data.datasets == ["meld"] and base.data.datasets == ["meld", "emorynlp"]
-    names = [record.unit_name(a.name, s) for a, s in experiment.units()]
+    names = [record.unit_name(u.arm.name, u.seed) for u in experiment.units()]
+    assert all(u.size is None for u in experiment.units())  # one training size: no size in any name
     assert len(names) == 5 * 5 + 1 and names[0] == "no_lora.untrained" and names.count("base.seed3") == 1
 
 
