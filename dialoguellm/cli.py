@@ -448,10 +448,12 @@ def _experiment(args: argparse.Namespace) -> int:
     )
     own = runs.RunLayout(Path(args.run_dir or runs.REPO_DIR / "runs")).experiment(experiment.name)
     if args.action == "run":
-        from dialoguellm.corpora.video import load_descriptions
+        from dialoguellm.corpora.video import load_descriptions, vendored_descriptions
 
         corpora = runner.experiment_corpora(experiment, args.data_dir, args.corpora_run)
         descriptions = load_descriptions(args.corpora_run) if args.corpora_run else None
+        if runner.marks_described(experiment) and not any((descriptions or {}).values()):
+            descriptions = vendored_descriptions()  # an arm scored on described lines: the packaged 191
         runner.run_experiment(experiment, corpora, own, descriptions=descriptions)
     print(experiment_table(own.root if own.plan.is_file() else summary.committed_folder(experiment.name)))
     return 0

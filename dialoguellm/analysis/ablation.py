@@ -40,7 +40,9 @@ ARMS_DIR = Path(str(resources.files("dialoguellm") / "experiments" / "arms"))
 # "base" is the arm every other is compared with; "data" changes the training corpora (MELD only).
 GROUPS: tuple[str, ...] = ("base", "context", "video", "lora", "k_shot", "data", "other")
 PAPER_FILE = "paper_ablations.csv"
-ARM_KEYS = ("name", "group", "label", "tuned", "paper", "reuses")
+ARM_KEYS = ("name", "group", "label", "tuned", "paper", "reuses", "score_on", "descriptions", "against")
+SCORE_ON = ("all", "described")  # arm.score_on: every test utterance of the plan, or those with a description
+DESCRIPTIONS = ("shown", "withheld")  # arm.descriptions: withheld = the prompt settings, no description text
 
 
 # ------------------------------------------------------------------------------------------------ arms
@@ -61,6 +63,23 @@ class Arm:
     # a scoring variant: scores the adapter that arm ``reuses`` trained for the same seed (trains nothing);
     # its own settings change only how that adapter is scored (prompt at test time, eval.*)
     reuses: str | None = None
+    # scored only on the test utterances with a video description ("described"; corpora without one are not
+    # scored), with descriptions left out of its prompts ("withheld": a video-aware instruction, no text),
+    # and compared with another arm than the experiment's baseline (``against``); defaults change nothing
+    score_on: str = "all"
+    descriptions: str = "shown"
+    against: str | None = None
+
+    def scoring(self) -> dict[str, Any]:
+        """The scoring options that differ from their defaults (what the plan records of them)."""
+        out: dict[str, Any] = {"reuses": self.reuses} if self.reuses else {}
+        if self.score_on != "all":
+            out["score_on"] = self.score_on
+        if self.descriptions != "shown":
+            out["descriptions"] = self.descriptions
+        if self.against:
+            out["against"] = self.against
+        return out
 
     def settings(self) -> dict[str, Any]:
         """The settings an arm is about (for tables): z, k, video, tuned."""
@@ -163,6 +182,12 @@ def arm_from_mapping(
             f"{path}: arm.reuses names the arm whose adapter this arm scores (a string, with tuned left true), "
             f"not {reuses!r}."
         )
+    for key, allowed in (("score_on", SCORE_ON), ("descriptions", DESCRIPTIONS)):
+        if meta.get(key, allowed[0]) not in allowed:
+            raise ValueError(f"{path}: arm.{key} is {meta[key]!r}; use one of {', '.join(allowed)}.")
+    against = meta.get("against")
+    if against is not None and (not isinstance(against, str) or against == meta["name"]):
+        raise ValueError(f"{path}: arm.against names another arm this arm is compared with, not {against!r}.")
     base, base_source = _base_settings(profile)
     config = config_from_dict(
         _deep_merge(base, raw), source=f"{base_source} + {path}", overrides=dict(overrides or {})
@@ -177,6 +202,9 @@ def arm_from_mapping(
         overrides=raw,
         paper=meta.get("paper"),
         reuses=reuses,
+        score_on=str(meta.get("score_on", "all")),
+        descriptions=str(meta.get("descriptions", "shown")),
+        against=against,
     )
 
 
