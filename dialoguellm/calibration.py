@@ -103,8 +103,8 @@ def fit_calibration(
     selected adapter in ``folder``, whose weights are loaded into ``model`` first. Writes ``calibration.json`` (what evaluation applies to test) and ``calibration_dev.json`` (how
     many dev rows, weighted F1 before and after, in-sample) into ``folder``; returns the biases.
 
-    Biases fitted on few rows follow that sample's noise (benchmarks/length_normalisation.py prints held-out
-    dev weighted F1 by the number of rows they were fitted on).
+    Biases fitted on few rows follow that sample's noise (the experiment ``scoring_dev`` reports cross-fitted
+    dev weighted F1 by the number of rows they were fitted on, ``label_bias(rows=N)``).
     """
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -235,7 +235,7 @@ class PriorCorrection:
 
         ``l2`` (default 1 / number of dev rows) shrinks the offsets toward 0, so a label seen once or twice
         in a small dev sample cannot get an extreme offset; with a large dev split it fades away.
-        ``scale`` fixes the scale (1.0: offsets only) instead of fitting it (benchmarks/prior_scale.py).
+        ``scale`` fixes the scale (1.0: offsets only) instead of fitting it (the experiment ``scoring_dev``, ``prior(scale=S)``).
         """
         check_frame(dev)
         labels = list(labels or label_words(dev))

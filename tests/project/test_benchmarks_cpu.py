@@ -100,33 +100,6 @@ def test_train_speed_times_both_on_the_same_tokens(tiny_model_dir, tmp_path):
     assert result["speedup"] == pytest.approx(ours["tokens_per_second"] / base["tokens_per_second"], rel=0.01)
 
 
-def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, monkeypatch):
-    real = prompts.prepare_examples
-
-    def dev_only(config, tokenizer, corpora, splits, *args, **kwargs):
-        assert tuple(splits) == ("dev",)  # the choice is made on dev; the test split is never built
-        return real(config, tokenizer, corpora, splits, *args, **kwargs)
-
-    monkeypatch.setattr(prompts, "prepare_examples", dev_only)
-    out = tmp_path / "norm.json"
-    args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--per-dataset", "14", "--folds", "2"]
-    curve = ["--fit-sizes", "0", "4", "8", "--fit-repeats", "2"]
-    result = load("length_normalisation").main([*args, "--repeats", "2", *curve, "--out", str(out)])
-    assert_provenance(result, "length_normalisation", [*args, "--repeats", "2", *curve, "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert result["split"] == "dev" and set(result["per_corpus"]) == {"meld", "emorynlp"}
-    for entry in result["per_corpus"].values():
-        assert entry["utterances"] == 14
-        for variant in ("sum", "mean"):
-            assert len(entry[variant]["cross_fitted_repeats"]) == 2
-            assert 0 <= entry[variant]["weighted_f1"] <= 1
-            assert set(entry[variant]["held_out_weighted_f1_by_fit_size"]) == {"0", "4", "8"}
-    means = result["mean_over_corpora"]
-    assert result["chosen"] == ("mean" if means["mean"] > means["sum"] else "sum")
-    assert result["eval.length_normalise"] == (result["chosen"] == "mean")
-    # the cpu profile says true
-    assert result["config_agrees"] == (result["eval.length_normalise"] is True)
-
 
 def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
     tiny_model_dir, tmp_path, monkeypatch
@@ -304,48 +277,3 @@ def test_precision_compares_on_dev_interleaved_and_writes_as_it_goes(tiny_model_
     assert result["pooled"]["fp32"]["agreement_across_batches"] == 1.0
     assert result["meets_targets"]["fp32"] is True
     assert result["chosen"] in ("fp32", "autocast")
-
-
-def test_prior_scale_sweeps_on_the_saved_dev_predictions_only(tmp_path):
-    """A run folder with saved dev predictions (no model, no test split): one entry per scale, cross-fitted."""
-    import numpy as np
-    import pandas as pd
-
-    from dialoguellm.config import load_config, parse_overrides, save_config
-    from dialoguellm.labels import normalised_label_names
-
-    run = tmp_path / "run"
-    (run / "training" / "adapter").mkdir(parents=True)
-    save_config(
-        load_config("cpu", parse_overrides(["data.datasets=[meld]"])), run / "training" / "config.yaml"
-    )
-    words = list(normalised_label_names("meld"))
-    rng = np.random.default_rng(0)
-    n = 240
-    gold = rng.choice(len(words), size=n, p=[0.45, 0.2, 0.1, 0.1, 0.08, 0.04, 0.03])
-    ll = rng.normal(0, 1, size=(n, len(words))) / 3
-    ll[np.arange(n), gold] += 0.6
-    ll[:, 0] += 0.8  # leans to neutral, as the small model does
-    probs = np.exp(ll) / np.exp(ll).sum(axis=1, keepdims=True)
-    frame = pd.DataFrame(
-        {"example_id": [f"dia{i // 4}_utt{i % 4}" for i in range(n)], "dataset": "meld", "gold_id": gold,
-         "pred_id": ll.argmax(axis=1), "gold": [words[g] for g in gold],
-         "pred": [words[p] for p in ll.argmax(axis=1)], "parsed": True}
-    )  # fmt: skip
-    for j, w in enumerate(words):
-        frame[f"p_{w}"], frame[f"ll_{w}"] = probs[:, j], ll[:, j]
-    frame.to_csv(run / "training" / "adapter" / "dev_meld_predictions.csv", index=False)
-    out = tmp_path / "scale.json"
-    argv = ["--run", str(run), "--scales", "2,3", "--resamples", "200", "--out", str(out)]
-    result = load("prior_scale").main(argv)
-    assert_provenance(result, "prior_scale", argv, None)
-    assert json.loads(out.read_text()) == result and result["split"] == "dev"
-    entry = result["results"]["meld"]
-    assert set(entry["weighted_f1"]) == {"uncorrected", "scale 1", "scale 2", "scale 3", "fitted"}
-    assert all(0 <= v["estimate"] <= 1 and v["n"] == n for v in entry["weighted_f1"].values())
-    assert entry["scale_fitted_on_all_dev"] > 1  # the flat (/3) scores are sharpened
-    assert entry["fitted_minus_scale_1"]["n"] == n
-    # Nothing to read: a clear error naming the missing file.
-    (run / "training" / "adapter" / "dev_meld_predictions.csv").unlink()
-    with pytest.raises(SystemExit, match="dev_meld_predictions.csv not found"):
-        load("prior_scale").main(["--run", str(run), "--out", str(out)])
