@@ -244,6 +244,13 @@ def test_the_description_probe_in_two_arms_on_a_tiny_model(tiny_model_dir, tmp_p
             units[("base", seed)].predictions["emorynlp"].label_scores,
         )
 
+    import test_experiment_records as committed  # the checks every committed record passes
+
+    loaded = (plan, record.load_units(layout.root))
+    committed.test_every_unit_is_scored_on_the_plans_test_sample(loaded)
+    committed.test_the_arms_of_a_seed_train_on_the_same_draw_except_what_they_drop(loaded)
+    committed.test_metrics_are_fractions_recomputed_from_the_predictions(loaded)
+
     table = summary.summary_table(layout.root, n_resamples=200).set_index(["arm", "dataset"])
     row = table.loc[("descriptions", "meld")]
     assert (row["n"], row["n_compared"], row["against"]) == (

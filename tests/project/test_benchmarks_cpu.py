@@ -100,7 +100,6 @@ def test_train_speed_times_both_on_the_same_tokens(tiny_model_dir, tmp_path):
     assert result["speedup"] == pytest.approx(ours["tokens_per_second"] / base["tokens_per_second"], rel=0.01)
 
 
-
 def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
     tiny_model_dir, tmp_path, monkeypatch
 ):
@@ -119,124 +118,6 @@ def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
     for entry in result["per_corpus"].values():
         assert entry["autocast_casts"]["agreement_with_autocast_casts"] == 1.0
         assert entry["merged"]["max_abs_score_difference"] > 0  # bf16 merged weights do move the scores
-
-
-def test_overlap_effect_trains_both_arms_and_splits_the_test_set(tiny_model_dir, tmp_path):
-    out = tmp_path / "overlap.json"
-    args = [
-        "--tiny",
-        "--model",
-        tiny_model_dir,
-        "--set",
-        "model.dtype=fp32",
-        "--run-dir",
-        str(tmp_path / "runs"),
-    ]
-    result = load("overlap_effect").main([*args, "--out", str(out), "--resamples", "200"])
-    assert_provenance(result, "overlap_effect", [*args, "--out", str(out), "--resamples", "200"], None)
-    assert json.loads(out.read_text()) == result
-    removed = result["removed_from_training"]
-    assert removed["meld"] > 0 and removed["emorynlp"] > 0  # the full training splits lose the shared lines
-    off = json.loads((tmp_path / "runs" / "without_removal" / "training" / "metrics.json").read_text())
-    assert off["cross_corpus_overlap_removed"] is None
-    for name in ("meld", "emorynlp"):
-        parts = result["results"][name]
-        sizes = {part: parts[part]["with_removal"]["n"] for part in ("overlapping", "rest", "all")}
-        assert sizes["overlapping"] + sizes["rest"] == sizes["all"] == 48
-        assert 0 <= parts["all"]["with_removal"]["estimate"] <= 1
-        assert "without_minus_with" in parts["all"]
-    assert result["arms"]["with_removal"]["origin"] == "trained"
-    # A second call finds both arms finished and trains nothing again.
-    again = load("overlap_effect").main([*args, "--out", str(out), "--resamples", "200"])
-    assert again["seconds_this_call"]["with_removal"] < result["seconds_this_call"]["with_removal"]
-
-    # --with-removal-from: the with_removal arm is the finished run, copied, and the JSON says so. (The
-    # without_removal arm is copied by hand here only to keep the test from training it a second time.)
-    import shutil
-
-    first = tmp_path / "runs" / "with_removal"
-    reuse = tmp_path / "reuse"
-    shutil.copytree(tmp_path / "runs" / "without_removal", reuse / "without_removal")
-    reused_args = [a if a != str(tmp_path / "runs") else str(reuse) for a in args]
-    reused = load("overlap_effect").main(
-        [*reused_args, "--with-removal-from", str(first), "--out", str(out), "--resamples", "200"]
-    )
-    assert reused["arms"]["with_removal"] == {"origin": "copied", "from": str(first.resolve())}
-    assert (reuse / "with_removal" / "evaluation" / "test_meld_predictions.csv").read_bytes() == (
-        first / "evaluation" / "test_meld_predictions.csv"
-    ).read_bytes()
-    assert (
-        reused["results"]["meld"]["all"]["with_removal"] == result["results"]["meld"]["all"]["with_removal"]
-    )
-
-    # A run trained with other settings is refused, naming the key, and nothing is copied.
-    other = tmp_path / "other"
-    with pytest.raises(SystemExit, match=r"train\.lr: arm 0\.001, run 0\.0003"):
-        load("overlap_effect").main(
-            [
-                *reused_args[:-1],
-                str(other),
-                "--set",
-                "train.lr=0.001",
-                "--with-removal-from",
-                str(first),
-                "--out",
-                str(out),
-            ]
-        )
-    assert not other.exists()
-
-
-def fake_run(folder: Path, overrides: list[str], split: str = "test") -> Path:
-    """A run folder with saved settings, metrics and (empty) test predictions: what --with-removal-from reads."""
-    from dialoguellm.config import load_config, parse_overrides, save_config
-
-    (folder / "training").mkdir(parents=True)
-    (folder / "evaluation").mkdir()
-    save_config(load_config("cpu", parse_overrides(overrides)), folder / "training" / "config.yaml")
-    (folder / "training" / "metrics.json").write_text("{}")
-    (folder / "evaluation" / "summary.json").write_text(json.dumps({"split": split}))
-    for name in ("meld", "emorynlp"):
-        (folder / "evaluation" / f"test_{name}_predictions.csv").write_text("example_id\n")
-    return folder
-
-
-def test_overlap_effect_copies_a_run_only_when_its_settings_match(tmp_path):
-    from dialoguellm.config import load_config, parse_overrides
-
-    module = load("overlap_effect")
-    arm = load_config("cpu", parse_overrides(["data.remove_cross_corpus_overlap=true"])).to_dict()
-    datasets = ["meld", "emorynlp"]
-    # Saved elsewhere (another source path) with the same settings: copied, and the origin recorded.
-    same = fake_run(tmp_path / "same", [])
-    module.copy_arm(same, tmp_path / "a" / "with_removal", arm, datasets)
-    assert (tmp_path / "a" / "with_removal" / "training" / "config.yaml").is_file()
-    assert module.arm_origin(tmp_path / "a" / "with_removal") == {"origin": "copied", "from": str(same)}
-    # Calling again with the same run leaves the copy as it is.
-    module.copy_arm(same, tmp_path / "a" / "with_removal", arm, datasets)
-    # A copy made by hand is recognised and marked; a folder holding another run is refused, untouched.
-    import shutil
-
-    by_hand = tmp_path / "h" / "with_removal"
-    shutil.copytree(same, by_hand)
-    module.copy_arm(same, by_hand, arm, datasets)
-    assert module.arm_origin(by_hand) == {"origin": "copied", "from": str(same)}
-    (by_hand / "copied_from.json").unlink()
-    (by_hand / "evaluation" / "test_meld_predictions.csv").write_text("example_id\nother\n")
-    with pytest.raises(SystemExit, match="not a copy of"):
-        module.copy_arm(same, by_hand, arm, datasets)
-    assert not (by_hand / "copied_from.json").exists()
-    # Trained without the removal or with another seed: refused, every differing key named, nothing copied.
-    other = fake_run(tmp_path / "other", ["data.remove_cross_corpus_overlap=false", "train.seed=7"])
-    with pytest.raises(SystemExit) as err:
-        module.copy_arm(other, tmp_path / "b" / "with_removal", arm, datasets)
-    assert "data.remove_cross_corpus_overlap: arm True, run False" in str(err.value)
-    assert "train.seed: arm 42, run 7" in str(err.value) and "2 key(s)" in str(err.value)
-    assert not (tmp_path / "b").exists()
-    # An evaluation on dev is not the test evaluation the arm needs.
-    dev = fake_run(tmp_path / "dev", [], split="dev")
-    with pytest.raises(SystemExit, match="not test"):
-        module.copy_arm(dev, tmp_path / "c" / "with_removal", arm, datasets)
 
 
 def test_precision_compares_on_dev_interleaved_and_writes_as_it_goes(tiny_model_dir, tmp_path, monkeypatch):
