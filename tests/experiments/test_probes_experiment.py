@@ -94,6 +94,19 @@ def test_the_probe_experiment_changes_only_how_the_base_adapter_is_scored():
     assert names[0] == "adapter_off.untrained" and len(names) == 1 + 9 * 3
 
 
+def test_the_paper_probes_take_the_video_instruction_and_the_descriptions_away_one_at_a_time():
+    experiment = spec.load_experiment("probes_paper")
+    base = experiment.arm("base")
+    assert base.config.model.name == "meta-llama/Llama-2-7b-hf" and base.config.prompt.use_video
+    assert experiment.seeds == [42, 43, 44, 45, 46] and experiment.samples.test_per_dataset == 0
+    assert all(a.reuses == "base" for a in experiment.arms if a.tuned and a.name != "base")
+    withheld, off = experiment.arm("descriptions_withheld"), experiment.arm("video_off")
+    assert withheld.config.prompt == base.config.prompt  # the instruction kept, only the text withheld
+    assert (withheld.descriptions, withheld.score_on, withheld.against) == ("withheld", "described", None)
+    assert not off.config.prompt.use_video and off.against == "descriptions_withheld"
+    assert off.descriptions == "shown" and off.score_on == "all"
+
+
 def test_the_dev_scoring_experiment_reads_dev_only_and_names_its_corrections():
     experiment = spec.load_experiment("scoring_dev")
     assert experiment.samples.split == "dev" and experiment.samples.test_per_dataset == 0
