@@ -323,3 +323,22 @@ def test_the_dev_scoring_experiment_on_a_tiny_model(tiny_model_dir, tmp_path):
     assert table.loc[("mean", "meld", "label_bias"), "reference"] == "none"
     text = experiment_table(layout.root, n_resamples=200)
     assert "cross-fitted over 5 folds" in text and "| prior | " in text
+
+
+def test_the_command_gives_an_experiment_that_needs_descriptions_the_packaged_ones(tmp_path, monkeypatch):
+    """`dialoguellm experiment run probes_cpu` without --corpora-run scores the described arms with the 191
+    packaged MELD test descriptions; an experiment that needs none (ablations_cpu) gets none, as before."""
+    import dialoguellm.report
+    from dialoguellm import cli
+
+    given: dict = {}
+    monkeypatch.setattr(runner, "experiment_corpora", lambda *a, **k: {})
+    monkeypatch.setattr(
+        runner,
+        "run_experiment",
+        lambda e, c, layout, descriptions=None, **k: given.update({e.name: descriptions}),
+    )
+    monkeypatch.setattr(dialoguellm.report, "experiment_table", lambda folder, *a, **k: "")
+    for name in ("probes_cpu", "ablations_cpu"):
+        assert cli.main(["experiment", "run", name, "--run-dir", str(tmp_path)]) == 0
+    assert len(given["probes_cpu"]["test"]) == 191 and given["ablations_cpu"] is None
