@@ -396,8 +396,8 @@ def run_experiment(
         raise ValueError(
             f"{experiment.path}: an arm is scored on the described test lines (arm.score_on: described), but no "
             f"{experiment.samples.split} line of {', '.join(experiment.datasets)} has a video description here: "
-            "pass the run folder that holds them (`dialoguellm experiment run NAME --corpora-run RUN`, after "
-            "`dialoguellm describe` imported or wrote them; docs/VIDEO.md)."
+            "pass them (`descriptions=`; the command passes those of `--corpora-run RUN`, which notebook 02 "
+            "imports or writes, else the 191 packaged MELD test descriptions; docs/DATA.md)."
         )
     open_plan(experiment, layout, samples, command, descriptions)
     removal_cache: dict[tuple[str, ...], dict[str, set[str]]] = {}

@@ -67,7 +67,8 @@ class Experiment:
     overrides: dict[str, Any]
     metrics: list[str]
     # corrections of the label scores the report fits on the scored sample, cross-fitted
-    # (``summary.corrections_table``; for a dev experiment); the first is the reference
+    # (``summary.corrections_table``; for a dev experiment); each compared with the first, or the one it
+    # names ("prior vs prior(scale=1)")
     corrections: list[str] = field(default_factory=list)
 
     def arm(self, name: str) -> Arm:
