@@ -452,10 +452,12 @@ def _experiment(args: argparse.Namespace) -> int:
     )
     own = runs.RunLayout(Path(args.run_dir or runs.REPO_DIR / "runs")).experiment(experiment.name)
     if args.action == "run":
-        from dialoguellm.corpora.video import load_descriptions
+        from dialoguellm.corpora.video import load_descriptions, vendored_descriptions
 
         corpora = runner.experiment_corpora(experiment, args.data_dir, args.corpora_run)
         descriptions = load_descriptions(args.corpora_run) if args.corpora_run else None
+        if runner.marks_described(experiment) and not any((descriptions or {}).values()):
+            descriptions = vendored_descriptions()  # an arm scored on described lines: the packaged 191
         if args.resume_from:
             copied = runner.resume_from(args.resume_from, own)
             print(f"{len(copied)} unit record(s) copied from {args.resume_from} into {own.units}")

@@ -472,6 +472,9 @@ def experiment_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT
     if read_json(ExperimentLayout(Path(folder)).plan).get("sizes"):
         return learning_curve_table(folder, n_resamples)
     table = experiment_summary.summary_table(folder, ["weighted_f1"], n_resamples=n_resamples)
+    plan = read_json(ExperimentLayout(Path(folder)).plan)
+    if any(set(arm) & {"reuses", "against", "score_on", "descriptions"} for arm in plan["arms"].values()):
+        return "\n\n".join(t for t in (_variants_table(table, plan), _corrections(folder, n_resamples)) if t)
     rows = []
     for _, r in table.iterrows():
         seeds = len(r["seeds"]) if r["tuned"] else "once (trains nothing)"
@@ -500,7 +503,7 @@ def experiment_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT
         "own interval only the dialogues):",
         "",
     ]
-    pairing = read_json(ExperimentLayout(Path(folder)).plan).get("pairing")
+    pairing = plan.get("pairing")
     if pairing:  # records converted from a runner that did not pair the training samples by construction
         out += [f"Training samples: {pairing}.", ""]
     return "\n".join(out + _table(header, rows) + _overlap_effect(folder, n_resamples)).rstrip()
@@ -550,6 +553,66 @@ def learning_curve_table(
         "interval resamples the training seeds, then the test dialogues (with one seed, the dialogues only):"
     )
     return "\n".join([intro, "", *_table(header, rows)]).rstrip()
+
+
+def _variants_table(table: pd.DataFrame, plan: dict[str, Any]) -> str:
+    """``experiment_table`` of an experiment with scoring variants (arms that score another arm's adapter,
+    on part of the test sample or against another arm than the baseline, e.g. ``probes_cpu``): each row
+    says what it is compared with and on how many utterances."""
+    labels = {name: arm["label"] for name, arm in plan["arms"].items()}
+    rows = []
+    for _, r in table.iterrows():
+        seeds = len(r["seeds"]) if r["tuned"] else "once"
+        own = stats.format_interval(r["weighted_f1"], r["weighted_f1_low"], r["weighted_f1_high"])
+        against = r["against"] or plan["baseline"]
+        if pd.isna(r["delta_weighted_f1"]):
+            diff, compared, per_seed, verdict = "-", "-", "-", "-"
+        else:
+            diff = f"{_signed(r['delta_weighted_f1'])} [{_signed(r['delta_weighted_f1_low'])}, {_signed(r['delta_weighted_f1_high'])}]"
+            compared = f"{labels.get(against, against)} (on {int(r['n_compared'])})"
+            per_seed = ", ".join(_signed(v) for v in r["delta_weighted_f1_per_seed"]) or "-"
+            verdict = stats.named_verdict(r["delta_weighted_f1_verdict"], "arm", "compared arm")
+        rows.append([r["label"], r["dataset"], int(r["n"]), seeds, own, compared, diff, per_seed, verdict])
+    header = ["arm", "set", "n", "seeds", "weighted F1, mean [95% CI]", "compared with (on n)",
+              "difference [95% CI]", "per seed", "verdict"]  # fmt: skip
+    out = [
+        f"{plan['experiment']} ({plan['samples']['split']} sample; weighted F1, percent): {plan.get('description', '')} "
+        "A scoring variant scores, seed by seed, the adapter another arm trained, and trains nothing. A "
+        "difference is the arm's mean over seeds minus the compared arm's, on the utterances both were scored "
+        "on; every 95% interval resamples the training seeds, then the dialogues.",
+        "",
+    ]
+    return "\n".join(out + _table(header, rows)).rstrip()
+
+
+def _corrections(folder: str | os.PathLike, n_resamples: int) -> str:
+    """The corrections an experiment's plan names (``experiments.summary.corrections_table``), or ''."""
+    from dialoguellm.experiments import summary as experiment_summary
+
+    table = experiment_summary.corrections_table(folder, n_resamples=n_resamples)
+    if table.empty:
+        return ""
+
+    def diff(r: pd.Series, part: str) -> str:
+        if pd.isna(r[f"delta_{part}"]):
+            return "-"
+        return f"{_signed(r[f'delta_{part}'])} [{_signed(r[f'delta_{part}_low'])}, {_signed(r[f'delta_{part}_high'])}]"
+
+    rows = [
+        [r["label"], r["dataset"], r["correction"],
+         stats.format_interval(r["weighted_f1"], r["weighted_f1_low"], r["weighted_f1_high"]),
+         f"{diff(r, 'correction')} vs {r['reference']}" if r["reference"] else "-",
+         f"{diff(r, 'arm')} vs {r['against']}" if r["against"] else "-"]
+        for _, r in table.iterrows()
+    ]  # fmt: skip
+    header = ["arm", "set", "correction", "weighted F1 [95% CI]", "minus the reference correction [95% CI]",
+              "minus the compared arm, same correction [95% CI]"]  # fmt: skip
+    intro = (
+        "Corrections of the label scores fitted on the scored sample itself, cross-fitted over "
+        f"{experiment_summary.CORRECTION_FOLDS} folds of its dialogues (each fold corrected by a fit on the "
+        "others; weighted F1, percent; intervals resample the training seeds, then the dialogues):"
+    )
+    return "\n".join([intro, "", *_table(header, rows)])
 
 
 def _overlap_effect(folder: str | os.PathLike, n_resamples: int) -> list[str]:

@@ -60,7 +60,13 @@ from dialoguellm.metrics import classification_metrics
 from dialoguellm.model import loading
 from dialoguellm.model.card import invocation
 from dialoguellm.progress import progress_bar
-from dialoguellm.prompts import demonstration_exclusions, nested_sample_order, rows_of, sample_positions
+from dialoguellm.prompts import (
+    VIDEO_DATASETS,
+    demonstration_exclusions,
+    nested_sample_order,
+    rows_of,
+    sample_positions,
+)
 from dialoguellm.runs import (
     ExperimentLayout,
     TrainingLayout,
@@ -91,12 +97,38 @@ def draw_key(seed: int, size: TrainSize | None = None) -> str:
     return str(seed) if size is None else f"{size_slug(size.label)}.seed{seed}"
 
 
-def plan_samples(experiment: Experiment, corpora: Mapping[str, Any]) -> dict[str, Any]:
+def described_ids(
+    experiment: Experiment, corpora: Mapping[str, Any], descriptions: Mapping[str, Mapping[str, str]] | None
+) -> dict[str, set[str]]:
+    """dataset -> ids of the scored split's lines whose clip has a video description (corpora of
+    ``prompts.VIDEO_DATASETS`` only; empty without descriptions)."""
+    split = experiment.samples.split
+    clips = (descriptions or {}).get(split, {})
+    return {
+        d: {str(r.get("utterance_id")) for r in rows_of(corpora[d][split]) if r.get("clip_id") in clips}
+        if d in VIDEO_DATASETS and clips
+        else set()
+        for d in experiment.datasets
+    }
+
+
+def marks_described(experiment: Experiment) -> bool:
+    """Whether the plan marks the described test lines: the samples include them or an arm is scored on them."""
+    return experiment.samples.include_described or any(a.score_on == "described" for a in experiment.arms)
+
+
+def plan_samples(
+    experiment: Experiment,
+    corpora: Mapping[str, Any],
+    descriptions: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, Any]:
     """The draws every arm shares: ``test`` and ``dev`` (dataset -> positions and ids, ``sample_seed``) and
     ``train`` (``draw_key`` -> dataset -> positions and ids of that seed's training draw, from the whole
     split; in a learning curve one draw per size and seed, nested for one seed).
     With ``samples.include_overlap`` the training draws and the test sample also hold every line of the
-    cross-corpus overlap, and each test entry says which lines overlap (``overlapping``)."""
+    cross-corpus overlap, and each test entry says which lines overlap (``overlapping``); with
+    ``samples.include_described`` the test sample also holds every line with a video description, and when
+    that or an arm's ``score_on: described`` asks, each test entry says which lines have one (``described``)."""
     s = experiment.samples
     rows = {
         d: {split: rows_of(corpora[d][split]) for split in ("train", "dev", s.split)}
@@ -107,13 +139,16 @@ def plan_samples(experiment: Experiment, corpora: Mapping[str, Any]) -> dict[str
         used = {d: corpora[d] for d in experiment.datasets}
         leaked = {"train": overlap.leaked_training_utterances(used),
                   s.split: overlap.leaked_evaluation_utterances(used, s.split)}  # fmt: skip
+    described = described_ids(experiment, corpora, descriptions) if marks_described(experiment) else {}
 
     orders: dict[tuple[str, int], list[int]] = {}  # a learning curve's nested order per corpus and seed
 
     def draw(d: str, split: str, size: int | TrainSize, seed: int) -> dict[str, list]:
         part = rows[d][split]
         matched = leaked.get(split, {}).get(d, set())
-        forced = {i for i, r in enumerate(part) if str(r.get("utterance_id")) in matched}
+        extra = described.get(d, set()) if s.include_described and split == s.split else set()
+        must = matched | extra
+        forced = {i for i, r in enumerate(part) if str(r.get("utterance_id")) in must}
         rest = [i for i in range(len(part)) if i not in forced]
         if isinstance(size, TrainSize):  # nested: the first n of one order per seed
             if (d, seed) not in orders:
@@ -124,7 +159,9 @@ def plan_samples(experiment: Experiment, corpora: Mapping[str, Any]) -> dict[str
         chosen = sorted(forced | {rest[i] for i in picked})
         ids = _ids(part, chosen)
         if s.include_overlap and split == s.split:
-            ids["overlapping"] = [i in forced for i in chosen]
+            ids["overlapping"] = [str(part[i].get("utterance_id")) in matched for i in chosen]
+        if described and split == s.split:
+            ids["described"] = [e in described[d] for e in ids["example_id"]]
         return ids
 
     draws = {(u.seed, u.size) for u in experiment.units() if u.seed is not None}
@@ -207,7 +244,7 @@ def open_plan(
     descriptions (the number of described clips per split) is refused."""
     identity = {
         "arms": {
-            a.name: _settings(a.config) | {"tuned": a.tuned} | ({"reuses": a.reuses} if a.reuses else {})
+            a.name: _settings(a.config) | {"tuned": a.tuned} | a.scoring()
             | ({"kind": a.kind} if a.kind != "llm" else {})
             for a in experiment.arms
         },
@@ -234,10 +271,10 @@ def open_plan(
             "description": experiment.description, "profile": experiment.profile, "baseline": experiment.baseline,
             "seeds": experiment.seeds, "samples": experiment.samples.as_plan(), "set": experiment.overrides,
             "metrics": experiment.metrics, "commands": [command], "identity": identity,
+            **({"corrections": experiment.corrections} if experiment.corrections else {}),
             "arms": {a.name: {"label": a.label, "group": a.group, "tuned": a.tuned, "paper": a.paper,
                               "datasets": list(a.config.data.datasets), **a.settings()}
-                     | ({"reuses": a.reuses} if a.reuses else {})
-                     | ({"kind": a.kind} if a.kind != "llm" else {}) for a in experiment.arms},
+                     | a.scoring() | ({"kind": a.kind} if a.kind != "llm" else {}) for a in experiment.arms},
             "units": [[u.arm.name, u.seed] + ([u.size.label] if u.size else []) for u in experiment.units()],
             "test": {d: {k: v for k, v in part.items() if k != "position"} for d, part in samples["test"].items()},
         }  # fmt: skip
@@ -357,12 +394,15 @@ def score_unit(
     out = {}
     # as training drew them: from what the unit trains on, skipping any overlap its own removal would find
     exclude = demonstration_exclusions(config, used)
+    shown = {} if arm.descriptions == "withheld" else descriptions
     for d in config.data.datasets:
-        chosen = plan["test"][d]
+        chosen = scored_sample(arm, plan["test"][d])
+        if not chosen["example_id"]:
+            continue  # scored on the described lines only, and this corpus has none
         splits = {"train": used[d]["train"], split: rows_of(corpora[d][split])}
         frame = predict_arm(
             scored_arm, d, splits, model, loaded.tokenizer, split=split, only=chosen["position"],
-            descriptions=descriptions, batch_size=config.eval.batch_size, dtype=m.dtype, demo_seed=config.train.seed,
+            descriptions=shown, batch_size=config.eval.batch_size, dtype=m.dtype, demo_seed=config.train.seed,
             exclude=exclude,
         )  # fmt: skip
         if list(frame["example_id"].astype(str)) != chosen["example_id"]:
@@ -374,6 +414,15 @@ def score_unit(
             label_scores=frame[scores].round(6).to_numpy().tolist() if scores else None,
         )  # fmt: skip
     return out
+
+
+def scored_sample(arm: Arm, test: Mapping[str, list]) -> dict[str, list]:
+    """The part of a corpus's test sample that ``arm`` is scored on: all of it, or (``score_on: described``)
+    the lines the plan marks as having a video description."""
+    if arm.score_on == "all":
+        return dict(test)
+    keep = [i for i, flag in enumerate(test.get("described", [])) if flag]
+    return {k: [v[i] for i in keep] for k, v in test.items()}
 
 
 def metrics_of(predictions: Mapping[str, Predictions]) -> dict[str, dict[str, float]]:
@@ -448,7 +497,16 @@ def run_experiment(
     A progress bar counts the units (arm x seed), training shows its own bar per unit."""
     loading.set_threads(experiment.arms[0].config.model.num_threads)
     command = command or invocation()
-    samples = plan_samples(experiment, corpora)
+    samples = plan_samples(experiment, corpora, descriptions)
+    if any(a.score_on == "described" for a in experiment.arms) and not any(
+        any(t.get("described", [])) for t in samples["test"].values()
+    ):
+        raise ValueError(
+            f"{experiment.path}: an arm is scored on the described test lines (arm.score_on: described), but no "
+            f"{experiment.samples.split} line of {', '.join(experiment.datasets)} has a video description here: "
+            "pass them (`descriptions=`; the command passes those of `--corpora-run RUN`, which notebook 02 "
+            "imports or writes, else the 191 packaged MELD test descriptions; docs/DATA.md)."
+        )
     open_plan(experiment, layout, samples, command, descriptions)
     units = experiment.units()
     todo = [u for u in units if not layout.unit(_name(u)).is_file()]
@@ -522,7 +580,7 @@ def run_unit(
         identity=identity_of(config, adapter, command, train_s, time.time() - start, settings), config=settings,
         samples={d: {"train": [str(r["utterance_id"]) for r in used[d]["train"]] if arm.tuned else [],
                      "dev": [str(r["utterance_id"]) for r in used[d]["dev"]] if arm.tuned else [],
-                     "test": predictions[d].example_id} for d in used},
+                     "test": predictions[d].example_id if d in predictions else []} for d in used},
         removed=dropped if arm.tuned else {}, predictions=predictions, metrics=metrics_of(predictions),
         notes=notes, size=size.label if size else None,
     )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -15,9 +15,10 @@ from dialoguellm.analysis.ablation import Arm, arm_from_mapping, load_arm
 from dialoguellm.config import Config
 from dialoguellm.corpora.readers import resolve_datasets
 from dialoguellm.experiments import EXPERIMENTS_DIR
+from dialoguellm.experiments.summary import Correction
 from dialoguellm.metrics import METRICS
 
-KEYS = ("description", "profile", "arms", "baseline", "seeds", "samples", "set", "metrics")
+KEYS = ("description", "profile", "arms", "baseline", "seeds", "samples", "set", "metrics", "corrections")
 SAMPLE_KEYS = (
     "train_per_dataset",
     "dev_per_dataset",
@@ -25,6 +26,7 @@ SAMPLE_KEYS = (
     "split",
     "sample_seed",
     "include_overlap",
+    "include_described",
 )
 
 
@@ -74,7 +76,11 @@ class Samples:
     ``include_overlap``: every training draw also holds each training line that matches a dev/test line of
     another corpus, and the test sample each test line that matches another corpus's training line (on top
     of the sizes above), so an arm that keeps the overlap has seen the match of every overlapping test line
-    it is scored on, and the overlapping lines can be compared with the rest (``corpora.overlap``)."""
+    it is scored on, and the overlapping lines can be compared with the rest (``corpora.overlap``).
+
+    ``include_described``: the test sample also holds every test line whose clip has a video description
+    (a corpus of ``prompts.VIDEO_DATASETS``; the descriptions the run is given), on top of the sizes above, so
+    an arm with ``score_on: described`` is scored on all of them; the plan marks them (``described``)."""
 
     train_per_dataset: int
     dev_per_dataset: int
@@ -82,6 +88,7 @@ class Samples:
     split: str
     sample_seed: int
     include_overlap: bool = False
+    include_described: bool = False
     train_sizes: tuple[TrainSize, ...] = ()
 
     def as_plan(self) -> dict[str, Any]:
@@ -108,6 +115,10 @@ class Experiment:
     samples: Samples
     overrides: dict[str, Any]
     metrics: list[str]
+    # corrections of the label scores the report fits on the scored sample, cross-fitted
+    # (``summary.corrections_table``; for a dev experiment); each compared with the first, or the one it
+    # names ("prior vs prior(scale=1)")
+    corrections: list[str] = field(default_factory=list)
 
     def arm(self, name: str) -> Arm:
         """The arm called ``name``."""
@@ -193,13 +204,19 @@ def load_experiment(
     baseline = str(raw.get("baseline", names[0]))
     if baseline not in names:
         raise ValueError(f"{path}: baseline {baseline!r} is not one of the arms ({', '.join(names)}).")
+    _check_scoring(path, arms, names)
     metrics = [str(m) for m in raw.get("metrics", METRICS)]
     if not metrics or set(metrics) - set(METRICS):
         raise ValueError(f"{path}: metrics must be some of {', '.join(METRICS)}, not {metrics}.")
+    corrections = raw.get("corrections") or []
+    try:
+        corrections = [Correction.parse(c).spec for c in corrections]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: corrections: {err}") from None
     return Experiment(
         name=path.stem, path=path, description=str(raw.get("description", "")),
         profile=str(base if not isinstance(base, Config) else base.source), arms=arms, baseline=baseline,
-        seeds=seeds, samples=samples, overrides=every, metrics=metrics,
+        seeds=seeds, samples=samples, overrides=every, metrics=metrics, corrections=corrections,
     )  # fmt: skip
 
 
@@ -236,6 +253,22 @@ def _check_reuses(path: Path, arms: list[Arm]) -> None:
         seen[arm.name] = arm
 
 
+def _check_scoring(path: Path, arms: list[Arm], names: list[str]) -> None:
+    """``arm.against`` names another arm; descriptions are withheld only where nothing is trained with them
+    (a scoring variant or an untuned arm: a trained arm would train with descriptions and be scored without)."""
+    for arm in arms:
+        if arm.against is not None and arm.against not in names:
+            raise ValueError(
+                f"{path}: arm {arm.name!r} is compared against {arm.against!r}, which is not one of the arms "
+                f"({', '.join(names)})."
+            )
+        if arm.descriptions == "withheld" and arm.tuned and arm.reuses is None:
+            raise ValueError(
+                f"{path}: arm {arm.name!r} withholds descriptions but trains its own adapter (with them when "
+                "prompt.use_video is on); make it a scoring variant (arm.reuses) or untuned (arm.tuned: false)."
+            )
+
+
 def _samples(path: Path, raw: Any, seeds: list[int]) -> Samples:
     if not isinstance(raw, Mapping) or set(raw) - set(SAMPLE_KEYS):
         raise ValueError(
@@ -259,10 +292,11 @@ def _samples(path: Path, raw: Any, seeds: list[int]) -> Samples:
         ) from None
     if min(sizes.values()) < 0:
         raise ValueError(f"{path}: sample sizes must be >= 0 (0 = all), not {sizes}.")
-    include = raw.get("include_overlap", False)
-    if not isinstance(include, bool):
-        raise ValueError(f"{path}: samples.include_overlap must be true or false, not {include!r}.")
-    return Samples(**sizes, split=split, sample_seed=sample_seed, include_overlap=include, train_sizes=curve)
+    flags = {k: raw.get(k, False) for k in ("include_overlap", "include_described")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{path}: samples.{key} must be true or false, not {value!r}.")
+    return Samples(**sizes, split=split, sample_seed=sample_seed, **flags, train_sizes=curve)
 
 
 def _train_sizes(path: Path, entries: list, seeds: list[int]) -> tuple[TrainSize, ...]:

@@ -285,6 +285,12 @@ def test_the_overlap_experiment_reports_a_difference_in_differences(tiny_model_d
     assert row["did_low"] <= row["did_high"]
     text = experiment_table(layout.root, n_resamples=200)
     assert "difference in differences" in text and "| overlap kept in training | emorynlp | 2 / 6 |" in text
+    from dialoguellm.experiments import stage
+
+    recorded = stage.overlap_records(effect.reset_index(), layout.root)["effects"]["kept/emorynlp"]
+    assert (recorded["overlapping"], recorded["rest"]) == (2, 6) and recorded["did"] == pytest.approx(
+        row["did"], abs=1e-4
+    )
 
 
 CHILD = """
