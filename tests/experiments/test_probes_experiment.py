@@ -90,7 +90,7 @@ def test_the_probe_experiment_changes_only_how_the_base_adapter_is_scored():
         "described",
         "video_instruction",
     )
-    names = [record.unit_name(a.name, s) for a, s in experiment.units()]
+    names = [record.unit_name(u.arm.name, u.seed) for u in experiment.units()]
     assert names[0] == "adapter_off.untrained" and len(names) == 1 + 9 * 3
 
 
