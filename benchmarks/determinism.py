@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dialoguellm.io import METRICS_SUFFIX, PER_CLASS_SUFFIX, PREDICTIONS_SUFFIX
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for a few minutes on 2 CPU cores, large enough to train, select on dev and score every label.
@@ -95,7 +97,7 @@ def kind_of(name: str) -> str:
     """``results`` (what the paper's tables are made of), ``weights``, or ``other`` (settings files)."""
     if name == "adapter weights":
         return "weights"
-    if name.startswith("training ") or name.endswith(("_predictions.csv", "_metrics.json", "_per_class.csv")):
+    if name.startswith("training ") or name.endswith((PREDICTIONS_SUFFIX, METRICS_SUFFIX, PER_CLASS_SUFFIX)):
         return "results"
     return "results" if Path(name).name in ("calibration.json", "calibration_dev.json") else "other"
 

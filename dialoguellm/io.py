@@ -228,3 +228,57 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(
         path, dtype={"example_id": str, "dialogue_id": str}, keep_default_na=False, na_values=[""]
     )
+
+
+# -------------------------------------------------------------------------------- result file names
+# The one place that spells the names of the files a scored split leaves; ``runs.RunLayout`` builds its paths
+# from these, and every other writer and reader asks one or the other (tests/project/test_file_names.py fails
+# when a module spells them itself). The names on disk are those of every committed result: do not change them.
+PREDICTIONS_SUFFIX = "_predictions.csv"
+METRICS_SUFFIX = "_metrics.json"
+PER_CLASS_SUFFIX = "_per_class.csv"
+
+
+def split_stem(split: str, corpus: str) -> str:
+    """``<split>_<corpus>``: the stem of a scored split's files (``test_meld``; ``*`` matches any)."""
+    return f"{split}_{corpus}"
+
+
+def baseline_stem(corpus: str, baseline: str, split: str) -> str:
+    """``<corpus>_<baseline>_<split>``: the stem of a baseline's prediction file (``meld_tfidf_lr_test``)."""
+    return f"{corpus}_{baseline}_{split}"
+
+
+def predictions_name(stem: str) -> str:
+    """``<stem>_predictions.csv``: a prediction frame (``scoring.predictions.save_predictions``); ``*`` as the
+    stem gives the glob pattern of every one."""
+    return stem + PREDICTIONS_SUFFIX
+
+
+def metrics_name(stem: str) -> str:
+    """``<stem>_metrics.json``: the metrics of a prediction frame (``metrics.save_metrics``)."""
+    return stem + METRICS_SUFFIX
+
+
+def per_class_name(stem: str) -> str:
+    """``<stem>_per_class.csv``: the per-class table of those metrics (``metrics.save_metrics``)."""
+    return stem + PER_CLASS_SUFFIX
+
+
+def stem_of(path: str | os.PathLike) -> str:
+    """The stem of a prediction, metrics or per-class file's name (``test_meld`` of ``test_meld_predictions.csv``);
+    an error for any other file."""
+    name = Path(path).name
+    for suffix in (PREDICTIONS_SUFFIX, METRICS_SUFFIX, PER_CLASS_SUFFIX):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    raise ValueError(
+        f"{path} is not a prediction, metrics or per-class file (no {PREDICTIONS_SUFFIX} ending)."
+    )
+
+
+def split_predictions(folder: str | os.PathLike, split: str) -> dict[str, Path]:
+    """``corpus -> <folder>/<split>_<corpus>_predictions.csv``, every one there, in name order."""
+    prefix = split_stem(split, "")
+    paths = sorted(Path(folder).glob(predictions_name(split_stem(split, "*"))))
+    return {stem_of(path)[len(prefix) :]: path for path in paths}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dialoguellm.io import atomic_path, write_json
+from dialoguellm.io import atomic_path, metrics_name, per_class_name, write_json
 
 
 def confusion(gold: Sequence[int], pred: Sequence[int], n_labels: int) -> np.ndarray:
@@ -115,8 +115,8 @@ def per_class_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
 def save_metrics(metrics: Mapping[str, Any], folder: str | os.PathLike, name: str) -> dict[str, Path]:
     """``<name>_metrics.json`` and ``<name>_per_class.csv`` in ``folder``, written atomically."""
     folder = Path(folder)
-    json_path = write_json(folder / f"{name}_metrics.json", dict(metrics))
-    csv_path = folder / f"{name}_per_class.csv"
+    json_path = write_json(folder / metrics_name(name), dict(metrics))
+    csv_path = folder / per_class_name(name)
     with atomic_path(csv_path) as tmp:
         per_class_frame(metrics).to_csv(tmp, index=False)
     return {"metrics": json_path, "per_class": csv_path}

@@ -17,7 +17,7 @@ import pandas as pd
 
 from dialoguellm import stats
 from dialoguellm.evaluation.run import paper_results
-from dialoguellm.io import read_json, read_predictions
+from dialoguellm.io import read_json, read_predictions, split_predictions
 from dialoguellm.runs import ExperimentLayout, RunLayout
 
 
@@ -44,7 +44,7 @@ def run_report(run_dir: str | os.PathLike) -> str:
     if not records:
         raise FileNotFoundError(f"No records in {run.records}: run `make reproduce` first.")
     out: list[str] = [f"Run folder: `{run.root.resolve().name}`", ""]
-    if any(run.evaluation().glob("test_*_predictions.csv")):
+    if run.evaluation_files("test"):
         out += [headline_table(run.root), ""]
     if (run.root / SEEDS_DIR / "predictions.csv").is_file():
         out += [seeds_table(run.root), ""]
@@ -212,21 +212,19 @@ def headline_systems(run_dir: str | os.PathLike) -> dict[str, dict[str, pd.DataF
     of notebook 05. Each frame's ``pred_id`` is that system's."""
     run = RunLayout(Path(run_dir))
     systems: dict[str, dict[str, pd.DataFrame]] = {RAW: {}, CALIBRATED: {}, UNTUNED: {}}
-    for path in sorted(run.evaluation().glob("test_*_predictions.csv")):
-        corpus = path.name[len("test_") : -len("_predictions.csv")]
+    for corpus, path in run.evaluation_files("test").items():
         frame = read_predictions(path)
         if "pred_id_raw" in frame:
             systems[CALIBRATED][corpus] = frame
             systems[RAW][corpus] = frame.assign(pred_id=frame["pred_id_raw"])
         else:
             systems[RAW][corpus] = frame
-    for path in sorted(run.evaluation(adapter=False).glob("test_*_predictions.csv")):
-        corpus = path.name[len("test_") : -len("_predictions.csv")]
+    for corpus, path in run.evaluation_files("test", adapter=False).items():
         if corpus in systems[RAW]:
             systems[UNTUNED][corpus] = read_predictions(path)
     for name, title in FLOORS.items():
         for corpus in systems[RAW]:
-            path = run.baselines / f"{corpus}_{name}_test_predictions.csv"
+            path = run.baseline_predictions(corpus, name, "test")
             if path.is_file():
                 # the floors predict the whole test set; compare them on the utterances ours were scored on
                 frame = read_predictions(path)
@@ -387,7 +385,7 @@ def export_seeds(run_dir: str | os.PathLike, out: str | os.PathLike) -> list[Pat
     staging.mkdir(parents=True)
     frames = []
     for seed in summary["seeds"]:
-        paths = sorted((evaluation / f"seed{seed}").glob("test_*_predictions.csv"))
+        paths = list(split_predictions(evaluation / f"seed{seed}", "test").values())
         if not paths:
             raise FileNotFoundError(
                 f"{evaluation / f'seed{seed}'} has no test predictions; rerun the evaluation."

@@ -6,7 +6,8 @@ A run folder, as ``make reproduce`` fills it (every writer and reader asks ``Run
     <run>/data/<corpus>/             curated corpora (notebook 01)
     <run>/descriptions/...jsonl      video-description cache (notebook 02)
     <run>/training/                  config.yaml, metrics.json, environment.json, adapter/, checkpoint/ (03)
-    <run>/evaluation[_base]/         predictions, metrics and summary.json of the test split (04)
+    <run>/evaluation[_base]/         <split>_<corpus>_predictions.csv, _metrics.json, _per_class.csv and
+                                     summary.json of the test split (04)
     <run>/baselines/ probes/         notebook 05
     <run>/experiments/<name>/        an experiment's plan, unit records, adapters (dialoguellm experiment run)
     <run>/analysis/                  notebook 06's tables
@@ -24,12 +25,21 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dialoguellm.io import read_json, write_json
+from dialoguellm.io import (
+    baseline_stem,
+    metrics_name,
+    predictions_name,
+    read_json,
+    split_predictions,
+    split_stem,
+    write_json,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # A checkout (or editable install) keeps runs/ and figures/ beside the package; an installed package has no
@@ -175,9 +185,26 @@ class RunLayout:
         """Notebook 04's results: with the adapter, or of the bare model (``evaluation_base``)."""
         return self.root / ("evaluation" if adapter else "evaluation_base")
 
+    def evaluation_predictions(self, split: str, corpus: str, adapter: bool = True) -> Path:
+        """Notebook 04's predictions of one corpus (``<split>_<corpus>_predictions.csv``, ``io.predictions_name``)."""
+        return self.evaluation(adapter) / predictions_name(split_stem(split, corpus))
+
+    def evaluation_metrics(self, split: str, corpus: str, adapter: bool = True) -> Path:
+        """Their metrics (``<split>_<corpus>_metrics.json``, ``io.metrics_name``)."""
+        return self.evaluation(adapter) / metrics_name(split_stem(split, corpus))
+
+    def evaluation_files(self, split: str = "test", adapter: bool = True) -> dict[str, Path]:
+        """``corpus -> predictions`` of every corpus notebook 04 scored on ``split`` (``io.split_predictions``)."""
+        return split_predictions(self.evaluation(adapter), split)
+
     @property
     def baselines(self) -> Path:
+        """Notebook 05's floors (``analysis.baselines``): results.csv, settings.json, one prediction file each."""
         return self.root / "baselines"
+
+    def baseline_predictions(self, corpus: str, baseline: str, split: str) -> Path:
+        """One baseline's predictions of a corpus and split (``<corpus>_<baseline>_<split>_predictions.csv``)."""
+        return self.baselines / predictions_name(baseline_stem(corpus, baseline, split))
 
     def experiment(self, name: str) -> ExperimentLayout:
         """An experiment's records in this run (``dialoguellm experiment run NAME --run-dir``), read by
@@ -192,6 +219,10 @@ class RunLayout:
     @property
     def analysis(self) -> Path:
         return self.root / "analysis"
+
+    def analysis_predictions(self, corpus: str, split: str) -> Path:
+        """Predictions notebook 06 scored itself when the run kept none (``<corpus>_<split>_predictions.csv``)."""
+        return self.analysis / predictions_name(f"{corpus}_{split}")
 
     @property
     def seceu(self) -> Path:
@@ -299,11 +330,16 @@ def load_run_config(train_dir: str | os.PathLike, overrides: Mapping[str, Any] |
 # -------------------------------------------------------------------------------------------- records
 class Recorder:
     """Collects ``key -> value`` pairs of one notebook run into ``<run>/records/<name>.json`` (a small
-    replacement for scrapbook, which is unmaintained and breaks on pandas 2); tests and later stages read it."""
+    replacement for scrapbook, which is unmaintained and breaks on pandas 2); tests and later stages read it.
+
+    A notebook holds no schema: each stage's library module returns what the stage records (``corpora.readers.
+    curation_records``, ``evaluation.run.evaluation_records``, ...) and the notebook passes it to ``record_all``.
+    """
 
     def __init__(self, run: str | os.PathLike, name: str):
         self.path = RunLayout(Path(run)).record(name)
         self.values: dict[str, Any] = {}
+        self.started = time.time()  # the notebook makes its recorder first: its start (``record_minutes``)
         # A fresh run of the notebook starts a fresh record; stale keys from an earlier run never linger.
         write_json(self.path, self.values)
 
@@ -317,6 +353,10 @@ class Recorder:
     def record_all(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """``record`` every pair of ``values``, in order."""
         return {key: self.record(key, value) for key, value in values.items()}
+
+    def record_minutes(self) -> float:
+        """Record ``minutes``: the wall time since this recorder was made (the notebook's start), rounded."""
+        return self.record("minutes", round((time.time() - self.started) / 60, 2))
 
 
 def load_record(run: str | os.PathLike, name: str) -> dict[str, Any]:

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from dialoguellm.io import read_predictions, write_json
+from dialoguellm.io import predictions_name, read_predictions, split_stem, write_json
 from dialoguellm.labels import LABELS
 from dialoguellm.metrics import METRICS, metric_from_confusion
 
@@ -685,7 +685,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     interval = commands.add_parser("interval", help="interval of each metric of one or more prediction files")
-    interval.add_argument("files", nargs="+", help="<split>_<corpus>_predictions.csv file(s)")
+    interval.add_argument(
+        "files", nargs="+", help=f"{predictions_name(split_stem('<split>', '<corpus>'))} file(s)"
+    )
     paired = commands.add_parser("paired", help="A - B on the same utterances: paired interval and p-value")
     paired.add_argument("file_a")
     paired.add_argument("file_b")

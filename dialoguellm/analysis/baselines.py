@@ -318,12 +318,13 @@ def _setting_text(name: str, model: Any) -> str:
 
 def save_baselines(result: BaselineRun, run_dir: str | os.PathLike) -> Path:
     """Write ``<run_dir>/baselines/``: results.csv, settings.json and one predictions CSV per split."""
-    folder = RunLayout(Path(run_dir)).baselines
+    layout = RunLayout(Path(run_dir))
+    folder = layout.baselines
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "results.csv") as tmp:
         result.table.to_csv(tmp, index=False)
     for (dataset, name, split), frame in result.predictions.items():
-        with atomic_path(folder / f"{dataset}_{name}_{split}_predictions.csv") as tmp:
+        with atomic_path(layout.baseline_predictions(dataset, name, split)) as tmp:
             frame.to_csv(tmp, index=False)
     write_json(
         folder / "settings.json",

@@ -357,10 +357,10 @@ def baseline_prior_correction(
 ) -> pd.DataFrame:
     """The same correction on a baseline's saved dev and test predictions (notebook 05's
     ``<run_dir>/baselines``): does it help a classifier that is not an LLM? Empty when none were saved."""
-    folder = RunLayout(Path(run_dir)).baselines
+    layout = RunLayout(Path(run_dir))
     reports = []
     for name in datasets:
-        dev, test = (folder / f"{name}_{baseline}_{split}_predictions.csv" for split in ("dev", "test"))
+        dev, test = (layout.baseline_predictions(name, baseline, split) for split in ("dev", "test"))
         if dev.is_file() and test.is_file():
             report, _, _ = prior_correction_report(read_predictions(dev), read_predictions(test))
             reports.append(report.assign(model=baseline))

@@ -8,7 +8,7 @@ without the model. The only model run here scores dev utterances when no dev pre
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from dialoguellm.analysis import error_analysis as ea
 from dialoguellm.config import Config
 from dialoguellm.corpora.readers import load_curated
 from dialoguellm.corpora.video import load_descriptions
+from dialoguellm.io import atomic_path, predictions_name
 from dialoguellm.model import loading
 from dialoguellm.prompts import prepare_split
 from dialoguellm.runs import RunLayout, adapter_settings, find_adapter, load_run_config
@@ -71,8 +72,8 @@ def load_inputs(
     saved = {dataset: read_predictions(path) for (dataset, split), path in found.items() if split == "test"}
     if not saved:
         raise FileNotFoundError(
-            f"No test predictions (*_predictions.csv) in {predictions_dir or run}; run notebooks/04_evaluation.ipynb "
-            "with the same RUN_DIR first, or pass PREDICTIONS_DIR."
+            f"No test predictions ({predictions_name('*')}) in {predictions_dir or run}; run "
+            "notebooks/04_evaluation.ipynb with the same RUN_DIR first, or pass PREDICTIONS_DIR."
         )
     adapter = Path(adapter_dir) if adapter_dir else find_adapter(run)
     return AnalysisInputs(
@@ -162,9 +163,9 @@ def dev_predictions(inputs: AnalysisInputs, per_dataset: int = 60) -> tuple[dict
         for name in inputs.tests
         if (name, "dev") in inputs.found
     }
-    analysis_dir = RunLayout(inputs.run).analysis
+    layout = RunLayout(inputs.run)
     for name in inputs.tests:
-        earlier = analysis_dir / f"{name}_dev_predictions.csv"
+        earlier = layout.analysis_predictions(name, "dev")
         if name not in devs and earlier.is_file():
             devs[name] = read_predictions(earlier)
     missing = {name: inputs.curated[name] for name in inputs.tests if name not in devs}
@@ -181,7 +182,8 @@ def dev_predictions(inputs: AnalysisInputs, per_dataset: int = 60) -> tuple[dict
     dev = prepare_split(inputs.settings, loaded.tokenizer, missing, "dev", per_dataset, inputs.descriptions)
     scored = score_prepared(model, loaded.tokenizer, dev, inputs.settings, "dev")
     for name, frame in scored.items():
-        ea.save_table(frame, inputs.run, f"{name}_dev_predictions")
+        with atomic_path(layout.analysis_predictions(name, "dev")) as tmp:
+            frame.to_csv(tmp, index=False)
         devs[name] = frame
     return devs, f"scored here ({per_dataset or 'all'} per corpus)"
 
@@ -313,8 +315,13 @@ def error_analysis_records(
     dev_source: str,
     baseline_prior: pd.DataFrame,
     browser: pd.DataFrame,
+    trust: TrustResult,
+    figures: Sequence[str | os.PathLike],
+    overlap_effect: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The headline values notebook 06 records."""
+    """The headline values notebook 06 records: the failure modes, the prior correction (of the model and of
+    a baseline), the calibration (``trust_records``), the figures' file names and the overlap experiment's
+    effect (``experiments.stage.overlap_records``; None without its records)."""
     return {
         "datasets": sorted(inputs.tests),
         "neutral_share": {
@@ -344,4 +351,7 @@ def error_analysis_records(
             for r in baseline_prior.itertuples()
         },
         "browser_examples": len(browser),
+        "calibration": trust_records(trust),
+        "figures": [Path(f).name for f in figures],
+        "overlap_effect": overlap_effect,
     }

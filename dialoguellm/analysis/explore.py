@@ -182,8 +182,10 @@ def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def explore_records(talk: Conversation, result: Prediction, probes: pd.DataFrame) -> dict[str, Any]:
-    """The headline values notebook 08 records."""
+def explore_records(
+    talk: Conversation, result: Prediction, probes: pd.DataFrame, figure: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """The headline values notebook 08 records, and the file name of its timeline ``figure``."""
     frame = result.frame
     known = frame[frame["gold"] != ""] if "gold" in frame else frame.iloc[0:0]
     summary = probe_summary(probes)
@@ -196,4 +198,5 @@ def explore_records(talk: Conversation, result: Prediction, probes: pd.DataFrame
         "correct": int((known["gold"] == known["predicted"]).sum()) if len(known) else None,
         "with_gold": len(known),
         "changed_by_probe": {p: int(v) for p, v in summary["changed"].items() if p != "as trained"},
+        **({"figure": Path(figure).name} if figure is not None else {}),
     }

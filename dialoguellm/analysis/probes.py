@@ -286,7 +286,7 @@ def base_source(plan: ProbePlan) -> dict[str, Path]:
         return {}
     found = {}
     for dataset in plan.corpora:
-        path = folder / f"{plan.split}_{dataset}_predictions.csv"
+        path = RunLayout(plan.run).evaluation_predictions(plan.split, dataset)
         if path.is_file():
             ids = set(read_predictions(path)["example_id"].astype(str))
             rows = rows_of(plan.corpora[dataset][plan.split])
@@ -524,8 +524,10 @@ def probe_stage(
     return result, summary
 
 
-def probe_records(plan: ProbePlan, result: ProbeRun, summary: pd.DataFrame) -> dict[str, Any]:
-    """The values notebook 05 records about the probes (in %)."""
+def probe_records(
+    plan: ProbePlan, result: ProbeRun, summary: pd.DataFrame, figure: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """The values notebook 05 records about the probes (in %), and the file name of their ``figure``."""
     return {
         "probe_sample": {"split": plan.split, "per_dataset": plan.per_dataset, "seed": plan.sample_seed},
         "probe_base_from": result.base_from,
@@ -552,4 +554,5 @@ def probe_records(plan: ProbePlan, result: ProbeRun, summary: pd.DataFrame) -> d
             }
             for r in summary.itertuples()
         },
+        **({"figure": Path(figure).name} if figure is not None else {}),
     }

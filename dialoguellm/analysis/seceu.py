@@ -674,3 +674,25 @@ def adapter_for(
             "only the base model is scored."
         )
     return adapter, f"LoRA adapter: {adapter}"
+
+
+def seceu_records(
+    mode: str,
+    data: SeceuData | None = None,
+    results: Sequence[SeceuResult] = (),
+    adapter: str | os.PathLike | None = None,
+    figure: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """What notebook 07 records: the scoring ``mode``; without ``data`` (no SECEU files) status ``skipped``;
+    else the items scored, status ``scored``, the adapter scored beside the base model (or None), each
+    result's ``summary`` by label and the item-distance figure's file name."""
+    if data is None:
+        return {"mode": mode, "status": "skipped", "items": 0, "results": {}}
+    return {
+        "mode": mode,
+        "items": len(data),
+        "status": "scored",
+        "adapter": str(adapter) if adapter is not None else None,
+        "results": {r.label: r.summary() for r in results},
+        **({"figure": Path(figure).name} if figure is not None else {}),
+    }

@@ -898,3 +898,33 @@ def iemocap_status(iemocap_dir: str | os.PathLike | None) -> str:
             "Set IEMOCAP_DIR to your IEMOCAP_full_release folder to include it."
         )
     return f"IEMOCAP read from {iemocap_dir}."
+
+
+def curation_records(
+    corpora: dict[str, DatasetDict],
+    summary: pd.DataFrame,
+    distribution: pd.DataFrame,
+    removal: dict[str, Any],
+    figure: str | os.PathLike,
+) -> dict[str, Any]:
+    """What notebook 01 records: the training utterances the cross-corpus overlap rule removed (``removal`` of
+    ``corpora.overlap.remove_cross_corpus_overlap``), the corpora, their utterances and dialogues per split
+    (``corpus_summary``), the test label counts (``label_distribution``) and the figure's file name."""
+
+    def per_split(column: str) -> dict[str, dict[str, Any]]:
+        return {
+            ds: {r.split: getattr(r, column) for r in summary[summary.dataset == ds].itertuples()}
+            for ds in corpora
+        }
+
+    return {
+        "cross_corpus_overlap_removed": removal["removed"],
+        "datasets": sorted(corpora),
+        "utterances": per_split("utterances"),
+        "dialogues": per_split("dialogues"),
+        "test_labels": {
+            ds: dict(zip(part.label, part["count"].astype(int), strict=True))
+            for ds, part in distribution[distribution.split == "test"].groupby("dataset")
+        },
+        "figure": Path(figure).name,
+    }

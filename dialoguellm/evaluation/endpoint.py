@@ -27,7 +27,7 @@ import pandas as pd
 
 from dialoguellm.config import Config
 from dialoguellm.corpora.video import ClipRef, DescriptionCache, OpenAIChatDescriber, cache_key, prompt_hash
-from dialoguellm.io import write_json
+from dialoguellm.io import split_stem, write_json
 from dialoguellm.prompts import builders_from_config, context_of, dialogue_index, rows_of, sample_indices
 from dialoguellm.runs import environment, hardware_summary
 from dialoguellm.scoring.predictions import metrics_of, save_predictions
@@ -132,7 +132,7 @@ def evaluate_endpoint(
             continue
         frame = _frame(builders[corpus], items, [cache.records[k]["description"] for k in keys])
         metrics = metrics_of(frame, builders[corpus].labels)
-        save_predictions(frame, metrics, out, f"{split}_{corpus}")
+        save_predictions(frame, metrics, out, split_stem(split, corpus))
         results[corpus] = metrics
     if failed:
         reasons = sorted({cache.records[k].get("error", "") for k in failed})[:3]

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from dialoguellm.calibration import apply_label_bias, load_calibration
-from dialoguellm.io import read_predictions, write_json
+from dialoguellm.io import predictions_name, read_predictions, split_stem, write_json
 from dialoguellm.model import loading
 from dialoguellm.model.card import invocation, write_model_card
 from dialoguellm.prompts import prepare_examples, rows_of
@@ -95,7 +95,7 @@ def evaluate_run(
         # The dialogue of each row: the model card's intervals resample whole dialogues (dialoguellm.stats).
         dialogue = {str(r["utterance_id"]): str(r["dialogue_id"]) for r in rows_of(corpora[name][split])}
         preds.insert(1, "dialogue_id", [dialogue.get(str(e), "") for e in preds["example_id"]])
-        save_predictions(preds, results[name], out, f"{split}_{name}")
+        save_predictions(preds, results[name], out, split_stem(split, name))
     env = environment()
     summary = {
         "split": split,
@@ -144,11 +144,11 @@ def card_results(
     as the model card shows them; a metric whose interval cannot be drawn (one dialogue) shows its value."""
     results = {}
     for name, metrics in summary["results"].items():
-        frame = read_predictions(Path(out_dir) / f"{split}_{name}_predictions.csv")
+        frame = read_predictions(Path(out_dir) / predictions_name(split_stem(split, name)))
         entry: dict[str, Any] = {"n": metrics["n"], "calibrated": "label_bias" in metrics}
         for metric in METRICS:
             try:
-                interval = frame_interval(frame, metric, source=f"{split}_{name}")
+                interval = frame_interval(frame, metric, source=split_stem(split, name))
                 entry[metric] = {**interval.as_dict(), "text": str(interval)}
                 entry["dialogues"] = interval.n_groups
             except ValueError:  # fewer than two dialogues: no interval, only the value
@@ -236,6 +236,44 @@ def comparison_table(
     if names is not None:
         table = table[table["dataset"].isin(names)]
     return table.reset_index(drop=True)
+
+
+def evaluation_records(
+    summary: Mapping[str, Any],
+    intervals: pd.DataFrame,
+    base: Mapping[str, Any] | None,
+    figures: Sequence[str | os.PathLike],
+) -> dict[str, Any]:
+    """What notebook 04 records of an ``evaluate_run`` summary (fractions, 4 decimals): the model, hardware,
+    mode and split, per corpus the size, accuracy, weighted and macro F1, unparsed answers and the weighted F1
+    before the dev-fitted biases; the ``stats.interval_table`` intervals (``file/metric -> [low, high]``); the
+    minutes; the bare model's weighted F1 when ``base`` (its summary) is given; the figures' file names."""
+    results = summary["results"]
+    return {
+        "model": summary["model"],
+        "hardware": summary["hardware"],
+        "mode": summary["mode"],
+        "split": summary["split"],
+        "n": {name: r["n"] for name, r in results.items()},
+        "accuracy": {name: round(r["accuracy"], 4) for name, r in results.items()},
+        "weighted_f1": {name: round(r["weighted_f1"], 4) for name, r in results.items()},
+        "macro_f1": {name: round(r["macro_f1"], 4) for name, r in results.items()},
+        "intervals": {
+            f"{r.file}/{r.metric}": [round(r.low, 4), round(r.high, 4)] for r in intervals.itertuples()
+        },
+        "unparsed": {name: r["unparsed"] for name, r in results.items()},
+        "eval_minutes": round(summary["seconds"] / 60, 2),
+        "calibrated": summary["calibrated"],
+        "weighted_f1_uncalibrated": {
+            name: round(r.get("uncalibrated", r)["weighted_f1"], 4) for name, r in results.items()
+        },
+        **(
+            {"zero_shot_weighted_f1": {n: round(r["weighted_f1"], 4) for n, r in base["results"].items()}}
+            if base is not None
+            else {}
+        ),
+        "figures": [Path(f).name for f in figures],
+    }
 
 
 def results_frame(summary: Mapping[str, Any]) -> pd.DataFrame:

@@ -16,14 +16,17 @@ from dialoguellm.experiments.record import load_plan, load_units
 from dialoguellm.runs import ExperimentLayout, RunLayout
 
 
-def baseline_records(table: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """``corpus/baseline/split -> {accuracy, weighted_f1}`` in % (what notebook 05 records)."""
+def baseline_records(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """What notebook 05 records of the baselines (``analysis.baselines.run_baselines``' table): ``baselines``,
+    ``corpus/baseline/split -> {accuracy, weighted_f1}`` in %."""
     return {
-        f"{row.dataset}/{row.baseline}/{row.split}": {
-            "accuracy": round(100 * row.accuracy, 2),
-            "weighted_f1": round(100 * row.weighted_f1, 2),
+        "baselines": {
+            f"{row.dataset}/{row.baseline}/{row.split}": {
+                "accuracy": round(100 * row.accuracy, 2),
+                "weighted_f1": round(100 * row.weighted_f1, 2),
+            }
+            for row in table.itertuples()
         }
-        for row in table.itertuples()
     }
 
 
@@ -72,8 +75,13 @@ def retrained_source(
 
 
 def retrained_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:
-    """What notebook 05 records of the retrained grid (fractions, from ``experiments.summary.summary_table``):
-    per arm and corpus, the mean over seeds and the difference from the base arm with its interval."""
+    """What notebook 05 records of the retrained grid, as ``retrained_ablations`` (fractions, from
+    ``experiments.summary.summary_table``): per arm and corpus, the mean over seeds and the difference from the
+    base arm with its interval."""
+    return {"retrained_ablations": _retrained(table, source)}
+
+
+def _retrained(table: pd.DataFrame, source: Path) -> dict[str, Any]:
     return {
         "source": str(source),
         "arms": {
@@ -108,11 +116,17 @@ def curve_source(run: str | os.PathLike, experiment: str = CURVE_EXPERIMENT) -> 
     )  # fmt: skip
 
 
-def curve_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:
-    """What notebook 09 records of a learning curve (fractions, from ``experiments.summary.curve_table``): per
-    arm, size and corpus the mean over seeds with its interval, the difference from the baseline arm and the
-    gain over the previous size."""
+def curve_records(
+    table: pd.DataFrame | None, source: Path | None, figure: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """What notebook 09 records of a learning curve: ``status`` (``no records`` when ``source`` is None, the
+    ``curve_source`` found none), else the records' folder, per arm, size and corpus the mean over seeds with
+    its interval, the difference from the baseline arm and the gain over the previous size (fractions, from
+    ``experiments.summary.curve_table``) and the figure's file name."""
+    if source is None or table is None:
+        return {"status": "no records"}
     return {
+        "status": "shown",
         "source": str(source),
         "rows": {
             f"{row.arm}/{'once' if pd.isna(row.size) else row.size}/{row.dataset}": {
@@ -126,6 +140,7 @@ def curve_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:
             }
             for row in table.itertuples()
         },
+        **({"figure": Path(figure).name} if figure is not None else {}),
     }
 
 

@@ -23,7 +23,11 @@ import numpy as np
 import pandas as pd
 
 from dialoguellm.config import DEFAULT_PRECISION
-from dialoguellm.io import atomic_path, read_predictions  # noqa: F401 (the frame's reader, beside its writer)
+from dialoguellm.io import (  # noqa: F401 (read_predictions: the frame's reader, beside its writer)
+    atomic_path,
+    predictions_name,
+    read_predictions,
+)
 from dialoguellm.labels import normalised_label_names
 from dialoguellm.metrics import classification_metrics, save_metrics
 from dialoguellm.prompts import Prepared, PromptBuilder, PromptExample
@@ -284,7 +288,7 @@ def save_predictions(
     """Write ``<name>_predictions.csv`` and ``<name>_metrics.json`` (+ per-class CSV) atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    csv_path = folder / f"{name}_predictions.csv"
+    csv_path = folder / predictions_name(name)
     with atomic_path(csv_path) as tmp:
         predictions.to_csv(tmp, index=False)
     paths = save_metrics(metrics, folder, name)
@@ -305,7 +309,7 @@ def find_predictions(
     run = Path(run_dir)
     root = Path(folder) if folder else run
     ranked: dict[tuple[str, str], tuple[tuple[bool, float], Path]] = {}
-    for path in root.rglob("*_predictions.csv"):
+    for path in root.rglob(predictions_name("*")):
         rel = path.relative_to(root).parts
         if folder is None and rel[0] in NOT_EVALUATION:
             continue

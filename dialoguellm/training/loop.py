@@ -39,7 +39,7 @@ import torch
 from dialoguellm.calibration import calibration_reuses_selection, fit_calibration, label_bias_of
 from dialoguellm.config import Config, save_config
 from dialoguellm.corpora import overlap
-from dialoguellm.io import recover_folder, write_json
+from dialoguellm.io import metrics_name, recover_folder, split_stem, write_json
 from dialoguellm.model import loading
 from dialoguellm.model.card import invocation, write_model_card
 from dialoguellm.progress import progress_bar as tqdm
@@ -140,11 +140,11 @@ def save_dev_selection(dev: Mapping[str, Any], prepared: Prepared, config: Confi
     ``eval.calibration_per_dataset`` equal to ``data.dev_per_dataset``) the label biases fitted on those dev
     predictions, which evaluation then applies unchanged to the test split. Otherwise
     ``calibration.fit_calibration`` fits them after training, on their own dev sample."""
-    write_json(folder / "dev_metrics.json", {k: v for k, v in dev.items() if k != "predictions"})
+    write_json(folder / metrics_name("dev"), {k: v for k, v in dev.items() if k != "predictions"})
     calibration = {}
     for name, preds in dev["predictions"].items():
         labels = prepared.builders[name].labels
-        save_predictions(preds, dev[name], folder, f"dev_{name}")
+        save_predictions(preds, dev[name], folder, split_stem("dev", name))
         if config.eval.calibrate and calibration_reuses_selection(config):
             calibration[name] = label_bias_of(preds, labels).tolist()
     if calibration:
@@ -158,6 +158,29 @@ class TrainResult:
     best: dict[str, Any]
     history: list[dict[str, Any]]
     seconds: float
+
+
+def training_records(
+    config: Config, metrics: Mapping[str, Any], result: TrainResult, figure: str | os.PathLike
+) -> dict[str, Any]:
+    """What notebook 03 records: the model, the hardware, the examples, trainable parameters and steps of the
+    run (its ``metrics.json``, ``TrainingLayout.metrics``), the best dev weighted F1, the minutes, the
+    throughput, the adapter kept and the loss figure's file name."""
+    throughput = metrics["throughput"]
+    return {
+        "model": config.model.name,
+        "hardware": metrics["hardware"],
+        "train_examples": metrics["train_examples"],
+        "dev_examples": metrics["dev_examples"],
+        "trainable_parameters": metrics["parameters"]["trainable"],
+        "steps": metrics["steps"],
+        "best_dev_weighted_f1": result.best["dev_weighted_f1"],
+        "train_minutes": round(metrics["seconds"] / 60, 2),
+        "padding_waste": round(throughput["padding_waste"], 4),
+        "train_tokens_per_second": round(throughput["tokens_per_second"], 1),
+        "adapter": str(result.adapter_dir),
+        "figure": Path(figure).name,
+    }
 
 
 def train(

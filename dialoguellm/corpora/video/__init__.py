@@ -56,7 +56,7 @@ from dialoguellm.corpora.video.clips import (
     find_clips,
     sample_frames,
 )
-from dialoguellm.corpora.video.describe import RunSummary, describe_clips
+from dialoguellm.corpora.video.describe import RunSummary, describe_clips, description_records
 from dialoguellm.corpora.video.describers import (
     DEFAULT_LOCAL_MODEL,
     VENDORED_DESCRIPTIONS,
@@ -95,6 +95,7 @@ __all__ = [
     "clip_refs",
     "coverage_by_split",
     "describe_clips",
+    "description_records",
     "described_label_shares",
     "description_lengths",
     "example_items",

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import os
+import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,30 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return asdict(self)
+
+
+def description_records(
+    describer: Describer,
+    summary: RunSummary,
+    clips_dir_given: bool,
+    coverage: Mapping[str, Mapping[str, Any]],
+    lengths: Sequence[int],
+    figures: Sequence[str | os.PathLike],
+) -> dict[str, Any]:
+    """What notebook 02 records: the describer and its model, this run's ``describe_clips`` summary (without
+    the failures and the cache path), whether video clips were given, the coverage per split
+    (``coverage_by_split``) and its total, the median words per description and the figures' file names."""
+    return {
+        "describer": describer.name,
+        "model": describer.model,
+        "prompt_id": summary.prompt_id,
+        "clips_dir_given": clips_dir_given,
+        "run": {k: v for k, v in summary.as_dict().items() if k not in ("failures", "cache")},
+        "coverage": coverage,
+        "described": sum(row["described"] for row in coverage.values()),
+        "median_words": float(statistics.median(lengths)) if lengths else None,
+        "figures": [Path(f).name for f in figures],
+    }
 
 
 def describe_clips(
