@@ -74,6 +74,19 @@ def retrained_source(
     )
 
 
+PROBES_EXPERIMENT = "probes_cpu"
+
+
+def probes_source(run: str | os.PathLike, experiment: str = PROBES_EXPERIMENT) -> tuple[Path | None, str]:
+    """Which records of the probes experiment (the probes above with seeds, ``probes_cpu``) notebook 05 shows
+    beside the hand-built probes of ``analysis.probes`` (``experiment_source``)."""
+    return experiment_source(
+        run, experiment, "Prompt probes as an experiment",
+        "`dialoguellm experiment run probes_cpu` (3 cpu-size trainings, then every probe scores each seed's "
+        "adapter; dialoguellm/experiments/probes_cpu.yaml)",
+    )  # fmt: skip
+
+
 def retrained_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:
     """What notebook 05 records of the retrained grid, as ``retrained_ablations`` (fractions, from
     ``experiments.summary.summary_table``): per arm and corpus, the mean over seeds and the difference from the
