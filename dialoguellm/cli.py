@@ -453,7 +453,14 @@ def _experiment(args: argparse.Namespace) -> int:
         corpora = runner.experiment_corpora(experiment, args.data_dir, args.corpora_run)
         descriptions = load_descriptions(args.corpora_run) if args.corpora_run else None
         runner.run_experiment(experiment, corpora, own, descriptions=descriptions)
-    print(experiment_table(own.root if own.plan.is_file() else summary.committed_folder(experiment.name)))
+    folder = own.root if own.plan.is_file() else summary.committed_folder(experiment.name)
+    print(experiment_table(folder))
+    if experiment.name.startswith(
+        "pitfalls"
+    ):  # the field's practices: their own table (experiments.pitfalls)
+        from dialoguellm.report import pitfalls_table
+
+        print("\n" + pitfalls_table(folder))
     return 0
 
 

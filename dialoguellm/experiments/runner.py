@@ -242,7 +242,8 @@ def _claim(folder: Path, config: Config) -> None:
     """Mark ``folder`` as this unit's training, or refuse one made with other settings."""
     settings, marker = _settings(config), folder / JOB_FILE
     if marker.is_file():
-        if read_json(marker) != settings:
+        # a training started by an older release resumes when the settings added since hold their default
+        if not same_identity(read_json(marker), settings, _settings(Config())):
             raise ValueError(
                 f"{folder} holds a training with other settings ({marker}); pass another --run-dir or delete "
                 "that folder to train afresh."
@@ -265,6 +266,23 @@ def train_unit(
             one_of_seeds=True,
         )  # fmt: skip
     return layout.adapter, float(read_json(layout.metrics)["seconds"])
+
+
+def selection_of(folder: Path, checkpoint: int) -> tuple[Path, dict[str, Any]]:
+    """(adapter, its dev selection) of a finished training in ``folder``: ``checkpoint`` 0 = the adapter dev
+    chose (metrics.json's ``best``), N = the one kept at the N-th dev evaluation (``train.keep_every_eval``)."""
+    layout = TrainingLayout(folder)
+    metrics = read_json(layout.metrics)
+    if checkpoint == 0:
+        return layout.adapter, {"checkpoint": 0, **(metrics.get("best") or {})}
+    history, adapter = metrics.get("history", []), layout.kept_adapter(checkpoint)
+    if checkpoint > len(history) or not adapter.is_dir():
+        raise ValueError(
+            f"eval.checkpoint {checkpoint}: {folder} has {len(history)} dev evaluation(s) and no kept adapter "
+            f"{adapter}; set train.keep_every_eval: true for every arm (the experiment's `set:`) and an "
+            "eval.checkpoint no larger than the number of dev evaluations (train.eval_every)."
+        )
+    return adapter, {"checkpoint": checkpoint, **history[checkpoint - 1]}
 
 
 def score_unit(
@@ -301,6 +319,7 @@ def score_unit(
             example_id=chosen["example_id"], dialogue_id=chosen["dialogue_id"], gold_id=chosen["gold_id"],
             pred_id=frame["pred_id"].astype(int).tolist(),
             label_scores=frame[scores].round(6).to_numpy().tolist() if scores else None,
+            output=frame["output"].astype(str).tolist() if "output" in frame else None,
         )  # fmt: skip
     return out
 
@@ -364,14 +383,17 @@ def run_experiment(
             removal_cache[key] = removed_by_arm(config, corpora)
         draw_seed = seed if seed is not None else experiment.seeds[0]  # an untuned arm: the first seed's draw
         used, dropped = unit_corpora(config, samples, draw_seed, corpora, removal_cache[key])
-        adapter, train_s = None, 0.0
+        adapter, train_s, selection = None, 0.0, None
         if arm.reuses is not None:  # a scoring variant: the adapter its arm trained for this seed
             target = unit_config(experiment.arm(arm.reuses), seed, experiment)
-            adapter, _ = train_unit(target, used, layout.training(arm.reuses, seed), progress, descriptions)
+            folder = layout.training(arm.reuses, seed)
+            train_unit(target, used, folder, progress, descriptions)
+            adapter, selection = selection_of(folder, config.eval.checkpoint)
         elif arm.tuned:
             adapter, train_s = train_unit(
                 config, used, layout.training(arm.name, seed), progress, descriptions
             )
+            adapter, selection = selection_of(layout.training(arm.name, seed), config.eval.checkpoint)
         start = time.time()
         predictions = score_unit(
             arm, config, adapter, used, corpora, samples, experiment.samples.split, descriptions
@@ -383,6 +405,7 @@ def run_experiment(
                          "dev": [str(r["utterance_id"]) for r in used[d]["dev"]] if arm.tuned else [],
                          "test": predictions[d].example_id} for d in used},
             removed=dropped if arm.tuned else {}, predictions=predictions, metrics=metrics_of(predictions),
+            selection=selection,
         )  # fmt: skip
         save_unit(layout, unit)
         bar.update(1)

@@ -15,6 +15,7 @@ from dialoguellm.plots import (
     corpora,
     evaluation,
     explore,
+    pitfalls,
     probes,
     seceu,
     training,
@@ -41,6 +42,7 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "score_trust": analysis.score_trust_from_run,  # 06
     "seceu_item_distances": seceu.item_distances_from_run,  # 07
     "emotion_timeline": explore.emotion_timeline_from_run,  # 08
+    "pitfalls": pitfalls.pitfalls_from_run,  # 09, make pitfalls
 }
 
 
@@ -64,6 +66,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "score_trust": ("analysis/reliability.csv", "analysis/coverage.csv"),
     "seceu_item_distances": ("seceu/seceu_*.json",),
     "emotion_timeline": ("analysis/explore_timeline.csv",),
+    "pitfalls": ("experiments/pitfalls_cpu/experiment.json",),
 }
 
 

@@ -27,6 +27,7 @@ from dialoguellm.io import atomic_path, read_predictions  # noqa: F401 (the fram
 from dialoguellm.labels import normalised_label_names
 from dialoguellm.metrics import classification_metrics, save_metrics
 from dialoguellm.prompts import Prepared, PromptBuilder, PromptExample
+from dialoguellm.prompts.answers import parse_answers
 from dialoguellm.runs import NOT_EVALUATION
 from dialoguellm.scoring.engine import generate_texts, score_examples
 
@@ -34,6 +35,20 @@ from dialoguellm.scoring.engine import generate_texts, score_examples
 # temperature 0.7 and top-p 0.95, which only act when sampling; the script does not sample, so neither do we
 # (and sampling would make a prediction a draw).
 PAPER_GENERATION: dict[str, Any] = {"num_beams": 4, "repetition_penalty": 1.15, "do_sample": False}
+
+
+def generation_settings(eval_config: Any) -> dict[str, Any]:
+    """The ``model.generate`` settings of a config's ``eval`` section: beams, repetition penalty and
+    sampling (temperature, top-p and top-k only when ``do_sample``, the only mode they act in). The
+    defaults give greedy decoding."""
+    e = eval_config
+    settings: dict[str, Any] = {
+        "do_sample": bool(e.do_sample), "num_beams": int(e.num_beams),
+        "repetition_penalty": float(e.repetition_penalty),
+    }  # fmt: skip
+    if e.do_sample:
+        settings |= {"temperature": float(e.temperature), "top_p": float(e.top_p), "top_k": int(e.top_k)}
+    return settings
 
 
 # ------------------------------------------------------------------------------------------ label scores
@@ -169,12 +184,21 @@ def predict_by_generation(
     progress: bool = True,
     generation: Mapping[str, Any] | None = None,
     precision: str = DEFAULT_PRECISION,
+    parser: str = "exact",
+    fallback: str = "none",
+    seed: int | None = None,
 ) -> pd.DataFrame:
     """Generation then parsing; unparsed outputs get ``pred_id = -1`` and count as wrong.
 
     Greedy by default; ``generation`` passes other settings to ``model.generate`` (``PAPER_GENERATION``: the
-    released test script's beam search). ``precision`` as in label scoring (``engine.inference_context``).
-    """
+    released test script's beam search; ``generation_settings`` of a config). ``precision`` as in label
+    scoring (``engine.inference_context``). ``parser`` and ``fallback`` as ``prompts.answers.parse_answers``
+    (the defaults: the package's parse, no label counted wrong); ``seed`` seeds torch before generating (a
+    sampled generation is a draw) and the random fallback (default 0)."""
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)
     texts = generate_texts(
         model,
         tokenizer,
@@ -187,16 +211,17 @@ def predict_by_generation(
         progress=progress,
         precision=precision,
     )
-    parsed = [builder.parse(t) for t in texts]
+    found = parse_answers(builder, texts, parser, "none")
+    pred = parse_answers(builder, texts, parser, fallback, 0 if seed is None else seed)
     return pd.DataFrame(
         {
             "example_id": [e.example_id for e in examples],
             "dataset": builder.dataset,
             "gold_id": [e.label_id for e in examples],
-            "pred_id": [-1 if p is None else p for p in parsed],
+            "pred_id": pred,
             "gold": [builder.labels[e.label_id] for e in examples],
-            "pred": ["" if p is None else builder.labels[p] for p in parsed],
-            "parsed": [p is not None for p in parsed],
+            "pred": [builder.labels[p] if p >= 0 else "" for p in pred],
+            "parsed": [p >= 0 for p in found],
             "output": texts,
         }
     )
