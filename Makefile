@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= train,quant,video,notebooks,dev,harness,book
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast reproduce ablations tables lab figures book lint format clean
+.PHONY: install test test-fast reproduce ablations pitfalls tables lab figures book lint format clean
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ reproduce: install
 # Resumable: run it again after an interruption. In the background: nohup make ablations > ablations.log 2>&1 &
 ablations: install
 	$(VENV)/bin/dialoguellm experiment run ablations_cpu
+
+# The field's evaluation pitfalls measured (dialoguellm/experiments/pitfalls_cpu.yaml, docs/PITFALLS.md): the
+# package's adapter (3 seeds) scored each way the field scores; about 2 hours on 2 cores (the file's header).
+# Records go to runs/experiments/pitfalls_cpu. Resumable: run it again after an interruption.
+pitfalls: install
+	$(VENV)/bin/dialoguellm experiment run pitfalls_cpu
 
 # The generated blocks of README.md and docs/EVALUATION.md (results, seeds, ablations) from the committed results/cpu.
 tables: install

@@ -562,7 +562,7 @@ def pitfalls_table(
             notes.append(
                 f"{r['sampling_seeds']} sampling seeds, each from {_signed(r['spread_low'])} to {_signed(r['spread_high'])}"
             )
-        rows.append([r["practice"], r["where"], r["dataset"], effect, r["verdict"] or "-",
+        rows.append([r["practice"], f"{r['where']} (row {r['doc_row']})", r["dataset"], effect, r["verdict"] or "-",
                      "; ".join(n for n in notes if n) or "-"])  # fmt: skip
     header = ["practice (against the package's way)", "where (docs/PITFALLS.md)", "test set",
               "effect on weighted F1 [95% CI]", "verdict", "notes"]  # fmt: skip

@@ -66,7 +66,7 @@ PRACTICES: tuple[Practice, ...] = (
     Practice("generate", "greedy generation, exact parsing (no label counted wrong), against label scoring",
              "DialogueLLM py/myllama-generate-test.py, InstructERC code/main_new.py (both generate)", 1, "arms",
              "greedy_exact", "base"),
-    Practice("sampling", "sampling (temperature 0.7, top-p 0.95, top-k 40, 4 beams, repetition penalty 1.15) "
+    Practice("sampling", "sampling (temperature 0.7, top-p 0.95, top-k 40, repetition penalty 1.15) "
              "and a random label for unparsed answers, against greedy generation with exact parsing",
              "DialogueLLM py/myllama-generate-test.py (settings as written; no do_sample there)", 1, "sampling",
              "sampled_random", "greedy_exact"),
@@ -178,8 +178,10 @@ def _measure(
             seeds = [s for s in sorted(runs[a]) if s in theirs]
             each.append(np.mean([pitfalls.correct_f1(gold, runs[a][s], labels) - pitfalls.correct_f1(gold, theirs[s], labels)
                                  for s in seeds]))  # fmt: skip
+        beams = sorted({int(u.config.get("eval", {}).get("num_beams", 1)) for u in units if u.arm in arms})
         return _row(practice, dataset, pooled, spread_low=float(min(each)), spread_high=float(max(each)),
-                    sampling_seeds=len(arms), covers="training x sampling seeds, test dialogues")  # fmt: skip
+                    sampling_seeds=len(arms), covers="training x sampling seeds, test dialogues",
+                    note=f"beams: {', '.join(map(str, beams))}" if beams else "")  # fmt: skip
     base = _runs(units, practice.arm, dataset)
     seeds = sorted(s for s in base if s is not None)
     if kind == "swapped" and seeds:
@@ -267,3 +269,23 @@ def _overlap_row(
     d = stats.seed_dialogue_bootstrap(test["gold_id"], [mine[s] for s in seeds], normalised_label_names(dataset),
                                       test["dialogue_id"], [theirs[s] for s in seeds], n_resamples=n_resamples)  # fmt: skip
     return _row(practice, dataset, d, note=f"from {OVERLAP_EXPERIMENT} (its own test sample)")
+
+
+def pitfalls_source(run: str | os.PathLike | None, experiment: str = EXPERIMENT) -> tuple[Path | None, str]:
+    """Which pitfalls records notebook 09 shows, and a sentence saying whose: the run folder's own
+    (``<run>/experiments/<experiment>``), else the repository's ``results/cpu/experiments/<experiment>``;
+    (None, why) without either."""
+    from dialoguellm.experiments.summary import committed_folder
+
+    own = Path(run) / "experiments" / experiment if run else None
+    if own is not None and (own / "experiment.json").is_file():
+        return own, f"Measured: this run's own records ({own})."
+    committed = committed_folder(experiment)
+    if (committed / "experiment.json").is_file():
+        plan, units = load_plan(committed), load_units(committed)
+        state = "finished" if len(units) == len(plan["units"]) else "NOT finished (some arms x seeds missing)"
+        return committed, f"Measured: the repository's committed records ({committed}), {state}."
+    return None, (
+        f"Not measured yet: neither this run's experiments/{experiment} nor the repository's "
+        f"results/cpu/experiments/{experiment} exists. Run `make pitfalls` (resumable)."
+    )

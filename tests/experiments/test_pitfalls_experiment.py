@@ -170,3 +170,22 @@ def test_a_tiny_pitfalls_run_scores_kept_checkpoints_and_sampled_generations(tin
         runner.run_experiment(
             other, _corpora(), ExperimentLayout(tmp_path / "run2"), progress=False, command="t"
         )
+
+
+def test_the_renderer_the_block_and_the_figure_read_the_same_table(tmp_path):
+    from dialoguellm.plots.pitfalls import pitfalls_from_run
+    from dialoguellm.report import pitfalls_table, readme_block, update_generated_blocks
+
+    results = tmp_path / "results"
+    doc = tmp_path / "PITFALLS.md"
+    doc.write_text("# page\n\n<!-- pitfalls:start -->\n<!-- pitfalls:end -->\n")
+    assert readme_block("pitfalls", results) == "" and update_generated_blocks(doc, results) == []
+    folder = _synthetic(results / "experiments" / "pitfalls_cpu")
+    text = pitfalls_table(results, n_resamples=FAST)
+    assert text == pitfalls_table(folder, n_resamples=FAST)  # the results folder or the experiment folder
+    assert "| the 7 fixed demonstrations" in text and table.NO_EFFECT in text and "(row 8)" in text
+    assert update_generated_blocks(doc, results) == ["pitfalls"]
+    assert "swapped" in doc.read_text() and update_generated_blocks(doc, results) == []
+    figure = pitfalls_from_run(results, tmp_path / "figures")
+    assert figure is not None and figure.stat().st_size > 10_000
+    assert pitfalls_from_run(tmp_path / "empty", tmp_path / "figures") is None
