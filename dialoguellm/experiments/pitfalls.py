@@ -18,7 +18,7 @@ when the interval covers 0). How each row is measured:
   ``base``'s training, ``train.keep_every_eval``; their dev scores are training's, copied into each record's
   ``selection``), within each run and over every run of every seed;
 - 256-token truncation is a count (``benchmarks/results/truncation_counts.json``), not an arm: at this
-  profile's z and k no training prompt is cut, so an arm would equal ``base``;
+  profile's z and k almost no training prompt is cut, so an arm would all but equal ``base``;
 - joint training without the overlap removal is the ``overlap_removal`` experiment's ``kept`` arm against
   ``removed`` (not rerun here).
 """

@@ -54,8 +54,8 @@ TEMPLATE_KEYS = (
     "plain_demonstration",
     "answer",
 )
-# Keys a template may leave out, with the text used then.
-OPTIONAL_TEMPLATE_KEYS = {"future": "Following turns:\n{turns}"}
+# Keys a template may leave out, with the text used then (the paper's template has none of them).
+OPTIONAL_TEMPLATE_KEYS = {"future": "Following turns:\n{turns}"}  # prompt.future_turns
 
 
 def load_template(name: str = "paper") -> dict[str, str]:
@@ -71,7 +71,7 @@ def load_template(name: str = "paper") -> dict[str, str]:
     missing = [k for k in TEMPLATE_KEYS if k not in data]
     if missing:
         raise ValueError(f"Prompt template {name}.yaml lacks keys: {', '.join(missing)}.")
-    return {**OPTIONAL_TEMPLATE_KEYS, **{k: str(v) for k, v in data.items()}}
+    return {k: str(v) for k, v in data.items()}
 
 
 def rows_of(split: Any) -> list[dict[str, Any]]:
@@ -348,7 +348,7 @@ class PromptBuilder:
         parts.append(t["input"].format(speaker=row["speaker"], text=row["text"]))
         if future:
             turns = "\n".join(t["turn"].format(speaker=r["speaker"], text=r["text"]) for r in future)
-            parts.append(t["future"].format(turns=turns))
+            parts.append(t.get("future", OPTIONAL_TEMPLATE_KEYS["future"]).format(turns=turns))
         return t["section_separator"].join(parts)
 
     def _demo_parts(self, demonstrations: Sequence[Demonstration] | None = None) -> list[tuple[str, str]]:

@@ -38,14 +38,16 @@ PAPER_GENERATION: dict[str, Any] = {"num_beams": 4, "repetition_penalty": 1.15, 
 
 
 def generation_settings(eval_config: Any) -> dict[str, Any]:
-    """The ``model.generate`` settings of a config's ``eval`` section: beams, repetition penalty and
-    sampling (temperature, top-p and top-k only when ``do_sample``, the only mode they act in). The
-    defaults give greedy decoding."""
+    """The ``model.generate`` settings of a config's ``eval`` section: sampling (temperature, top-p and top-k
+    only when ``do_sample``, the only mode they act in), beams and repetition penalty. A setting at its
+    default is left out, so the defaults give what generation always did: ``{"do_sample": False}`` (greedy;
+    anything else the model's own generation config sets still applies)."""
     e = eval_config
-    settings: dict[str, Any] = {
-        "do_sample": bool(e.do_sample), "num_beams": int(e.num_beams),
-        "repetition_penalty": float(e.repetition_penalty),
-    }  # fmt: skip
+    settings: dict[str, Any] = {"do_sample": bool(e.do_sample)}
+    if e.num_beams != 1:
+        settings["num_beams"] = int(e.num_beams)
+    if e.repetition_penalty != 1.0:
+        settings["repetition_penalty"] = float(e.repetition_penalty)
     if e.do_sample:
         settings |= {"temperature": float(e.temperature), "top_p": float(e.top_p), "top_k": int(e.top_k)}
     return settings
@@ -239,17 +241,23 @@ def predict(
     progress: bool = True,
     length_normalise: bool = False,
     precision: str = DEFAULT_PRECISION,
+    eval_config: Any = None,
 ) -> pd.DataFrame:
-    """Predictions in ``mode`` "score" (label scoring) or "generate" (greedy text, then parse), computed in
-    ``precision`` (``engine.inference_context``)."""
+    """Predictions in ``mode`` "score" (label scoring) or "generate" (text, then parse: greedy, the package's
+    parse, unless ``eval_config``, a config's ``eval`` section, sets other decoding, ``parser`` or
+    ``fallback``), computed in ``precision`` (``engine.inference_context``)."""
     if mode == "score":
         return predict_by_scoring(
             model, tokenizer, builder, examples, batch_size, dtype, progress, length_normalise, precision
         )
     if mode == "generate":
+        e = eval_config
+        drawn = e is not None and (e.do_sample or e.fallback == "random")
         return predict_by_generation(
             model, tokenizer, builder, examples, batch_size, max_new_tokens, dtype, progress,
-            precision=precision,
+            generation=generation_settings(e) if e is not None else None, precision=precision,
+            parser=e.parser if e is not None else "exact", fallback=e.fallback if e is not None else "none",
+            seed=e.sampling_seed if drawn else None,
         )  # fmt: skip
     raise ValueError(f"eval.mode must be score or generate, not {mode!r}.")
 

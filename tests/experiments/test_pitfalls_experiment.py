@@ -189,3 +189,34 @@ def test_the_renderer_the_block_and_the_figure_read_the_same_table(tmp_path):
     figure = pitfalls_from_run(results, tmp_path / "figures")
     assert figure is not None and figure.stat().st_size > 10_000
     assert pitfalls_from_run(tmp_path / "empty", tmp_path / "figures") is None
+
+
+def test_a_training_or_unit_started_before_the_new_settings_existed_still_resumes(tmp_path):
+    """The settings this experiment added (prompt.future_turns, eval.parser, train.keep_every_eval, ...) are
+    absent from folders an older release wrote; at their defaults they count as unchanged, elsewhere not."""
+    from dialoguellm.config import Config, save_config
+    from dialoguellm.training.checkpoints import check_same_config
+
+    saved = tmp_path / "config.yaml"
+    save_config(Config(), saved)
+    text = saved.read_text()
+    old = "\n".join(
+        line
+        for line in text.splitlines()
+        if not line.strip().startswith(("future_turns", "keep_every_eval", "parser"))
+    )
+    saved.write_text(old + "\n")
+    check_same_config(Config(), saved)  # resumes
+    changed = Config()
+    changed.prompt.future_turns = 1
+    with pytest.raises(ValueError, match="prompt.future_turns"):
+        check_same_config(changed, saved)
+    marker = tmp_path / "unit"
+    marker.mkdir()
+    settings = runner._settings(Config())
+    older = {s: {k: v for k, v in values.items() if k not in ("future_turns", "checkpoint")}
+             if isinstance(values, dict) else values for s, values in settings.items()}  # fmt: skip
+    write_json(marker / runner.JOB_FILE, older)
+    runner._claim(marker, Config())  # the unit's training folder is still its own
+    with pytest.raises(ValueError, match="other settings"):
+        runner._claim(marker, changed)

@@ -14,8 +14,8 @@ from dialoguellm.scoring import predictions
 
 def test_the_default_generation_is_greedy_and_sampling_settings_act_only_when_sampling():
     assert predictions.generation_settings(Config().eval) == {
-        "do_sample": False, "num_beams": 1, "repetition_penalty": 1.0,
-    }  # fmt: skip
+        "do_sample": False
+    }  # what generation always did
     e = config_from_dict({"eval": {"do_sample": True, "temperature": 0.7, "top_p": 0.95, "top_k": 40,
                                    "num_beams": 4, "repetition_penalty": 1.15}}).eval  # fmt: skip
     assert predictions.generation_settings(e) == {
