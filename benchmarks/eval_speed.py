@@ -14,7 +14,7 @@ test split is never read: a benchmark reports quality on dev only):
    ``--compare 0`` the comparison is the full dev set, and step 2 is its label-scoring row).
 
 Label scoring ranks labels as ``eval.length_normalise`` says (the cpu profile: mean log-likelihood per token,
-chosen on the dev splits by benchmarks/length_normalisation.py). It is reported raw (argmax) and, when the
+chosen on the dev splits; rechecked by the experiment scoring_dev). It is reported raw (argmax) and, when the
 adapter has them and ``eval.calibrate`` is on, with the label biases fitted during training; those biases
 were fitted on dev rows (500 per corpus in the cpu profile) that this benchmark scores again, so the
 calibrated number is in-sample and informative only: the quality target compares the raw argmax, which like

@@ -378,8 +378,8 @@ def train_measures(
 
 
 def score_measures(model: Any, examples: list, answers: list, batch_sizes: list[int]) -> dict[str, Any]:
-    """Label-scoring utterances/s (``scoring.engine.score_examples``, bf16) at each batch size (one untimed
-    warm-up pass on a few examples first)."""
+    """Label-scoring utterances/s (``scoring.engine.score_examples``: fp32 compute on the loaded weights, the
+    one scoring arithmetic) at each batch size (one untimed warm-up pass on a few examples first)."""
     from dialoguellm.scoring.engine import score_examples
 
     device = next(model.parameters()).device

@@ -3,22 +3,24 @@
     dialoguellm benchmark inference_weights --adapter runs/latest/training/adapter
 
 On the embedded default (the cpu profile) and the dev splits of MELD and EmoryNLP (never test), the same
-utterances are scored four ways, interleaved chunk by chunk (the order rotates) so that a slow minute of the
-machine hits all of them alike:
+utterances are scored three ways in fp32, the one arithmetic of label scoring, interleaved chunk by chunk (the
+order rotates) so that a slow minute of the machine hits all of them alike:
 
-1. ``autocast_casts``: the LoRA adapter beside the bf16 base; autocast casts its fp32 matrices to bf16 at
-   every call, and attention copies the key/value heads once per query head (the path before this benchmark);
-2. ``bf16_copies``: the same model with its frozen fp32 weights replaced by bf16 copies while scoring
-   (``engine.bf16_weight_copies``): the same bf16 matmuls;
-3. ``bf16_copies_gqa``: 2 plus grouped-query attention in place (``engine.grouped_query_attention``): what
-   evaluation does now. 2 and 3 must give bit-identical scores to 1;
-4. ``merged`` (tried, not adopted): the adapter folded into the base weights (peft ``merge_and_unload``) with
-   2 and 3: one matrix product per layer instead of three, but the merged weights are bf16 like the base, and
-   bf16 keeps too few bits to hold the small LoRA update on top of a weight: the scores move.
+1. ``kv_heads_copied``: the LoRA adapter beside the bf16 base; attention copies the key/value heads once per
+   query head (transformers' default with a mask);
+2. ``gqa_in_place``: 1 plus grouped-query attention reading the shared heads in place
+   (``engine.grouped_query_attention``): what evaluation does. It must give bit-identical scores to 1;
+3. ``merged`` (tried, not adopted): the adapter folded into the base weights (peft ``merge_and_unload``) with
+   2: one matrix product per layer instead of three, but the merged weights are bf16 like the base, and bf16
+   keeps too few bits to hold the small LoRA update on top of a weight: the scores move.
 
 Prints utterances/s and the speed ratio of each against 1, the largest score difference and the share of
 predictions that agree with 1, and dev accuracy / weighted F1 per corpus (raw argmax, no biases), so speed
 is never bought with quality. The JSON lands in benchmarks/results/ (``--out``).
+
+Until commit 78eb9d5 the comparison ran in bf16 autocast (``eval.precision: autocast``, since removed) with a
+fourth way, bf16 copies of the frozen fp32 LoRA weights; ``benchmarks/results/inference_weights_cpu.json`` is
+that run (docs/SPEED.md). The default ``--out`` is another file, so it stays.
 """
 
 from __future__ import annotations
@@ -39,25 +41,21 @@ from dialoguellm.model import loading
 from dialoguellm.scoring import engine, predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = ("autocast_casts", "bf16_copies", "bf16_copies_gqa", "merged")
+VARIANTS = ("kv_heads_copied", "gqa_in_place", "merged")
+REFERENCE = "kv_heads_copied"
 
 
-REAL = {name: getattr(engine, name) for name in ("bf16_weight_copies", "grouped_query_attention")}
+REAL = {"grouped_query_attention": engine.grouped_query_attention}
 
 
 @contextlib.contextmanager
-def nothing(model, dtype="bf16", **_):
+def nothing(model, **_):
     yield model
 
 
 def speedups(variant: str) -> dict:
-    """The evaluate module's speed-up contexts as ``variant`` runs them (no-ops where it does without)."""
-    return {
-        "bf16_weight_copies": nothing if variant == "autocast_casts" else REAL["bf16_weight_copies"],
-        "grouped_query_attention": REAL["grouped_query_attention"]
-        if variant in ("bf16_copies_gqa", "merged")
-        else nothing,
-    }
+    """The scoring engine's speed-up contexts as ``variant`` runs them (no-ops where it does without)."""
+    return {"grouped_query_attention": nothing if variant == REFERENCE else REAL["grouped_query_attention"]}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--per-dataset", type=int, default=0, help="dev utterances per corpus (0 = all)")
     parser.add_argument("--chunk", type=int, default=128, help="utterances per interleaved chunk")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default=str(RESULTS / "inference_weights_cpu.json"))
+    parser.add_argument("--out", default=str(RESULTS / "inference_weights_fp32_cpu.json"))
     args = parser.parse_args(argv)
 
     config = config_from_options(args)
@@ -109,7 +107,6 @@ def main(argv: list[str] | None = None) -> dict:
                         m.dtype,
                         desc=f"{name} dev ({variant})",
                         progress=False,
-                        precision="autocast",  # the bf16 path these speed-ups were measured on
                     )
                     seconds[variant] += time.perf_counter() - start
                 finally:
@@ -120,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         ranked = {v: np.concatenate(scores[v]) for v in VARIANTS}
         if config.eval.length_normalise:  # the scores evaluation ranks labels by
             ranked = {v: predictions.length_normalised(s, builder.answer_ids) for v, s in ranked.items()}
-        ref = ranked["autocast_casts"]
+        ref = ranked[REFERENCE]
         entry: dict = {"utterances": len(examples)}
         for variant in VARIANTS:
             ll = ranked[variant]
@@ -128,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
             entry[variant] = {
                 "accuracy": round(metrics["accuracy"], 4),
                 "weighted_f1": round(metrics["weighted_f1"], 4),
-                "agreement_with_autocast_casts": round(float((ll.argmax(1) == ref.argmax(1)).mean()), 4),
+                "agreement_with_reference": round(float((ll.argmax(1) == ref.argmax(1)).mean()), 4),
                 "max_abs_score_difference": float(np.abs(ll - ref).max()) if len(ll) else 0.0,
             }
         per_corpus[name] = entry
@@ -136,25 +133,26 @@ def main(argv: list[str] | None = None) -> dict:
 
     total = sum(e["utterances"] for e in per_corpus.values())
     speed = {v: round(total / seconds[v], 2) for v in VARIANTS}
-    ratios = {v: round(speed[v] / speed["autocast_casts"], 3) for v in VARIANTS}
+    ratios = {v: round(speed[v] / speed[REFERENCE], 3) for v in VARIANTS}
     exact = {
-        v: all(e[v]["max_abs_score_difference"] == 0.0 for e in per_corpus.values())
-        for v in ("bf16_copies", "bf16_copies_gqa")
+        "gqa_in_place": all(e["gqa_in_place"]["max_abs_score_difference"] == 0.0 for e in per_corpus.values())
     }
     result = {
         **runs.benchmark_header("inference_weights", argv, model=m.name, adapter=args.adapter, split="dev"),
         "settings": {
             "batch_size": config.eval.batch_size,
             "dtype": m.dtype,
+            "precision": config.eval.precision,
             "length_normalise": config.eval.length_normalise,
             "chunk": args.chunk,
         },
+        "reference": REFERENCE,
         "utterances": total,
         "seconds": {v: round(s, 2) for v, s in seconds.items()},
         "utterances_per_second": speed,
-        "speed_ratio_vs_autocast_casts": ratios,
-        "bit_identical_to_autocast_casts": exact,
-        "adopted": "bf16_copies_gqa",
+        "speed_ratio_vs_reference": ratios,
+        "bit_identical_to_reference": exact,
+        "adopted": "gqa_in_place",
         "per_corpus": per_corpus,
     }
     out = Path(args.out)
@@ -168,9 +166,9 @@ def main(argv: list[str] | None = None) -> dict:
             e = entry[v]
             print(
                 f"{name:<9}{v:<22} acc {100 * e['accuracy']:5.1f}  wF1 {100 * e['weighted_f1']:5.1f}  "
-                f"agree {100 * e['agreement_with_autocast_casts']:5.1f}%  max|diff| {e['max_abs_score_difference']:.4f}"
+                f"agree {100 * e['agreement_with_reference']:5.1f}%  max|diff| {e['max_abs_score_difference']:.4f}"
             )
-    print(f"bit-identical to autocast_casts: {exact}")
+    print(f"bit-identical to {REFERENCE}: {exact}")
     print(f"written to {out}")
     return result
 

@@ -1,10 +1,9 @@
-"""Precision of label scoring: does a prediction depend on the arithmetic, the batch size or the batch order?
+"""Batch invariance of label scoring: does a prediction depend on the batch size or the batch order?
 
     dialoguellm benchmark precision --adapter runs/latest/training/adapter
 
-On the dev splits of MELD and EmoryNLP (never test), the trained adapter scores every utterance in each
-``eval.precision`` (``dialoguellm.scoring.engine.inference_context``): ``fp32`` (every weight computed in fp32, the
-reference) and ``autocast`` (bf16 throughout, as training computes). Each precision runs four ways:
+On the dev splits of MELD and EmoryNLP (never test), the trained adapter scores every utterance in fp32, the
+one arithmetic of label scoring (``dialoguellm.scoring.engine.inference_context``), four ways:
 
 - ``batch16``: batches of 16 grouped by length (``eval.batch_size``, what evaluation does);
 - ``shuffled16``: batches of 16 in a seeded random order (other neighbours, more padding);
@@ -12,13 +11,16 @@ reference) and ``autocast`` (bf16 throughout, as training computes). Each precis
 - ``batch1``: one utterance at a time, on a stratified subset (``--batch1-per-dataset``, default 300 per
   corpus: one at a time is slow, and all 2,063 would take longer than the rest together).
 
-Every way and precision scores the same chunk of utterances before the next chunk starts, in an order that
-rotates chunk by chunk, so a busy minute of the shared machine slows all of them alike; speeds are printed as
-ratios to ``autocast``. Per corpus and pooled it reports each precision's agreement with ``fp32`` at
-``batch16``, its agreement between ``batch16`` and each other way, the largest difference of the ranked
-scores (the mean log-likelihood per token with ``eval.length_normalise``) and utterances/s, then picks the
-cheapest precision that holds both targets (>= 99.5% with fp32, >= 99.5% across batches and orders). The JSON
-(``--out``) is rewritten after every corpus of every way, so an interrupted run keeps what it measured.
+Every way scores the same chunk of utterances before the next chunk starts, in an order that rotates chunk by
+chunk, so a busy minute of the shared machine slows all of them alike. Per corpus and pooled it reports the
+agreement between ``batch16`` and each other way, the largest difference of the ranked scores (the mean
+log-likelihood per token with ``eval.length_normalise``), dev accuracy and weighted F1 and utterances/s per
+way, and whether the target holds (>= 99.5% across batches and orders). The JSON (``--out``) is rewritten
+after every chunk, so an interrupted run keeps what it measured.
+
+Until commit 78eb9d5 this benchmark also scored in bf16 autocast (``eval.precision: autocast``); that run's
+JSON, ``benchmarks/results/precision_cpu.json`` (and ``precision_cpu_2threads.json``), is the measurement
+behind the option's removal (docs/PRECISION.md). The default ``--out`` is another file, so it stays.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from dialoguellm import prompts, runs
-from dialoguellm.config import EvalConfig, add_config_options, config_from_options
+from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.corpora import readers
 from dialoguellm.labels import LABELS
 from dialoguellm.metrics import classification_metrics
@@ -40,11 +42,10 @@ from dialoguellm.model import loading
 from dialoguellm.scoring import engine, predictions
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PRECISIONS = ("fp32", "autocast")
-REFERENCE, BASELINE = "fp32", "autocast"
 TARGET = 0.995
 # name -> (batch size, grouped by length); batch1 runs on the subset only.
 WAYS = {"batch16": (16, True), "shuffled16": (16, False), "batch64": (64, True), "batch1": (1, True)}
+OTHER_WAYS = ("shuffled16", "batch64", "batch1")
 
 
 def stratified_subset(examples: list, k: int, seed: int) -> list[int]:
@@ -52,7 +53,7 @@ def stratified_subset(examples: list, k: int, seed: int) -> list[int]:
     return prompts.sample_indices(len(examples), k, seed, [e.label_id for e in examples])
 
 
-def score_chunk(model: Any, tok: Any, builder: Any, chunk: list, precision: str, way: str, seed: int, args):
+def score_chunk(model: Any, tok: Any, builder: Any, chunk: list, way: str, seed: int, args):
     """Scores (N, L) of ``chunk`` in its own order, and the seconds they took, computed ``way``."""
     batch, grouped = WAYS[way]
     order = list(range(len(chunk)))
@@ -67,7 +68,6 @@ def score_chunk(model: Any, tok: Any, builder: Any, chunk: list, precision: str,
         batch,
         args.dtype,
         progress=False,
-        precision=precision,
         group_by_length=grouped,
     )
     seconds = time.perf_counter() - start
@@ -93,18 +93,17 @@ def schedule(examples: dict, args) -> list[tuple[str, list[int]]]:
 def run_chunk(
     model, tok, builder, chunk: list, batch1: list, args, scores: dict, seconds: dict, c: int
 ) -> None:
-    """Score one chunk every way in every precision (the order rotating), appending to ``scores``."""
-    for way in args.ways:
+    """Score one chunk every way (the order rotating chunk by chunk), appending to ``scores``."""
+    for k in range(len(args.ways)):
+        way = args.ways[(c + k) % len(args.ways)]
         members = batch1 if way == "batch1" else chunk
         if not members:
             continue
-        for k in range(len(args.precisions)):
-            precision = args.precisions[(c + k) % len(args.precisions)]
-            loglik, spent = score_chunk(model, tok, builder, members, precision, way, args.seed + c, args)
-            if args.length_normalise:  # the scores evaluation ranks labels by
-                loglik = predictions.length_normalised(loglik, builder.answer_ids)
-            scores[way][precision].append(loglik)
-            seconds[way][precision] += spent
+        loglik, spent = score_chunk(model, tok, builder, members, way, args.seed + c, args)
+        if args.length_normalise:  # the scores evaluation ranks labels by
+            loglik = predictions.length_normalised(loglik, builder.answer_ids)
+        scores[way].append(loglik)
+        seconds[way] += spent
 
 
 def compare(a: np.ndarray, b: np.ndarray) -> dict:
@@ -118,58 +117,36 @@ def compare(a: np.ndarray, b: np.ndarray) -> dict:
     }
 
 
-def corpus_entry(scores: dict, gold: np.ndarray, labels: list, precisions) -> dict:
-    """Per precision: quality, agreement with fp32 and across ways, over the utterances scored so far.
+def corpus_entry(scores: dict, gold: np.ndarray, labels: list) -> dict:
+    """Quality at batch16 and its agreement with every other way, over the utterances scored so far.
 
-    ``scores[way][precision]`` are (N, L) arrays in the order scored; ``batch1`` rows are the subset's rows of
+    ``scores[way]`` are (N, L) arrays in the order scored; ``batch1`` rows are compared with
     ``scores["batch1_base"]`` (the same utterances at batch16)."""
-    entry: dict = {}
     base = scores["batch16"]
-    for p in precisions:
-        e: dict = {}
-        metrics = classification_metrics(gold, base[p].argmax(1), labels)
-        e["accuracy"] = round(metrics["accuracy"], 4)
-        e["weighted_f1"] = round(metrics["weighted_f1"], 4)
-        e["vs_fp32"] = compare(base[p], base[REFERENCE])
-        for way in ("shuffled16", "batch64", "batch1"):
-            if way in scores:
-                reference = scores["batch1_base"][p] if way == "batch1" else base[p]
-                e[f"{way}_vs_batch16"] = compare(scores[way][p], reference)
-        entry[p] = e
+    metrics = classification_metrics(gold, base.argmax(1), labels)
+    entry: dict = {"accuracy": round(metrics["accuracy"], 4), "weighted_f1": round(metrics["weighted_f1"], 4)}
+    for way in OTHER_WAYS:
+        if way in scores:
+            reference = scores["batch1_base"] if way == "batch1" else base
+            entry[f"{way}_vs_batch16"] = compare(scores[way], reference)
     return entry
 
 
-def pooled(per_corpus: dict, precisions) -> dict:
+def pooled(per_corpus: dict) -> dict:
     """Agreements over both corpora together (weighted by utterances) and the largest differences."""
     out: dict = {}
-    for p in precisions:
-        e: dict = {}
-        for key in ("vs_fp32", "shuffled16_vs_batch16", "batch64_vs_batch16", "batch1_vs_batch16"):
-            parts = [c[p][key] for c in per_corpus.values() if c.get(p, {}).get(key, {}).get("utterances")]
-            n = sum(x["utterances"] for x in parts)
-            if parts and n:
-                e[key] = {
-                    "utterances": n,
-                    "agreement": round(sum(x["agreement"] * x["utterances"] for x in parts) / n, 5),
-                    "max_abs_score_difference": max(x["max_abs_score_difference"] for x in parts),
-                }
-        across = [e[k]["agreement"] for k in e if k != "vs_fp32"]
-        e["agreement_across_batches"] = min(across) if across else None
-        out[p] = e
+    for key in (f"{way}_vs_batch16" for way in OTHER_WAYS):
+        parts = [c[key] for c in per_corpus.values() if c.get(key, {}).get("utterances")]
+        n = sum(x["utterances"] for x in parts)
+        if parts and n:
+            out[key] = {
+                "utterances": n,
+                "agreement": round(sum(x["agreement"] * x["utterances"] for x in parts) / n, 5),
+                "max_abs_score_difference": max(x["max_abs_score_difference"] for x in parts),
+            }
+    across = [e["agreement"] for e in out.values()]
+    out["agreement_across_batches"] = min(across) if across else None
     return out
-
-
-def choose(pool: dict, speed: dict, precisions) -> dict:
-    """The fastest precision (at batch16) that meets both targets, with each one's verdict."""
-    verdict = {}
-    for p in precisions:
-        e = pool[p]
-        with_fp32 = e.get("vs_fp32", {}).get("agreement")
-        across = e.get("agreement_across_batches")
-        verdict[p] = with_fp32 is not None and across is not None and min(with_fp32, across) >= TARGET
-    meeting = [p for p in precisions if verdict[p] and speed.get(p)]
-    chosen = max(meeting, key=lambda p: speed[p]) if meeting else None
-    return {"meets_targets": verdict, "chosen": chosen}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -187,15 +164,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--chunk", type=int, default=128, help="utterances per interleaved chunk")
     parser.add_argument("--ways", nargs="+", default=list(WAYS), choices=list(WAYS))
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order and the subset")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default=str(RESULTS / "precision_cpu.json"))
+    parser.add_argument("--out", default=str(RESULTS / "batch_invariance_cpu.json"))
     args = parser.parse_args(argv)
-    if "batch16" not in args.ways or REFERENCE not in args.precisions or BASELINE not in args.precisions:
-        parser.error(
-            "--ways needs batch16 and --precisions needs fp32 and autocast (the comparisons' anchors)"
-        )
+    if "batch16" not in args.ways:
+        parser.error("--ways needs batch16 (what the other ways are compared with)")
     return args
 
 
@@ -217,8 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
 
     ways = [*args.ways, "batch1_base"] if "batch1" in args.ways else list(args.ways)
-    scores = {n: {w: {p: [] for p in args.precisions} for w in ways} for n in examples}
-    seconds = {w: dict.fromkeys(args.precisions, 0.0) for w in args.ways}
+    scores = {n: {w: [] for w in ways} for n in examples}
+    seconds = dict.fromkeys(args.ways, 0.0)
     done: dict = {n: [] for n in examples}
     plan = schedule(examples, args)
     started = time.time()
@@ -230,10 +204,9 @@ def main(argv: list[str] | None = None) -> dict:
         run_chunk(model, tok, prepared.builders[name], chunk, batch1, args, scores[name], seconds, c)
         if "batch1" in args.ways:  # the same utterances' batch16 scores, to compare with
             rows = [r for r, i in enumerate(positions) if i in subsets[name]]
-            for p in args.precisions:
-                scores[name]["batch1_base"][p].append(scores[name]["batch16"][p][-1][rows])
+            scores[name]["batch1_base"].append(scores[name]["batch16"][-1][rows])
         done[name] += positions
-        result = summarise(args, argv, config, examples, subsets, scores, seconds, done)
+        result = summarise(args, argv, config, examples, scores, seconds, done)
         result["chunks"] = f"{c + 1} of {len(plan)}"
         result["wall_seconds"] = round(time.time() - started, 1)
         write(result, args.out)
@@ -242,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def summarise(args, argv, config, examples, subsets, scores, seconds, done) -> dict:
+def summarise(args, argv, config, examples, scores, seconds, done) -> dict:
     """The JSON of everything scored so far (``complete`` once every chunk ran)."""
     per_corpus = {}
     counts = dict.fromkeys(seconds, 0)
@@ -250,38 +223,25 @@ def summarise(args, argv, config, examples, subsets, scores, seconds, done) -> d
         if not done[name]:
             continue
         width = len(LABELS[name])
-        joined = {
-            w: {p: np.concatenate(v) if v else np.zeros((0, width)) for p, v in by_p.items()}
-            for w, by_p in scores[name].items()
-        }
+        joined = {w: np.concatenate(v) if v else np.zeros((0, width)) for w, v in scores[name].items()}
         gold = np.array([exs[i].label_id for i in done[name]])
-        labels = list(LABELS[name])
-        per_corpus[name] = corpus_entry(joined, gold, labels, args.precisions)
+        per_corpus[name] = corpus_entry(joined, gold, list(LABELS[name]))
         per_corpus[name]["utterances"] = len(done[name])
         per_corpus[name]["dev_split_utterances"] = len(exs)
-        per_corpus[name]["batch1_utterances"] = len(joined.get("batch1", {}).get(REFERENCE, []))
+        per_corpus[name]["batch1_utterances"] = len(joined.get("batch1", []))
         for way in counts:
-            counts[way] += len(joined[way][REFERENCE])
-    speed = {
-        way: {p: round(counts[way] / s, 2) if s else None for p, s in seconds[way].items()} for way in seconds
-    }
-    ratio = {
-        way: {
-            p: round(v / speed[way][BASELINE], 3) if v and speed[way][BASELINE] else None
-            for p, v in s.items()
-        }
-        for way, s in speed.items()
-    }
-    pool = pooled(per_corpus, args.precisions)
-    decision = choose(pool, speed.get("batch16", {}), args.precisions)
+            counts[way] += len(joined[way])
+    speed = {way: round(counts[way] / s, 2) if s else None for way, s in seconds.items()}
+    pool = pooled(per_corpus)
+    across = pool["agreement_across_batches"]
     complete = all(len(done[n]) == len(examples[n]) for n in examples)
-    default = EvalConfig().precision
     return {
         **runs.benchmark_header(
             "precision", argv, complete=complete, model=config.model.name, adapter=args.adapter, split="dev"
         ),
         "settings": {
             "dtype": config.model.dtype,
+            "precision": config.eval.precision,
             "length_normalise": config.eval.length_normalise,
             "chunk": args.chunk,
             "ways": {w: {"batch_size": WAYS[w][0], "grouped_by_length": WAYS[w][1]} for w in args.ways},
@@ -291,14 +251,11 @@ def summarise(args, argv, config, examples, subsets, scores, seconds, done) -> d
             "target": TARGET,
         },
         "utterances_scored_per_way": counts,
-        "seconds": {w: {p: round(s, 1) for p, s in v.items()} for w, v in seconds.items()},
+        "seconds": {w: round(s, 1) for w, s in seconds.items()},
         "utterances_per_second": speed,
-        "speed_ratio_vs_autocast": ratio,
         "pooled": pool,
         "per_corpus": per_corpus,
-        **decision,
-        "config_default": default,
-        "config_agrees": decision["chosen"] == default if complete else None,
+        "meets_target": across is not None and across >= TARGET,
     }
 
 
@@ -310,20 +267,16 @@ def write(result: dict, out: str) -> None:
 
 
 def report(result: dict, out: str) -> None:
-    """Print the table docs/PRECISION.md shows (pooled over corpora; speed at batch16)."""
-    speed, ratio = result["utterances_per_second"], result["speed_ratio_vs_autocast"]
-    keys = ("vs_fp32", "shuffled16_vs_batch16", "batch64_vs_batch16", "batch1_vs_batch16")
-    print(f"\n{'precision':<10}{'vs fp32':>9}{'shuf16':>9}{'bs64':>9}{'bs1':>9}{'max|diff|':>11}"
-          f"{'utt/s':>8}{'ratio':>7}  (dev, both corpora)")  # fmt: skip
-    for p, e in result["pooled"].items():
-        cells = [e.get(k, {}).get("agreement") for k in keys]
-        text = "".join(f"{100 * c:>8.2f}%" if c is not None else f"{'-':>9}" for c in cells)
-        diff = e.get("vs_fp32", {}).get("max_abs_score_difference")
-        s, r = speed.get("batch16", {}).get(p), ratio.get("batch16", {}).get(p)
-        print(f"{p:<10}{text}{diff if diff is not None else float('nan'):>11.4f}"
-              f"{s or float('nan'):>8.2f}{r or float('nan'):>7.3f}")  # fmt: skip
-    print(f"meets targets: {result['meets_targets']}; chosen: {result['chosen']} "
-          f"(config default: {result['config_default']}); complete: {result['complete']}")  # fmt: skip
+    """Print agreement with batch16 and speed per way (pooled over corpora)."""
+    pool, speed = result["pooled"], result["utterances_per_second"]
+    print(f"\n{'way':<12}{'vs batch16':>11}{'max|diff|':>11}{'utt/s':>8}  (dev, both corpora, fp32)")
+    for way, s in speed.items():
+        e = pool.get(f"{way}_vs_batch16", {})
+        agree, diff = e.get("agreement"), e.get("max_abs_score_difference")
+        cell = f"{100 * agree:>10.2f}%" if agree is not None else f"{'-':>11}"
+        print(f"{way:<12}{cell}{diff if diff is not None else float('nan'):>11.2e}{s or float('nan'):>8.2f}")
+    print(f"target >= {100 * TARGET:.1f}% across batches: {'met' if result['meets_target'] else 'NOT met'}; "
+          f"complete: {result['complete']}")  # fmt: skip
     print(f"written to {out}")
 
 

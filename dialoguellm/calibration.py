@@ -103,8 +103,8 @@ def fit_calibration(
     selected adapter in ``folder``, whose weights are loaded into ``model`` first. Writes ``calibration.json`` (what evaluation applies to test) and ``calibration_dev.json`` (how
     many dev rows, weighted F1 before and after, in-sample) into ``folder``; returns the biases.
 
-    Biases fitted on few rows follow that sample's noise (benchmarks/length_normalisation.py prints held-out
-    dev weighted F1 by the number of rows they were fitted on).
+    Biases fitted on few rows follow that sample's noise (the experiment ``scoring_dev`` reports cross-fitted
+    dev weighted F1 by the number of rows they were fitted on, ``label_bias(rows=N)``).
     """
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -235,7 +235,7 @@ class PriorCorrection:
 
         ``l2`` (default 1 / number of dev rows) shrinks the offsets toward 0, so a label seen once or twice
         in a small dev sample cannot get an extreme offset; with a large dev split it fades away.
-        ``scale`` fixes the scale (1.0: offsets only) instead of fitting it (benchmarks/prior_scale.py).
+        ``scale`` fixes the scale (1.0: offsets only) instead of fitting it (the experiment ``scoring_dev``, ``prior(scale=S)``).
         """
         check_frame(dev)
         labels = list(labels or label_words(dev))
@@ -245,10 +245,7 @@ class PriorCorrection:
         gold = dev["gold_id"].to_numpy(dtype=int)
         if method != "likelihood":
             raise ValueError(f"Prior correction method must be 'likelihood', not {method!r}.")
-        scale, offsets = _fit_likelihood_offsets(
-            scores, gold, len(labels), 1.0 / len(dev) if l2 is None else l2, scale
-        )
-        offsets = offsets - offsets.mean()  # only differences matter; centred offsets read more easily
+        scale, offsets = fit_prior(scores, gold, len(labels), scale=scale, l2=l2)
         return cls(labels=labels, offsets=offsets.tolist(), scale=scale, method=method, n_fit=len(dev))
 
     def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -273,6 +270,18 @@ class PriorCorrection:
             "fitted_on": self.fitted_on,
             "n_fit": self.n_fit,
         }
+
+
+def fit_prior(
+    scores: np.ndarray, gold: np.ndarray, n_labels: int, scale: float | None = None, l2: float | None = None
+) -> tuple[float, np.ndarray]:
+    """(scale, offsets) of ``PriorCorrection`` fitted on these (dev) rows' log scores: ``scale`` fixes the
+    scale (1.0: offsets only) instead of fitting it; ``l2`` defaults to 1 / rows. Offsets are centred (only
+    differences matter)."""
+    scale, offsets = _fit_likelihood_offsets(
+        scores, np.asarray(gold, dtype=int), n_labels, 1.0 / len(gold) if l2 is None else l2, scale
+    )
+    return scale, offsets - offsets.mean()
 
 
 def _fit_likelihood_offsets(

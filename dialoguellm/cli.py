@@ -219,6 +219,10 @@ def _add_experiment(sub) -> None:
     xp.add_argument(
         "--corpora-run", default=None, help="a run folder with notebook 01's corpora and 02's descriptions"
     )
+    xp.add_argument(
+        "--resume-from", default=None, metavar="FOLDER", help="run: first copy the plan and unit records of an "
+        "experiment stopped elsewhere (e.g. the committed results/cpu/in_progress/NAME) into RUN_DIR, then go on",
+    )  # fmt: skip
     xp.set_defaults(handler=_experiment)
 
 
@@ -448,10 +452,15 @@ def _experiment(args: argparse.Namespace) -> int:
     )
     own = runs.RunLayout(Path(args.run_dir or runs.REPO_DIR / "runs")).experiment(experiment.name)
     if args.action == "run":
-        from dialoguellm.corpora.video import load_descriptions
+        from dialoguellm.corpora.video import load_descriptions, vendored_descriptions
 
         corpora = runner.experiment_corpora(experiment, args.data_dir, args.corpora_run)
         descriptions = load_descriptions(args.corpora_run) if args.corpora_run else None
+        if runner.marks_described(experiment) and not any((descriptions or {}).values()):
+            descriptions = vendored_descriptions()  # an arm scored on described lines: the packaged 191
+        if args.resume_from:
+            copied = runner.resume_from(args.resume_from, own)
+            print(f"{len(copied)} unit record(s) copied from {args.resume_from} into {own.units}")
         runner.run_experiment(experiment, corpora, own, descriptions=descriptions)
     folder = own.root if own.plan.is_file() else summary.committed_folder(experiment.name)
     print(experiment_table(folder))

@@ -25,10 +25,9 @@ from dialoguellm.io import atomic_path
 
 # The packaged profiles (cpu, paper, paper_r8) and ablation arms, found from any folder after any install.
 PROFILES_DIR = Path(str(resources.files("dialoguellm") / "profiles"))
-# eval.precision's values (dialoguellm.scoring.engine.inference_context says what each computes).
-EVAL_PRECISIONS = ("fp32", "autocast")
-# The default of every profile: the cheapest that held the targets on dev (benchmarks/precision.py,
-# docs/PRECISION.md).
+# eval.precision's values: fp32 only (dialoguellm.scoring.engine.inference_context). The key stays so that
+# configs and records that name it still load; "autocast" was removed (docs/PRECISION.md).
+EVAL_PRECISIONS = ("fp32",)
 DEFAULT_PRECISION = "fp32"
 # generate mode: how text becomes a label, and what a text that names none becomes (eval.parser, eval.fallback)
 PARSERS = ("exact", "first_label", "edit_distance")
@@ -211,9 +210,9 @@ class EvalConfig:
     precision: str = field(
         default=DEFAULT_PRECISION,
         metadata={
-            "help": "Arithmetic of label scoring and generation: fp32 (every weight computed in fp32: the "
-            "reference, and the only one whose predictions kept to the batch on dev) or autocast (16-bit throughout, as training; a prediction "
-            "can change with the other utterances of its batch). Measured in docs/PRECISION.md."
+            "help": "Arithmetic of label scoring and generation: fp32, the only value (every weight computed "
+            "in fp32, so a prediction does not depend on the other utterances of its batch). The bf16 "
+            "autocast option was removed: slower than fp32 on CPU and batch-dependent (docs/PRECISION.md)."
         },
     )
     seeds: list[int] = field(
@@ -584,6 +583,14 @@ def _validate_eval(e: EvalConfig, src: str) -> None:
     """Check the evaluation section: a known scoring mode and precision, positive sizes, some seeds."""
     if e.mode not in ("score", "generate"):
         _fail(src, "eval.mode", f"is {e.mode!r}; use score or generate.")
+    if e.precision == "autocast":
+        _fail(
+            src,
+            "eval.precision",
+            "is 'autocast', which was removed: bf16 autocast scoring was measured slower than fp32 on CPU "
+            "and its predictions changed with the batch (benchmarks/results/precision_cpu.json, "
+            "docs/PRECISION.md). Drop the key or set eval.precision: fp32.",
+        )
     if e.precision not in EVAL_PRECISIONS:
         _fail(
             src,

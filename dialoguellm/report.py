@@ -469,7 +469,12 @@ def experiment_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT
     ``dialoguellm experiment report`` show it as well): the one renderer of an experiment's table."""
     from dialoguellm.experiments import summary as experiment_summary
 
+    if read_json(ExperimentLayout(Path(folder)).plan).get("sizes"):
+        return learning_curve_table(folder, n_resamples)
     table = experiment_summary.summary_table(folder, ["weighted_f1"], n_resamples=n_resamples)
+    plan = read_json(ExperimentLayout(Path(folder)).plan)
+    if any(set(arm) & {"reuses", "against", "score_on", "descriptions"} for arm in plan["arms"].values()):
+        return "\n\n".join(t for t in (_variants_table(table, plan), _corrections(folder, n_resamples)) if t)
     rows = []
     for _, r in table.iterrows():
         seeds = len(r["seeds"]) if r["tuned"] else "once (trains nothing)"
@@ -498,10 +503,116 @@ def experiment_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT
         "own interval only the dialogues):",
         "",
     ]
-    pairing = read_json(ExperimentLayout(Path(folder)).plan).get("pairing")
+    pairing = plan.get("pairing")
     if pairing:  # records converted from a runner that did not pair the training samples by construction
         out += [f"Training samples: {pairing}.", ""]
     return "\n".join(out + _table(header, rows) + _overlap_effect(folder, n_resamples)).rstrip()
+
+
+def learning_curve_table(
+    folder: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES, table: pd.DataFrame | None = None
+) -> str:
+    """Markdown of a learning curve's records (``experiments.summary.curve_table``; ``experiment_table``,
+    notebook 09 and ``dialoguellm experiment report`` show it): per corpus, arm and training size the weighted
+    F1 (mean over seeds), its difference from the baseline arm at the same size and its gain over the previous
+    size, each with its 95% interval over seeds and test dialogues (percent here only). ``table``: a
+    ``curve_table`` of ``folder`` already computed (weighted F1 at least), not recomputed."""
+    from dialoguellm.experiments import summary as experiment_summary
+
+    if table is None:  # notebook 09 passes the table it drew the figure from
+        table = experiment_summary.curve_table(folder, ["weighted_f1"], n_resamples=n_resamples)
+    baseline = read_json(ExperimentLayout(Path(folder)).plan)["baseline"]
+    label = dict(zip(table["arm"], table["label"], strict=True)).get(baseline, baseline)
+
+    def interval(r: pd.Series, column: str) -> str:
+        if pd.isna(r[column]):
+            return "-"
+        return f"{_signed(r[column])} [{_signed(r[f'{column}_low'])}, {_signed(r[f'{column}_high'])}]"
+
+    rows = []
+    corpora = list(dict.fromkeys(table["dataset"]))  # per corpus, its arms in the plan's order
+    for _, r in table.sort_values("dataset", key=lambda c: c.map(corpora.index), kind="stable").iterrows():
+        once = pd.isna(r["size"])
+        rows.append([
+            r["dataset"], r["label"], "-" if once else r["size"],
+            "-" if pd.isna(r["train_utterances"]) else f"{r['train_utterances']:,.0f}",
+            "once (trains nothing)" if once else len(r["seeds"]),
+            stats.format_interval(r["weighted_f1"], r["weighted_f1_low"], r["weighted_f1_high"]),
+            interval(r, "delta_weighted_f1"),
+            stats.named_verdict(r["delta_weighted_f1_verdict"], "arm", label) if r["delta_weighted_f1_verdict"] else "-",
+            interval(r, "gain_weighted_f1"),
+        ])  # fmt: skip
+    header = ["test set", "arm", "size", "trained utterances", "seeds", "weighted F1, mean [95% CI]",
+              f"minus {label} [95% CI]", "verdict", "gain over the previous size [95% CI]"]  # fmt: skip
+    n = int(table["n"].max()) if len(table) else 0
+    intro = (
+        f"Learning curve: an adapter per size and seed, each scored on the same {n} test utterances per corpus "
+        "(weighted F1, percent). For one seed the training draws are nested (each size holds the smaller ones); "
+        f'"minus {label}" pairs seed s of an arm with seed s of {label} at the same size (the same training '
+        'rows); "gain" is an arm\'s mean minus its mean at the previous size over the seeds both have. Every 95% '
+        "interval resamples the training seeds, then the test dialogues (with one seed, the dialogues only):"
+    )
+    return "\n".join([intro, "", *_table(header, rows)]).rstrip()
+
+
+def _variants_table(table: pd.DataFrame, plan: dict[str, Any]) -> str:
+    """``experiment_table`` of an experiment with scoring variants (arms that score another arm's adapter,
+    on part of the test sample or against another arm than the baseline, e.g. ``probes_cpu``): each row
+    says what it is compared with and on how many utterances."""
+    labels = {name: arm["label"] for name, arm in plan["arms"].items()}
+    rows = []
+    for _, r in table.iterrows():
+        seeds = len(r["seeds"]) if r["tuned"] else "once"
+        own = stats.format_interval(r["weighted_f1"], r["weighted_f1_low"], r["weighted_f1_high"])
+        against = r["against"] or plan["baseline"]
+        if pd.isna(r["delta_weighted_f1"]):
+            diff, compared, per_seed, verdict = "-", "-", "-", "-"
+        else:
+            diff = f"{_signed(r['delta_weighted_f1'])} [{_signed(r['delta_weighted_f1_low'])}, {_signed(r['delta_weighted_f1_high'])}]"
+            compared = f"{labels.get(against, against)} (on {int(r['n_compared'])})"
+            per_seed = ", ".join(_signed(v) for v in r["delta_weighted_f1_per_seed"]) or "-"
+            verdict = stats.named_verdict(r["delta_weighted_f1_verdict"], "arm", "compared arm")
+        rows.append([r["label"], r["dataset"], int(r["n"]), seeds, own, compared, diff, per_seed, verdict])
+    header = ["arm", "set", "n", "seeds", "weighted F1, mean [95% CI]", "compared with (on n)",
+              "difference [95% CI]", "per seed", "verdict"]  # fmt: skip
+    out = [
+        f"{plan['experiment']} ({plan['samples']['split']} sample; weighted F1, percent): {plan.get('description', '')} "
+        "A scoring variant scores, seed by seed, the adapter another arm trained, and trains nothing. A "
+        "difference is the arm's mean over seeds minus the compared arm's, on the utterances both were scored "
+        "on; every 95% interval resamples the training seeds, then the dialogues.",
+        "",
+    ]
+    return "\n".join(out + _table(header, rows)).rstrip()
+
+
+def _corrections(folder: str | os.PathLike, n_resamples: int) -> str:
+    """The corrections an experiment's plan names (``experiments.summary.corrections_table``), or ''."""
+    from dialoguellm.experiments import summary as experiment_summary
+
+    table = experiment_summary.corrections_table(folder, n_resamples=n_resamples)
+    if table.empty:
+        return ""
+
+    def diff(r: pd.Series, part: str) -> str:
+        if pd.isna(r[f"delta_{part}"]):
+            return "-"
+        return f"{_signed(r[f'delta_{part}'])} [{_signed(r[f'delta_{part}_low'])}, {_signed(r[f'delta_{part}_high'])}]"
+
+    rows = [
+        [r["label"], r["dataset"], r["correction"],
+         stats.format_interval(r["weighted_f1"], r["weighted_f1_low"], r["weighted_f1_high"]),
+         f"{diff(r, 'correction')} vs {r['reference']}" if r["reference"] else "-",
+         f"{diff(r, 'arm')} vs {r['against']}" if r["against"] else "-"]
+        for _, r in table.iterrows()
+    ]  # fmt: skip
+    header = ["arm", "set", "correction", "weighted F1 [95% CI]", "minus the reference correction [95% CI]",
+              "minus the compared arm, same correction [95% CI]"]  # fmt: skip
+    intro = (
+        "Corrections of the label scores fitted on the scored sample itself, cross-fitted over "
+        f"{experiment_summary.CORRECTION_FOLDS} folds of its dialogues (each fold corrected by a fit on the "
+        "others; weighted F1, percent; intervals resample the training seeds, then the dialogues):"
+    )
+    return "\n".join([intro, "", *_table(header, rows)])
 
 
 def _overlap_effect(folder: str | os.PathLike, n_resamples: int) -> list[str]:

@@ -126,9 +126,10 @@ class ExperimentLayout:
         """One arm x seed's record (``record.unit_name``: ``base.seed1``, ``no_lora.untrained``)."""
         return self.units / f"{name}.json"
 
-    def training(self, arm: str, seed: int) -> Path:
-        """The training run of one arm x seed (``TrainingLayout``: adapter, checkpoint, metrics.json)."""
-        return self.root / "adapters" / arm / f"seed{seed}"
+    def training(self, arm: str, seed: int, size: str | None = None) -> Path:
+        """The training run of one arm x seed (``TrainingLayout``: adapter, checkpoint, metrics.json); in a
+        learning curve one arm x size x seed (``size``: its file-name form, ``n100``)."""
+        return self.root / "adapters" / arm / (f"{size}/seed{seed}" if size else f"seed{seed}")
 
     @property
     def legacy_results(self) -> Path:

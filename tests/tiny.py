@@ -468,17 +468,20 @@ def use_hub(monkeypatch, endpoint: str, cache: Path) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
-def synthetic_experiment_records(folder: Path, n: int = 40, seed: int = 0) -> Path:
-    """An experiment folder (plan + one record per arm x seed) with the packaged ``ablations_cpu`` arms and
-    random predictions on a synthetic test sample, for tests that only read records (notebook 05, the
-    figures, the reports): real records are made in tests/experiments/test_experiments.py."""
+def synthetic_experiment_records(
+    folder: Path, n: int = 40, seed: int = 0, experiment: str = "ablations_cpu"
+) -> Path:
+    """An experiment folder (plan + one record per unit) with the packaged experiment's arms (``ablations_cpu``,
+    or a learning curve such as ``learning_curve_cpu``: a larger size predicts better) and random predictions on
+    a synthetic test sample, for tests that only read records (notebooks 05 and 09, the figures, the reports):
+    real records are made in tests/experiments/test_experiments.py and test_learning_curve.py."""
     import numpy as np
 
     from dialoguellm.experiments import record, spec
     from dialoguellm.labels import LABELS
     from dialoguellm.runs import ExperimentLayout
 
-    experiment = spec.load_experiment("ablations_cpu")
+    experiment = spec.load_experiment(experiment)
     layout = ExperimentLayout(Path(folder))
     rng = np.random.default_rng(seed)
     test = {
@@ -489,28 +492,35 @@ def synthetic_experiment_records(folder: Path, n: int = 40, seed: int = 0) -> Pa
         }
         for d in ("meld", "emorynlp")
     }
+    sizes = [s.label for s in experiment.samples.train_sizes]
     plan = {
         "format": record.FORMAT, "experiment": experiment.name, "baseline": experiment.baseline,
         "seeds": experiment.seeds, "metrics": experiment.metrics, "commands": ["synthetic records (tests/tiny.py)"],
-        "arms": {a.name: {"label": a.label, "group": a.group, "tuned": a.tuned, "paper": a.paper,
+        "arms": {a.name: {"label": a.label, "group": a.group, "tuned": a.tuned, "paper": a.paper, "kind": a.kind,
                           "datasets": list(a.config.data.datasets)} for a in experiment.arms},
-        "units": [[a.name, s] for a, s in experiment.units()], "test": test,
-    }  # fmt: skip
+        "units": [[u.arm.name, u.seed] + ([u.size.label] if u.size else []) for u in experiment.units()],
+        "test": test,
+    } | ({"sizes": sizes} if sizes else {})  # fmt: skip
     from dialoguellm.io import write_json
 
     write_json(layout.plan, plan)
     identity = record.RunIdentity(None, "synthetic", None, "test", "3", {}, "synthetic", "test", 0.0, 0.0)
-    for arm, s in experiment.units():
-        predictions = {}
+    for arm, s, size in experiment.units():
+        right = 0.5 if size is None else 0.3 + 0.08 * sizes.index(size.label)
+        predictions, samples = {}, {}
         for d in arm.config.data.datasets:
             gold = np.array(test[d]["gold_id"])
-            pred = np.where(rng.random(n) < 0.5, gold, rng.integers(0, len(LABELS[d]), n))
+            pred = np.where(rng.random(n) < right, gold, rng.integers(0, len(LABELS[d]), n))
             predictions[d] = record.Predictions(
                 test[d]["example_id"], test[d]["dialogue_id"], test[d]["gold_id"], pred.tolist()
             )
+            trained = size.of(10_000) if size is not None and s is not None else 0
+            samples[d] = {"test": test[d]["example_id"]} | (
+                {"train": [f"{d}t{i}" for i in range(trained)]} if size is not None else {}
+            )
         record.save_unit(layout, record.UnitRecord(
-            experiment.name, arm.name, s, identity, {}, {d: {"test": test[d]["example_id"]} for d in predictions},
-            {}, predictions, {},
+            experiment.name, arm.name, s, identity, {}, samples, {}, predictions, {},
+            size=size.label if size else None,
         ))  # fmt: skip
     return layout.root
 

@@ -8,7 +8,8 @@ experiment file) that overrides a base profile
     prompt: {context_turns: 0}
 
 ``arm.paper`` names the row of ``resources/paper_ablations.csv`` (the paper's Tables 4 and 5) that asks the
-same question; ``arm.tuned: false`` is the untuned model with the same prompt. The grids that train and
+same question; ``arm.tuned: false`` is the untuned model with the same prompt; ``arm.kind: tfidf_lr`` (or
+``majority``) a baseline of ``analysis.baselines`` fitted on the arm's training rows instead of the LLM. The grids that train and
 score these arms (an adapter per arm and seed) are experiments (``dialoguellm/experiments/ablations_cpu.yaml``,
 ``make ablations``; ``ablations_paper.yaml``), run by ``dialoguellm experiment run``.
 
@@ -40,7 +41,23 @@ ARMS_DIR = Path(str(resources.files("dialoguellm") / "experiments" / "arms"))
 # "base" is the arm every other is compared with; "data" changes the training corpora (MELD only).
 GROUPS: tuple[str, ...] = ("base", "context", "video", "lora", "k_shot", "data", "other")
 PAPER_FILE = "paper_ablations.csv"
-ARM_KEYS = ("name", "group", "label", "tuned", "paper", "reuses")
+ARM_KEYS = (
+    "name",
+    "group",
+    "label",
+    "tuned",
+    "paper",
+    "reuses",
+    "kind",
+    "score_on",
+    "descriptions",
+    "against",
+)
+SCORE_ON = ("all", "described")  # arm.score_on: every test utterance of the plan, or those with a description
+DESCRIPTIONS = ("shown", "withheld")  # arm.descriptions: withheld = the prompt settings, no description text
+# What an arm trains: the LLM with LoRA (its config), or a baseline of analysis.baselines fitted on the same
+# training rows (a learning curve's floor); "tuned: false" is the LLM untuned.
+KINDS = ("llm", "tfidf_lr", "majority")
 
 
 # ------------------------------------------------------------------------------------------------ arms
@@ -61,6 +78,24 @@ class Arm:
     # a scoring variant: scores the adapter that arm ``reuses`` trained for the same seed (trains nothing);
     # its own settings change only how that adapter is scored (prompt at test time, eval.*)
     reuses: str | None = None
+    kind: str = "llm"  # KINDS: the LLM, or a baseline of analysis.baselines fitted on the same rows
+    # scored only on the test utterances with a video description ("described"; corpora without one are not
+    # scored), with descriptions left out of its prompts ("withheld": a video-aware instruction, no text),
+    # and compared with another arm than the experiment's baseline (``against``); defaults change nothing
+    score_on: str = "all"
+    descriptions: str = "shown"
+    against: str | None = None
+
+    def scoring(self) -> dict[str, Any]:
+        """The scoring options that differ from their defaults (what the plan records of them)."""
+        out: dict[str, Any] = {"reuses": self.reuses} if self.reuses else {}
+        if self.score_on != "all":
+            out["score_on"] = self.score_on
+        if self.descriptions != "shown":
+            out["descriptions"] = self.descriptions
+        if self.against:
+            out["against"] = self.against
+        return out
 
     def settings(self) -> dict[str, Any]:
         """The settings an arm is about (for tables): z, k, video, tuned."""
@@ -163,6 +198,18 @@ def arm_from_mapping(
             f"{path}: arm.reuses names the arm whose adapter this arm scores (a string, with tuned left true), "
             f"not {reuses!r}."
         )
+    kind = meta.get("kind", "llm")
+    if kind not in KINDS or (kind != "llm" and not tuned):
+        raise ValueError(
+            f"{path}: arm.kind is {kind!r}; use one of {', '.join(KINDS)} (a baseline is fitted per seed: "
+            "no tuned: false)."
+        )
+    for key, allowed in (("score_on", SCORE_ON), ("descriptions", DESCRIPTIONS)):
+        if meta.get(key, allowed[0]) not in allowed:
+            raise ValueError(f"{path}: arm.{key} is {meta[key]!r}; use one of {', '.join(allowed)}.")
+    against = meta.get("against")
+    if against is not None and (not isinstance(against, str) or against == meta["name"]):
+        raise ValueError(f"{path}: arm.against names another arm this arm is compared with, not {against!r}.")
     base, base_source = _base_settings(profile)
     config = config_from_dict(
         _deep_merge(base, raw), source=f"{base_source} + {path}", overrides=dict(overrides or {})
@@ -177,6 +224,10 @@ def arm_from_mapping(
         overrides=raw,
         paper=meta.get("paper"),
         reuses=reuses,
+        kind=kind,
+        score_on=str(meta.get("score_on", "all")),
+        descriptions=str(meta.get("descriptions", "shown")),
+        against=against,
     )
 
 

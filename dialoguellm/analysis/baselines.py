@@ -226,6 +226,27 @@ def make_baseline(name: str, dataset: str, settings: BaselineSettings | None = N
     raise ValueError(f"Unknown baseline {name!r}; choose from {', '.join(BASELINES)}.")
 
 
+def fit_and_predict(
+    name: str,
+    dataset: str,
+    train: Any,
+    dev: Any,
+    test: Any,
+    settings: BaselineSettings | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit one baseline on ``train`` (any setting chosen on ``dev``) and predict ``test``: (label probabilities,
+    shape (len(test), labels), what it chose). The splits are record lists or frames of curated rows; the
+    experiment runner calls this for an arm of ``kind`` ``tfidf_lr`` on exactly the LoRA arm's rows."""
+    if name == "tfidf_lr_context":
+        raise ValueError(
+            "tfidf_lr_context needs each row's previous turns from the whole split; fit it with run_baselines."
+        )
+    frames = [split_frame(part) for part in (train, dev, test)]
+    model = make_baseline(name, dataset, settings)
+    model.fit(frames[0]) if isinstance(model, MajorityBaseline) else model.fit(frames[0], frames[1])
+    return model.predict_proba(frames[2]), model.describe()
+
+
 @dataclass
 class BaselineRun:
     """Results of the baselines on one or more corpora."""

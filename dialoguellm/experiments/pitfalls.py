@@ -272,7 +272,7 @@ def _overlap_row(
 
 
 def pitfalls_source(run: str | os.PathLike | None, experiment: str = EXPERIMENT) -> tuple[Path | None, str]:
-    """Which pitfalls records notebook 09 shows, and a sentence saying whose: the run folder's own
+    """Which pitfalls records notebook 10 shows, and a sentence saying whose: the run folder's own
     (``<run>/experiments/<experiment>``), else the repository's ``results/cpu/experiments/<experiment>``;
     (None, why) without either."""
     from dialoguellm.experiments.summary import committed_folder

@@ -59,7 +59,8 @@ class Predictions:
 
 @dataclass
 class UnitRecord:
-    """One arm x seed of an experiment (seed None: an untuned arm, scored once).
+    """One arm x seed of an experiment (seed None: an untuned arm, scored once); in a learning curve one arm x
+    size x seed (``size``: ``100``, ``1/16``, ``all``; None: the experiment has one size, or an arm scored once).
 
     ``samples``: dataset -> split -> the utterance ids the unit used (``train``: trained on, after what the
     arm removes; ``dev``: selected the adapter; ``test``: scored). ``removed``: dataset -> training ids of the
@@ -78,6 +79,7 @@ class UnitRecord:
     metrics: dict[str, dict[str, float]]
     notes: list[str] = field(default_factory=list)
     format: int = FORMAT
+    size: str | None = None
     # the adapter's dev selection: which dev evaluation it is (``checkpoint``; 0 = the one dev chose), its
     # step and dev weighted F1 (mean and per corpus, from training's metrics.json); None for an untuned arm
     selection: dict[str, Any] | None = None
@@ -102,13 +104,21 @@ class UnitRecord:
             experiment=raw["experiment"], arm=raw["arm"], seed=raw["seed"], identity=RunIdentity(**raw["identity"]),
             config=raw.get("config", {}), samples=raw["samples"], removed=raw.get("removed", {}),
             predictions={d: Predictions(**p) for d, p in raw["predictions"].items()}, metrics=raw["metrics"],
-            notes=list(raw.get("notes", [])), selection=raw.get("selection"),
+            notes=list(raw.get("notes", [])), size=raw.get("size"), selection=raw.get("selection"),
         )  # fmt: skip
 
 
-def unit_name(arm: str, seed: int | None) -> str:
-    """``base.seed1``; ``no_lora.untrained`` for an arm scored once."""
-    return f"{arm}.{'untrained' if seed is None else f'seed{seed}'}"
+def size_slug(size: str) -> str:
+    """A training size as a file name takes it: ``100`` -> ``n100``, ``1/16`` -> ``f1of16``, ``all``."""
+    if size == "all":
+        return size
+    return f"f{size.replace('/', 'of')}" if "/" in size else f"n{size}"
+
+
+def unit_name(arm: str, seed: int | None, size: str | None = None) -> str:
+    """``base.seed1``; ``no_lora.untrained`` for an arm scored once; in a learning curve ``base.n100.seed1``."""
+    at = "" if size is None or seed is None else f"{size_slug(size)}."
+    return f"{arm}.{at}{'untrained' if seed is None else f'seed{seed}'}"
 
 
 def config_hash(settings: Mapping[str, Any]) -> str:
@@ -120,7 +130,7 @@ def config_hash(settings: Mapping[str, Any]) -> str:
 def save_unit(layout: ExperimentLayout, unit: UnitRecord) -> Path:
     """Write one unit's record atomically (a temporary file renamed over: never half a record), as compact
     JSON: thousands of ids and predictions, one per line, would make a committed record five times larger."""
-    path = layout.unit(unit_name(unit.arm, unit.seed))
+    path = layout.unit(unit_name(unit.arm, unit.seed, unit.size))
     with atomic_path(path) as tmp:
         tmp.write_text(
             json.dumps(unit.as_dict(), ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8"
@@ -136,7 +146,7 @@ def load_units(folder: str | os.PathLike) -> list[UnitRecord]:
             f"No experiment records in {layout.units}; run `dialoguellm experiment run NAME` first."
         )
     units = {p.stem: UnitRecord.from_dict(read_json(p), str(p)) for p in sorted(layout.units.glob("*.json"))}
-    order = [unit_name(a, s) for a, s in load_plan(folder).get("units", [])] if layout.plan.is_file() else []
+    order = [unit_name(*u) for u in load_plan(folder).get("units", [])] if layout.plan.is_file() else []
     return [units[n] for n in order if n in units] + [u for n, u in units.items() if n not in order]
 
 
@@ -150,19 +160,19 @@ def load_plan(folder: str | os.PathLike) -> dict[str, Any]:
 
 def sample_frame(units: Sequence[UnitRecord]) -> pd.DataFrame:
     """One row per (unit, dataset, split, utterance id): columns arm, seed, dataset, split, example_id
-    (split ``removed``: training ids of the seed's draw the arm dropped)."""
+    (split ``removed``: training ids of the seed's draw the arm dropped), size (None but in a learning curve)."""
     rows = [
-        (u.arm, u.seed, dataset, split, example_id)
+        (u.arm, u.seed, dataset, split, example_id, u.size)
         for u in units
         for dataset, splits in u.samples.items()
         for split, ids in {**splits, "removed": u.removed.get(dataset, [])}.items()
         for example_id in ids
     ]
-    return pd.DataFrame(rows, columns=["arm", "seed", "dataset", "split", "example_id"])
+    return pd.DataFrame(rows, columns=["arm", "seed", "dataset", "split", "example_id", "size"])
 
 
 def prediction_frame(units: Sequence[UnitRecord]) -> pd.DataFrame:
-    """Every prediction of every unit: arm, seed, dataset, example_id, dialogue_id, gold_id, pred_id."""
+    """Every prediction of every unit: arm, seed, dataset, example_id, dialogue_id, gold_id, pred_id, size."""
     frames = [
         pd.DataFrame(
             {
@@ -173,6 +183,7 @@ def prediction_frame(units: Sequence[UnitRecord]) -> pd.DataFrame:
                 "dialogue_id": p.dialogue_id,
                 "gold_id": p.gold_id,
                 "pred_id": p.pred_id,
+                "size": u.size,
             }
         )  # fmt: skip
         for u in units

@@ -1,6 +1,6 @@
 """Notebook 05's steps beyond the probes (``analysis.probes``): the values it records of the baselines, and
 which retrained-ablation records (the ``ablations_cpu`` experiment, ``dialoguellm.experiments``) it shows,
-with what it records of them.
+with what it records of them; notebook 06's view of the overlap experiment (``overlap_removal``).
 """
 
 from __future__ import annotations
@@ -36,28 +36,38 @@ def _rounded(value: Any) -> float | None:
 RETRAINED_EXPERIMENT = "ablations_cpu"
 
 
+def experiment_source(
+    run: str | os.PathLike, experiment: str, title: str, how: str
+) -> tuple[Path | None, str]:
+    """Which records of ``experiment`` a notebook shows, and a sentence saying whose they are (opening with
+    ``title``): the run folder's own (``<run>/experiments/<experiment>``, written by ``dialoguellm experiment
+    run <experiment> --run-dir <run>``), else the repository's committed ``results/cpu/experiments/<experiment>``;
+    (None, why) without either, ``how`` saying what makes them."""
+    own = RunLayout(Path(run)).experiment(experiment)
+    if own.plan.is_file() and any(own.units.glob("*.json")):
+        return own.root, f"{title}: this run's own records ({own.root})."
+    committed = ExperimentLayout(experiment_summary.committed_folder(experiment))
+    if committed.plan.is_file() and any(committed.units.glob("*.json")):
+        plan, units = load_plan(committed.root), load_units(committed.root)
+        state = "finished" if len(units) == len(plan["units"]) else "NOT finished (partial)"
+        return committed.root, (
+            f"{title}: not run here. Showing the repository's committed records "
+            f"({committed.root}), {state}, made by `{plan['commands'][0]}` on {units[0].identity.hardware}. "
+            f"Run {how.split(' (')[0]} to reproduce them."
+        )
+    return None, (
+        f"{title}: no records yet (neither this run's experiments/{experiment} nor the repository's "
+        f"results/cpu/experiments/{experiment}). Run {how}."
+    )
+
+
 def retrained_source(
     run: str | os.PathLike, experiment: str = RETRAINED_EXPERIMENT
 ) -> tuple[Path | None, str]:
     """Which records of the retrained-ablation experiment notebook 05's last section shows, and a sentence
-    saying whose they are: the run folder's own (``<run>/experiments/<experiment>``, written by
-    ``dialoguellm experiment run <experiment> --run-dir <run>``), else the repository's committed
-    ``results/cpu/experiments/<experiment>``; (None, why) without either."""
-    own = RunLayout(Path(run)).experiment(experiment)
-    if own.plan.is_file():
-        return own.root, f"Retrained ablations: this run's own records ({own.root})."
-    committed = ExperimentLayout(experiment_summary.committed_folder(experiment))
-    if committed.plan.is_file():
-        plan, units = load_plan(committed.root), load_units(committed.root)
-        state = "finished" if len(units) == len(plan["units"]) else "NOT finished (a partial grid)"
-        return committed.root, (
-            "Retrained ablations: not run here. Showing the repository's committed records "
-            f"({committed.root}), {state}, made by `{plan['commands'][0]}` on {units[0].identity.hardware}. "
-            "Run `make ablations` to reproduce them."
-        )
-    return None, (
-        f"Retrained ablations: no records yet (neither this run's experiments/{experiment} nor the repository's "
-        f"results/cpu/experiments/{experiment}). Run `make ablations` (about 2 hours on 2 cores)."
+    saying whose they are (``experiment_source``)."""
+    return experiment_source(
+        run, experiment, "Retrained ablations", "`make ablations` (about 2 hours on 2 cores)"
     )
 
 
@@ -80,5 +90,72 @@ def retrained_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:
                 else round(row.paper_weighted_f1 / 100, 4),
             }
             for row in table.itertuples()
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------- learning curve
+
+CURVE_EXPERIMENT = "learning_curve_cpu"
+
+
+def curve_source(run: str | os.PathLike, experiment: str = CURVE_EXPERIMENT) -> tuple[Path | None, str]:
+    """Which learning-curve records notebook 09 shows (``experiment_source``)."""
+    return experiment_source(
+        run, experiment, "Learning curve",
+        "`make learning-curve` (about 3.6 to 5.9 hours on 2 cores, resumable; "
+        "dialoguellm/experiments/learning_curve_cpu.yaml says how that was estimated)",
+    )  # fmt: skip
+
+
+def curve_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:
+    """What notebook 09 records of a learning curve (fractions, from ``experiments.summary.curve_table``): per
+    arm, size and corpus the mean over seeds with its interval, the difference from the baseline arm and the
+    gain over the previous size."""
+    return {
+        "source": str(source),
+        "rows": {
+            f"{row.arm}/{'once' if pd.isna(row.size) else row.size}/{row.dataset}": {
+                "runs": int(row.runs),
+                "train_utterances": _rounded(row.train_utterances),
+                "weighted_f1": _rounded(row.weighted_f1),
+                "low": _rounded(row.weighted_f1_low),
+                "high": _rounded(row.weighted_f1_high),
+                "delta_weighted_f1": _rounded(row.delta_weighted_f1),
+                "gain_weighted_f1": _rounded(row.gain_weighted_f1),
+            }
+            for row in table.itertuples()
+        },
+    }
+
+
+# ------------------------------------------------------------------------------ the overlap experiment
+
+OVERLAP_EXPERIMENT = "overlap_removal"
+
+
+def overlap_source(run: str | os.PathLike) -> tuple[Path | None, str]:
+    """The overlap experiment's records notebook 06 shows (``experiment_source``)."""
+    return experiment_source(
+        run, OVERLAP_EXPERIMENT, "The overlap experiment",
+        "`dialoguellm experiment run overlap_removal` (about 1 hour on 2 cores)",
+    )  # fmt: skip
+
+
+def overlap_records(effect: pd.DataFrame, source: Path) -> dict[str, Any]:
+    """What notebook 06 records of ``experiments.summary.overlap_effect`` (fractions): per arm and corpus, the
+    difference from the baseline on the overlapping lines, on the rest, and the difference in differences."""
+    return {
+        "source": str(source),
+        "effects": {
+            f"{row.arm}/{row.dataset}": {
+                "overlapping": int(row.overlapping),
+                "rest": int(row.rest),
+                "did": _rounded(row.did),
+                "did_ci": [_rounded(row.did_low), _rounded(row.did_high)],
+                "verdict": row.did_verdict,
+                "covers": row.covers,
+            }
+            for row in effect.itertuples()
         },
     }

@@ -309,8 +309,8 @@ def load_model(
     """Load a causal LM and its tokenizer by name (see module docstring).
 
     ``dtype`` is the precision of the frozen base weights (bf16 halves memory and, on CPU, avoids casting
-    every weight at every autocast call); peft keeps LoRA weights in fp32, and computation runs under
-    autocast (see ``scoring.engine.autocast_context``).
+    every weight at every autocast call); peft keeps LoRA weights in fp32. Training computes under autocast
+    (``scoring.engine.autocast_context``), scoring in fp32 (``scoring.engine.inference_context``).
     ``quantization`` ("8bit"/"4bit") loads through bitsandbytes and prepares the model for k-bit training.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer

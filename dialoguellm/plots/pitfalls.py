@@ -1,4 +1,4 @@
-"""The field-pitfalls figure (``make pitfalls``, notebook 09): each practice's effect on weighted F1 against the
+"""The field-pitfalls figure (``make pitfalls``, notebook 10): each practice's effect on weighted F1 against the
 package's way on the same utterances, with its 95% interval, one row per practice and a panel per corpus.
 
 Input: ``experiments.pitfalls.pitfall_table`` of the ``pitfalls_cpu`` records (fractions; percent only here).

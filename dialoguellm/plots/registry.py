@@ -15,6 +15,7 @@ from dialoguellm.plots import (
     corpora,
     evaluation,
     explore,
+    learning_curve,
     pitfalls,
     probes,
     seceu,
@@ -42,7 +43,8 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "score_trust": analysis.score_trust_from_run,  # 06
     "seceu_item_distances": seceu.item_distances_from_run,  # 07
     "emotion_timeline": explore.emotion_timeline_from_run,  # 08
-    "pitfalls": pitfalls.pitfalls_from_run,  # 09, make pitfalls
+    "learning_curve": learning_curve.learning_curve_from_run,  # 09, make learning-curve
+    "pitfalls": pitfalls.pitfalls_from_run,  # 10, make pitfalls
 }
 
 
@@ -66,6 +68,10 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "score_trust": ("analysis/reliability.csv", "analysis/coverage.csv"),
     "seceu_item_distances": ("seceu/seceu_*.json",),
     "emotion_timeline": ("analysis/explore_timeline.csv",),
+    "learning_curve": (
+        "experiments/learning_curve_cpu/experiment.json",
+        "experiments/learning_curve_cpu/units/*.json",
+    ),
     "pitfalls": ("experiments/pitfalls_cpu/experiment.json",),
 }
 

@@ -11,19 +11,18 @@ Speed on CPUs comes from these, none of which changes a score:
   forward pass over its distinct tokens;
 - all candidate answers continue from the prompt's keys/values as branches of one pass
   (``forward_hidden``'s tails), so the prompt is read once, not once per answer;
-- on CPUs, frozen fp32 weights (the LoRA matrices beside a bf16 base) are cast to bf16 once per call, not
-  once per matrix product (``bf16_weight_copies``), and attention reads the shared key/value heads in place
-  (``grouped_query_attention``); benchmarks/inference_weights.py measures both side by side. Generation gets
-  the same two, so benchmarks/eval_speed.py compares like with like.
+- on CPUs, attention reads the shared key/value heads in place (``grouped_query_attention``);
+  benchmarks/inference_weights.py measures it. Generation gets the same, so benchmarks/eval_speed.py compares
+  like with like.
 
-The arithmetic is ``eval.precision`` (``inference_context``): fp32 by default, because bf16 rounding makes a
-prediction depend on the other utterances of its batch (measured on dev in docs/PRECISION.md).
+The arithmetic is fp32 (``inference_context``; ``eval.precision`` accepts only "fp32"): bf16 rounding made a
+prediction depend on the other utterances of its batch, and bf16 autocast scoring was slower than fp32 on
+CPU, so that option was removed (measured on dev in docs/PRECISION.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,13 +33,11 @@ import torch
 from dialoguellm.config import DEFAULT_PRECISION, EVAL_PRECISIONS
 from dialoguellm.progress import progress_bar as tqdm
 
-log = logging.getLogger(__name__)
-
 
 # ------------------------------------------------------------------------------------ forward machinery
 def autocast_context(model: Any, dtype: str = "bf16") -> contextlib.AbstractContextManager:
-    """Mixed-precision autocast for a 16-bit ``dtype``: bf16 on CPU (about 2x faster than fp32 on AVX-512
-    machines), bf16 or fp16 on GPU (k-bit models keep norms and embeddings in fp32 after
+    """Training's mixed-precision autocast for a 16-bit ``dtype`` (scoring computes in fp32): bf16 on CPU,
+    bf16 or fp16 on GPU (k-bit models keep norms and embeddings in fp32 after
     ``prepare_model_for_kbit_training``; autocast keeps their matmuls in 16 bits, as the QLoRA recipe does).
     Nothing for fp32."""
     device = next(model.parameters()).device
@@ -51,44 +48,6 @@ def autocast_context(model: Any, dtype: str = "bf16") -> contextlib.AbstractCont
     return torch.autocast(device.type, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
 
 
-@contextlib.contextmanager
-def bf16_weight_copies(model: Any, dtype: str = "bf16") -> Any:
-    """While inside, frozen fp32 ``nn.Linear`` weights are replaced by bf16 copies (CPU, bf16 only).
-
-    CPU autocast casts a weight to bf16 at every call and keeps no cache for frozen weights (its cache holds
-    only leaf tensors that require grad), so each scoring batch or generated token re-reads and re-writes
-    them. On the embedded default these are the LoRA matrices, kept in fp32 beside the bf16 base (and, for a
-    base loaded in fp32, every weight). A bf16 matmul sees the same bf16 values either way: scores are
-    bit-identical (tests/test_inference_weights.py). The original parameters come back on exit, also after an
-    error; a tied input embedding is never touched (only the output projection's reference to it is
-    swapped). bitsandbytes layers (subclasses of ``nn.Linear``), trainable weights and other devices are left
-    as they are. Costs a bf16 copy of the swapped weights in memory.
-    """
-    device = next(model.parameters()).device
-    if dtype != "bf16" or device.type != "cpu":
-        yield model
-        return
-    swapped: list[tuple[torch.nn.Module, torch.nn.Parameter]] = []
-    copies: dict[int, torch.nn.Parameter] = {}
-    try:
-        for module in model.modules():
-            if type(module) is not torch.nn.Linear:
-                continue
-            weight = module.weight
-            if weight.dtype != torch.float32 or weight.requires_grad:
-                continue
-            if id(weight) not in copies:
-                copies[id(weight)] = torch.nn.Parameter(
-                    weight.detach().to(torch.bfloat16), requires_grad=False
-                )
-            swapped.append((module, weight))
-            module.weight = copies[id(weight)]
-        yield model
-    finally:
-        for module, weight in swapped:
-            module.weight = weight
-
-
 GQA_SWITCH = "TRANSFORMERS_SDPA_FORCE_GQA"
 
 
@@ -97,8 +56,8 @@ def grouped_query_attention(model: Any) -> Any:
     """While inside, transformers' SDPA attention reads the shared key/value heads in place (``enable_gqa``)
     on CPU instead of first copying them once per query head (``repeat_kv``; SmolLM2 has 3 key/value heads
     for 9 query heads). The same kernel does the same arithmetic: scores are bit-identical
-    (tests/test_inference_weights.py). transformers turns this on only without a mask, because CUDA kernels
-    fall back to a slow path with one; label scoring always passes a mask, so GPUs keep the default.
+    (tests/scoring/test_inference_weights.py). transformers turns this on only without a mask, because CUDA
+    kernels fall back to a slow path with one; label scoring always passes a mask, so GPUs keep the default.
     The switch is transformers' own environment variable, restored on exit."""
     if next(model.parameters()).device.type != "cpu":
         yield model
@@ -112,43 +71,6 @@ def grouped_query_attention(model: Any) -> Any:
             os.environ.pop(GQA_SWITCH, None)
         else:
             os.environ[GQA_SWITCH] = before
-
-
-# The precisions label scoring and generation can run in (``eval.precision``); docs/PRECISION.md measures them.
-PRECISIONS = EVAL_PRECISIONS
-
-# What benchmarks/precision.py measured for "autocast" (bf16 on CPU) against "fp32" compute, on the dev splits
-# of MELD and EmoryNLP with an adapter of the CPU profile (benchmarks/results/precision_cpu.json; a test checks
-# these numbers against that file). Printed whenever autocast scoring runs, so nobody takes its
-# predictions for batch-invariant ones.
-AUTOCAST_MEASURED = {
-    "agreement_with_fp32": 0.92487,
-    "agreement_across_batches": 0.93833,
-    "source": "benchmarks/results/precision_cpu.json",
-}
-_AUTOCAST_NOTICE_SHOWN = False
-
-
-def _autocast_notice(model: Any, dtype: str) -> None:
-    """Say once per process what autocast scoring costs in agreement (only where it runs in 16 bits)."""
-    global _AUTOCAST_NOTICE_SHOWN
-    if _AUTOCAST_NOTICE_SHOWN or dtype not in ("bf16", "fp16"):
-        return
-    _AUTOCAST_NOTICE_SHOWN = True
-    with_fp32 = AUTOCAST_MEASURED["agreement_with_fp32"]
-    across = AUTOCAST_MEASURED["agreement_across_batches"]
-    measured = (
-        f"measured {100 * with_fp32:.1f}% of dev predictions equal to fp32 compute and "
-        f"{100 * across:.1f}% equal across batch sizes and orders ({AUTOCAST_MEASURED['source']})"
-        if with_fp32 is not None
-        else f"not measured yet ({AUTOCAST_MEASURED['source']}: run benchmarks/precision.py)"
-    )
-    log.warning(
-        "eval.precision=autocast: label scores in %s depend on which utterances share a batch; %s. "
-        "eval.precision=fp32 (the default) gives predictions that do not depend on the batch.",
-        dtype,
-        measured,
-    )
 
 
 @contextlib.contextmanager
@@ -174,26 +96,20 @@ def fp32_parameters(model: Any) -> Any:
 
 
 @contextlib.contextmanager
-def inference_context(model: Any, dtype: str = "bf16", precision: str = DEFAULT_PRECISION) -> Any:
-    """What label scoring and generation both run inside: no autograd and the arithmetic ``precision`` names.
+def inference_context(model: Any, precision: str = DEFAULT_PRECISION) -> Any:
+    """What label scoring and generation both run inside: no autograd, every weight computed in fp32 (16-bit
+    weights upcast while inside, ``fp32_parameters``; k-bit layers as bitsandbytes computes them) and, on CPU,
+    grouped key/value heads read in place (``grouped_query_attention``, which changes no score).
 
-    - ``"fp32"``: every weight computed in fp32 (16-bit weights upcast while inside), no autocast: the
-      reference ``autocast`` is measured against.
-    - ``"autocast"``: ``dtype``'s autocast throughout, as training computes: the residual stream of a 16-bit
-      model stays 16-bit, so scores move with the batch (its measured agreement is logged).
-    On CPU both read grouped key/value heads in place (``grouped_query_attention``), which changes no
-    score.
+    ``precision`` is ``eval.precision``, which accepts only "fp32": bf16 autocast scoring was removed (slower
+    than fp32 on CPU and batch-dependent, docs/PRECISION.md).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"eval.precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
-    if precision == "fp32":
-        contexts = [fp32_parameters(model), torch.inference_mode()]
-    else:
-        _autocast_notice(model, dtype)
-        contexts = [torch.inference_mode(), autocast_context(model, dtype), bf16_weight_copies(model, dtype)]
-    with contextlib.ExitStack() as stack:
-        for context in [*contexts, grouped_query_attention(model)]:
-            stack.enter_context(context)
+    if precision not in EVAL_PRECISIONS:
+        raise ValueError(
+            f"eval.precision must be {', '.join(EVAL_PRECISIONS)}, not {precision!r} (autocast scoring was "
+            "removed, docs/PRECISION.md)."
+        )
+    with fp32_parameters(model), torch.inference_mode(), grouped_query_attention(model):
         yield model
 
 
@@ -399,8 +315,9 @@ def score_examples(
     """Log-likelihood of every answer for every example (anything with ``prompt_ids``): array (N, L), in the
     order of ``examples``. The prompts' shared prefix runs once; batches hold prompts of similar length.
 
-    ``precision`` is ``inference_context``'s; ``group_by_length`` off batches the examples in the order
-    given (more padding; benchmarks/precision.py uses it to check that no score depends on its batch).
+    ``precision`` is ``inference_context``'s (fp32 whatever the weights' ``dtype``, which changes nothing
+    here); ``group_by_length`` off batches the examples in the order given (more padding;
+    benchmarks/precision.py uses it to check that no score depends on its batch).
     """
     if not examples:
         return np.zeros((0, len(answers)))
@@ -410,7 +327,7 @@ def score_examples(
     if group_by_length:
         order.sort(key=lambda i: len(prompts[i]))
     result = np.zeros((len(prompts), len(answers)), dtype=np.float64)
-    with eval_mode(model), inference_context(model, dtype, precision):
+    with eval_mode(model), inference_context(model, precision):
         prefix = encode_prefix(model, prompts[0][:p])
         for batch in tqdm(_batches(order, batch_size), desc=desc, disable=not progress, leave=False):
             scores = score_answers(model, prefix, p, [prompts[i][p:] for i in batch], answers, pad_id)
@@ -429,7 +346,7 @@ def score_options(
     """Log-likelihood (summed over its tokens) of each of one prompt's own candidate continuations, shape
     (len(options),): the prompt runs once and every option continues it as a branch of ``score_answers``
     (the SECEU test's four options per item), computed in ``precision`` as label scoring is."""
-    with eval_mode(model), inference_context(model, dtype, precision):
+    with eval_mode(model), inference_context(model, precision):
         scores = score_answers(model, None, 0, [list(prompt_ids)], options, pad_id)
     return scores[0].double().cpu().numpy()
 
@@ -467,7 +384,7 @@ def generate_texts(
     order = (
         sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort_by_length else range(len(prompts))
     )
-    with eval_mode(model), inference_context(model, dtype, precision):
+    with eval_mode(model), inference_context(model, precision):
         for batch in tqdm(_batches(list(order), batch_size), desc=desc, disable=not progress, leave=False):
             seqs = [list(prompts[i]) for i in batch]
             width = max(len(s) for s in seqs)

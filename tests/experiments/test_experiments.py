@@ -34,7 +34,8 @@ def test_the_cpu_experiment_asks_the_papers_questions():
     assert arms["kshot_0"].config.prompt.k_shot == 0  # the one config drives training and test prompts
     assert not arms["no_lora"].tuned and arms["no_lora"].config.prompt == base.prompt
     assert arms["meld_only"].config.data.datasets == ["meld"] and base.data.datasets == ["meld", "emorynlp"]
-    names = [record.unit_name(a.name, s) for a, s in experiment.units()]
+    names = [record.unit_name(u.arm.name, u.seed) for u in experiment.units()]
+    assert all(u.size is None for u in experiment.units())  # one training size: no size in any name
     assert len(names) == 5 * 5 + 1 and names[0] == "no_lora.untrained" and names.count("base.seed3") == 1
 
 
@@ -284,6 +285,12 @@ def test_the_overlap_experiment_reports_a_difference_in_differences(tiny_model_d
     assert row["did_low"] <= row["did_high"]
     text = experiment_table(layout.root, n_resamples=200)
     assert "difference in differences" in text and "| overlap kept in training | emorynlp | 2 / 6 |" in text
+    from dialoguellm.experiments import stage
+
+    recorded = stage.overlap_records(effect.reset_index(), layout.root)["effects"]["kept/emorynlp"]
+    assert (recorded["overlapping"], recorded["rest"]) == (2, 6) and recorded["did"] == pytest.approx(
+        row["did"], abs=1e-4
+    )
 
 
 CHILD = """

@@ -107,12 +107,31 @@ def test_a_variant_scores_the_adapter_of_its_arm_on_the_same_ids(tiny_model_dir,
     assert record.load_plan(layout.root)["arms"]["test_z0"]["reuses"] == "base"
 
     # its records copied elsewhere without the adapters (a later session): the variant retrains its arm's adapter
+    committed = ExperimentLayout(tmp_path / "results" / "variant")
+    committed.units.mkdir(parents=True)
+    committed.plan.write_bytes(layout.plan.read_bytes())
+    committed.unit("base.seed1").write_bytes(layout.unit("base.seed1").read_bytes())
     moved = ExperimentLayout(tmp_path / "later" / "experiments" / "variant")
-    moved.units.mkdir(parents=True)
-    (moved.root / "experiment.json").write_bytes((layout.root / "experiment.json").read_bytes())
-    moved.unit("base.seed1").write_bytes(layout.unit("base.seed1").read_bytes())
+    assert runner.resume_from(committed.root, moved) == ["base.seed1"]
+    assert runner.resume_from(committed.root, moved) == []  # nothing twice, nothing overwritten
     trained.clear()
     assert runner.run_experiment(experiment, _corpora(), moved, progress=False, command="t2") == [
         "test_z0.seed1"
     ]
     assert trained == [moved.training("base", 1)]
+
+
+def test_resuming_from_copied_records_refuses_another_plan_and_a_folder_without_one(tmp_path):
+    source, target = ExperimentLayout(tmp_path / "a"), ExperimentLayout(tmp_path / "b")
+    with pytest.raises(FileNotFoundError, match=r"--resume-from .*no experiment.json there"):
+        runner.resume_from(source.root, target)
+    source.units.mkdir(parents=True)
+    source.plan.write_text('{"identity": {"seeds": [1]}}')
+    (source.units / "base.seed1.json").write_text("{}")
+    assert runner.resume_from(source.root, target) == ["base.seed1"]
+    assert target.plan.read_text() != "" and target.unit("base.seed1").read_text() == "{}"
+    other = ExperimentLayout(tmp_path / "c")
+    other.units.mkdir(parents=True)
+    other.plan.write_text('{"identity": {"seeds": [1, 2]}}')
+    with pytest.raises(ValueError, match="planned with other settings"):
+        runner.resume_from(other.root, target)

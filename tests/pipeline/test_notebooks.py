@@ -61,6 +61,8 @@ def notebook_run(tmp_path_factory, request):
     # Notebook 05's last section reads the retrained-ablation records; synthetic ones in the run's folder
     # (real ones are made in tests/experiments/test_experiments.py) exercise it and the figure it draws.
     synthetic_experiment_records(run / "experiments" / "ablations_cpu")
+    # Notebook 09 and its figure read a learning curve's records: synthetic ones as well.
+    synthetic_experiment_records(run / "experiments" / "learning_curve_cpu", experiment="learning_curve_cpu")
     errors: dict[str, Any] = {}
     for notebook in NOTEBOOKS:
         if notebook.stem not in spec:

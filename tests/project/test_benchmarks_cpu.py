@@ -100,34 +100,6 @@ def test_train_speed_times_both_on_the_same_tokens(tiny_model_dir, tmp_path):
     assert result["speedup"] == pytest.approx(ours["tokens_per_second"] / base["tokens_per_second"], rel=0.01)
 
 
-def test_length_normalisation_choice_reads_dev_only(tiny_model_dir, tmp_path, monkeypatch):
-    real = prompts.prepare_examples
-
-    def dev_only(config, tokenizer, corpora, splits, *args, **kwargs):
-        assert tuple(splits) == ("dev",)  # the choice is made on dev; the test split is never built
-        return real(config, tokenizer, corpora, splits, *args, **kwargs)
-
-    monkeypatch.setattr(prompts, "prepare_examples", dev_only)
-    out = tmp_path / "norm.json"
-    args = ["--set", f"model.name={tiny_model_dir}", *TINY, "--per-dataset", "14", "--folds", "2"]
-    curve = ["--fit-sizes", "0", "4", "8", "--fit-repeats", "2"]
-    result = load("length_normalisation").main([*args, "--repeats", "2", *curve, "--out", str(out)])
-    assert_provenance(result, "length_normalisation", [*args, "--repeats", "2", *curve, "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert result["split"] == "dev" and set(result["per_corpus"]) == {"meld", "emorynlp"}
-    for entry in result["per_corpus"].values():
-        assert entry["utterances"] == 14
-        for variant in ("sum", "mean"):
-            assert len(entry[variant]["cross_fitted_repeats"]) == 2
-            assert 0 <= entry[variant]["weighted_f1"] <= 1
-            assert set(entry[variant]["held_out_weighted_f1_by_fit_size"]) == {"0", "4", "8"}
-    means = result["mean_over_corpora"]
-    assert result["chosen"] == ("mean" if means["mean"] > means["sum"] else "sum")
-    assert result["eval.length_normalise"] == (result["chosen"] == "mean")
-    # the cpu profile says true
-    assert result["config_agrees"] == (result["eval.length_normalise"] is True)
-
-
 def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
     tiny_model_dir, tmp_path, monkeypatch
 ):
@@ -141,132 +113,18 @@ def test_inference_weights_compares_on_dev_and_finds_the_speedups_exact(
     assert_provenance(result, "inference_weights", args)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert result["split"] == "dev" and result["utterances"] == 20
-    assert result["bit_identical_to_autocast_casts"] == {"bf16_copies": True, "bf16_copies_gqa": True}
+    assert result["settings"]["precision"] == "fp32"
+    assert result["bit_identical_to_reference"] == {"gqa_in_place": True}
     assert all(v > 0 for v in result["utterances_per_second"].values())
+    assert result["speed_ratio_vs_reference"]["kv_heads_copied"] == 1.0
     for entry in result["per_corpus"].values():
-        assert entry["autocast_casts"]["agreement_with_autocast_casts"] == 1.0
+        assert entry["kv_heads_copied"]["agreement_with_reference"] == 1.0
         assert entry["merged"]["max_abs_score_difference"] > 0  # bf16 merged weights do move the scores
 
 
-def test_overlap_effect_trains_both_arms_and_splits_the_test_set(tiny_model_dir, tmp_path):
-    out = tmp_path / "overlap.json"
-    args = [
-        "--tiny",
-        "--model",
-        tiny_model_dir,
-        "--set",
-        "model.dtype=fp32",
-        "--run-dir",
-        str(tmp_path / "runs"),
-    ]
-    result = load("overlap_effect").main([*args, "--out", str(out), "--resamples", "200"])
-    assert_provenance(result, "overlap_effect", [*args, "--out", str(out), "--resamples", "200"], None)
-    assert json.loads(out.read_text()) == result
-    removed = result["removed_from_training"]
-    assert removed["meld"] > 0 and removed["emorynlp"] > 0  # the full training splits lose the shared lines
-    off = json.loads((tmp_path / "runs" / "without_removal" / "training" / "metrics.json").read_text())
-    assert off["cross_corpus_overlap_removed"] is None
-    for name in ("meld", "emorynlp"):
-        parts = result["results"][name]
-        sizes = {part: parts[part]["with_removal"]["n"] for part in ("overlapping", "rest", "all")}
-        assert sizes["overlapping"] + sizes["rest"] == sizes["all"] == 48
-        assert 0 <= parts["all"]["with_removal"]["estimate"] <= 1
-        assert "without_minus_with" in parts["all"]
-    assert result["arms"]["with_removal"]["origin"] == "trained"
-    # A second call finds both arms finished and trains nothing again.
-    again = load("overlap_effect").main([*args, "--out", str(out), "--resamples", "200"])
-    assert again["seconds_this_call"]["with_removal"] < result["seconds_this_call"]["with_removal"]
-
-    # --with-removal-from: the with_removal arm is the finished run, copied, and the JSON says so. (The
-    # without_removal arm is copied by hand here only to keep the test from training it a second time.)
-    import shutil
-
-    first = tmp_path / "runs" / "with_removal"
-    reuse = tmp_path / "reuse"
-    shutil.copytree(tmp_path / "runs" / "without_removal", reuse / "without_removal")
-    reused_args = [a if a != str(tmp_path / "runs") else str(reuse) for a in args]
-    reused = load("overlap_effect").main(
-        [*reused_args, "--with-removal-from", str(first), "--out", str(out), "--resamples", "200"]
-    )
-    assert reused["arms"]["with_removal"] == {"origin": "copied", "from": str(first.resolve())}
-    assert (reuse / "with_removal" / "evaluation" / "test_meld_predictions.csv").read_bytes() == (
-        first / "evaluation" / "test_meld_predictions.csv"
-    ).read_bytes()
-    assert (
-        reused["results"]["meld"]["all"]["with_removal"] == result["results"]["meld"]["all"]["with_removal"]
-    )
-
-    # A run trained with other settings is refused, naming the key, and nothing is copied.
-    other = tmp_path / "other"
-    with pytest.raises(SystemExit, match=r"train\.lr: arm 0\.001, run 0\.0003"):
-        load("overlap_effect").main(
-            [
-                *reused_args[:-1],
-                str(other),
-                "--set",
-                "train.lr=0.001",
-                "--with-removal-from",
-                str(first),
-                "--out",
-                str(out),
-            ]
-        )
-    assert not other.exists()
-
-
-def fake_run(folder: Path, overrides: list[str], split: str = "test") -> Path:
-    """A run folder with saved settings, metrics and (empty) test predictions: what --with-removal-from reads."""
-    from dialoguellm.config import load_config, parse_overrides, save_config
-
-    (folder / "training").mkdir(parents=True)
-    (folder / "evaluation").mkdir()
-    save_config(load_config("cpu", parse_overrides(overrides)), folder / "training" / "config.yaml")
-    (folder / "training" / "metrics.json").write_text("{}")
-    (folder / "evaluation" / "summary.json").write_text(json.dumps({"split": split}))
-    for name in ("meld", "emorynlp"):
-        (folder / "evaluation" / f"test_{name}_predictions.csv").write_text("example_id\n")
-    return folder
-
-
-def test_overlap_effect_copies_a_run_only_when_its_settings_match(tmp_path):
-    from dialoguellm.config import load_config, parse_overrides
-
-    module = load("overlap_effect")
-    arm = load_config("cpu", parse_overrides(["data.remove_cross_corpus_overlap=true"])).to_dict()
-    datasets = ["meld", "emorynlp"]
-    # Saved elsewhere (another source path) with the same settings: copied, and the origin recorded.
-    same = fake_run(tmp_path / "same", [])
-    module.copy_arm(same, tmp_path / "a" / "with_removal", arm, datasets)
-    assert (tmp_path / "a" / "with_removal" / "training" / "config.yaml").is_file()
-    assert module.arm_origin(tmp_path / "a" / "with_removal") == {"origin": "copied", "from": str(same)}
-    # Calling again with the same run leaves the copy as it is.
-    module.copy_arm(same, tmp_path / "a" / "with_removal", arm, datasets)
-    # A copy made by hand is recognised and marked; a folder holding another run is refused, untouched.
-    import shutil
-
-    by_hand = tmp_path / "h" / "with_removal"
-    shutil.copytree(same, by_hand)
-    module.copy_arm(same, by_hand, arm, datasets)
-    assert module.arm_origin(by_hand) == {"origin": "copied", "from": str(same)}
-    (by_hand / "copied_from.json").unlink()
-    (by_hand / "evaluation" / "test_meld_predictions.csv").write_text("example_id\nother\n")
-    with pytest.raises(SystemExit, match="not a copy of"):
-        module.copy_arm(same, by_hand, arm, datasets)
-    assert not (by_hand / "copied_from.json").exists()
-    # Trained without the removal or with another seed: refused, every differing key named, nothing copied.
-    other = fake_run(tmp_path / "other", ["data.remove_cross_corpus_overlap=false", "train.seed=7"])
-    with pytest.raises(SystemExit) as err:
-        module.copy_arm(other, tmp_path / "b" / "with_removal", arm, datasets)
-    assert "data.remove_cross_corpus_overlap: arm True, run False" in str(err.value)
-    assert "train.seed: arm 42, run 7" in str(err.value) and "2 key(s)" in str(err.value)
-    assert not (tmp_path / "b").exists()
-    # An evaluation on dev is not the test evaluation the arm needs.
-    dev = fake_run(tmp_path / "dev", [], split="dev")
-    with pytest.raises(SystemExit, match="not test"):
-        module.copy_arm(dev, tmp_path / "c" / "with_removal", arm, datasets)
-
-
-def test_precision_compares_on_dev_interleaved_and_writes_as_it_goes(tiny_model_dir, tmp_path, monkeypatch):
+def test_precision_checks_batch_invariance_on_dev_interleaved_and_writes_as_it_goes(
+    tiny_model_dir, tmp_path, monkeypatch
+):
 
     scoring_adapter(tiny_model_dir, tmp_path / "adapter")
     dev_only(monkeypatch)
@@ -284,68 +142,19 @@ def test_precision_compares_on_dev_interleaved_and_writes_as_it_goes(tiny_model_
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert len(written) == 6 and not written[0]["complete"] and result["complete"]  # 3 chunks per corpus
     assert result["split"] == "dev" and set(result["per_corpus"]) == {"meld", "emorynlp"}
+    assert result["settings"]["precision"] == "fp32"
     for entry in result["per_corpus"].values():
         assert entry["utterances"] == 10 and entry["batch1_utterances"] == 4
-        fp32 = entry["fp32"]
-        assert fp32["vs_fp32"] == {"utterances": 10, "agreement": 1.0, "max_abs_score_difference": 0.0}
-        assert fp32["batch64_vs_batch16"]["max_abs_score_difference"] < 1e-4
-        assert entry["autocast"]["vs_fp32"]["max_abs_score_difference"] > 1e-3  # bf16 moves the scores
-        for precision in ("autocast",):
-            for key in ("vs_fp32", "shuffled16_vs_batch16", "batch64_vs_batch16", "batch1_vs_batch16"):
-                assert 0 <= entry[precision][key]["agreement"] <= 1
+        assert 0 <= entry["weighted_f1"] <= 1
+        for key in ("shuffled16_vs_batch16", "batch64_vs_batch16", "batch1_vs_batch16"):
+            assert entry[key]["agreement"] == 1.0
+            assert entry[key]["max_abs_score_difference"] < 1e-4  # fp32 rounding only
     assert result["utterances_scored_per_way"] == {
         "batch16": 20,
         "shuffled16": 20,
         "batch64": 20,
         "batch1": 8,
     }
-    assert all(v > 0 for v in result["utterances_per_second"]["batch16"].values())
-    assert result["speed_ratio_vs_autocast"]["batch16"]["autocast"] == 1.0
-    assert result["pooled"]["fp32"]["agreement_across_batches"] == 1.0
-    assert result["meets_targets"]["fp32"] is True
-    assert result["chosen"] in ("fp32", "autocast")
-
-
-def test_prior_scale_sweeps_on_the_saved_dev_predictions_only(tmp_path):
-    """A run folder with saved dev predictions (no model, no test split): one entry per scale, cross-fitted."""
-    import numpy as np
-    import pandas as pd
-
-    from dialoguellm.config import load_config, parse_overrides, save_config
-    from dialoguellm.labels import normalised_label_names
-
-    run = tmp_path / "run"
-    (run / "training" / "adapter").mkdir(parents=True)
-    save_config(
-        load_config("cpu", parse_overrides(["data.datasets=[meld]"])), run / "training" / "config.yaml"
-    )
-    words = list(normalised_label_names("meld"))
-    rng = np.random.default_rng(0)
-    n = 240
-    gold = rng.choice(len(words), size=n, p=[0.45, 0.2, 0.1, 0.1, 0.08, 0.04, 0.03])
-    ll = rng.normal(0, 1, size=(n, len(words))) / 3
-    ll[np.arange(n), gold] += 0.6
-    ll[:, 0] += 0.8  # leans to neutral, as the small model does
-    probs = np.exp(ll) / np.exp(ll).sum(axis=1, keepdims=True)
-    frame = pd.DataFrame(
-        {"example_id": [f"dia{i // 4}_utt{i % 4}" for i in range(n)], "dataset": "meld", "gold_id": gold,
-         "pred_id": ll.argmax(axis=1), "gold": [words[g] for g in gold],
-         "pred": [words[p] for p in ll.argmax(axis=1)], "parsed": True}
-    )  # fmt: skip
-    for j, w in enumerate(words):
-        frame[f"p_{w}"], frame[f"ll_{w}"] = probs[:, j], ll[:, j]
-    frame.to_csv(run / "training" / "adapter" / "dev_meld_predictions.csv", index=False)
-    out = tmp_path / "scale.json"
-    argv = ["--run", str(run), "--scales", "2,3", "--resamples", "200", "--out", str(out)]
-    result = load("prior_scale").main(argv)
-    assert_provenance(result, "prior_scale", argv, None)
-    assert json.loads(out.read_text()) == result and result["split"] == "dev"
-    entry = result["results"]["meld"]
-    assert set(entry["weighted_f1"]) == {"uncorrected", "scale 1", "scale 2", "scale 3", "fitted"}
-    assert all(0 <= v["estimate"] <= 1 and v["n"] == n for v in entry["weighted_f1"].values())
-    assert entry["scale_fitted_on_all_dev"] > 1  # the flat (/3) scores are sharpened
-    assert entry["fitted_minus_scale_1"]["n"] == n
-    # Nothing to read: a clear error naming the missing file.
-    (run / "training" / "adapter" / "dev_meld_predictions.csv").unlink()
-    with pytest.raises(SystemExit, match="dev_meld_predictions.csv not found"):
-        load("prior_scale").main(["--run", str(run), "--out", str(out)])
+    assert all(v > 0 for v in result["utterances_per_second"].values())
+    assert result["pooled"]["agreement_across_batches"] == 1.0
+    assert result["meets_target"] is True

@@ -71,3 +71,31 @@ def test_a_stale_name_is_caught():
     assert resolves("dialoguellm.scoring.predictions.save_predictions")
     assert not resolves("dialoguellm.evaluate.save_predictions")
     assert not resolves("dialoguellm.scoring.predictions.no_such_function")
+
+
+CITED_TEST = re.compile(r"\b(tests/[A-Za-z0-9_/]+\.py)(?:::([A-Za-z0-9_]+))?")
+
+
+def cited_tests() -> dict[str, set[str]]:
+    """``tests/x/test_y.py[::test_name]`` -> the files citing it: README, docs, notebooks, the package, Makefile."""
+    paths = [REPO_DIR / "README.md", REPO_DIR / "Makefile", *sorted((REPO_DIR / "docs").rglob("*.md"))]
+    paths += sorted(PACKAGE.rglob("*.py")) + sorted((REPO_DIR / "notebooks").glob("*.ipynb"))
+    cited: dict[str, set[str]] = {}
+    for path in paths:
+        for file, name in CITED_TEST.findall(path.read_text(encoding="utf-8")):
+            cited.setdefault(f"{file}::{name}" if name else file, set()).add(path.name)
+    return cited
+
+
+def test_every_test_the_docs_cite_exists():
+    cited = cited_tests()
+    assert len(cited) > 10, "the scan found almost no cited tests: is the pattern broken?"
+    stale = {}
+    for target, files in cited.items():
+        file, _, name = target.partition("::")
+        path = REPO_DIR / file
+        if not path.is_file() or (
+            name and not re.search(rf"\bdef {name}\(", path.read_text(encoding="utf-8"))
+        ):
+            stale[target] = sorted(files)
+    assert not stale, f"cited tests that do not exist (test: files citing it): {stale}"

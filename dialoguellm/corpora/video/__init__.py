@@ -65,6 +65,7 @@ from dialoguellm.corpora.video.describers import (
     TransformersDescriber,
     make_describer,
     read_description_file,
+    vendored_descriptions,
 )
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "TEMPLATE_NAME",
     "VENDORED_DESCRIPTIONS",
     "VENDORED_MODEL",
+    "vendored_descriptions",
     "ClipIndex",
     "ClipRef",
     "Describer",

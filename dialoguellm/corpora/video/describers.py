@@ -176,6 +176,13 @@ class ImportedDescriber(Describer):
         return self._texts[clip.uid]
 
 
+def vendored_descriptions() -> dict[str, dict[str, str]]:
+    """The 191 MELD test descriptions that ship with the package, as ``load_descriptions`` returns them
+    (``{"test": {clip_id: text}}``): what an experiment scores with when no run folder with notebook 02's
+    descriptions is given."""
+    return {"test": {row["clip_id"]: row["text"] for row in read_description_file(VENDORED_DESCRIPTIONS)}}
+
+
 def read_description_file(
     path: str | os.PathLike, id_field: str = "clip_id", text_field: str = "description"
 ) -> list[dict[str, Any]]:

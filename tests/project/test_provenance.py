@@ -1,0 +1,90 @@
+"""Provenance of the committed numbers (issue 32, item 13): the README's headline files come from one run at one
+commit; every experiment record names its commit and, when tuned, its adapter's fingerprint; every benchmark
+result names its commit and adapter, except the files listed below, which predate the provenance header."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "results" / "cpu"
+# Folders of results/cpu that hold other runs than the headline's, each with its own record of where it came from.
+OTHER_RUNS = ("experiments", "in_progress", "seeds")
+RUN_FOLDER = re.compile(r"runs/(\d{8}-\d{6})")
+# Benchmark results written before `runs.benchmark_header` named the commit and the adapter's sha256
+# (commit da06600). Each leaves this list when `dialoguellm benchmark NAME` is rerun; none may join it.
+PREDATE_HEADER = {
+    "determinism.json", "eval_speed_cpu.json", "harness_agreement_cpu.json", "inference_weights_cpu.json",
+    "length_normalisation_dev.json", "overlap_effect_cpu.json", "precision_cpu.json",
+    "precision_cpu_2threads.json", "prior_scale_dev.json", "prompt_lengths.json", "train_peak_cpu.json",
+    "train_profile_cpu.json", "train_speed_cpu.json", "truncation_counts.json",
+}  # fmt: skip
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from ((f"{key}.{k}" if k else key, v) for k, v in _strings(item))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield "", value
+
+
+def _headline_files() -> list[Path]:
+    return [p for p in sorted(RESULTS.rglob("*.json")) if p.relative_to(RESULTS).parts[0] not in OTHER_RUNS]
+
+
+def test_the_headline_results_come_from_one_run_at_one_commit():
+    runs_named, commits = {}, {}
+    for path in _headline_files():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key, text in _strings(data):
+            for stamp in RUN_FOLDER.findall(text):
+                runs_named.setdefault(stamp, []).append(str(path.relative_to(REPO)))
+            if key.endswith("git_commit") and text:
+                commits.setdefault(text, []).append(str(path.relative_to(REPO)))
+    assert len(runs_named) == 1, f"results/cpu mixes runs: {runs_named}"
+    assert len(commits) == 1, f"results/cpu mixes commits: {commits}"
+    # the run the pipeline record names is the run the evaluation scored
+    pipeline = json.loads((RESULTS / "pipeline.json").read_text())
+    summary = json.loads((RESULTS / "evaluation" / "summary.json").read_text())
+    assert RUN_FOLDER.search(pipeline["run_dir"]).group(1) == RUN_FOLDER.search(summary["adapter"]).group(1)
+
+
+def _experiment_folders() -> list[Path]:
+    return sorted(p.parent for p in RESULTS.glob("*/*/experiment.json"))
+
+
+@pytest.mark.parametrize("folder", _experiment_folders(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_experiment_record_names_its_commit_and_adapter(folder):
+    plan = json.loads((folder / "experiment.json").read_text())
+    converted = any("experiments.convert" in c for c in plan.get("commands", []))
+    for path in sorted((folder / "units").glob("*.json")):
+        unit = json.loads(path.read_text())
+        identity = unit["identity"]
+        assert re.fullmatch(r"[0-9a-f]{40}", identity["commit"] or ""), f"{path}: no commit"
+        if unit["seed"] is not None and not converted:  # a record converted from the retired runner has none
+            assert re.fullmatch(r"[0-9a-f]{64}", identity.get("adapter_sha256") or ""), (
+                f"{path}: no adapter sha256"
+            )
+
+
+def test_every_benchmark_result_names_its_commit_and_adapter_or_is_listed_as_older():
+    files = sorted((REPO / "benchmarks" / "results").glob("*.json"))
+    assert PREDATE_HEADER <= {p.name for p in files}, "a listed file is gone: take it off PREDATE_HEADER"
+    for path in files:
+        data = json.loads(path.read_text())
+        if path.name in PREDATE_HEADER:
+            assert not data.get("git_commit"), f"{path.name} now has its header: take it off PREDATE_HEADER"
+            continue
+        assert re.fullmatch(r"[0-9a-f]{40}", data.get("git_commit") or ""), f"{path}: no git_commit"
+        if data.get("adapter"):
+            assert re.fullmatch(r"[0-9a-f]{64}", data.get("adapter_sha256") or ""), (
+                f"{path}: no adapter_sha256"
+            )
