@@ -462,7 +462,14 @@ def _experiment(args: argparse.Namespace) -> int:
             copied = runner.resume_from(args.resume_from, own)
             print(f"{len(copied)} unit record(s) copied from {args.resume_from} into {own.units}")
         runner.run_experiment(experiment, corpora, own, descriptions=descriptions)
-    print(experiment_table(own.root if own.plan.is_file() else summary.committed_folder(experiment.name)))
+    folder = own.root if own.plan.is_file() else summary.committed_folder(experiment.name)
+    print(experiment_table(folder))
+    if experiment.name.startswith(
+        "pitfalls"
+    ):  # the field's practices: their own table (experiments.pitfalls)
+        from dialoguellm.report import pitfalls_table
+
+        print("\n" + pitfalls_table(folder))
     return 0
 
 

@@ -29,6 +29,11 @@ PROFILES_DIR = Path(str(resources.files("dialoguellm") / "profiles"))
 # configs and records that name it still load; "autocast" was removed (docs/PRECISION.md).
 EVAL_PRECISIONS = ("fp32",)
 DEFAULT_PRECISION = "fp32"
+# generate mode: how text becomes a label, and what a text that names none becomes (eval.parser, eval.fallback)
+PARSERS = ("exact", "first_label", "edit_distance")
+FALLBACKS = ("none", "random")
+# prompt.fixed_demonstrations: none, or a set of dialoguellm/resources/fixed_demonstrations.yaml
+FIXED_DEMONSTRATIONS = ("none", "dialoguellm")
 log = logging.getLogger(__name__)
 
 
@@ -94,6 +99,22 @@ class PromptConfig:
             "without this setting used) or paper (the template's, as the paper's instruction)."
         },
     )
+    future_turns: int = field(
+        default=0,
+        metadata={
+            "help": "Utterances AFTER the target shown in the prompt (0 = none: what a live system can see). "
+            "A field practice (BiosERC shows 5), measured by `make pitfalls`; trimmed latest-first after the "
+            "past context when a prompt is too long."
+        },
+    )
+    fixed_demonstrations: str = field(
+        default="none",
+        metadata={
+            "help": "none (the k_shot demonstrations drawn from the training split) or dialoguellm (the seven "
+            "fixed utterance/label pairs of DialogueLLM's released test scripts, without context, in place of "
+            "the drawn ones: dialoguellm/resources/fixed_demonstrations.yaml). For measuring that practice."
+        },
+    )
 
 
 @dataclass
@@ -146,6 +167,13 @@ class TrainConfig:
     max_steps: int = field(
         default=0, metadata={"help": "Stop after this many optimiser steps; 0 = no limit."}
     )
+    keep_every_eval: bool = field(
+        default=False,
+        metadata={
+            "help": "Also keep the adapter of every dev evaluation (evals/step<N>/ in the run folder), not only "
+            "the best: lets eval.checkpoint score each one (the test-set checkpoint selection practice)."
+        },
+    )
 
 
 @dataclass
@@ -189,6 +217,45 @@ class EvalConfig:
     )
     seeds: list[int] = field(
         default_factory=lambda: [42], metadata={"help": "Training seeds averaged in reports (paper: 5)."}
+    )
+    # generate mode: decoding, answer parsing and the fallback (the field's practices, docs/PITFALLS.md)
+    do_sample: bool = field(
+        default=False, metadata={"help": "Generate mode: sample (temperature, top_p, top_k act) or not."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Generate mode, sampling only: temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Generate mode, sampling only: nucleus mass."})
+    top_k: int = field(default=50, metadata={"help": "Generate mode, sampling only: top-k tokens."})
+    num_beams: int = field(
+        default=1, metadata={"help": "Generate mode: beams (1 = greedy or plain sampling)."}
+    )
+    repetition_penalty: float = field(
+        default=1.0, metadata={"help": "Generate mode: repetition penalty (1.0 = none; DialogueLLM: 1.15)."}
+    )
+    sampling_seed: int = field(
+        default=0,
+        metadata={"help": "Generate mode: seed of the sampling and of the random fallback draws."},
+    )
+    parser: str = field(
+        default="exact",
+        metadata={
+            "help": "Generate mode, text to label: exact (PromptBuilder.parse: the label word first, or the "
+            "only label word), first_label (the first label word in the text) or edit_distance (InstructERC: "
+            "first label word, else the label nearest by edit distance)."
+        },
+    )
+    fallback: str = field(
+        default="none",
+        metadata={
+            "help": "Generate mode, text that names no label: none (counted wrong, pred_id -1) or random (a "
+            "label drawn with eval.sampling_seed, as DialogueLLM's test scripts)."
+        },
+    )
+    checkpoint: int = field(
+        default=0,
+        metadata={
+            "help": "Experiments, scoring variants: which adapter of the reused training to score: 0 = the "
+            "one dev selected; N = the one kept at the N-th dev evaluation (train.keep_every_eval)."
+        },
     )
 
 
@@ -445,6 +512,13 @@ def _validate_prompt(p: PromptConfig, src: str) -> None:
         _fail(
             src, "prompt.cutoff_len", f"is {p.cutoff_len}; prompts need at least 16 tokens (the paper: 256)."
         )
+    if p.future_turns < 0:
+        _fail(src, "prompt.future_turns", f"is {p.future_turns}; use 0 (past only) or more turns.")
+    if p.fixed_demonstrations not in FIXED_DEMONSTRATIONS:
+        _fail(
+            src, "prompt.fixed_demonstrations",
+            f"is {p.fixed_demonstrations!r}; use {' or '.join(FIXED_DEMONSTRATIONS)}.",
+        )  # fmt: skip
 
 
 def _validate_data(d: DataConfig, src: str) -> None:
@@ -527,6 +601,14 @@ def _validate_eval(e: EvalConfig, src: str) -> None:
         _fail(src, "eval.batch_size/max_new_tokens", "must be >= 1.")
     if not e.seeds:
         _fail(src, "eval.seeds", "is empty; give at least one seed.")
+    if e.parser not in PARSERS:
+        _fail(src, "eval.parser", f"is {e.parser!r}; use {', '.join(PARSERS)}.")
+    if e.fallback not in FALLBACKS:
+        _fail(src, "eval.fallback", f"is {e.fallback!r}; use {' or '.join(FALLBACKS)}.")
+    if e.num_beams < 1 or e.top_k < 0 or e.checkpoint < 0:
+        _fail(src, "eval.num_beams/top_k/checkpoint", "must be >= 1 / >= 0 / >= 0.")
+    if not e.temperature > 0 or not 0 < e.top_p <= 1 or not e.repetition_penalty > 0:
+        _fail(src, "eval.temperature/top_p/repetition_penalty", "must be > 0 / in (0, 1] / > 0.")
 
 
 def load_config(name_or_path: str | os.PathLike = "cpu", overrides: dict[str, Any] | None = None) -> Config:

@@ -639,16 +639,65 @@ def _overlap_effect(folder: str | os.PathLike, n_resamples: int) -> list[str]:
     return [intro, "", *_table(header, rows)]
 
 
+# ---------------------------------------------------------------------------------- field pitfalls
+
+PITFALLS_EXPERIMENT = "pitfalls_cpu"
+
+
+def pitfalls_table(
+    results_dir: str | os.PathLike,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+    experiment: str = PITFALLS_EXPERIMENT,
+) -> str:
+    """Markdown: each practice of the field (docs/PITFALLS.md) on each corpus, where it occurs, its effect
+    on weighted F1 against the package's way on the same utterances with its 95% interval, and whether it
+    inflates or deflates the number, from ``<results_dir>/experiments/<experiment>``
+    (``experiments.pitfalls.pitfall_table``; percent here only). ``results_dir`` may also be the
+    experiment folder itself."""
+    from dialoguellm.experiments import pitfalls as field
+
+    folder = Path(results_dir)
+    if not (folder / "experiment.json").is_file():
+        folder = RunLayout(folder).experiment(experiment).root
+    table = field.pitfall_table(folder, n_resamples=n_resamples)
+    rows = []
+    for _, r in table.iterrows():
+        if pd.isna(r["effect"]):
+            effect = "-"
+        else:
+            effect = f"{_signed(r['effect'])} [{_signed(r['low'])}, {_signed(r['high'])}]"
+        notes = [r["covers"] and f"interval over {r['covers']}", r["note"]]
+        if r["sampling_seeds"]:
+            notes.append(
+                f"{r['sampling_seeds']} sampling seeds, each from {_signed(r['spread_low'])} to {_signed(r['spread_high'])}"
+            )
+        rows.append([r["practice"], f"{r['where']} (row {r['doc_row']})", r["dataset"], effect, r["verdict"] or "-",
+                     "; ".join(n for n in notes if n) or "-"])  # fmt: skip
+    header = ["practice (against the package's way)", "where (docs/PITFALLS.md)", "test set",
+              "effect on weighted F1 [95% CI]", "verdict", "notes"]  # fmt: skip
+    plan = read_json(ExperimentLayout(folder).plan)
+    n = {d: len(t["example_id"]) for d, t in plan["test"].items()}
+    intro = (
+        f"Each practice against this package's way on the same adapters and the same test utterances ({', '.join(f'{d} {k}' for d, k in n.items())}; "
+        "weighted F1, percent points; a 95% interval resamples the training seeds, then the test dialogues, "
+        'unless the notes say otherwise; "no measurable effect" when it covers 0):'
+    )
+    return "\n".join([intro, "", *_table(header, rows)]).rstrip()
+
+
 # ------------------------------------------------------------------------------------ README blocks
 
-README_BLOCKS = ("results", "seeds", "ablations")
+README_BLOCKS = ("results", "seeds", "ablations", "pitfalls")
 # The documents with generated blocks (``make tables``): the README's headline and seeds, the ablation table in
-# docs/EVALUATION.md.
-GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md")
+# docs/EVALUATION.md, the measured pitfalls in docs/PITFALLS.md.
+GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md", "docs/PITFALLS.md")
 
 
 # Where each block's inputs live in a results folder: a block whose folder is absent is left empty.
-BLOCK_SOURCES = {"results": "evaluation", "seeds": "seeds", "ablations": "experiments/ablations_cpu"}
+BLOCK_SOURCES = {
+    "results": "evaluation", "seeds": "seeds", "ablations": "experiments/ablations_cpu",
+    "pitfalls": f"experiments/{PITFALLS_EXPERIMENT}",
+}  # fmt: skip
 
 
 def readme_block(name: str, results_dir: str | os.PathLike) -> str:
@@ -656,7 +705,9 @@ def readme_block(name: str, results_dir: str | os.PathLike) -> str:
     ``results_dir`` holds none of its inputs (``BLOCK_SOURCES``)."""
     if not (Path(results_dir) / BLOCK_SOURCES[name]).is_dir():
         return ""
-    renderers = {"results": headline_table, "seeds": seeds_table, "ablations": ablations_table}
+    renderers = {
+        "results": headline_table, "seeds": seeds_table, "ablations": ablations_table, "pitfalls": pitfalls_table,
+    }  # fmt: skip
     return renderers[name](results_dir).strip()
 
 

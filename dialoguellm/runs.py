@@ -102,6 +102,10 @@ class TrainingLayout:
         """The adapter with the best dev weighted F1, its dev predictions and calibration."""
         return self.root / "adapter"
 
+    def kept_adapter(self, index: int) -> Path:
+        """The adapter of the ``index``-th dev evaluation (1 = the first), kept with ``train.keep_every_eval``."""
+        return self.root / "evals" / f"eval{int(index)}"
+
     @property
     def checkpoint(self) -> Path:
         """The last step's weights, optimiser and loop state (for ``resume``)."""

@@ -491,6 +491,64 @@ def seed_dialogue_bootstrap(
     )  # fmt: skip
 
 
+def seed_dialogue_statistic(
+    gold: Sequence[int],
+    systems: Sequence[Sequence[Sequence[int]]],
+    labels: Sequence[str],
+    groups: Sequence[Any],
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    name: str = "statistic",
+    resample_seeds: bool = True,
+    confidence: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> SeedDialogueEstimate:
+    """Any statistic of several systems' per-seed confusion counts with the interval of
+    ``seed_dialogue_bootstrap`` (seeds with replacement, then the test dialogues with replacement; one
+    dialogue draw for every system and seed). For what a metric name cannot say: a score computed another
+    way (swapped F1), the best of the seeds, the checkpoint a test score would choose.
+
+    ``systems``: (S, R, N) predictions: S systems (checkpoints, or one system scored two ways), each with one
+    row per training seed (the same R seeds, in the same order, in every system), on the same N utterances.
+    ``statistic(counts, seed_weights)``: counts (B, S, R, L, L + 1) confusion counts of every system and seed
+    on the resampled dialogues (rows gold, columns predicted, the last no label), seed_weights (B, R) how often
+    each seed was drawn; returns (B,). ``per_seed`` holds the statistic on each seed alone.
+    ``resample_seeds`` False keeps the seeds as they are (weights 1) and resamples the dialogues only, for a
+    statistic about these seeds (the best of them: drawing a seed twice would ask about fewer seeds)."""
+    gold = np.asarray(gold, dtype=int)
+    n_labels = len(labels)
+    _, group_index = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(group_index.max()) + 1 if len(group_index) else 0
+    if n_groups < 2:
+        raise ValueError("A dialogue bootstrap needs at least 2 dialogues; check the dialogue ids.")
+    every = np.ones(len(gold), dtype=bool)
+    counts = np.stack([_seed_confusions(gold, p, n_labels, group_index, n_groups, every) for p in systems])
+    if counts.ndim != 4:
+        raise ValueError(f"systems must be (systems, seeds, utterances); got {np.shape(systems)}.")
+    n_systems, n_seeds = counts.shape[:2]
+
+    def value(seed_w: np.ndarray, dialogue_w: np.ndarray) -> np.ndarray:
+        pooled = np.einsum("bg,srgk->bsrk", dialogue_w, counts)
+        return statistic(pooled.reshape(len(dialogue_w), n_systems, n_seeds, n_labels, n_labels + 1), seed_w)
+
+    whole = np.ones((1, n_groups))
+    estimate = float(value(np.ones((1, n_seeds)), whole)[0])
+    per_seed = tuple(float(value(np.eye(n_seeds)[[r]], whole)[0]) for r in range(n_seeds))
+    rng, several = np.random.default_rng(seed), resample_seeds and n_seeds > 1
+    distribution = np.concatenate([
+        value(_draws(n_seeds, size, rng) if several else np.ones((size, n_seeds)), _draws(n_groups, size, rng))
+        for size in _batches(n_resamples, n_systems * n_seeds * max(n_groups, n_labels * (n_labels + 1)))
+    ])  # fmt: skip
+    low, high = np.quantile(distribution, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return SeedDialogueEstimate(
+        name, estimate, float(low), float(high), confidence,
+        SEEDS_AND_DIALOGUES if several else DIALOGUES_ONLY, per_seed, n_seeds if several else 1, len(gold),
+        n_groups, HIERARCHICAL_METHOD if several else "percentile; the test dialogues with replacement",
+        n_resamples, seed,
+    )  # fmt: skip
+
+
 def _batches(n_resamples: int, width: int) -> list[int]:
     # Resamples in batches that keep the pooled confusions near 100 MB, however many seeds and dialogues.
     size = max(1, min(n_resamples, 20_000_000 // max(width * 8, 1)))

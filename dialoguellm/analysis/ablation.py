@@ -35,7 +35,7 @@ import yaml
 
 from dialoguellm.config import Config, config_from_dict, resolve_config_path
 from dialoguellm.prompts import builders_from_config
-from dialoguellm.scoring.predictions import predict_by_scoring
+from dialoguellm.scoring.predictions import generation_settings, predict_by_generation, predict_by_scoring
 
 ARMS_DIR = Path(str(resources.files("dialoguellm") / "experiments" / "arms"))
 # "base" is the arm every other is compared with; "data" changes the training corpora (MELD only).
@@ -265,7 +265,8 @@ def predict_arm(
     demo_seed: int | None = None,
     exclude: Mapping[str, Any],
 ) -> pd.DataFrame:
-    """Label-scoring predictions of one arm on one corpus (``only``: row positions of ``split``).
+    """Predictions of one arm on one corpus (``only``: row positions of ``split``): label scoring, or with
+    ``eval.mode: generate`` generated text parsed by ``eval.parser`` with ``eval.fallback``.
 
     Prompts follow the arm's settings; demonstrations come from the training split, drawn with
     ``demo_seed`` (default: the arm's ``train.seed``, as training and notebook 04 drew them), skipping
@@ -281,6 +282,13 @@ def predict_arm(
         tokenizer, {dataset: splits}, arm.config, descriptions, seed=demo_seed, exclude=exclude
     )[dataset]
     examples = builder.build_split(splits[split], descriptions.get(split, {}), only=only)
+    e = arm.config.eval
+    if e.mode == "generate":  # the field's way, for comparison (eval.* generation, parser and fallback)
+        return predict_by_generation(
+            model, tokenizer, builder, examples, batch_size, e.max_new_tokens, dtype, progress=False,
+            generation=generation_settings(e), precision=e.precision, parser=e.parser, fallback=e.fallback,
+            seed=e.sampling_seed,
+        )  # fmt: skip
     return predict_by_scoring(
         model,
         tokenizer,

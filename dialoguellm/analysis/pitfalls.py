@@ -16,15 +16,15 @@ difference measured on the same utterances. None of them is used to report this 
 - ``truncation_counts``: how many token sequences a fixed cutoff cuts (DialogueLLM trains at 256 tokens).
 - ``surrounding_turns``: the past and future turns of a BiosERC-style window (future turns are what a live
   system cannot see).
-- ``gap_interval`` and its uses (``swapped_f1_difference``, ``best_of_seeds_difference``,
-  ``selection_on_test_difference``): paired dialogue-bootstrap intervals of these
-  gaps from saved predictions (``dialoguellm.stats``'s resampling of whole dialogues).
+- ``swapped_f1_difference``, ``best_of_seeds_difference``, ``selection_on_test_difference`` and
+  ``selection_over_runs_difference``: these gaps from saved predictions with their interval over training
+  seeds and test dialogues (``stats.seed_dialogue_statistic``). The measured table reads them through
+  ``experiments.pitfalls``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -32,11 +32,15 @@ from sklearn.metrics import f1_score
 
 from dialoguellm import stats
 from dialoguellm.metrics import classification_metrics, safe_div
-from dialoguellm.prompts.builder import context_of
+from dialoguellm.prompts.answers import (  # noqa: F401 (the practices, beside the others here)
+    INSTRUCTERC_MAX_SPAN,
+    edit_distance_label,
+    first_label_in_text,
+    levenshtein,
+    random_fallback,
+)
+from dialoguellm.prompts.builder import context_of, future_of
 
-# InstructERC's span matcher looks at spans of 1..11 characters (``span_length < 12``): a longer label
-# word never matches as a span and is only reachable by edit distance.
-INSTRUCTERC_MAX_SPAN = 11
 DIALOGUELLM_CUTOFF = 256  # CUTOFF_LEN of DialogueLLM's training scripts (prompt and answer together)
 BIOSERC_WINDOW = 5  # BiosERC's --window default: 5 turns before and 5 after the target
 
@@ -124,63 +128,6 @@ def _seed_scores(scores: Sequence[float]) -> np.ndarray:
 # ------------------------------------------------------------------------------ text to label
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions, each 1) between two strings."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, start=1):
-        current = [i]
-        for j, char_b in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
-
-
-def first_label_in_text(text: str, labels: Sequence[str]) -> int | None:
-    """The label word that occurs first in ``text`` (case-sensitive; at one position the longest word of at
-    most ``INSTRUCTERC_MAX_SPAN`` characters), as InstructERC's ``match_text`` finds it; None if none."""
-    for start in range(len(text)):
-        found = [
-            i
-            for i, label in enumerate(labels)
-            if 0 < len(label) <= INSTRUCTERC_MAX_SPAN and text.startswith(label, start)
-        ]
-        if found:
-            return max(found, key=lambda i: len(labels[i]))
-    return None
-
-
-def edit_distance_label(text: str, labels: Sequence[str]) -> int:
-    """Map free text to a label id the InstructERC way (``main_new.py``): the first label word in the text
-    (``first_label_in_text``), else the label at the smallest edit distance from the whole text (ties: the
-    earlier label). Every text gets a label, so an answer that names no emotion still counts, right or
-    wrong, where this package's ``PromptBuilder.parse`` returns None (counted wrong, never guessed)."""
-    if not labels:
-        raise ValueError("edit_distance_label needs at least one label.")
-    text = text.strip()
-    found = first_label_in_text(text, labels)
-    if found is not None:
-        return found
-    distances = [levenshtein(text, label) for label in labels]
-    return int(np.argmin(distances))
-
-
-def random_fallback(
-    parsed: Sequence[int | None], labels: Sequence[str], rng: np.random.Generator
-) -> list[int]:
-    """Every answer that named no label (None or -1) replaced by a label drawn uniformly at random: the
-    practice of DialogueLLM's test scripts (``label = random.choice(random_list)``, an unseeded draw).
-
-    The score then depends on the draw; report it over several ``rng`` seeds (``random_fallback_scores``).
-    A draw can only add correct answers (accuracy rises or stays), but each wrong draw is a false positive of
-    another class, so weighted F1 can move either way."""
-    n = len(labels)
-    if n == 0:
-        raise ValueError("random_fallback needs at least one label.")
-    return [int(rng.integers(n)) if p is None or not 0 <= p < n else int(p) for p in parsed]
-
-
 def random_fallback_scores(
     gold: Sequence[int], parsed: Sequence[int | None], labels: Sequence[str], seeds: Sequence[int]
 ) -> list[float]:
@@ -216,12 +163,9 @@ def truncation_counts(
 
 
 def future_turns(row: Mapping[str, Any], dialogue: Sequence[Mapping[str, Any]], k: int) -> list[Mapping]:
-    """The ``k`` utterances after ``row`` in its dialogue, in order: what a live system cannot see."""
-    if not isinstance(k, int) or k < 0:
-        raise ValueError(f"future turns must be an integer >= 0, not {k!r}.")
-    later = [r for r in dialogue if int(r["turn"]) > int(row["turn"])]
-    later.sort(key=lambda r: int(r["turn"]))
-    return later[:k]
+    """The ``k`` utterances after ``row`` in its dialogue, in order: what a live system cannot see (the
+    prompts' ``prompt.future_turns``, ``prompts.builder.future_of``)."""
+    return future_of(row, dialogue, k)
 
 
 def surrounding_turns(
@@ -237,97 +181,46 @@ def surrounding_turns(
 
 
 # ------------------------------------------------------------------- paired intervals of the gaps
-
-
-@dataclass(frozen=True)
-class Gap:
-    """A practice's score minus the package's score on the same utterances, with its dialogue-bootstrap
-    interval (fractions, not percent). ``verdict`` says "no measurable difference" when it covers 0."""
-
-    practice: float
-    package: float
-    difference: float
-    low: float
-    high: float
-    verdict: str
-    n: int
-    n_dialogues: int
-    method: str
-    n_resamples: int
-    seed: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return stats.format_interval(self.difference, self.low, self.high)
-
-
-def gap_interval(
-    gold: Sequence[int],
-    preds: Sequence[Sequence[int]],
-    labels: Sequence[str],
-    groups: Sequence[Any],
-    practice: Callable[[np.ndarray], np.ndarray],
-    package: Callable[[np.ndarray], np.ndarray],
-    *,
-    confidence: float = 0.95,
-    n_resamples: int = stats.DEFAULT_RESAMPLES,
-    seed: int = stats.DEFAULT_SEED,
-    method: str = "BCa",
-) -> Gap:
-    """practice(counts) - package(counts) with a paired interval: ``preds`` are S systems (seeds,
-    checkpoints, or one system scored two ways) on the same utterances; each dialogue-bootstrap resample
-    draws the same dialogues for all of them. ``practice`` and ``package`` map confusion counts shaped
-    (..., S, L, L + 1) to (...) scores."""
-    per_system = np.stack([stats.dialogue_confusions(gold, p, len(labels), groups) for p in preds])
-    n_systems, n_groups = per_system.shape[:2]
-    flat = per_system.reshape(n_systems, n_groups, -1)
-    shape = per_system.shape[2:]
-
-    def counts_of(weights: np.ndarray) -> np.ndarray:
-        # (..., G) dialogue weights -> (..., S, L, L + 1) confusion counts of every system.
-        return np.einsum("...g,sgf->...sf", weights, flat).reshape(*weights.shape[:-1], n_systems, *shape)
-
-    def difference(weights: np.ndarray) -> np.ndarray:
-        counts = counts_of(weights)
-        return practice(counts) - package(counts)
-
-    whole = per_system.sum(axis=1)
-    point_practice, point_package = float(practice(whole)), float(package(whole))
-    # The one dialogue bootstrap of the package (stats); it has no public form for a custom statistic yet.
-    low, high, used = stats._bootstrap_groups(difference, n_groups, confidence, n_resamples, seed, method)
-    verdict = stats.NO_DIFFERENCE if low <= 0 <= high else ("A higher" if low > 0 else "B higher")
-    return Gap(
-        point_practice,
-        point_package,
-        point_practice - point_package,
-        low,
-        high,
-        stats.named_verdict(verdict, "practice", "package"),
-        len(gold),
-        n_groups,
-        used,
-        n_resamples,
-        seed,
-    )
+#
+# Each gap is a ``stats.seed_dialogue_statistic``: its interval resamples the training seeds, then the test
+# dialogues (one dialogue draw for every seed and checkpoint), as every other interval of the package.
 
 
 def _weighted_f1(counts: np.ndarray) -> np.ndarray:
     return stats.metric_from_confusion(counts, "weighted_f1")
 
 
+def _seed_mean(values: np.ndarray, seed_weights: np.ndarray) -> np.ndarray:
+    """(B, R) per-seed values -> (B,) their mean with each seed counted as often as it was drawn."""
+    return (values * seed_weights).sum(axis=-1) / seed_weights.sum(axis=-1)
+
+
+def _by_seed(preds: Sequence[Sequence[int]] | Sequence[int]) -> np.ndarray:
+    """One row of predictions per seed (a single row: one seed)."""
+    return np.atleast_2d(np.asarray(preds, dtype=int))
+
+
 def swapped_f1_difference(
-    gold: Sequence[int], pred: Sequence[int], labels: Sequence[str], groups: Sequence[Any], **options: Any
-) -> Gap:
-    """``swapped_f1`` minus the correct weighted F1 of one system, with its paired interval."""
-    return gap_interval(
+    gold: Sequence[int],
+    preds_by_seed: Sequence[Sequence[int]] | Sequence[int],
+    labels: Sequence[str],
+    groups: Sequence[Any],
+    **options: Any,
+) -> stats.SeedDialogueEstimate:
+    """``swapped_f1`` minus the correct weighted F1, averaged over seeds (one row of predictions per seed,
+    or one row), with its interval over seeds and dialogues."""
+
+    def gap(counts: np.ndarray, seed_w: np.ndarray) -> np.ndarray:
+        own = counts[:, 0]
+        return _seed_mean(swapped_weighted_f1_from_confusion(own) - _weighted_f1(own), seed_w)
+
+    return stats.seed_dialogue_statistic(
         gold,
-        [pred],
+        [_by_seed(preds_by_seed)],
         labels,
         groups,
-        lambda c: swapped_weighted_f1_from_confusion(c[..., 0, :, :]),
-        lambda c: _weighted_f1(c[..., 0, :, :]),
+        gap,
+        name="swapped minus correct weighted_f1",
         **options,
     )
 
@@ -338,42 +231,88 @@ def best_of_seeds_difference(
     labels: Sequence[str],
     groups: Sequence[Any],
     **options: Any,
-) -> Gap:
-    """Best-of-seeds weighted F1 minus the mean over seeds, on the same utterances. Each resample picks
-    its own best seed, as a paper that keeps its luckiest seed would; the gap is >= 0 by construction, so
-    its interval measures how much, not whether."""
-    return gap_interval(
-        gold,
-        preds_by_seed,
-        labels,
-        groups,
-        lambda c: _weighted_f1(c).max(axis=-1),
-        lambda c: _weighted_f1(c).mean(axis=-1),
-        **options,
-    )
+) -> stats.SeedDialogueEstimate:
+    """Best-of-seeds weighted F1 minus the mean over seeds, on the same utterances: a paper that keeps its
+    luckiest seed. Each resample draws the test dialogues and picks its own best seed; the gap is >= 0 by
+    construction, so its interval measures how much, not whether. The seeds are these seeds (a resample that
+    drew one seed twice would ask about the best of fewer), so only the dialogues are resampled."""
+
+    def gap(counts: np.ndarray, seed_w: np.ndarray) -> np.ndarray:
+        f1 = _weighted_f1(counts[:, 0])
+        return np.where(seed_w > 0, f1, -np.inf).max(axis=-1) - _seed_mean(f1, seed_w)
+
+    return stats.seed_dialogue_statistic(
+        gold, [_by_seed(preds_by_seed)], labels, groups, gap, name="best-of-seeds minus mean weighted_f1",
+        resample_seeds=False, **options,
+    )  # fmt: skip
+
+
+def _dev_scores(dev_scores: Any, n_checkpoints: int, n_seeds: int) -> np.ndarray:
+    dev = np.asarray(dev_scores, dtype=float)
+    dev = dev[:, None] if dev.ndim == 1 else dev
+    if dev.shape != (n_checkpoints, n_seeds):
+        raise ValueError(
+            f"{n_checkpoints} checkpoints x {n_seeds} seeds of predictions but dev scores shaped {dev.shape}; "
+            "one each."
+        )
+    return dev
+
+
+def _checkpoints(preds: Any) -> np.ndarray:
+    """(K checkpoints, R seeds, N) from (K, R, N) or (K, N) (one seed)."""
+    array = np.asarray(preds, dtype=int)
+    return array[:, None, :] if array.ndim == 2 else array
 
 
 def selection_on_test_difference(
     gold: Sequence[int],
-    preds_by_checkpoint: Sequence[Sequence[int]],
-    dev_scores: Sequence[float],
+    preds_by_checkpoint: Any,
+    dev_scores: Any,
     labels: Sequence[str],
     groups: Sequence[Any],
     **options: Any,
-) -> Gap:
-    """Test weighted F1 of the checkpoint chosen on test minus that of the one chosen on dev
-    (``select_checkpoint``): dev's choice is fixed, test's is remade in every resample."""
-    chosen, _ = select_checkpoint(dev_scores, [0.0] * len(dev_scores), by="dev")
-    if len(preds_by_checkpoint) != len(dev_scores):
-        raise ValueError(
-            f"{len(preds_by_checkpoint)} checkpoints' predictions but {len(dev_scores)} dev scores; one each."
-        )
-    return gap_interval(
-        gold,
-        preds_by_checkpoint,
-        labels,
-        groups,
-        lambda c: _weighted_f1(c).max(axis=-1),
-        lambda c: _weighted_f1(c[..., chosen, :, :]),
+) -> stats.SeedDialogueEstimate:
+    """Within each run: test weighted F1 of the checkpoint chosen on test minus that of the checkpoint chosen
+    on dev (``select_checkpoint``), averaged over seeds. ``preds_by_checkpoint``: (K, R, N) or (K, N) for one
+    seed; ``dev_scores``: (K, R) or (K,). Dev's choice is fixed per seed; test's is remade in every resample."""
+    preds = _checkpoints(preds_by_checkpoint)
+    dev = _dev_scores(dev_scores, *preds.shape[:2])
+    chosen = dev.argmax(axis=0)  # per seed; ties: the earliest checkpoint
+
+    def gap(counts: np.ndarray, seed_w: np.ndarray) -> np.ndarray:
+        f1 = _weighted_f1(counts)  # (B, K, R)
+        by_dev = f1[:, chosen, np.arange(f1.shape[2])]
+        return _seed_mean(f1.max(axis=1) - by_dev, seed_w)
+
+    return stats.seed_dialogue_statistic(
+        gold, list(preds), labels, groups, gap, name="test-chosen minus dev-chosen checkpoint weighted_f1",
         **options,
-    )
+    )  # fmt: skip
+
+
+def selection_over_runs_difference(
+    gold: Sequence[int],
+    preds_by_checkpoint: Any,
+    dev_scores: Any,
+    labels: Sequence[str],
+    groups: Sequence[Any],
+    **options: Any,
+) -> stats.SeedDialogueEstimate:
+    """Over every checkpoint of every seed at once: the test weighted F1 of the (seed, checkpoint) with the
+    best test score minus that of the one with the best dev score (the practice of running several seeds and
+    keeping the run that scores best on test). As for the best of seeds, the seeds are these seeds: only the
+    test dialogues are resampled."""
+    preds = _checkpoints(preds_by_checkpoint)
+    dev = _dev_scores(dev_scores, *preds.shape[:2])
+
+    def gap(counts: np.ndarray, seed_w: np.ndarray) -> np.ndarray:
+        f1 = _weighted_f1(counts)  # (B, K, R)
+        drawn = (seed_w > 0)[:, None, :]
+        test_best = np.where(drawn, f1, -np.inf).reshape(len(f1), -1).max(axis=1)
+        pick = np.where(drawn, dev[None], -np.inf).reshape(len(f1), -1).argmax(axis=1)
+        return test_best - f1.reshape(len(f1), -1)[np.arange(len(f1)), pick]
+
+    return stats.seed_dialogue_statistic(
+        gold, list(preds), labels, groups, gap, name="test-chosen minus dev-chosen run weighted_f1",
+        resample_seeds=False, **options,
+    )  # fmt: skip

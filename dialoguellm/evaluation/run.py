@@ -88,6 +88,7 @@ def evaluate_run(
             progress,
             config.eval.length_normalise,
             config.eval.precision,
+            eval_config=config.eval,
         )
         preds, results[name] = _calibrated(
             preds, builder.labels, calibration.get(name) if mode == "score" else None

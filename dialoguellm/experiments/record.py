@@ -54,6 +54,7 @@ class Predictions:
     gold_id: list[int]
     pred_id: list[int]
     label_scores: list[list[float]] | None = None
+    output: list[str] | None = None  # the generated text (eval.mode generate); None when labels were scored
 
 
 @dataclass
@@ -79,6 +80,9 @@ class UnitRecord:
     notes: list[str] = field(default_factory=list)
     format: int = FORMAT
     size: str | None = None
+    # the adapter's dev selection: which dev evaluation it is (``checkpoint``; 0 = the one dev chose), its
+    # step and dev weighted F1 (mean and per corpus, from training's metrics.json); None for an untuned arm
+    selection: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,7 +104,7 @@ class UnitRecord:
             experiment=raw["experiment"], arm=raw["arm"], seed=raw["seed"], identity=RunIdentity(**raw["identity"]),
             config=raw.get("config", {}), samples=raw["samples"], removed=raw.get("removed", {}),
             predictions={d: Predictions(**p) for d, p in raw["predictions"].items()}, metrics=raw["metrics"],
-            notes=list(raw.get("notes", [])), size=raw.get("size"),
+            notes=list(raw.get("notes", [])), size=raw.get("size"), selection=raw.get("selection"),
         )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from dialoguellm.plots import (
     evaluation,
     explore,
     learning_curve,
+    pitfalls,
     probes,
     seceu,
     training,
@@ -43,6 +44,7 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "seceu_item_distances": seceu.item_distances_from_run,  # 07
     "emotion_timeline": explore.emotion_timeline_from_run,  # 08
     "learning_curve": learning_curve.learning_curve_from_run,  # 09, make learning-curve
+    "pitfalls": pitfalls.pitfalls_from_run,  # 10, make pitfalls
 }
 
 
@@ -70,6 +72,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
         "experiments/learning_curve_cpu/experiment.json",
         "experiments/learning_curve_cpu/units/*.json",
     ),
+    "pitfalls": ("experiments/pitfalls_cpu/experiment.json",),
 }
 
 

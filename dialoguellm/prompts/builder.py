@@ -7,6 +7,8 @@ label, so the two directions can never drift apart. The wording lives in templat
 - instruction: names the corpus's label set, as the paper's normalised words (``labels.normalised_label_names``);
 - video description: from a ``Mapping[clip_id, str]`` when present and enabled;
 - context: the previous ``z`` utterances of the same dialogue with speaker names (z = 0, 1, 2, 3, ... or "all");
+  ``future_turns`` > 0 also shows that many utterances after the target (a field practice a live system cannot
+  follow, measured by ``make pitfalls``; 0 by default);
 - input: the target utterance with its speaker; output: the label word, then the end-of-sequence token;
 - k-shot: demonstrations drawn from the training split only, the same for every prompt given a seed (which also
   makes them a shared prefix whose keys/values are computed once in evaluation).
@@ -52,6 +54,8 @@ TEMPLATE_KEYS = (
     "plain_demonstration",
     "answer",
 )
+# Keys a template may leave out, with the text used then (the paper's template has none of them).
+OPTIONAL_TEMPLATE_KEYS = {"future": "Following turns:\n{turns}"}  # prompt.future_turns
 
 
 def load_template(name: str = "paper") -> dict[str, str]:
@@ -95,6 +99,42 @@ def context_of(row: Mapping[str, Any], dialogue: Sequence[Mapping[str, Any]], z:
     if z == "all":
         return earlier
     return earlier[len(earlier) - int(z) :] if int(z) > 0 else []
+
+
+def future_of(row: Mapping[str, Any], dialogue: Sequence[Mapping[str, Any]], k: int) -> list[Mapping]:
+    """The ``k`` utterances after ``row`` in its dialogue, in order: what a live system has not heard yet."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"future turns must be an integer >= 0, not {k!r}.")
+    later = sorted((r for r in dialogue if int(r["turn"]) > int(row["turn"])), key=lambda r: int(r["turn"]))
+    return later[:k]
+
+
+def fixed_demonstrations(name: str, dataset: str) -> list[Demonstration]:
+    """The fixed demonstrations ``name`` of ``dataset`` (``dialoguellm/resources/fixed_demonstrations.yaml``),
+    without context: ``dialoguellm`` = the seven utterance/label pairs DialogueLLM's released test scripts add
+    to every test prompt (docs/PITFALLS.md, row 2); their labels mapped to the corpus's label ids."""
+    text = (resources.files("dialoguellm") / "resources" / "fixed_demonstrations.yaml").read_text(
+        encoding="utf-8"
+    )
+    sets = yaml.safe_load(text)
+    if name not in sets or dataset not in sets[name]:
+        known = {k: sorted(v) for k, v in sets.items() if isinstance(v, dict)}
+        raise ValueError(
+            f"No fixed demonstrations {name!r} for {dataset} in fixed_demonstrations.yaml (it has {known}); "
+            "use prompt.fixed_demonstrations: none for this corpus."
+        )
+    words = normalised_label_names(dataset)
+    out = []
+    for i, entry in enumerate(sets[name][dataset]):
+        if entry["label"] not in words:
+            raise ValueError(
+                f"fixed_demonstrations.yaml, {name}.{dataset}[{i}]: label {entry['label']!r} is not one of {words}."
+            )
+        row = {"utterance_id": str(entry.get("utterance_id", f"{name}_{i}")), "text": str(entry["text"]),
+               "speaker": str(entry.get("speaker", "Speaker")), "label_id": words.index(entry["label"]),
+               "dialogue_id": f"{name}_{i}", "turn": 0, "split": "train"}  # fmt: skip
+        out.append(Demonstration(row=row, context=[]))
+    return out
 
 
 def previous_turns_text(split: Any, z: int | str) -> list[str]:
@@ -192,6 +232,7 @@ class PromptBuilder:
         cutoff_len: int = 256,
         labels: Sequence[str] | None = None,
         label_order: str = "corpus",
+        future_turns: int = 0,
     ):
         if style not in ("auto", "chat", "plain"):
             raise ValueError(f"prompt style must be auto, chat or plain, not {style!r}.")
@@ -207,6 +248,8 @@ class PromptBuilder:
             )
         self.style = ("chat" if has_chat else "plain") if style == "auto" else style
         self.context_turns = context_turns
+        future_of({"turn": 0}, [], future_turns)  # checks the value
+        self.future_turns = future_turns
         self.demonstrations = list(demonstrations)
         self.descriptions = dict(descriptions or {}) if use_video else {}
         self.cutoff_len = cutoff_len
@@ -287,9 +330,14 @@ class PromptBuilder:
         return str(table.get(clip, "")).strip() if clip else ""
 
     def query_text(
-        self, row: Mapping[str, Any], context: Sequence[Mapping[str, Any]], description: str
+        self,
+        row: Mapping[str, Any],
+        context: Sequence[Mapping[str, Any]],
+        description: str,
+        future: Sequence[Mapping[str, Any]] = (),
     ) -> str:
-        """Video description, context and input of one utterance (sections with nothing in them are left out)."""
+        """Video description, context, input and (``future_turns``) the turns after it of one utterance
+        (sections with nothing in them are left out)."""
         t = self.template
         parts = []
         if description:
@@ -298,6 +346,9 @@ class PromptBuilder:
             turns = "\n".join(t["turn"].format(speaker=r["speaker"], text=r["text"]) for r in context)
             parts.append(t["context"].format(turns=turns))
         parts.append(t["input"].format(speaker=row["speaker"], text=row["text"]))
+        if future:
+            turns = "\n".join(t["turn"].format(speaker=r["speaker"], text=r["text"]) for r in future)
+            parts.append(t.get("future", OPTIONAL_TEMPLATE_KEYS["future"]).format(turns=turns))
         return t["section_separator"].join(parts)
 
     def _demo_parts(self, demonstrations: Sequence[Demonstration] | None = None) -> list[tuple[str, str]]:
@@ -347,24 +398,27 @@ class PromptBuilder:
         dialogue: Sequence[Mapping[str, Any]],
         descriptions: Mapping[str, str] | None = None,
     ) -> PromptExample:
-        """The prompt of ``row`` within the budget: context trimmed oldest-first, then the description, then
-        the demonstrations' own context (oldest turn first; only for the prompts that need it, so the others
+        """The prompt of ``row`` within the budget: context trimmed oldest-first, then the turns after it
+        (``future_turns``) latest-first, then the description, then the demonstrations' own context (oldest turn first; only for the prompts that need it, so the others
         keep sharing one demonstration prefix).
 
         ``descriptions`` is the ``clip_id -> text`` map of ``row``'s split (MELD reuses clip ids across
         splits); by default the builder's own map (the training split's, used for demonstrations).
         """
         context = context_of(row, dialogue, self.context_turns)
+        future = future_of(row, dialogue, self.future_turns) if self.future_turns else []
         description = self.description_of(row, descriptions)
         budget = self.cutoff_len - self.max_answer_len
         demos = list(self.demonstrations)
         while True:
-            text = self.render(self.query_text(row, context, description), demos)
+            text = self.render(self.query_text(row, context, description, future), demos)
             ids = self.tokenize_prompt(text)
             if len(ids) <= budget:
                 break
             if context:
                 context = context[1:]
+            elif future:
+                future = future[:-1]
             elif description:
                 description = ""
             elif any(d.context for d in demos):
@@ -382,7 +436,8 @@ class PromptBuilder:
             prompt=text,
             prompt_ids=ids,
             label_id=self._label_of(row),
-            meta={"context_turns": len(context), "has_description": bool(description)},
+            meta={"context_turns": len(context), "has_description": bool(description)}
+            | ({"future_turns": len(future)} if self.future_turns else {}),
         )
 
     def build_split(
@@ -439,15 +494,21 @@ def make_builders(
     cutoff_len: int = 256,
     exclude: Mapping[str, Iterable[str]] | None = None,
     label_order: str = "corpus",
+    future_turns: int = 0,
+    fixed: str = "none",
 ) -> dict[str, PromptBuilder]:
     """One builder per corpus; ``datasets`` maps a corpus name to its DatasetDict (demonstrations from "train").
-    ``exclude``: corpus -> utterance ids never shown as a demonstration (``select_demonstrations``)."""
+    ``exclude``: corpus -> utterance ids never shown as a demonstration (``select_demonstrations``).
+    ``fixed``: a set of ``fixed_demonstrations`` in place of the ``k_shot`` drawn ones (none: draw them)."""
     builders = {}
     for name, splits in datasets.items():
         # the official training split, also where training reads a cleaned one (corpora.overlap)
         pool = splits[DEMONSTRATION_POOL] if DEMONSTRATION_POOL in splits else splits["train"]
         skip = (exclude or {}).get(name, ())
-        demos = select_demonstrations(rows_of(pool), k_shot, seed, context_turns, skip) if k_shot else []
+        if fixed != "none":
+            demos = fixed_demonstrations(fixed, name)
+        else:
+            demos = select_demonstrations(rows_of(pool), k_shot, seed, context_turns, skip) if k_shot else []
         builders[name] = PromptBuilder(
             tokenizer,
             name,
@@ -459,6 +520,7 @@ def make_builders(
             use_video=use_video,
             cutoff_len=cutoff_len,
             label_order=label_order,
+            future_turns=future_turns,
         )
     return builders
 
@@ -494,6 +556,8 @@ def builders_from_config(
         cutoff_len=p.cutoff_len,
         exclude=exclude,
         label_order=p.label_order,
+        future_turns=p.future_turns,
+        fixed=p.fixed_demonstrations,
     )
 
 

@@ -31,6 +31,7 @@ from dialoguellm.io import (  # noqa: F401 (read_predictions: the frame's reader
 from dialoguellm.labels import normalised_label_names
 from dialoguellm.metrics import classification_metrics, save_metrics
 from dialoguellm.prompts import Prepared, PromptBuilder, PromptExample
+from dialoguellm.prompts.answers import parse_answers
 from dialoguellm.runs import NOT_EVALUATION
 from dialoguellm.scoring.engine import generate_texts, score_examples
 
@@ -38,6 +39,22 @@ from dialoguellm.scoring.engine import generate_texts, score_examples
 # temperature 0.7 and top-p 0.95, which only act when sampling; the script does not sample, so neither do we
 # (and sampling would make a prediction a draw).
 PAPER_GENERATION: dict[str, Any] = {"num_beams": 4, "repetition_penalty": 1.15, "do_sample": False}
+
+
+def generation_settings(eval_config: Any) -> dict[str, Any]:
+    """The ``model.generate`` settings of a config's ``eval`` section: sampling (temperature, top-p and top-k
+    only when ``do_sample``, the only mode they act in), beams and repetition penalty. A setting at its
+    default is left out, so the defaults give what generation always did: ``{"do_sample": False}`` (greedy;
+    anything else the model's own generation config sets still applies)."""
+    e = eval_config
+    settings: dict[str, Any] = {"do_sample": bool(e.do_sample)}
+    if e.num_beams != 1:
+        settings["num_beams"] = int(e.num_beams)
+    if e.repetition_penalty != 1.0:
+        settings["repetition_penalty"] = float(e.repetition_penalty)
+    if e.do_sample:
+        settings |= {"temperature": float(e.temperature), "top_p": float(e.top_p), "top_k": int(e.top_k)}
+    return settings
 
 
 # ------------------------------------------------------------------------------------------ label scores
@@ -173,12 +190,21 @@ def predict_by_generation(
     progress: bool = True,
     generation: Mapping[str, Any] | None = None,
     precision: str = DEFAULT_PRECISION,
+    parser: str = "exact",
+    fallback: str = "none",
+    seed: int | None = None,
 ) -> pd.DataFrame:
     """Generation then parsing; unparsed outputs get ``pred_id = -1`` and count as wrong.
 
     Greedy by default; ``generation`` passes other settings to ``model.generate`` (``PAPER_GENERATION``: the
-    released test script's beam search). ``precision`` as in label scoring (``engine.inference_context``).
-    """
+    released test script's beam search; ``generation_settings`` of a config). ``precision`` as in label
+    scoring (``engine.inference_context``). ``parser`` and ``fallback`` as ``prompts.answers.parse_answers``
+    (the defaults: the package's parse, no label counted wrong); ``seed`` seeds torch before generating (a
+    sampled generation is a draw) and the random fallback (default 0)."""
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)
     texts = generate_texts(
         model,
         tokenizer,
@@ -191,16 +217,17 @@ def predict_by_generation(
         progress=progress,
         precision=precision,
     )
-    parsed = [builder.parse(t) for t in texts]
+    found = parse_answers(builder, texts, parser, "none")
+    pred = parse_answers(builder, texts, parser, fallback, 0 if seed is None else seed)
     return pd.DataFrame(
         {
             "example_id": [e.example_id for e in examples],
             "dataset": builder.dataset,
             "gold_id": [e.label_id for e in examples],
-            "pred_id": [-1 if p is None else p for p in parsed],
+            "pred_id": pred,
             "gold": [builder.labels[e.label_id] for e in examples],
-            "pred": ["" if p is None else builder.labels[p] for p in parsed],
-            "parsed": [p is not None for p in parsed],
+            "pred": [builder.labels[p] if p >= 0 else "" for p in pred],
+            "parsed": [p >= 0 for p in found],
             "output": texts,
         }
     )
@@ -218,17 +245,23 @@ def predict(
     progress: bool = True,
     length_normalise: bool = False,
     precision: str = DEFAULT_PRECISION,
+    eval_config: Any = None,
 ) -> pd.DataFrame:
-    """Predictions in ``mode`` "score" (label scoring) or "generate" (greedy text, then parse), computed in
-    ``precision`` (``engine.inference_context``)."""
+    """Predictions in ``mode`` "score" (label scoring) or "generate" (text, then parse: greedy, the package's
+    parse, unless ``eval_config``, a config's ``eval`` section, sets other decoding, ``parser`` or
+    ``fallback``), computed in ``precision`` (``engine.inference_context``)."""
     if mode == "score":
         return predict_by_scoring(
             model, tokenizer, builder, examples, batch_size, dtype, progress, length_normalise, precision
         )
     if mode == "generate":
+        e = eval_config
+        drawn = e is not None and (e.do_sample or e.fallback == "random")
         return predict_by_generation(
             model, tokenizer, builder, examples, batch_size, max_new_tokens, dtype, progress,
-            precision=precision,
+            generation=generation_settings(e) if e is not None else None, precision=precision,
+            parser=e.parser if e is not None else "exact", fallback=e.fallback if e is not None else "none",
+            seed=e.sampling_seed if drawn else None,
         )  # fmt: skip
     raise ValueError(f"eval.mode must be score or generate, not {mode!r}.")
 

@@ -133,11 +133,13 @@ def check_same_config(config: Config, saved: Path) -> None:
     now = config.to_dict()
     before.pop("source", None)
     now.pop("source", None)
+    # a setting added to the package after the checkpoint was written counts as unchanged at its default
+    defaults = Config().to_dict()
     changed = sorted(
         f"{section}.{key}"
         for section, values in now.items()
         for key, value in values.items()
-        if before.get(section, {}).get(key) != value
+        if before.get(section, {}).get(key, defaults[section][key]) != value
     )
     if changed:
         raise ValueError(

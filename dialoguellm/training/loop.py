@@ -615,6 +615,8 @@ def _evaluate_dev(session: Session) -> None:
         **{f"dev_{n}_accuracy": dev[n]["accuracy"] for n in names},
     }
     s.state["history"].append(entry)
+    if s.config.train.keep_every_eval:  # every evaluated adapter, for the test-selection practice (pitfalls)
+        save_adapter(s.model, s.run.kept_adapter(len(s.state["history"])))
     s.writer.add_scalar("dev/weighted_f1", dev["mean_weighted_f1"], s.state["step"])
     log.info("step %d: dev weighted F1 %.4f", s.state["step"], dev["mean_weighted_f1"])
     if s.state["best"] is None or dev["mean_weighted_f1"] > s.state["best"]["dev_weighted_f1"]:

@@ -79,18 +79,21 @@ def test_swapped_f1_difference_is_paired_and_holds_its_point_estimate():
     gold = rng.choice(7, len(groups), p=[0.5, 0.2, 0.1, 0.08, 0.06, 0.03, 0.03])
     pred = np.where(rng.random(len(gold)) < 0.5, gold, 0)  # half right, the rest "neutral"
     gap = pitfalls.swapped_f1_difference(gold, pred, MELD, groups, **FAST)
-    assert gap.practice == pytest.approx(pitfalls.swapped_f1(gold, pred, MELD))
-    assert gap.package == pytest.approx(pitfalls.correct_f1(gold, pred, MELD))
-    assert gap.low <= gap.difference <= gap.high
-    assert gap.difference > 0 and gap.verdict == "practice higher"
-    assert (gap.n, gap.n_dialogues) == (len(gold), 40)
+    # recomputed with sklearn: f1_score(pred, gold) - f1_score(gold, pred)
+    expected = f1_score(pred, gold, labels=range(7), average="weighted", zero_division=0) - f1_score(
+        gold, pred, labels=range(7), average="weighted", zero_division=0
+    )
+    assert gap.estimate == pytest.approx(expected)
+    assert gap.low <= gap.estimate <= gap.high
+    assert gap.estimate > 0 and gap.verdict == "A higher"
+    assert (gap.n, gap.n_groups, gap.covers) == (len(gold), 40, stats.DIALOGUES_ONLY)
 
 
 def test_a_perfect_system_shows_no_swap_effect():
     groups = np.repeat(np.arange(10), 5)
     gold = np.arange(50) % 7
     gap = pitfalls.swapped_f1_difference(gold, gold, MELD, groups, **FAST)
-    assert (gap.difference, gap.low, gap.high) == (0.0, 0.0, 0.0)
+    assert (gap.estimate, gap.low, gap.high) == (0.0, 0.0, 0.0)
     assert gap.verdict == stats.NO_DIFFERENCE
 
 
@@ -143,21 +146,34 @@ def test_best_of_seeds_difference_is_max_minus_mean_and_never_negative():
     gold, preds, groups = synthetic_seeds(3)
     gap = pitfalls.best_of_seeds_difference(gold, preds, MELD, groups, **FAST)
     f1s = [pitfalls.correct_f1(gold, p, MELD) for p in preds]
-    assert gap.practice == pytest.approx(max(f1s))
-    assert gap.package == pytest.approx(np.mean(f1s))
-    assert 0 <= gap.low <= gap.difference <= gap.high
+    assert gap.estimate == pytest.approx(max(f1s) - np.mean(f1s))
+    assert 0 <= gap.low <= gap.estimate <= gap.high
+    assert gap.covers == stats.DIALOGUES_ONLY  # these seeds' best: only the dialogues are resampled
 
 
 def test_selection_on_test_gap_is_zero_when_dev_picks_the_test_best():
     gold, preds, groups = synthetic_seeds(3)
     f1s = [pitfalls.correct_f1(gold, p, MELD) for p in preds]
     agrees = pitfalls.selection_on_test_difference(gold, preds, f1s, MELD, groups, **FAST)
-    assert agrees.difference == pytest.approx(0.0)
+    assert agrees.estimate == pytest.approx(0.0)
     assert agrees.low >= 0.0  # each resample's test choice is at least dev's fixed choice
     disagrees = pitfalls.selection_on_test_difference(gold, preds, [1.0, 0.0, 0.0], MELD, groups, **FAST)
-    assert disagrees.difference == pytest.approx(max(f1s) - f1s[0])
+    assert disagrees.estimate == pytest.approx(max(f1s) - f1s[0])
     with pytest.raises(ValueError, match="one each"):
         pitfalls.selection_on_test_difference(gold, preds, [1.0, 0.0], MELD, groups, **FAST)
+
+
+def test_selection_over_seeds_and_checkpoints_takes_the_test_best_run():
+    gold, preds, groups = synthetic_seeds(4)
+    # 2 checkpoints x 2 seeds; dev prefers checkpoint 0 of seed 0, test the last prediction row
+    grid = np.array([[preds[0], preds[1]], [preds[2], preds[3]]])
+    f1 = np.array([[pitfalls.correct_f1(gold, p, MELD) for p in row] for row in grid])
+    dev = [[0.9, 0.1], [0.2, 0.3]]
+    within = pitfalls.selection_on_test_difference(gold, grid, dev, MELD, groups, **FAST)
+    assert within.estimate == pytest.approx(np.mean(f1.max(axis=0) - f1[[0, 1], [0, 1]]))
+    over = pitfalls.selection_over_runs_difference(gold, grid, dev, MELD, groups, **FAST)
+    assert over.estimate == pytest.approx(f1.max() - f1[0, 0])
+    assert over.low >= 0 and over.covers == stats.DIALOGUES_ONLY
 
 
 # ------------------------------------------------------------------------------ text to label
