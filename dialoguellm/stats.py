@@ -414,6 +414,15 @@ def _mean_over_seeds(
     return (per_seed * seed_weights).sum(axis=-1) / seed_weights.sum(axis=-1)
 
 
+def _dialogue_index(groups: Sequence[Any]) -> tuple[np.ndarray, int]:
+    """Each utterance's dialogue as 0..G-1, and G; a dialogue bootstrap needs at least 2 dialogues."""
+    _, group_index = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(group_index.max()) + 1 if len(group_index) else 0
+    if n_groups < 2:
+        raise ValueError("A dialogue bootstrap needs at least 2 dialogues; check the dialogue ids.")
+    return group_index, n_groups
+
+
 def seed_dialogue_bootstrap(
     gold: Sequence[int],
     preds_a: Sequence[Sequence[int]],
@@ -442,12 +451,8 @@ def seed_dialogue_bootstrap(
     the test dialogues only, and ``covers`` says so. Percentile interval; vectorised; deterministic in
     ``seed``."""
     _check_metric(metric)
-    gold = np.asarray(gold, dtype=int)
-    n_labels = len(labels)
-    _, group_index = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(group_index.max()) + 1 if len(group_index) else 0
-    if n_groups < 2:
-        raise ValueError("A dialogue bootstrap needs at least 2 dialogues; check the dialogue ids.")
+    gold, n_labels = np.asarray(gold, dtype=int), len(labels)
+    group_index, n_groups = _dialogue_index(groups)
     if inside is not None and preds_b is None:
         raise ValueError("A difference in differences needs two arms (preds_b).")
     everything = np.ones(len(gold), dtype=bool)
@@ -516,12 +521,8 @@ def seed_dialogue_statistic(
     each seed was drawn; returns (B,). ``per_seed`` holds the statistic on each seed alone.
     ``resample_seeds`` False keeps the seeds as they are (weights 1) and resamples the dialogues only, for a
     statistic about these seeds (the best of them: drawing a seed twice would ask about fewer seeds)."""
-    gold = np.asarray(gold, dtype=int)
-    n_labels = len(labels)
-    _, group_index = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(group_index.max()) + 1 if len(group_index) else 0
-    if n_groups < 2:
-        raise ValueError("A dialogue bootstrap needs at least 2 dialogues; check the dialogue ids.")
+    gold, n_labels = np.asarray(gold, dtype=int), len(labels)
+    group_index, n_groups = _dialogue_index(groups)
     every = np.ones(len(gold), dtype=bool)
     counts = np.stack([_seed_confusions(gold, p, n_labels, group_index, n_groups, every) for p in systems])
     if counts.ndim != 4:
