@@ -16,13 +16,17 @@ from dialoguellm.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDERS = sorted(p.parent for p in REPO.glob("results/*/experiments/*/experiment.json"))
+# experiments still running, committed so another machine continues them (`experiment run --resume-from`)
+IN_PROGRESS = sorted(p.parent for p in REPO.glob("results/*/in_progress/*/experiment.json"))
 
 
 def test_the_repository_commits_the_ablation_records():
     assert REPO / "results" / "cpu" / "experiments" / "ablations_cpu" in FOLDERS
 
 
-@pytest.fixture(params=FOLDERS, ids=[f"{p.parents[1].name}/{p.name}" for p in FOLDERS])
+@pytest.fixture(
+    params=FOLDERS + IN_PROGRESS, ids=[f"{p.parents[1].name}/{p.name}" for p in FOLDERS + IN_PROGRESS]
+)
 def experiment(request):
     return record.load_plan(request.param), record.load_units(request.param)
 
@@ -35,9 +39,17 @@ def _scored_part(plan: dict, arm: str, test: dict) -> dict:
     return {k: [v[i] for i in keep] for k, v in test.items() if isinstance(v, list)}
 
 
+@pytest.mark.parametrize("folder", FOLDERS, ids=[f"{p.parents[1].name}/{p.name}" for p in FOLDERS])
+def test_a_finished_experiment_has_every_planned_unit(folder):
+    assert len(record.load_units(folder)) == len(record.load_plan(folder)["units"]), (
+        f"{folder} is missing records: an unfinished experiment belongs in results/cpu/in_progress/"
+    )
+
+
 def test_every_unit_is_scored_on_the_plans_test_sample(experiment):
     plan, units = experiment
-    assert len(units) == len(plan["units"])
+    planned = [record.unit_name(*u) for u in plan["units"]]
+    assert units and {record.unit_name(u.arm, u.seed, u.size) for u in units} <= set(planned)
     predictions = record.prediction_frame(units)
     for dataset, part in predictions.groupby("dataset"):
         test = plan["test"][dataset]
