@@ -20,20 +20,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from dialoguellm import runs
 from dialoguellm.interop import harness
 from dialoguellm.io import write_json
 
 CORPORA = ("meld", "emorynlp")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--limit", type=int, default=24, help="dev utterances per corpus")
     parser.add_argument("--out", default="benchmarks/results/harness_agreement_cpu.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         command = harness.lm_eval_command(
             args.model, CORPORA, split="dev", limit=args.limit, output_path=scratch, batch_size=8
@@ -49,8 +50,8 @@ def main() -> None:
                 from_harness, harness.package_scores(args.model, corpus, "dev", args.limit)
             )
     record = {
-        "command": harness.command_line(command).replace(scratch, "<scratch>"),
-        "model": args.model,
+        **runs.benchmark_header("harness_agreement", argv, model=args.model),
+        "lm_eval_command": harness.command_line(command).replace(scratch, "<scratch>"),
         "split": "dev",
         "limit_per_corpus": args.limit,
         "lm_eval_seconds": round(lm_eval_seconds, 1),

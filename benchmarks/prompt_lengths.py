@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS / "prompt_lengths.json"), help="JSON file to write.")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    result = measure()
+    from dialoguellm import runs
+
+    result = {**runs.benchmark_header("prompt_lengths", argv), **measure()}
     result["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
