@@ -365,7 +365,8 @@ SEED_COLUMNS = ("example_id", "dialogue_id", "dataset", "gold_id", "gold", "pred
 def export_seeds(run_dir: str | os.PathLike, out: str | os.PathLike) -> list[Path]:
     """Copy what ``dialoguellm train --all-seeds`` and ``dialoguellm evaluate --all-seeds --split test`` wrote
     in ``run_dir`` to ``out`` (``results/cpu/seeds``): ``seeds_summary.json``, each seed's training
-    ``config.yaml``, ``metrics.json`` and ``environment.json`` (as ``training_seed<S>/``), and one
+    ``config.yaml``, ``metrics.json`` and ``environment.json`` (as ``training_seed<S>/``), each seed's
+    evaluation ``summary.json`` (as ``evaluation_seed<S>/``: the adapter's sha256, the scoring settings), and one
     ``predictions.csv`` with a row per seed and test utterance (``SEED_COLUMNS``; ``pred_id_raw`` is the raw
     argmax, ``pred_id`` the prediction with the dev-fitted biases). Replaces ``out`` whole."""
     run = Path(run_dir)
@@ -401,6 +402,10 @@ def export_seeds(run_dir: str | os.PathLike, out: str | os.PathLike) -> list[Pat
             if source.is_file():
                 (staging / source.parent.name).mkdir(exist_ok=True)
                 shutil.copy2(source, staging / source.parent.name / name)
+        scored = evaluation / f"seed{seed}" / "summary.json"  # the adapter's sha256 and the scoring settings
+        if scored.is_file():
+            (staging / f"evaluation_seed{seed}").mkdir(exist_ok=True)
+            shutil.copy2(scored, staging / f"evaluation_seed{seed}" / "summary.json")
     table = pd.concat(frames, ignore_index=True)
     table[["seed", *SEED_COLUMNS]].to_csv(staging / "predictions.csv", index=False)
     shutil.copy2(summary_path, staging / "seeds_summary.json")

@@ -199,6 +199,7 @@ def _seeds_run(tmp_path: Path, seeds=(42, 43, 44)) -> Path:
         folder = run / "evaluation" / f"seed{seed}"
         folder.mkdir(parents=True)
         _frame(30, 10 + i, calibrated=True).to_csv(folder / "test_meld_predictions.csv", index=False)
+        (folder / "summary.json").write_text(json.dumps({"adapter_sha256": f"{seed:064d}"}))
         (run / f"training_seed{seed}").mkdir(parents=True)
         (run / f"training_seed{seed}" / "config.yaml").write_text(f"train: {{seed: {seed}}}\n")
         (run / f"training_seed{seed}" / "adapter").mkdir()
@@ -213,6 +214,7 @@ def test_seeds_export_and_table_show_every_seed_with_its_interval_and_the_spread
     out = tmp_path / "results" / "seeds"
     written = export_seeds(run, out)
     assert out / "predictions.csv" in written and out / "training_seed43" / "config.yaml" in written
+    assert json.loads((out / "evaluation_seed43" / "summary.json").read_text())["adapter_sha256"] == f"{43:064d}"
     assert not list(out.rglob("*.safetensors"))  # no weights
     table = pd.read_csv(out / "predictions.csv")
     assert list(table["seed"].unique()) == [42, 43, 44] and len(table) == sum(

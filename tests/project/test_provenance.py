@@ -57,6 +57,24 @@ def test_the_headline_results_come_from_one_run_at_one_commit():
     assert RUN_FOLDER.search(pipeline["run_dir"]).group(1) == RUN_FOLDER.search(summary["adapter"]).group(1)
 
 
+@pytest.mark.skipif(
+    not (RESULTS / "seeds").is_dir(), reason="no seed spread committed (dialoguellm export-seeds)"
+)
+def test_the_seed_spread_names_one_commit_and_each_seeds_adapter():
+    summary = json.loads((RESULTS / "seeds" / "seeds_summary.json").read_text())
+    commits = set()
+    for seed in summary["seeds"]:
+        environment = json.loads(
+            (RESULTS / "seeds" / f"training_seed{seed}" / "environment.json").read_text()
+        )
+        commits.add(environment["git_commit"])
+        scored = json.loads((RESULTS / "seeds" / f"evaluation_seed{seed}" / "summary.json").read_text())
+        assert re.fullmatch(r"[0-9a-f]{64}", scored.get("adapter_sha256") or ""), (
+            f"seed {seed}: no adapter sha256"
+        )
+    assert len(commits) == 1 and re.fullmatch(r"[0-9a-f]{40}", commits.pop() or ""), "the seeds mix commits"
+
+
 def _experiment_folders() -> list[Path]:
     return sorted(p.parent for p in RESULTS.glob("*/*/experiment.json"))
 
