@@ -18,6 +18,7 @@ import pandas as pd
 from dialoguellm import stats
 from dialoguellm.evaluation.run import paper_results
 from dialoguellm.io import read_json, read_predictions, split_predictions
+from dialoguellm.labels import normalised_label_names
 from dialoguellm.runs import ExperimentLayout, RunLayout
 
 
@@ -423,24 +424,39 @@ def seeds_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT
     table = read_predictions(path)
     seeds = list(dict.fromkeys(table["seed"].tolist()))
     corpora = sorted(set(table["dataset"]), key=lambda c: (CORPUS_ORDER + (c,)).index(c))
-    header = ["test set", "system", *[f"seed {s}" for s in seeds], "mean ± sd over seeds"]
+    header = ["test set", "system", *[f"seed {s}" for s in seeds], "mean ± sd over seeds",
+              "mean [95% CI, seeds and dialogues]"]  # fmt: skip
     rows = []
     for corpus in corpora:
+        part = table[table["dataset"] == corpus]
+        first = part[part["seed"] == seeds[0]]
         for system, column in ((RAW, "pred_id_raw"), (CALIBRATED, "pred_id")):
-            cells, values = [], []
+            cells, values, preds = [], [], []
             for seed in seeds:
-                frame = table[(table["seed"] == seed) & (table["dataset"] == corpus)]
+                frame = part[part["seed"] == seed]
+                if list(frame["example_id"]) != list(first["example_id"]):
+                    raise ValueError(
+                        f"{path}: seed {seed} is not scored on the utterances of seed {seeds[0]} ({corpus})."
+                    )
                 interval = stats.frame_interval(
                     frame.assign(pred_id=frame[column]), "weighted_f1", f"{path} seed {seed}/{corpus}",
                     n_resamples=n_resamples,
                 )  # fmt: skip
                 cells.append(str(interval))
                 values.append(100 * interval.estimate)
+                preds.append(frame[column].to_numpy())
             sd = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else 0.0
-            rows.append([corpus, system, *cells, f"{sum(values) / len(values):.1f} ± {sd:.1f}"])
+            both = stats.seed_dialogue_bootstrap(
+                first["gold_id"].to_numpy(), preds, normalised_label_names(corpus), first["dialogue_id"].to_numpy(),
+                n_resamples=n_resamples,
+            )  # fmt: skip
+            rows.append([corpus, system, *cells, f"{sum(values) / len(values):.1f} ± {sd:.1f}",
+                         stats.format_interval(both.estimate, both.low, both.high)])  # fmt: skip
     out = [
-        f"Weighted F1 of the same profile trained with {len(seeds)} seeds (percent; each seed's 95% interval "
-        "from a bootstrap over dialogues, and the sample standard deviation over seeds):",
+        f"Weighted F1 of the same profile trained with {len(seeds)} seeds (percent): each seed with its 95% "
+        "interval from a bootstrap over test dialogues; the mean over seeds with the sample standard deviation, "
+        "and with a 95% interval that resamples the seeds, then the test dialogues (every source of variation "
+        "of a rerun: the training seed and the test sample):",
         "",
     ]
     return "\n".join(out + _table(header, rows)).rstrip()

@@ -198,7 +198,14 @@ def _seeds_run(tmp_path: Path, seeds=(42, 43, 44)) -> Path:
     for i, seed in enumerate(seeds):
         folder = run / "evaluation" / f"seed{seed}"
         folder.mkdir(parents=True)
-        _frame(30, 10 + i, calibrated=True).to_csv(folder / "test_meld_predictions.csv", index=False)
+        frame = _frame(30, 10, calibrated=True)  # every seed scores the same test utterances ...
+        other = _frame(30, 10 + i, calibrated=True)  # ... and predicts its own labels
+        size = min(len(frame), len(other))
+        frame.loc[: size - 1, ["pred_id", "pred_id_raw"]] = other[["pred_id", "pred_id_raw"]].to_numpy()[
+            :size
+        ]
+        frame["pred"] = [normalised_label_names("meld")[k] for k in frame["pred_id"]]
+        frame.to_csv(folder / "test_meld_predictions.csv", index=False)
         (folder / "summary.json").write_text(json.dumps({"adapter_sha256": f"{seed:064d}"}))
         (run / f"training_seed{seed}").mkdir(parents=True)
         (run / f"training_seed{seed}" / "config.yaml").write_text(f"train: {{seed: {seed}}}\n")
@@ -214,7 +221,9 @@ def test_seeds_export_and_table_show_every_seed_with_its_interval_and_the_spread
     out = tmp_path / "results" / "seeds"
     written = export_seeds(run, out)
     assert out / "predictions.csv" in written and out / "training_seed43" / "config.yaml" in written
-    assert json.loads((out / "evaluation_seed43" / "summary.json").read_text())["adapter_sha256"] == f"{43:064d}"
+    assert (
+        json.loads((out / "evaluation_seed43" / "summary.json").read_text())["adapter_sha256"] == f"{43:064d}"
+    )
     assert not list(out.rglob("*.safetensors"))  # no weights
     table = pd.read_csv(out / "predictions.csv")
     assert list(table["seed"].unique()) == [42, 43, 44] and len(table) == sum(
@@ -233,6 +242,8 @@ def test_seeds_export_and_table_show_every_seed_with_its_interval_and_the_spread
             estimate, low, high = map(float, re.findall(r"-?\d+\.\d", cell))
             assert estimate == pytest.approx(values[-1], abs=0.051) and low <= estimate <= high
         assert cells[5] == f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+        estimate, low, high = map(float, re.findall(r"-?\d+\.\d", cells[6]))  # seeds and dialogues resampled
+        assert estimate == pytest.approx(np.mean(values), abs=0.051) and low <= estimate <= high
 
 
 def test_seeds_export_refuses_a_run_without_the_test_evaluation(tmp_path):
