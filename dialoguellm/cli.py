@@ -379,7 +379,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else runs.RunLayout(run).evaluation(train_dir is not None)
     descriptions = load_descriptions(run) if config.prompt.use_video else {}
     if args.all_seeds:
-        print(json.dumps(_evaluate_seeds(run, args, config, corpora, descriptions, out), indent=2))
+        print(json.dumps(_evaluate_seeds(run, args, corpora, descriptions, out), indent=2))
         return 0
     summary = evaluate_run(
         corpora, out, train_dir=train_dir, config=config, split=args.split, descriptions=descriptions,
@@ -598,17 +598,21 @@ def _evaluation_config(args: argparse.Namespace, train_dir: Path | None):
 
 
 def _evaluate_seeds(
-    run: Path, args: argparse.Namespace, config, corpora: dict, descriptions: dict, out: Path
+    run: Path, args: argparse.Namespace, corpora: dict, descriptions: dict, out: Path
 ) -> dict:
-    """Evaluate each seed's adapter into ``out/seed<S>``; mean and sd per corpus in ``out/seeds_summary.json``."""
+    """Evaluate each seed's adapter into ``out/seed<S>``; mean and sd per corpus in ``out/seeds_summary.json``.
+    Each seed is scored with its own training run's settings: its ``train.seed`` draws the demonstration its
+    adapter was trained with."""
     from dialoguellm.evaluation.run import evaluate_run
     from dialoguellm.io import write_json
     from dialoguellm.metrics import mean_sd
 
     per_seed = {}
     for seed in _run_seeds(run, args.name):
+        train_dir = run / f"{args.name}_seed{seed}"
+        own = _evaluation_config(args, train_dir)
         summary = evaluate_run(
-            corpora, out / f"seed{seed}", train_dir=run / f"{args.name}_seed{seed}", config=config,
+            corpora, out / f"seed{seed}", train_dir=train_dir, config=own,
             split=args.split, descriptions=descriptions, mode=args.mode,
         )  # fmt: skip
         per_seed[seed] = summary["results"]

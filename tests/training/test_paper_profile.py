@@ -261,3 +261,6 @@ def test_all_seeds_trains_one_adapter_per_seed_and_reports_mean_and_sd(
     meld = summary["results"]["meld"]["weighted_f1"]
     assert len(meld["values"]) == 2 and meld["mean"] == pytest.approx(sum(meld["values"]) / 2)
     assert (out / "seed3" / "test_meld_predictions.csv").is_file()
+    for seed in (3, 4):  # each adapter scored with the demonstration it was trained with (its own train.seed)
+        scored = json.loads((out / f"seed{seed}" / "summary.json").read_text())
+        assert scored["scoring_settings"]["demonstration_seed"] == seed
