@@ -307,7 +307,7 @@ def load_benchmark(name: str):
 @pytest.mark.skipif(not TRUNCATION.is_file(), reason="benchmarks/truncation_counts.py has not been run")
 def test_committed_truncation_counts_grow_with_the_context_and_name_their_command():
     result = json.loads(TRUNCATION.read_text())
-    assert result["command"] == "python benchmarks/truncation_counts.py" and result["cutoff"] == 256
+    assert result["command"] == "dialoguellm benchmark truncation_counts" and result["cutoff"] == 256
     for by_z in result["by_k_shot_and_context_turns"].values():
         for corpus in ("meld", "emorynlp"):
             for split in ("train", "dev", "test"):
