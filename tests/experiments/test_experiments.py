@@ -155,15 +155,7 @@ def test_the_docs_example_runs_is_killed_resumes_and_reports(tiny_model_dir, tmp
     corpora, layout = _corpora(), ExperimentLayout(tmp_path / "run" / "experiments" / "context")
 
     # Killed in the middle of the second unit's training (after its step-1 checkpoint, before its end).
-    real, calls = loop._evaluate_dev, []
-
-    def killed_on_the_second_training(session):
-        calls.append(session.run.root)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(session)
-
-    monkeypatch.setattr(loop, "_evaluate_dev", killed_on_the_second_training)
+    real = kill_the_second_training(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         runner.run_experiment(experiment, corpora, layout, progress=False, command="run 1")
     assert sorted(p.name for p in layout.units.iterdir()) == ["base.seed1.json"]  # whole, nothing else
@@ -183,6 +175,23 @@ def test_the_docs_example_runs_is_killed_resumes_and_reports(tiny_model_dir, tmp
     other = spec.load_experiment(path, overrides={**TINY, "model.name": tiny_model_dir, "train.lr": 1e-3})
     with pytest.raises(ValueError, match="planned with other settings"):
         runner.run_experiment(other, corpora, layout, progress=False)
+
+
+def kill_the_second_training(monkeypatch):
+    """Make the second training of a run stop (KeyboardInterrupt) at its dev evaluation, after its checkpoints;
+    returns the real dev evaluation, to put back."""
+    from dialoguellm.training import loop
+
+    real, calls = loop._evaluate_dev, []
+
+    def killed_on_the_second_training(session):
+        calls.append(session.run.root)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(session)
+
+    monkeypatch.setattr(loop, "_evaluate_dev", killed_on_the_second_training)
+    return real
 
 
 def _spy(train, resumed: list):

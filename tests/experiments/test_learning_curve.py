@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import yaml
-from test_experiments import TINY, _corpora, _spy
+from test_experiments import TINY, _corpora, _spy, kill_the_second_training
 
 from dialoguellm.experiments import record, runner, spec, summary
 from dialoguellm.prompts import nested_sample_order
@@ -177,15 +177,7 @@ def test_a_tiny_curve_runs_is_killed_resumes_and_records_its_baselines(tiny_mode
     experiment.seeds = [1]
     corpora, layout = _corpora(), ExperimentLayout(tmp_path / "experiments" / "learning_curve_cpu")
 
-    real, calls = loop._evaluate_dev, []
-
-    def killed_on_the_second_training(session):
-        calls.append(session.run.root)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(session)
-
-    monkeypatch.setattr(loop, "_evaluate_dev", killed_on_the_second_training)
+    real = kill_the_second_training(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         runner.run_experiment(experiment, corpora, layout, progress=False, command="run 1")
     done = sorted(p.name for p in layout.units.iterdir())
