@@ -87,7 +87,8 @@ class Arm:
     against: str | None = None
 
     def scoring(self) -> dict[str, Any]:
-        """The scoring options that differ from their defaults (what the plan records of them)."""
+        """The scoring options and the kind of model that differ from their defaults (what a plan records of
+        them, in its identity and its arm table alike)."""
         out: dict[str, Any] = {"reuses": self.reuses} if self.reuses else {}
         if self.score_on != "all":
             out["score_on"] = self.score_on
@@ -95,6 +96,8 @@ class Arm:
             out["descriptions"] = self.descriptions
         if self.against:
             out["against"] = self.against
+        if self.kind != "llm":
+            out["kind"] = self.kind
         return out
 
     def settings(self) -> dict[str, Any]:

@@ -233,27 +233,6 @@ def _settings(config: Config) -> dict[str, Any]:
     return json.loads(json.dumps(settings, default=str))
 
 
-# Settings the package gained with the pitfalls experiment: a plan leaves them out of its identity while they
-# hold their default, so the identity of every plan written before them is unchanged, byte for byte
-# (tests/experiments/test_learning_curve.py freezes its hash); ``same_identity`` accepts their absence.
-LATER_SETTINGS: dict[str, tuple[str, ...]] = {
-    "prompt": ("future_turns", "fixed_demonstrations"),
-    "train": ("keep_every_eval",),
-    "eval": ("do_sample", "temperature", "top_p", "top_k", "num_beams", "repetition_penalty", "sampling_seed",
-             "parser", "fallback", "checkpoint"),
-}  # fmt: skip
-
-
-def planned_settings(config: Config) -> dict[str, Any]:
-    """``_settings`` as a plan's identity holds them: ``LATER_SETTINGS`` at their default left out."""
-    settings, defaults = _settings(config), _settings(Config())
-    for section, keys in LATER_SETTINGS.items():
-        for key in keys:
-            if key in settings[section] and settings[section][key] == defaults[section][key]:
-                del settings[section][key]
-    return settings
-
-
 def open_plan(
     experiment: Experiment,
     layout: ExperimentLayout,
@@ -265,9 +244,7 @@ def open_plan(
     descriptions (the number of described clips per split) is refused."""
     identity = {
         "arms": {
-            a.name: planned_settings(a.config) | {"tuned": a.tuned} | a.scoring()
-            | ({"kind": a.kind} if a.kind != "llm" else {})
-            for a in experiment.arms
+            a.name: _settings(a.config) | {"tuned": a.tuned} | a.scoring() for a in experiment.arms
         },
         "seeds": experiment.seeds,
         "samples": {k: {d: v["example_id"] for d, v in part.items()} for k, part in samples.items() if k != "train"}
@@ -295,7 +272,7 @@ def open_plan(
             **({"corrections": experiment.corrections} if experiment.corrections else {}),
             "arms": {a.name: {"label": a.label, "group": a.group, "tuned": a.tuned, "paper": a.paper,
                               "datasets": list(a.config.data.datasets), **a.settings()}
-                     | a.scoring() | ({"kind": a.kind} if a.kind != "llm" else {}) for a in experiment.arms},
+                     | a.scoring() for a in experiment.arms},
             "units": [[u.arm.name, u.seed] + ([u.size.label] if u.size else []) for u in experiment.units()],
             "test": {d: {k: v for k, v in part.items() if k != "position"} for d, part in samples["test"].items()},
         }  # fmt: skip

@@ -26,7 +26,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 
 from dialoguellm import labels as label_vocab
 from dialoguellm.corpora import overlap
-from dialoguellm.corpora.readers import IEMOCAP_ENV, SPLITS, load_corpora
+from dialoguellm.corpora.readers import IEMOCAP_ENV, RECORD_FEATURES, SPLITS, load_corpora
 from dialoguellm.io import atomic_folder
 from dialoguellm.prompts.builder import context_of, dialogue_index, rows_of
 
@@ -35,25 +35,19 @@ HF_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 TOKEN_ENV = "HF_TOKEN"
 LICENSED_ONLY = ("iemocap",)  # corpora a user may export for themselves but never publish
 
+# The record schema of corpora.readers (without its split: a DatasetDict holds that), with what an export adds
+# (both label names, the earlier context, the overlap flags) before the clip columns, in this column order.
+_CLIP = ("clip_id", "start", "end")
 EXPORT_FEATURES = Features(
-    {
-        "dataset": Value("string"),
-        "dialogue_id": Value("string"),
-        "turn": Value("int32"),
-        "utterance_id": Value("string"),
-        "speaker": Value("string"),
-        "text": Value("string"),
-        "label": Value("string"),
-        "label_id": Value("int32"),
+    {k: v for k, v in RECORD_FEATURES.items() if k != "split" and k not in _CLIP}
+    | {
         "original_label": Value("string"),
         "context": List({"speaker": Value("string"), "text": Value("string")}),
         "episode": Value("string"),
         "overlap_with": List(Value("string")),
         "removed_from_training": Value("bool"),
-        "clip_id": Value("string"),
-        "start": Value("float64"),
-        "end": Value("float64"),
     }
+    | {k: RECORD_FEATURES[k] for k in _CLIP}
 )
 
 # Where each corpus comes from and under which licence (the vendored SOURCE.md files say it in full).

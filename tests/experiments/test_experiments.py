@@ -280,6 +280,14 @@ def test_the_overlap_experiment_pairs_its_arms_and_holds_every_overlapping_line(
         assert matches <= trained["kept"] and not matches & trained["removed"]
 
 
+def test_the_packaged_overlap_experiment_trains_every_line_of_each_arms_draw():
+    # no step cap: a cap would cut the kept arm's one pass (its draw is the removed arm's plus the overlap)
+    # short and leave the match of some overlapping test lines unseen; equal epochs, not equal steps
+    experiment = spec.load_experiment("overlap_removal", overrides={"model.name": "unused"})
+    for arm in experiment.arms:
+        assert arm.config.train.max_steps == 0 and arm.config.train.epochs == 1, arm.name
+
+
 @pytest.mark.slow
 def test_the_overlap_experiment_reports_a_difference_in_differences(tiny_model_dir, tmp_path):
     from dialoguellm.report import experiment_table

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from bench import TINY, assert_provenance, load
 
 from dialoguellm import prompts
 from dialoguellm.model import loading
 
 # Every test here runs a benchmark script end to end (tiny models, but whole measurements).
 pytestmark = pytest.mark.slow
-
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def assert_provenance(result: dict, name: str, argv: list[str], threads: int | None = 1) -> None:
-    """The result names the command that reproduces it (the script and exactly the arguments it ran with)
-    and, for the benchmarks that load a model, the hardware, torch and the threads it ran with."""
-    assert result["command"] == " ".join(["dialoguellm", "benchmark", name, *argv])
-    if threads is not None:
-        assert result["benchmark"] == name and result["torch_threads"] == threads
-        assert "CPU cores" in result["hardware"] and result["torch"]
-
-
-TINY = ["--set", "model.dtype=fp32", "--set", "model.num_threads=1", "--set", "eval.max_new_tokens=2"]
 
 
 def scoring_adapter(model_dir: str, folder) -> None:

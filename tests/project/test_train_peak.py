@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_benchmarks_cpu import TINY, assert_provenance, load
+from bench import TINY, assert_provenance, load
 
 from dialoguellm.model import loading
 from dialoguellm.scoring import engine
