@@ -574,6 +574,63 @@ def learning_curve_table(
     return "\n".join([intro, "", *_table(header, rows)]).rstrip()
 
 
+GAIN_WORDS = {"A higher": "a measurable gain", "B higher": "a measurable loss"}
+
+
+def learning_curve_summary(
+    folder: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES, table: pd.DataFrame | None = None
+) -> str:
+    """Per corpus and tuned arm, the two things a user with a new corpus asks of a learning curve (the README's
+    ``learning_curve`` block): from which training size on the arm stays above the baseline arm (every
+    larger size's paired interval above 0), and what the last step of the curve adds (``gain`` at the
+    largest size, with its interval and what it covers). ``table``: a ``curve_table`` already computed."""
+    from dialoguellm.experiments import summary as experiment_summary
+
+    if table is None:
+        table = experiment_summary.curve_table(folder, ["weighted_f1"], n_resamples=n_resamples)
+    baseline = read_json(ExperimentLayout(Path(folder)).plan)["baseline"]
+    label = dict(zip(table["arm"], table["label"], strict=True)).get(baseline, baseline)
+    sentences = []
+    for dataset in dict.fromkeys(table["dataset"]):
+        mine = table[
+            (table["dataset"] == dataset)
+            & table["tuned"]
+            & (table["arm"] != baseline)
+            & table["size"].notna()
+        ]
+        for arm in dict.fromkeys(mine["arm"]):
+            rows = [r for _, r in mine[mine["arm"] == arm].iterrows()]
+            above = [r["delta_weighted_f1_verdict"] == "A higher" for r in rows]
+            start = next((i for i in range(len(rows)) if all(above[i:])), None)
+            if start is not None:
+                r = rows[start]
+                passes = (
+                    f"above {label} from {r['size']} training utterances per corpus on "
+                    f"({_signed(r['delta_weighted_f1'])} [{_signed(r['delta_weighted_f1_low'])}, "
+                    f"{_signed(r['delta_weighted_f1_high'])}] points there)"
+                )
+            elif any(above):
+                sizes = ", ".join(str(r["size"]) for r, a in zip(rows, above, strict=True) if a)
+                passes = (
+                    f"above {label} at {sizes} training utterances per corpus, but not at every larger size"
+                )
+            else:
+                passes = f"at no size above {label} (up to {rows[-1]['size']} training utterances per corpus)"
+            last = rows[-1]
+            if len(rows) > 1 and pd.notna(last["gain_weighted_f1"]):
+                gain = (
+                    f"from {rows[-2]['size']} to {last['size']} it gains {_signed(last['gain_weighted_f1'])} "
+                    f"[{_signed(last['gain_weighted_f1_low'])}, {_signed(last['gain_weighted_f1_high'])}] points "
+                    f"({GAIN_WORDS.get(last['gain_weighted_f1_verdict'], stats.NO_DIFFERENCE)}; "
+                    f"{len(last['seeds'])} seed{'s' if len(last['seeds']) != 1 else ''}, the interval over "
+                    f"{last['gain_weighted_f1_covers']})"
+                )
+            else:
+                gain = "one size only: no slope"
+            sentences.append(f"- {dataset}: {last['label']} is {passes}; {gain}.")
+    return "\n".join(sentences)
+
+
 def _variants_table(table: pd.DataFrame, plan: dict[str, Any]) -> str:
     """``experiment_table`` of an experiment with scoring variants (arms that score another arm's adapter,
     on part of the test sample or against another arm than the baseline, e.g. ``probes_cpu``): each row
@@ -663,6 +720,7 @@ def _overlap_effect(folder: str | os.PathLike, n_resamples: int) -> list[str]:
 # ---------------------------------------------------------------------------------- field pitfalls
 
 PITFALLS_EXPERIMENT = "pitfalls_cpu"
+CURVE_EXPERIMENT = "learning_curve_cpu"  # the README's learning-curve block
 
 
 def pitfalls_table(
@@ -708,7 +766,7 @@ def pitfalls_table(
 
 # ------------------------------------------------------------------------------------ README blocks
 
-README_BLOCKS = ("results", "seeds", "ablations", "pitfalls")
+README_BLOCKS = ("results", "seeds", "ablations", "pitfalls", "learning_curve")
 # The documents with generated blocks (``make tables``): the README's headline and seeds, the ablation table in
 # docs/EVALUATION.md, the measured pitfalls in docs/PITFALLS.md.
 GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md", "docs/PITFALLS.md")
@@ -717,8 +775,21 @@ GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md", "docs/PITFALLS.md")
 # Where each block's inputs live in a results folder: a block whose folder is absent is left empty.
 BLOCK_SOURCES = {
     "results": "evaluation", "seeds": "seeds", "ablations": "experiments/ablations_cpu",
-    "pitfalls": f"experiments/{PITFALLS_EXPERIMENT}",
+    "pitfalls": f"experiments/{PITFALLS_EXPERIMENT}", "learning_curve": f"experiments/{CURVE_EXPERIMENT}",
 }  # fmt: skip
+
+
+def learning_curve_block(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES) -> str:
+    """The README's learning-curve sentences (``learning_curve_summary``) of the committed curve."""
+    folder = Path(results_dir) / BLOCK_SOURCES["learning_curve"]
+    plan = read_json(ExperimentLayout(folder).plan)
+    n = {d: len(t["example_id"]) for d, t in plan["test"].items()}
+    intro = (
+        f"Learning curve ({CURVE_EXPERIMENT}: LoRA at {', '.join(plan.get('sizes') or [])} training utterances per "
+        f"corpus, test samples of {', '.join(f'{d} {k}' for d, k in n.items())}; weighted F1, percent points, "
+        "paired 95% intervals over training seeds and test dialogues; [docs/EXPERIMENTS.md](docs/EXPERIMENTS.md)):"
+    )
+    return "\n".join([intro, "", learning_curve_summary(folder, n_resamples)])
 
 
 def readme_block(name: str, results_dir: str | os.PathLike) -> str:
@@ -728,6 +799,7 @@ def readme_block(name: str, results_dir: str | os.PathLike) -> str:
         return ""
     renderers = {
         "results": headline_table, "seeds": seeds_table, "ablations": ablations_table, "pitfalls": pitfalls_table,
+        "learning_curve": learning_curve_block,
     }  # fmt: skip
     return renderers[name](results_dir).strip()
 

@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from test_experiments import TINY, _corpora, _spy, kill_the_second_training
@@ -295,3 +296,70 @@ def test_the_curve_table_and_figure_read_synthetic_records(tmp_path):
     assert "learning_curve" not in registry.missing_inputs(tmp_path)
     drawn = registry.FIGURES["learning_curve"](tmp_path, tmp_path / "out")
     assert drawn == tmp_path / "out" / FIGURE and drawn.stat().st_size > 10_000
+
+
+def _curve_rows(
+    verdicts, gain=(0.012, -0.008, 0.031, "no measurable difference", "test dialogues")
+) -> pd.DataFrame:
+    sizes = ["100", "200", "400", "800"]
+    rows = [
+        {
+            "arm": "tfidf_lr",
+            "label": "TF-IDF",
+            "tuned": True,
+            "dataset": "meld",
+            "size": s,
+            "seeds": [1, 2, 3],
+        }
+        for s in sizes
+    ]
+    for i, (size, verdict) in enumerate(zip(sizes, verdicts, strict=True)):
+        rows.append({
+            "arm": "base", "label": "LoRA", "tuned": True, "dataset": "meld", "size": size,
+            "seeds": [1] if size == "800" else [1, 2, 3], "delta_weighted_f1": 0.01 * (i + 1),
+            "delta_weighted_f1_low": 0.005 * (i + 1), "delta_weighted_f1_high": 0.02 * (i + 1),
+            "delta_weighted_f1_verdict": verdict, "gain_weighted_f1": gain[0] if i else float("nan"),
+            "gain_weighted_f1_low": gain[1], "gain_weighted_f1_high": gain[2],
+            "gain_weighted_f1_verdict": gain[3], "gain_weighted_f1_covers": gain[4],
+        })  # fmt: skip
+    rows.append(
+        {"arm": "no_lora", "label": "untuned", "tuned": False, "dataset": "meld", "size": None, "seeds": []}
+    )
+    return pd.DataFrame(rows)
+
+
+def test_the_readme_sentences_say_where_lora_passes_the_baseline_and_the_last_steps_gain(tmp_path):
+    from dialoguellm.report import learning_curve_summary
+
+    (tmp_path / "experiment.json").write_text(json.dumps({"baseline": "tfidf_lr"}))
+    higher, none = "A higher", "no measurable difference"
+    text = learning_curve_summary(tmp_path, table=_curve_rows([none, higher, higher, higher]))
+    assert text == (
+        "- meld: LoRA is above TF-IDF from 200 training utterances per corpus on (+2.0 [+1.0, +4.0] points "
+        "there); from 400 to 800 it gains +1.2 [-0.8, +3.1] points (no measurable difference; 1 seed, the "
+        "interval over test dialogues)."
+    )
+    text = learning_curve_summary(tmp_path, table=_curve_rows([higher, none, higher, none]))
+    assert "above TF-IDF at 100, 400 training utterances per corpus, but not at every larger size" in text
+    gain = (0.05, 0.01, 0.09, "A higher", "training seeds, test dialogues")
+    text = learning_curve_summary(tmp_path, table=_curve_rows([none] * 4, gain))
+    assert (
+        "at no size above TF-IDF (up to 800" in text and "+5.0 [+1.0, +9.0] points (a measurable gain" in text
+    )
+
+
+def test_the_readme_block_of_a_synthetic_curve(tmp_path):
+    from tiny import synthetic_experiment_records
+
+    from dialoguellm.report import readme_block
+
+    assert readme_block("learning_curve", tmp_path) == ""  # no committed curve: an empty block
+    synthetic_experiment_records(
+        tmp_path / "experiments" / "learning_curve_cpu", experiment="learning_curve_cpu"
+    )
+    text = readme_block("learning_curve", tmp_path)
+    assert text.startswith(
+        "Learning curve (learning_curve_cpu: LoRA at 100, 200, 400, 800, 1600, 3200 training"
+    )
+    assert [line.split(":")[0] for line in text.splitlines()[2:]] == ["- meld", "- emorynlp"]
+    assert all("from 1600 to 3200 it gains" in line for line in text.splitlines()[2:])
