@@ -766,9 +766,9 @@ def pitfalls_table(
 
 # ------------------------------------------------------------------------------------ README blocks
 
-README_BLOCKS = ("results", "seeds", "ablations", "pitfalls", "learning_curve")
-# The documents with generated blocks (``make tables``): the README's headline and seeds, the ablation table in
-# docs/EVALUATION.md, the measured pitfalls in docs/PITFALLS.md.
+README_BLOCKS = ("results", "seeds", "ablations", "pitfalls", "learning_curve", "overlap", "probes")
+# The documents with generated blocks (``make tables``): the README's headline, seeds and learning curve; the
+# ablation, overlap and probe tables in docs/EVALUATION.md; the measured pitfalls in docs/PITFALLS.md.
 GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md", "docs/PITFALLS.md")
 
 
@@ -776,6 +776,7 @@ GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md", "docs/PITFALLS.md")
 BLOCK_SOURCES = {
     "results": "evaluation", "seeds": "seeds", "ablations": "experiments/ablations_cpu",
     "pitfalls": f"experiments/{PITFALLS_EXPERIMENT}", "learning_curve": f"experiments/{CURVE_EXPERIMENT}",
+    "overlap": "experiments/overlap_removal", "probes": "experiments/probes_cpu",
 }  # fmt: skip
 
 
@@ -800,6 +801,9 @@ def readme_block(name: str, results_dir: str | os.PathLike) -> str:
     renderers = {
         "results": headline_table, "seeds": seeds_table, "ablations": ablations_table, "pitfalls": pitfalls_table,
         "learning_curve": learning_curve_block,
+        # an experiment's own table (docs/EVALUATION.md), as `dialoguellm experiment report NAME` prints it
+        "overlap": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["overlap"]),
+        "probes": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["probes"]),
     }  # fmt: skip
     return renderers[name](results_dir).strip()
 

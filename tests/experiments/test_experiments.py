@@ -381,3 +381,18 @@ def test_the_cli_reports_the_committed_records_and_names_a_bad_experiment(capsys
     assert "| MELD-only training | meld | 3 |" in shown and "minus base [95% CI]" in shown
     assert cli.main(["experiment", "report", "no_such_experiment"]) == 2
     assert "Experiment not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("block", "name"), [("overlap", "overlap_removal"), ("probes", "probes_cpu")])
+def test_docs_evaluation_shows_each_committed_experiments_own_table(block, name, tmp_path):
+    from tiny import synthetic_experiment_records
+
+    from dialoguellm.report import GENERATED_DOCUMENTS, experiment_table, readme_block
+
+    assert readme_block(block, tmp_path) == ""  # nothing committed: an empty block
+    folder = synthetic_experiment_records(tmp_path / "experiments" / name, experiment=name)
+    assert readme_block(block, tmp_path) == experiment_table(folder).strip()
+    shown = [
+        d for d in GENERATED_DOCUMENTS if f"<!-- {block}:start -->" in (REPO / d).read_text(encoding="utf-8")
+    ]
+    assert shown == ["docs/EVALUATION.md"]
