@@ -522,9 +522,6 @@ def experiment_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT
         "own interval only the dialogues):",
         "",
     ]
-    pairing = plan.get("pairing")
-    if pairing:  # records converted from a runner that did not pair the training samples by construction
-        out += [f"Training samples: {pairing}.", ""]
     return "\n".join(out + _table(header, rows) + _overlap_effect(folder, n_resamples)).rstrip()
 
 

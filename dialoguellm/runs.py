@@ -141,11 +141,6 @@ class ExperimentLayout:
         learning curve one arm x size x seed (``size``: its file-name form, ``n100``)."""
         return self.root / "adapters" / arm / (f"{size}/seed{seed}" if size else f"seed{seed}")
 
-    @property
-    def legacy_results(self) -> Path:
-        """A results file of the retired ablation runner, kept as the input of ``experiments.convert``."""
-        return self.root / "legacy_results.json"
-
 
 @dataclass(frozen=True)
 class RunLayout:

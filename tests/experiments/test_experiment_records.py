@@ -71,7 +71,6 @@ def test_the_arms_of_a_seed_train_on_the_same_draw_except_what_they_drop(experim
     plan, units = experiment
     frame = record.sample_frame([u for u in units if u.seed is not None])
     base = plan["baseline"]
-    legacy = plan.get("pairing", "")
     # a learning curve: the arms of one seed and size (one size: size None throughout)
     for (seed, dataset, _), part in frame.groupby(["seed", "dataset", "size"], dropna=False):
         train = part[part["split"].isin(["train", "removed"])].groupby("arm")["example_id"].apply(frozenset)
@@ -81,15 +80,8 @@ def test_the_arms_of_a_seed_train_on_the_same_draw_except_what_they_drop(experim
             a for a in train.index if plan["arms"][a]["datasets"] == plan["arms"][base]["datasets"]
         ]
         assert train[same_corpora].nunique() == 1, f"seed {seed}, {dataset}: {same_corpora} drew differently"
-        others = [a for a in train.index if a not in same_corpora]
-        if not legacy:  # paired by construction: the draw (trained on + removed) is one for every arm
-            assert train.nunique() == 1, f"seed {seed}, {dataset}: the arms' training draws differ"
-        else:  # records converted from the retired runner say where they are not paired, and they are not
-            for arm in others:
-                assert train[arm] != train[base]
-                assert "MELD-only" in legacy and all(
-                    "reconstructed" in " ".join(u.notes) for u in units if u.seed
-                )
+        # paired by construction: the draw (trained on + removed) is one for every arm
+        assert train.nunique() == 1, f"seed {seed}, {dataset}: the arms' training draws differ"
 
 
 def test_metrics_are_fractions_recomputed_from_the_predictions(experiment):

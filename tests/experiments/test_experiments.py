@@ -378,7 +378,7 @@ def test_the_cli_reports_the_committed_records_and_names_a_bad_experiment(capsys
 
     assert cli.main(["experiment", "report", "ablations_cpu", "--run-dir", str(tmp_path)]) == 0
     shown = capsys.readouterr().out
-    assert "| MELD-only training | meld | 3 |" in shown and "minus base [95% CI]" in shown
+    assert "| MELD-only training | meld | 5 |" in shown and "minus base [95% CI]" in shown
     assert cli.main(["experiment", "report", "no_such_experiment"]) == 2
     assert "Experiment not found" in capsys.readouterr().err
 
