@@ -223,7 +223,28 @@ def _add_experiment(sub) -> None:
         "--resume-from", default=None, metavar="FOLDER", help="run: first copy the plan and unit records of an "
         "experiment stopped elsewhere (e.g. the committed results/cpu/in_progress/NAME) into RUN_DIR, then go on",
     )  # fmt: skip
+    xp.add_argument(
+        "--seeds", default=None, metavar="S,S", help="run: only the units of these seeds (to split a grid over "
+        "machines; the units scored once are left to a run without --seeds); merge with --resume-from",
+    )  # fmt: skip
     xp.set_defaults(handler=_experiment)
+
+
+def _seed_list(text: str, experiment) -> list[int]:
+    """``--seeds 2,3``: seeds the experiment has, else a clear error."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(
+            f"dialoguellm experiment: --seeds {text}: give seeds as integers, e.g. --seeds 2,3"
+        ) from None
+    unknown = sorted(set(seeds) - set(experiment.seeds))
+    if unknown or not seeds:
+        raise SystemExit(
+            f"dialoguellm experiment: --seeds {text}: {experiment.name} has seeds {experiment.seeds}; "
+            f"{unknown or 'none given'} not among them."
+        )
+    return seeds
 
 
 def _add_tables(sub) -> None:
@@ -461,7 +482,8 @@ def _experiment(args: argparse.Namespace) -> int:
         if args.resume_from:
             copied = runner.resume_from(args.resume_from, own)
             print(f"{len(copied)} unit record(s) copied from {args.resume_from} into {own.units}")
-        runner.run_experiment(experiment, corpora, own, descriptions=descriptions)
+        seeds = _seed_list(args.seeds, experiment) if args.seeds else None
+        runner.run_experiment(experiment, corpora, own, descriptions=descriptions, only_seeds=seeds)
     folder = own.root if own.plan.is_file() else summary.committed_folder(experiment.name)
     print(experiment_table(folder))
     if experiment.name.startswith(

@@ -31,7 +31,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -508,8 +508,11 @@ def run_experiment(
     command: str | None = None,
     descriptions: Mapping[str, Mapping[str, str]] | None = None,
     on_saved: Callable[[str], None] | None = None,
+    only_seeds: Sequence[int] | None = None,
 ) -> list[str]:
     """Train and score every arm x seed (x size) without a record in ``layout``; returns the units it ran.
+    ``only_seeds``: only the units of these seeds (a grid split over machines: each runs its seeds on the
+    same plan, and ``resume_from`` merges the records; the units scored once are left to a run without it).
 
     A progress bar counts the units (arm x seed), training shows its own bar per unit."""
     loading.set_threads(experiment.arms[0].config.model.num_threads)
@@ -526,8 +529,11 @@ def run_experiment(
         )
     open_plan(experiment, layout, samples, command, descriptions)
     units = experiment.units()
+    if only_seeds is not None:
+        units = [u for u in units if u.seed in set(only_seeds)]
     todo = [u for u in units if not layout.unit(_name(u)).is_file()]
-    print(f"experiment {experiment.name}: {len(units)} arm x seed, {len(units) - len(todo)} recorded in "
+    part = f" of seeds {', '.join(map(str, only_seeds))}" if only_seeds is not None else ""
+    print(f"experiment {experiment.name}: {len(units)} arm x seed{part}, {len(units) - len(todo)} recorded in "
           f"{layout.units}, {len(todo)} to run", flush=True)  # fmt: skip
     bar = progress_bar(
         total=len(units), initial=len(units) - len(todo), desc="arm x seed", disable=not progress

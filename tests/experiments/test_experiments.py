@@ -396,3 +396,38 @@ def test_docs_evaluation_shows_each_committed_experiments_own_table(block, name,
         d for d in GENERATED_DOCUMENTS if f"<!-- {block}:start -->" in (REPO / d).read_text(encoding="utf-8")
     ]
     assert shown == ["docs/EVALUATION.md"]
+
+
+def test_a_grid_split_by_seed_over_two_machines_merges_into_one(tmp_path, monkeypatch, capsys):
+    # what is tested is which units each run takes and that resume_from merges them; a unit's work is faked
+    from types import SimpleNamespace
+
+    from dialoguellm import cli
+
+    ran: list[tuple[str, str]] = []
+
+    def fake_unit(experiment, unit, corpora, samples, layout, *rest):
+        name = record.unit_name(unit.arm.name, unit.seed, None)
+        ran.append((layout.root.parent.parent.name, name))
+        layout.unit(name).parent.mkdir(parents=True, exist_ok=True)
+        layout.unit(name).write_text("{}")
+        return SimpleNamespace(metrics={}, identity=SimpleNamespace(train_seconds=0.0, score_seconds=0.0))
+
+    monkeypatch.setattr(runner, "run_unit", fake_unit)
+    experiment = spec.load_experiment("ablations_cpu", overrides={"model.name": "unused"})
+    experiment.samples = spec.Samples(6, 4, 6, "test", 0)
+    experiment.seeds = [1, 2, 3]
+    corpora = _corpora()
+    there = ExperimentLayout(tmp_path / "there" / "experiments" / "ablations_cpu")
+    runner.run_experiment(experiment, corpora, there, progress=False, command="there", only_seeds=[3])
+    assert {n for _, n in ran} == {f"{a}.seed3" for a in ARMS if a != "no_lora"}  # nothing scored once
+    here = ExperimentLayout(tmp_path / "here" / "experiments" / "ablations_cpu")
+    copied = runner.resume_from(there.root, here)
+    ran.clear()
+    runner.run_experiment(experiment, corpora, here, progress=False, command="here")
+    assert len(copied) == 5 and not {n for _, n in ran} & set(copied)  # the copied units do not run again
+    assert sorted(p.stem for p in here.units.iterdir()) == sorted(runner._name(u) for u in experiment.units())
+    with pytest.raises(SystemExit, match=r"has seeds \[1, 2, 3\]; \[7\] not among them"):
+        cli._seed_list("3,7", experiment)
+    with pytest.raises(SystemExit, match="give seeds as integers"):
+        cli._seed_list("three", experiment)
