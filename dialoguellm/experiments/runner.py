@@ -538,7 +538,7 @@ def run_experiment(
     bar = progress_bar(
         total=len(units), initial=len(units) - len(todo), desc="arm x seed", disable=not progress
     )
-    removal_cache: dict[tuple[str, ...], dict[str, set[str]]] = {}
+    removal_cache: dict[tuple, dict[str, set[str]]] = {}
     for unit in todo:
         name = _name(unit)
         bar.set_postfix_str(name)
@@ -565,7 +565,7 @@ def run_unit(
     corpora: Mapping[str, Any],
     samples: Mapping[str, Any],
     layout: ExperimentLayout,
-    removal_cache: dict[tuple[str, ...], dict[str, set[str]]],
+    removal_cache: dict[tuple, dict[str, set[str]]],
     progress: bool,
     command: str,
     descriptions: Mapping | None,
@@ -573,7 +573,9 @@ def run_unit(
     """Train (or fit) and score one unit, and write its record."""
     arm, seed, size = unit
     config = unit_config(arm, seed, experiment)
-    key = tuple(config.data.datasets)
+    # what an arm drops depends on its corpora AND on whether it removes the overlap at all (overlap_removal's
+    # two arms share their corpora and differ in that alone)
+    key = (*config.data.datasets, config.data.remove_cross_corpus_overlap)
     if key not in removal_cache:
         removal_cache[key] = removed_by_arm(config, corpora)
     # an untuned arm: the first seed's draw (in a learning curve at the largest size)

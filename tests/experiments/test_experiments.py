@@ -288,6 +288,32 @@ def test_the_packaged_overlap_experiment_trains_every_line_of_each_arms_draw():
         assert arm.config.train.max_steps == 0 and arm.config.train.epochs == 1, arm.name
 
 
+def test_each_overlap_arm_drops_its_own_lines_when_the_runner_runs_them_in_turn(tmp_path, monkeypatch):
+    # the runner caches what an arm drops; the two arms share their corpora, and the kept arm must not get the
+    # removed arm's cached drops (a cache keyed by the corpora alone trained both arms on the same lines)
+    experiment, corpora = _overlap_experiment(), _corpora()
+    samples = runner.plan_samples(experiment, corpora)
+    real, dropped = runner.unit_corpora, {}
+
+    class Enough(Exception):
+        pass
+
+    def spy(config, *args, **kwargs):
+        used, drops = real(config, *args, **kwargs)
+        dropped[config.data.remove_cross_corpus_overlap] = drops
+        raise Enough  # what the unit trains on is known: no training needed
+
+    monkeypatch.setattr(runner, "unit_corpora", spy)
+    cache: dict = {}
+    layout = ExperimentLayout(tmp_path / "experiments" / "overlap_removal")
+    for unit in experiment.units()[
+        :2
+    ]:  # removed.seed1, then kept.seed1, with one cache as run_experiment does
+        with pytest.raises(Enough):
+            runner.run_unit(experiment, unit, corpora, samples, layout, cache, False, "test", None)
+    assert dropped[True]["meld"] and dropped[False] == {"meld": [], "emorynlp": []}
+
+
 @pytest.mark.slow
 def test_the_overlap_experiment_reports_a_difference_in_differences(tiny_model_dir, tmp_path):
     from dialoguellm.report import experiment_table
