@@ -320,7 +320,12 @@ def test_the_overlap_experiment_reports_a_difference_in_differences(tiny_model_d
 
     experiment = _overlap_experiment({**TINY, "model.name": tiny_model_dir})
     layout = ExperimentLayout(tmp_path / "experiments" / "overlap_removal")
-    runner.run_experiment(experiment, _corpora(), layout, progress=False, command="test")
+    corpora = _corpora()
+    runner.run_experiment(experiment, corpora, layout, progress=False, command="test")
+    matches = {corpora["meld"]["train"][i]["utterance_id"] for i in (0, 1)}
+    for unit in record.load_units(layout.root):  # each arm trained on what it should, through the runner
+        trained = set(unit.samples["meld"]["train"])
+        assert (matches <= trained) if unit.arm == "kept" else not (matches & trained), unit.arm
     effect = summary.overlap_effect(layout.root, n_resamples=200).set_index("dataset")
     assert list(effect.index) == ["emorynlp"]  # MELD's test sample has no overlapping line
     row = effect.loc["emorynlp"]
