@@ -515,7 +515,8 @@ def experiment_table(folder: str | os.PathLike, n_resamples: int = stats.DEFAULT
     ]  # fmt: skip
     n = int(table["n"].max()) if len(table) else 0
     out = [
-        f"Retrained ablations: an adapter per arm and seed, each scored on the same {n} test utterances per "
+        f"{plan.get('description') or plan['experiment']} An adapter per arm and seed, each scored on the same "
+        f"{n} test utterances per "
         'corpus (weighted F1, percent). "minus base" is the difference of the arm means over seeds (seed s '
         "of an arm paired with seed s of the base arm; an untuned arm, scored once, against the base arm's "
         "mean); every 95% interval resamples the training seeds, then the test dialogues (an untuned arm's "
