@@ -17,6 +17,9 @@ import pandas as pd
 
 from dialoguellm import stats
 from dialoguellm.evaluation.run import paper_results
+from dialoguellm.experiments.pitfalls import EXPERIMENT as PITFALLS_EXPERIMENT
+from dialoguellm.experiments.stage import CURVE_EXPERIMENT, OVERLAP_EXPERIMENT, PROBES_EXPERIMENT
+from dialoguellm.experiments.stage import RETRAINED_EXPERIMENT as ABLATIONS_EXPERIMENT
 from dialoguellm.io import read_json, read_predictions, split_predictions
 from dialoguellm.labels import normalised_label_names
 from dialoguellm.runs import ExperimentLayout, RunLayout
@@ -454,9 +457,6 @@ def seeds_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT
 
 # --------------------------------------------------------------------------------- retrained ablations
 
-ABLATIONS_EXPERIMENT = "ablations_cpu"
-PROBES_EXPERIMENT = "probes_cpu"  # notebook 05's prompt probes, as run_report shows them
-
 
 def _signed(value: float) -> str:
     return f"{100 * value:+.1f}"
@@ -707,9 +707,6 @@ def _overlap_effect(folder: str | os.PathLike, n_resamples: int) -> list[str]:
 
 # ---------------------------------------------------------------------------------- field pitfalls
 
-PITFALLS_EXPERIMENT = "pitfalls_cpu"
-CURVE_EXPERIMENT = "learning_curve_cpu"  # the README's learning-curve block
-
 
 def pitfalls_table(
     results_dir: str | os.PathLike,
@@ -764,7 +761,7 @@ GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md", "docs/PITFALLS.md")
 BLOCK_SOURCES = {
     "results": "evaluation", "seeds": "seeds", "ablations": "experiments/ablations_cpu",
     "pitfalls": f"experiments/{PITFALLS_EXPERIMENT}", "learning_curve": f"experiments/{CURVE_EXPERIMENT}",
-    "overlap": "experiments/overlap_removal", "probes": f"experiments/{PROBES_EXPERIMENT}",
+    "overlap": f"experiments/{OVERLAP_EXPERIMENT}", "probes": f"experiments/{PROBES_EXPERIMENT}",
 }  # fmt: skip
 
 
