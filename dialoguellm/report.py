@@ -17,6 +17,9 @@ import pandas as pd
 
 from dialoguellm import stats
 from dialoguellm.evaluation.run import paper_results
+from dialoguellm.experiments.pitfalls import EXPERIMENT as PITFALLS_EXPERIMENT
+from dialoguellm.experiments.stage import CURVE_EXPERIMENT, OVERLAP_EXPERIMENT, PROBES_EXPERIMENT
+from dialoguellm.experiments.stage import RETRAINED_EXPERIMENT as ABLATIONS_EXPERIMENT
 from dialoguellm.io import read_json, read_predictions, split_predictions
 from dialoguellm.labels import normalised_label_names
 from dialoguellm.runs import ExperimentLayout, RunLayout
@@ -55,7 +58,7 @@ def run_report(run_dir: str | os.PathLike) -> str:
     out += _stages(run)
     out += _evaluation(records.get("03_training", {}), records.get("04_evaluation", {}))
     out += _baselines(records.get("05_ablations", {}))
-    out += _probes(records.get("05_ablations", {}))
+    out += _probes(run, records.get("05_ablations", {}))
     if not has_ablations:  # the results file itself is shown above
         out += _retrained(records.get("05_ablations", {}))
     out += _error_analysis(records.get("06_error_analysis", {}))
@@ -140,28 +143,19 @@ def _retrained(record: dict[str, Any]) -> list[str]:
     return out + _table(header, rows)
 
 
-def _probes(record: dict[str, Any]) -> list[str]:
-    """Notebook 05's prompt probes: each probe's weighted F1 and its paired difference from the base arm."""
-    if not record.get("probes"):
+def _probes(run: RunLayout, record: dict[str, Any]) -> list[str]:
+    """The prompt probes: the run's own ``probes_cpu`` records as ``experiment_table`` renders them, else
+    which records notebook 05 showed (the repository's committed ones), else nothing."""
+    if run.experiment(PROBES_EXPERIMENT).plan.is_file():
+        return [experiment_table(run.experiment(PROBES_EXPERIMENT).root), ""]
+    shown = record.get("probes") or {}
+    if shown.get("status") != "shown":
         return []
-    sample = record.get("probe_sample", {})
-    out = [
-        f"Prompt probes (one adapter, prompts changed at test time; {sample.get('per_dataset')} "
-        f"{sample.get('split')} utterances per corpus, the same for every probe; 95% dialogue-bootstrap "
-        "intervals):",
+    return [
+        f"Prompt probes: notebook 05 showed the records in {shown['source']} "
+        f"(`dialoguellm experiment report {PROBES_EXPERIMENT}` prints their table).",
         "",
     ]
-    rows = []
-    for key, v in record["probes"].items():
-        low, high = v["weighted_f1_ci"]
-        diff = "-"
-        if "diff_weighted_f1" in v:
-            d_low, d_high = v["diff_weighted_f1_ci"]
-            diff = f"{v['diff_weighted_f1']:+.1f} [{d_low:+.1f}, {d_high:+.1f}]"
-        rows.append(
-            [key, v["n"], f"{v['weighted_f1']:.1f} [{low:.1f}, {high:.1f}]", diff, v.get("verdict", "(base)")]
-        )
-    return out + _table(["probe / corpus", "n", "weighted F1", "minus base", "verdict"], rows)
 
 
 def _error_analysis(analysis: dict[str, Any]) -> list[str]:
@@ -317,7 +311,6 @@ RESULT_FILES = (
     "training/adapter/dev_*",
     "evaluation/*",
     "baselines/*",
-    "probes/*",
     "analysis/*",
     "seceu/*.json",
     "seceu/*.csv",
@@ -463,8 +456,6 @@ def seeds_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT
 
 
 # --------------------------------------------------------------------------------- retrained ablations
-
-ABLATIONS_EXPERIMENT = "ablations_cpu"
 
 
 def _signed(value: float) -> str:
@@ -717,9 +708,6 @@ def _overlap_effect(folder: str | os.PathLike, n_resamples: int) -> list[str]:
 
 # ---------------------------------------------------------------------------------- field pitfalls
 
-PITFALLS_EXPERIMENT = "pitfalls_cpu"
-CURVE_EXPERIMENT = "learning_curve_cpu"  # the README's learning-curve block
-
 
 def pitfalls_table(
     results_dir: str | os.PathLike,
@@ -774,7 +762,7 @@ GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md", "docs/PITFALLS.md")
 BLOCK_SOURCES = {
     "results": "evaluation", "seeds": "seeds", "ablations": "experiments/ablations_cpu",
     "pitfalls": f"experiments/{PITFALLS_EXPERIMENT}", "learning_curve": f"experiments/{CURVE_EXPERIMENT}",
-    "overlap": "experiments/overlap_removal", "probes": "experiments/probes_cpu",
+    "overlap": f"experiments/{OVERLAP_EXPERIMENT}", "probes": f"experiments/{PROBES_EXPERIMENT}",
 }  # fmt: skip
 
 

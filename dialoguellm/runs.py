@@ -8,7 +8,7 @@ A run folder, as ``make reproduce`` fills it (every writer and reader asks ``Run
     <run>/training/                  config.yaml, metrics.json, environment.json, adapter/, checkpoint/ (03)
     <run>/evaluation[_base]/         <split>_<corpus>_predictions.csv, _metrics.json, _per_class.csv and
                                      summary.json of the test split (04)
-    <run>/baselines/ probes/         notebook 05
+    <run>/baselines/                 notebook 05's baselines
     <run>/experiments/<name>/        an experiment's plan, unit records, adapters (dialoguellm experiment run)
     <run>/analysis/                  notebook 06's tables
     <run>/seceu/                     notebook 07's results
@@ -50,7 +50,6 @@ RUN_ENV = "DIALOGUELLM_RUN_DIR"
 NOT_EVALUATION = (
     "baselines",
     "experiments",
-    "probes",
     "analysis",
     "notebooks",
     "records",
@@ -209,11 +208,6 @@ class RunLayout:
         """An experiment's records in this run (``dialoguellm experiment run NAME --run-dir``), read by
         notebook 05 and the reports before the repository's committed ones."""
         return ExperimentLayout(self.root / "experiments" / name)
-
-    @property
-    def probes(self) -> Path:
-        """Notebook 05's prompt probes (``analysis.probes``): summary.csv, predictions.csv, settings.json."""
-        return self.root / "probes"
 
     @property
     def analysis(self) -> Path:

@@ -472,12 +472,14 @@ def synthetic_experiment_records(
     folder: Path, n: int = 40, seed: int = 0, experiment: str = "ablations_cpu"
 ) -> Path:
     """An experiment folder (plan + one record per unit) with the packaged experiment's arms (``ablations_cpu``,
-    or a learning curve such as ``learning_curve_cpu``: a larger size predicts better) and random predictions on
-    a synthetic test sample, for tests that only read records (notebooks 05 and 09, the figures, the reports):
-    real records are made in tests/experiments/test_experiments.py and test_learning_curve.py."""
+    ``probes_cpu``: its scoring variants, the descriptions arm on the described MELD lines only; or a learning
+    curve such as ``learning_curve_cpu``: a larger size predicts better) and random predictions on a synthetic
+    test sample, for tests that only read records (notebooks 05 and 09, the figures, the reports): real
+    records are made in tests/experiments/test_experiments.py, test_probes_experiment.py and
+    test_learning_curve.py."""
     import numpy as np
 
-    from dialoguellm.experiments import record, spec
+    from dialoguellm.experiments import record, runner, spec
     from dialoguellm.labels import LABELS
     from dialoguellm.runs import ExperimentLayout
 
@@ -492,12 +494,18 @@ def synthetic_experiment_records(
         }
         for d in ("meld", "emorynlp")
     }
+    # the lines with a video description, marked as the runner marks them: every third MELD line
+    if runner.marks_described(experiment):
+        for d, part in test.items():
+            part["described"] = [d == "meld" and i % 3 == 0 for i in range(n)]
     sizes = [s.label for s in experiment.samples.train_sizes]
     plan = {
-        "format": record.FORMAT, "experiment": experiment.name, "baseline": experiment.baseline,
-        "seeds": experiment.seeds, "metrics": experiment.metrics, "commands": ["synthetic records (tests/tiny.py)"],
+        "format": record.FORMAT, "experiment": experiment.name, "description": experiment.description,
+        "baseline": experiment.baseline, "seeds": experiment.seeds, "samples": experiment.samples.as_plan(),
+        "metrics": experiment.metrics, "commands": ["synthetic records (tests/tiny.py)"],
+        # the scoring fields (reuses, against, score_on, descriptions) as runner.open_plan writes them
         "arms": {a.name: {"label": a.label, "group": a.group, "tuned": a.tuned, "paper": a.paper, "kind": a.kind,
-                          "datasets": list(a.config.data.datasets)} for a in experiment.arms},
+                          "datasets": list(a.config.data.datasets)} | a.scoring() for a in experiment.arms},
         "units": [[u.arm.name, u.seed] + ([u.size.label] if u.size else []) for u in experiment.units()],
         "test": test,
     } | ({"sizes": sizes} if sizes else {})  # fmt: skip
@@ -509,13 +517,17 @@ def synthetic_experiment_records(
         right = 0.5 if size is None else 0.3 + 0.08 * sizes.index(size.label)
         predictions, samples = {}, {}
         for d in arm.config.data.datasets:
-            gold = np.array(test[d]["gold_id"])
-            pred = np.where(rng.random(n) < right, gold, rng.integers(0, len(LABELS[d]), n))
+            scored = runner.scored_sample(arm, test[d])  # an arm scored on the described lines: those only
+            if not scored["example_id"]:
+                continue
+            k = len(scored["example_id"])
+            gold = np.array(scored["gold_id"])
+            pred = np.where(rng.random(k) < right, gold, rng.integers(0, len(LABELS[d]), k))
             predictions[d] = record.Predictions(
-                test[d]["example_id"], test[d]["dialogue_id"], test[d]["gold_id"], pred.tolist()
+                scored["example_id"], scored["dialogue_id"], scored["gold_id"], pred.tolist()
             )
             trained = size.of(10_000) if size is not None and s is not None else 0
-            samples[d] = {"test": test[d]["example_id"]} | (
+            samples[d] = {"test": scored["example_id"]} | (
                 {"train": [f"{d}t{i}" for i in range(trained)]} if size is not None else {}
             )
         record.save_unit(layout, record.UnitRecord(

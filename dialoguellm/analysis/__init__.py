@@ -1,2 +1,2 @@
-"""Analysis: what the saved predictions say beyond the headline (error analysis, baselines, ablations, prompt
-probes, SECEU, one conversation explored) and the notebook stages that call it (``*_stage``)."""
+"""Analysis: what the saved predictions say beyond the headline (error analysis, baselines, ablations, SECEU,
+one conversation explored) and the notebook stages that call it (``*_stage``)."""

@@ -113,8 +113,8 @@ def evaluate_run(
         "length_normalised": bool(config.eval.length_normalise) and mode == "score",
         "precision": config.eval.precision,
         "threads": threads,
-        # What decides a prompt's label scores: a later stage may reuse these scores only when its own
-        # settings are equal (analysis.probes reuses the base arm's).
+        # What decides a prompt's label scores besides the weights: two evaluations scored the same prompts
+        # only when these are equal.
         "scoring_settings": scoring_settings(config),
         "results": results,
     }

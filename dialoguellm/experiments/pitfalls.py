@@ -37,13 +37,13 @@ import pandas as pd
 from dialoguellm import stats
 from dialoguellm.analysis import pitfalls
 from dialoguellm.experiments.record import UnitRecord, load_plan, load_units
+from dialoguellm.experiments.stage import OVERLAP_EXPERIMENT
 from dialoguellm.io import read_json
 from dialoguellm.labels import normalised_label_names
 
 EXPERIMENT = "pitfalls_cpu"
 NO_EFFECT = "no measurable effect"
 TRUNCATION_FILE = Path("benchmarks") / "results" / "truncation_counts.json"
-OVERLAP_EXPERIMENT = "overlap_removal"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Notebook 05's steps beyond the probes (``analysis.probes``): the values it records of the baselines, and
-which retrained-ablation records (the ``ablations_cpu`` experiment, ``dialoguellm.experiments``) it shows,
-with what it records of them; notebook 06's view of the overlap experiment (``overlap_removal``).
+"""What notebooks show of the experiments and record of them: notebook 05's baselines, and which records of
+the prompt probes (``probes_cpu``) and the retrained ablations (``ablations_cpu``) it shows, with what it
+records of them; notebook 09's learning curve; notebook 06's view of the overlap experiment (``overlap_removal``).
 """
 
 from __future__ import annotations
@@ -78,13 +78,49 @@ PROBES_EXPERIMENT = "probes_cpu"
 
 
 def probes_source(run: str | os.PathLike, experiment: str = PROBES_EXPERIMENT) -> tuple[Path | None, str]:
-    """Which records of the probes experiment (the probes above with seeds, ``probes_cpu``) notebook 05 shows
-    beside the hand-built probes of ``analysis.probes`` (``experiment_source``)."""
+    """Which records of the prompt-probe experiment (``probes_cpu``) notebook 05 shows, and a sentence saying
+    whose they are (``experiment_source``)."""
     return experiment_source(
-        run, experiment, "Prompt probes as an experiment",
-        "`dialoguellm experiment run probes_cpu` (3 cpu-size trainings, then every probe scores each seed's "
-        "adapter; dialoguellm/experiments/probes_cpu.yaml)",
+        run, experiment, "Prompt probes",
+        "`dialoguellm experiment run probes_cpu` (about 2.5 hours on 2 cores, resumable: 3 cpu-size trainings, "
+        "then every probe scores each seed's adapter; dialoguellm/experiments/probes_cpu.yaml)",
     )  # fmt: skip
+
+
+def probes_records(
+    table: pd.DataFrame | None, source: Path | None, figure: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """What notebook 05 records of the prompt probes, as ``probes``: ``status`` (``no records`` when
+    ``source`` is None, the ``probes_source`` found none), else the records' folder, per arm and corpus the
+    mean weighted F1 over seeds with its interval and the difference from the arm it is compared with
+    (``against``, on ``n_compared`` utterances) with its interval (fractions, from
+    ``experiments.summary.summary_table``), and the figure's file name."""
+    if source is None or table is None:
+        return {"probes": {"status": "no records"}}
+    arms = {}
+    for row in table.itertuples():
+        arms[f"{row.arm}/{row.dataset}"] = {
+            "runs": int(row.runs),
+            "n": int(row.n),
+            "weighted_f1": _rounded(row.weighted_f1),
+            "low": _rounded(row.weighted_f1_low),
+            "high": _rounded(row.weighted_f1_high),
+        } | (
+            {}
+            if pd.isna(row.delta_weighted_f1)
+            else {
+                "against": row.against,
+                "n_compared": int(row.n_compared),
+                "delta_weighted_f1": _rounded(row.delta_weighted_f1),
+                "delta_low": _rounded(row.delta_weighted_f1_low),
+                "delta_high": _rounded(row.delta_weighted_f1_high),
+                "covers": row.delta_weighted_f1_covers,
+            }
+        )
+    return {
+        "probes": {"status": "shown", "source": str(source), "arms": arms}
+        | ({"figure": Path(figure).name} if figure is not None else {})
+    }
 
 
 def retrained_records(table: pd.DataFrame, source: Path) -> dict[str, Any]:

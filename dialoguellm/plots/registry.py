@@ -34,7 +34,7 @@ FIGURES: dict[str, Callable[[Path, Path], Path | None]] = {
     "training_loss": training.loss_curve_from_run,  # 03
     "confusion_matrices": evaluation.confusion_from_run,  # 04
     "comparison_with_paper": evaluation.comparison_from_run,  # 04
-    "prompt_probes": probes.probe_differences_from_run,  # 05
+    "prompt_probes": probes.probe_differences_from_run,  # 05, dialoguellm experiment run probes_cpu
     "ablations_retrained": ablation_retrained.retrained_ablations_from_run,  # 05, make ablations
     "confusion_prior_correction": analysis.confusion_panels_from_run,  # 06
     "failure_modes": analysis.failure_modes_from_run,  # 06
@@ -59,7 +59,7 @@ INPUTS: dict[str, tuple[str, ...]] = {
     "training_loss": ("training/metrics.json",),
     "confusion_matrices": ("evaluation/summary.json",),
     "comparison_with_paper": ("evaluation/summary.json",),
-    "prompt_probes": ("probes/summary.csv",),
+    "prompt_probes": ("experiments/probes_cpu/experiment.json",),
     "ablations_retrained": ("experiments/ablations_cpu/experiment.json",),
     "confusion_prior_correction": ("analysis/confusion_*_corrected.csv",),
     "failure_modes": ("analysis/neutral_share.csv", "analysis/close_pairs.csv"),

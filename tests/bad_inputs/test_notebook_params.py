@@ -29,16 +29,16 @@ CASES = [
     (
         "int given a fraction",
         "05",
-        {"PER_DATASET": 2.5},
+        {"BASELINE_TRAIN_PER_DATASET": 2.5},
         TypeError,
-        r"05_ablations\.ipynb: parameter PER_DATASET must be int",
+        r"05_ablations\.ipynb: parameter BASELINE_TRAIN_PER_DATASET must be int",
     ),
     (
         "list given a string",
         "05",
-        {"CORPORA": "meld"},
+        {"BASELINE_C_GRID": "1.0"},
         TypeError,
-        r"CORPORA must be list or tuple \(default \[\]\), got str",
+        r"BASELINE_C_GRID must be list or tuple \(default \[1\.0, 3\.0, 10\.0\]\), got str",
     ),
     (
         "dict given a list",

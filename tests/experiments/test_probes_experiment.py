@@ -81,6 +81,8 @@ def test_the_probe_experiment_changes_only_how_the_base_adapter_is_scored():
         assert arm.reuses == "base", arm.name  # a scoring variant: trains nothing
         changed = {k for k, v in arm.config.prompt.__dict__.items() if getattr(base.prompt, k) != v}
         assert changed and changed <= {"context_turns", "k_shot", "use_video", "cutoff_len"}, arm.name
+        assert changed == set(arm.overrides["prompt"]), arm.name  # a probe changes only its own settings
+        assert set(arm.overrides) == {"prompt"} and arm.config.train == base.train, arm.name
     instruction, described = experiment.arm("video_instruction"), experiment.arm("descriptions")
     assert not base.prompt.use_video  # the cpu adapter trains without descriptions
     assert instruction.config.prompt == described.config.prompt and described.config.prompt.use_video
@@ -342,3 +344,51 @@ def test_the_command_gives_an_experiment_that_needs_descriptions_the_packaged_on
     for name in ("probes_cpu", "ablations_cpu"):
         assert cli.main(["experiment", "run", name, "--run-dir", str(tmp_path)]) == 0
     assert len(given["probes_cpu"]["test"]) == 191 and given["ablations_cpu"] is None
+
+
+# ------------------------------------------------------------- what notebook 05 and the figure show
+
+
+def test_notebook_05_shows_the_probe_records_or_says_how_to_make_them(tmp_path, monkeypatch):
+    """``probes_source``: the run's own probes_cpu records, else the committed ones, else a sentence naming the
+    command; ``probes_records`` records each arm against the arm it is compared with (fractions)."""
+    from tiny import synthetic_experiment_records
+
+    from dialoguellm.experiments import stage
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(summary, "committed_folder", lambda name, results=None: tmp_path / "committed" / name)
+    folder, note = stage.probes_source(run)
+    assert folder is None and "no records yet" in note and "dialoguellm experiment run probes_cpu" in note
+    assert stage.probes_records(None, None) == {"probes": {"status": "no records"}}
+    committed = synthetic_experiment_records(tmp_path / "committed" / "probes_cpu", experiment="probes_cpu")
+    folder, note = stage.probes_source(run)
+    assert folder == committed and "not run here" in note and "finished" in note
+    own = synthetic_experiment_records(run / "experiments" / "probes_cpu", experiment="probes_cpu", seed=1)
+    folder, note = stage.probes_source(run)
+    assert folder == own and "this run's own records" in note
+    table = summary.summary_table(own, ["weighted_f1"], n_resamples=200)
+    arms = stage.probes_records(table, own, tmp_path / "prompt_probes.png")["probes"]["arms"]
+    assert len(arms) == 2 * 9 + 1  # every arm on both corpora; the descriptions on MELD only
+    assert "against" not in arms["base/meld"] and arms["context_z0/meld"]["against"] == "base"
+    described = arms["descriptions/meld"]
+    assert described["against"] == "video_instruction" and described["n_compared"] == described["n"] == 14
+    row = table.set_index(["arm", "dataset"]).loc[("descriptions", "meld")]
+    assert described["delta_weighted_f1"] == round(row["delta_weighted_f1"], 4)
+    assert described["delta_low"] <= described["delta_weighted_f1"] <= described["delta_high"]
+
+
+def test_the_probe_figure_is_drawn_from_the_experiments_records_and_skipped_without_them(tmp_path):
+    from tiny import synthetic_experiment_records
+
+    from dialoguellm.plots import probes as probe_plots
+    from dialoguellm.plots.registry import INPUTS, missing_inputs
+
+    run = tmp_path / "run"
+    assert probe_plots.probe_differences_from_run(run, tmp_path / "out") is None
+    assert missing_inputs(run)["prompt_probes"] == ["experiments/probes_cpu/experiment.json"]
+    assert INPUTS["prompt_probes"] == ("experiments/probes_cpu/experiment.json",)
+    synthetic_experiment_records(run / "experiments" / "probes_cpu", experiment="probes_cpu")
+    assert "prompt_probes" not in missing_inputs(run)
+    path = probe_plots.probe_differences_from_run(run, tmp_path / "out")
+    assert path == tmp_path / "out" / probe_plots.FIGURE and path.stat().st_size > 10_000

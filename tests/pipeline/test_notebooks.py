@@ -58,8 +58,10 @@ def notebook_run(tmp_path_factory, request):
                 raise KeyError(f"unknown placeholder {{{name}}} in {PARAMS_FILE}")
         return cache[name]
 
-    # Notebook 05's last section reads the retrained-ablation records; synthetic ones in the run's folder
-    # (real ones are made in tests/experiments/test_experiments.py) exercise it and the figure it draws.
+    # Notebook 05 shows the prompt-probe and the retrained-ablation records; synthetic ones in the run's folder
+    # (real ones are made in tests/experiments/test_experiments.py and test_probes_experiment.py) exercise it
+    # and the figures it draws.
+    synthetic_experiment_records(run / "experiments" / "probes_cpu", experiment="probes_cpu")
     synthetic_experiment_records(run / "experiments" / "ablations_cpu")
     # Notebook 09 and its figure read a learning curve's records: synthetic ones as well.
     synthetic_experiment_records(run / "experiments" / "learning_curve_cpu", experiment="learning_curve_cpu")
@@ -173,9 +175,29 @@ def test_run_summary_reports_every_stage(notebook_run):
     text = run_summary(run)
     assert "| meld | 24 |" in text and "| emorynlp | 24 |" in text  # 04's tiny test sample
     assert "meld/majority | 48.1 | 31.3" in text  # the majority baseline on MELD's full test set
-    assert "Prompt probes" in text and "| base/meld | 12 |" in text
+    # the probes as experiment_table renders the run's probes_cpu records (synthetic, 40 test lines per corpus)
+    assert (
+        "probes_cpu (test sample" in text
+        and "| descriptions (described lines only) | meld | 14 | 3 |" in text
+    )
     for section in ("Neutral share", "SECEU"):
         assert section in text
+
+
+@pytest.mark.slow
+def test_the_ablations_notebook_shows_the_probe_experiments_records(notebook_run):
+    """Notebook 05 runs no probe: it shows the run's own probes_cpu records (synthetic here), draws their
+    figure and records each arm against the arm it is compared with."""
+    run, errors, _ = notebook_run
+    assert errors["05_ablations"] is None
+    probes = load_record(run, "05_ablations")["probes"]
+    assert probes["status"] == "shown" and probes["source"] == str(run / "experiments" / "probes_cpu")
+    assert (run / "figures" / probes["figure"]).stat().st_size > 10_000
+    assert "base/meld" in probes["arms"] and "against" not in probes["arms"]["base/meld"]
+    described = probes["arms"]["descriptions/meld"]
+    assert described["against"] == "video_instruction" and described["n_compared"] == described["n"] < 40
+    assert "descriptions/emorynlp" not in probes["arms"]  # EmoryNLP has no described lines
+    assert not (run / "probes").exists()  # the hand-built probes' folder is gone
 
 
 def test_run_summary_without_records_says_what_to_do(tmp_path):

@@ -98,26 +98,16 @@ def test_export_keeps_the_layout_and_no_weights(tmp_path):
     assert headline_table(out, n_resamples=300) == headline_table(run, n_resamples=300)
 
 
-def test_export_takes_the_probes_and_the_figure_inputs(tmp_path):
+def test_export_takes_the_figure_inputs(tmp_path):
     run = _run(tmp_path)
-    for name in (
-        "probes/summary.csv",
-        "probes/predictions.csv",
-        "data/overlap.csv",
-        "descriptions/descriptions.jsonl",
-    ):
+    for name in ("data/overlap.csv", "descriptions/descriptions.jsonl"):
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text("x\n")
     (run / "data" / "meld").mkdir()
     (run / "data" / "meld" / "test.parquet").write_bytes(b"corpora stay out")
     out = tmp_path / "results"
     export_results(run, out)
-    for name in (
-        "probes/summary.csv",
-        "probes/predictions.csv",
-        "data/overlap.csv",
-        "descriptions/descriptions.jsonl",
-    ):
+    for name in ("data/overlap.csv", "descriptions/descriptions.jsonl"):
         assert (out / name).is_file(), name
     assert not (out / "data" / "meld").exists()
 
@@ -145,6 +135,28 @@ def test_the_report_shows_the_baselines_and_the_retrained_ablations_notebook_05_
     assert "Retrained ablations (an adapter per arm and seed; results/cpu/experiments/ablations_cpu" in text
     assert "| base/meld | 3 | 40.0 ± 1.5 | - | 71.9 |" in text
     assert "| no_lora/meld | 1 | 20.0 | -20.0 [-24.0, -16.0] | 24.1 |" in text
+    assert "Prompt probes" not in text  # notebook 05 recorded no probes
+
+
+def test_the_report_shows_the_probe_records_notebook_05_showed(tmp_path):
+    import json
+
+    from tiny import synthetic_experiment_records
+
+    from dialoguellm.report import run_report
+
+    run = _run(tmp_path)
+    (run / "records").mkdir()
+    shown = {"probes": {"status": "shown", "source": "results/cpu/experiments/probes_cpu", "arms": {}}}
+    (run / "records" / "05_ablations.json").write_text(json.dumps(shown))
+    text = run_report(run)
+    assert "Prompt probes: notebook 05 showed the records in results/cpu/experiments/probes_cpu" in text
+    # a record of the retired hand-built probes (no status) says nothing
+    (run / "records" / "05_ablations.json").write_text(json.dumps({"probes": {"base/meld": {"n": 500}}}))
+    assert "Prompt probes" not in run_report(run)
+    synthetic_experiment_records(run / "experiments" / "probes_cpu", experiment="probes_cpu")
+    text = run_report(run)  # the run's own records: their table
+    assert "probes_cpu (test sample" in text and "| z = 0 (test only) | meld | 40 | 3 |" in text
 
 
 def test_export_takes_no_folder_that_no_stage_writes(tmp_path):
