@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dialoguellm import runs
 from dialoguellm.io import METRICS_SUFFIX, PER_CLASS_SUFFIX, PREDICTIONS_SUFFIX
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -183,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     env = json.loads((work / "first" / "training" / "environment.json").read_text())
     record = {
+        **runs.benchmark_header("determinism", argv, model=args.model or "the profile's"),
         "config": args.config,
         "overrides": overrides,
         "seconds": [round(s, 1) for s in seconds],
-        "hardware": env.get("hardware"),
+        "machine": env.get("hardware"),
         "identical": identical,
         "verdict": verdict,
         "outputs": result,
