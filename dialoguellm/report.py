@@ -17,8 +17,12 @@ import pandas as pd
 
 from dialoguellm import stats
 from dialoguellm.evaluation.run import paper_results
-from dialoguellm.experiments.pitfalls import EXPERIMENT as PITFALLS_EXPERIMENT
-from dialoguellm.experiments.stage import CURVE_EXPERIMENT, OVERLAP_EXPERIMENT, PROBES_EXPERIMENT
+from dialoguellm.experiments.stage import (
+    CURVE_EXPERIMENT,
+    OVERLAP_EXPERIMENT,
+    PITFALLS_EXPERIMENT,
+    PROBES_EXPERIMENT,
+)
 from dialoguellm.experiments.stage import RETRAINED_EXPERIMENT as ABLATIONS_EXPERIMENT
 from dialoguellm.io import read_json, read_predictions, split_predictions
 from dialoguellm.labels import normalised_label_names
@@ -146,8 +150,9 @@ def _retrained(record: dict[str, Any]) -> list[str]:
 def _probes(run: RunLayout, record: dict[str, Any]) -> list[str]:
     """The prompt probes: the run's own ``probes_cpu`` records as ``experiment_table`` renders them, else
     which records notebook 05 showed (the repository's committed ones), else nothing."""
-    if run.experiment(PROBES_EXPERIMENT).plan.is_file():
-        return [experiment_table(run.experiment(PROBES_EXPERIMENT).root), ""]
+    own = run.experiment(PROBES_EXPERIMENT)
+    if own.plan.is_file():
+        return [experiment_table(own.root), ""]
     shown = record.get("probes") or {}
     if shown.get("status") != "shown":
         return []

@@ -37,11 +37,10 @@ import pandas as pd
 from dialoguellm import stats
 from dialoguellm.analysis import pitfalls
 from dialoguellm.experiments.record import UnitRecord, load_plan, load_units
-from dialoguellm.experiments.stage import OVERLAP_EXPERIMENT
+from dialoguellm.experiments.stage import OVERLAP_EXPERIMENT, PITFALLS_EXPERIMENT
 from dialoguellm.io import read_json
 from dialoguellm.labels import normalised_label_names
 
-EXPERIMENT = "pitfalls_cpu"
 NO_EFFECT = "no measurable effect"
 TRUNCATION_FILE = Path("benchmarks") / "results" / "truncation_counts.json"
 
@@ -271,7 +270,9 @@ def _overlap_row(
     return _row(practice, dataset, d, note=f"from {OVERLAP_EXPERIMENT} (its own test sample)")
 
 
-def pitfalls_source(run: str | os.PathLike | None, experiment: str = EXPERIMENT) -> tuple[Path | None, str]:
+def pitfalls_source(
+    run: str | os.PathLike | None, experiment: str = PITFALLS_EXPERIMENT
+) -> tuple[Path | None, str]:
     """Which pitfalls records notebook 10 shows, and a sentence saying whose: the run folder's own
     (``<run>/experiments/<experiment>``), else the repository's ``results/cpu/experiments/<experiment>``;
     (None, why) without either."""

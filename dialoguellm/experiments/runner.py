@@ -530,7 +530,8 @@ def run_experiment(
     open_plan(experiment, layout, samples, command, descriptions)
     units = experiment.units()
     if only_seeds is not None:
-        units = [u for u in units if u.seed in set(only_seeds)]
+        wanted = set(only_seeds)
+        units = [u for u in units if u.seed in wanted]
     todo = [u for u in units if not layout.unit(_name(u)).is_file()]
     part = f" of seeds {', '.join(map(str, only_seeds))}" if only_seeds is not None else ""
     print(f"experiment {experiment.name}: {len(units)} arm x seed{part}, {len(units) - len(todo)} recorded in "

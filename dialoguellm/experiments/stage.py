@@ -196,6 +196,7 @@ def curve_records(
 # ------------------------------------------------------------------------------ the overlap experiment
 
 OVERLAP_EXPERIMENT = "overlap_removal"
+PITFALLS_EXPERIMENT = "pitfalls_cpu"  # the field's practices measured (experiments/pitfalls.py)
 
 
 def overlap_source(run: str | os.PathLike) -> tuple[Path | None, str]:

@@ -15,10 +15,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from dialoguellm.experiments import pitfalls as field
+from dialoguellm.experiments.stage import PITFALLS_EXPERIMENT
 from dialoguellm.plots import save_figure, style_context
 
 FIGURE = "pitfalls.png"
-EXPERIMENT = "pitfalls_cpu"
 COLORS = {"inflates": "#C44E52", "deflates": "#4C72B0", field.NO_EFFECT: "#9A9A9A"}
 
 
@@ -56,7 +56,7 @@ def plot_pitfalls(table: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def pitfalls_from_run(run_dir: Path, out: Path) -> Path | None:
     """``make figures`` producer (None when the run has no pitfalls records)."""
-    folder = Path(run_dir) / "experiments" / EXPERIMENT
+    folder = Path(run_dir) / "experiments" / PITFALLS_EXPERIMENT
     if not (folder / "experiment.json").is_file():
         return None
     table = field.pitfall_table(folder)
