@@ -755,18 +755,59 @@ def pitfalls_table(
     return "\n".join([intro, "", *_table(header, rows)]).rstrip()
 
 
+def pitfalls_summary(
+    results_dir: str | os.PathLike,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+    experiment: str = PITFALLS_EXPERIMENT,
+) -> str:
+    """Markdown for the README: ``pitfalls_table`` in short, one row per practice, one column per corpus
+    (the effect with its 95% interval, and inflates or deflates where the interval excludes 0; the truncation
+    row its count)."""
+    from dialoguellm.experiments import pitfalls as field
+
+    folder = Path(results_dir)
+    if not (folder / "experiment.json").is_file():
+        folder = RunLayout(folder).experiment(experiment).root
+    table = field.pitfall_table(folder, n_resamples=n_resamples)
+    plan = read_json(ExperimentLayout(folder).plan)
+    datasets = list(plan["test"])
+    cells: dict[str, dict[str, str]] = {}
+    for _, r in table.iterrows():
+        if pd.notna(r.get("cut")):
+            cell = f"{int(r['cut']):,} of {int(r['prompts']):,} training prompts cut"
+        elif pd.isna(r["effect"]):
+            cell = "-"
+        else:
+            word = "" if r["verdict"] == field.NO_EFFECT else f" {r['verdict']}"
+            cell = f"{_signed(r['effect'])} [{_signed(r['low'])}, {_signed(r['high'])}]{word}"
+        cells.setdefault(r["short"], {})[r["dataset"]] = cell
+    rows = [[short, *(by.get(d, "-") for d in datasets)] for short, by in cells.items()]
+    n = {d: len(t["example_id"]) for d, t in plan["test"].items()}
+    seeds = len(plan.get("seeds") or [])
+    intro = (
+        f"Each practice against this package's way on the same {seeds} adapters and test utterances "
+        f"({', '.join(f'{d} {k}' for d, k in n.items())}): weighted F1, points, 95% interval over seeds and "
+        "dialogues; an interval that covers 0 is no measurable effect."
+    )
+    return "\n".join([intro, "", *_table(["practice", *datasets], rows)]).rstrip()
+
+
 # ------------------------------------------------------------------------------------ README blocks
 
-README_BLOCKS = ("results", "seeds", "ablations", "pitfalls", "learning_curve", "overlap", "probes")
-# The documents with generated blocks (``make tables``): the README's headline, seeds and learning curve; the
-# ablation, overlap and probe tables in docs/EVALUATION.md; the measured pitfalls in docs/PITFALLS.md.
+README_BLOCKS = (
+    "results", "seeds", "ablations", "pitfalls", "pitfalls_summary", "learning_curve", "overlap", "probes"
+)  # fmt: skip
+# The documents with generated blocks (``make tables``): the README's headline, seeds, pitfalls in short and
+# learning curve; the ablation, overlap and probe tables in docs/EVALUATION.md; the measured pitfalls in
+# docs/PITFALLS.md.
 GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md", "docs/PITFALLS.md")
 
 
 # Where each block's inputs live in a results folder: a block whose folder is absent is left empty.
 BLOCK_SOURCES = {
     "results": "evaluation", "seeds": "seeds", "ablations": "experiments/ablations_cpu",
-    "pitfalls": f"experiments/{PITFALLS_EXPERIMENT}", "learning_curve": f"experiments/{CURVE_EXPERIMENT}",
+    "pitfalls": f"experiments/{PITFALLS_EXPERIMENT}", "pitfalls_summary": f"experiments/{PITFALLS_EXPERIMENT}",
+    "learning_curve": f"experiments/{CURVE_EXPERIMENT}",
     "overlap": f"experiments/{OVERLAP_EXPERIMENT}", "probes": f"experiments/{PROBES_EXPERIMENT}",
 }  # fmt: skip
 
@@ -791,7 +832,7 @@ def readme_block(name: str, results_dir: str | os.PathLike) -> str:
         return ""
     renderers = {
         "results": headline_table, "seeds": seeds_table, "ablations": ablations_table, "pitfalls": pitfalls_table,
-        "learning_curve": learning_curve_block,
+        "pitfalls_summary": pitfalls_summary, "learning_curve": learning_curve_block,
         # an experiment's own table (docs/EVALUATION.md), as `dialoguellm experiment report NAME` prints it
         "overlap": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["overlap"]),
         "probes": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["probes"]),

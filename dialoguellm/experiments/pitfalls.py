@@ -59,39 +59,44 @@ class Practice:
     )
     arm: str = ""  # the practice's arm (sampling: the prefix of one arm per sampling seed)
     against: str = ""
+    short: str = ""  # the practice in a few words (the README's table)
 
 
 PRACTICES: tuple[Practice, ...] = (
     Practice("generate", "greedy generation, exact parsing (no label counted wrong), against label scoring",
              "DialogueLLM py/myllama-generate-test.py, InstructERC code/main_new.py (both generate)", 1, "arms",
-             "greedy_exact", "base"),
+             "greedy_exact", "base", "generation (greedy, exact parse) vs label scoring"),
     Practice("sampling", "sampling (temperature 0.7, top-p 0.95, top-k 40, repetition penalty 1.15) "
              "and a random label for unparsed answers, against greedy generation with exact parsing",
              "DialogueLLM py/myllama-generate-test.py (settings as written; no do_sample there)", 1, "sampling",
-             "sampled_random", "greedy_exact"),
+             "sampled_random", "greedy_exact", "sampling + random label vs greedy"),
     Practice("edit_distance", "free text mapped to the first or nearest label (edit distance), against exact "
              "parsing", "InstructERC code/main_new.py (match_text, optimize_output)", 6, "arms", "greedy_edit",
-             "greedy_exact"),
+             "greedy_exact", "edit-distance mapping vs exact parse"),
     Practice("demos7", "the 7 fixed demonstrations of the test script, against the trained prompt",
              "DialogueLLM py/myllama-generate-test.py, -emory.py (generate_test_prompt)", 2, "arms", "demos7",
-             "base"),
+             "base", "7 fixed test demonstrations vs trained prompt"),
     Practice("future", "future turns in the context (trained and tested), against past only",
-             "BiosERC src/reformat_data_ft_llm.py (window 5 before and after)", 9, "arms", "future", "base"),
+             "BiosERC src/reformat_data_ft_llm.py (window 5 before and after)", 9, "arms", "future", "base",
+             "1 future turn vs past only"),
     Practice("select_within", "checkpoint chosen on test, against chosen on dev (within each run)",
-             "InstructERC code/main_new.py (dev_file = test.json)", 5, "select_within", "checkpoint_"),
+             "InstructERC code/main_new.py (dev_file = test.json)", 5, "select_within",
+             "checkpoint_", short="checkpoint chosen on test vs dev"),
     Practice("select_over", "run chosen on test over every checkpoint of every seed, against chosen on dev",
-             "InstructERC code/main_new.py; users' seed reports (issue #15)", 5, "select_over", "checkpoint_"),
+             "InstructERC code/main_new.py; users' seed reports (issue #15)", 5, "select_over",
+             "checkpoint_", short="run chosen on test (every checkpoint and seed)"),
     Practice("best_of_seeds", "the best of the seeds, against their mean",
              "InstructERC issue tracker (#14, #15: best seed 67-68 against a mean of 65-66)", 7, "best_of_seeds",
-             "base"),
+             "base", short="best of the seeds vs their mean"),
     Practice("swapped_f1", "f1_score(pred, gold): predictions and gold swapped, against f1_score(gold, pred)",
              "TodKat src/DialogEvaluator_emory.py, _iemocap.py (MELD's fixed after issue #10)", 8, "swapped",
-             "base"),
+             "base", short="f1_score(pred, gold) vs (gold, pred)"),
     Practice("truncation", "256-token cutoff of prompt and answer in training (counts, not an effect)",
-             "DialogueLLM py/myllama-train-mgpu-Emo.py (CUTOFF_LEN = 256)", 3, "truncation"),
+             "DialogueLLM py/myllama-train-mgpu-Emo.py (CUTOFF_LEN = 256)", 3, "truncation",
+             short="256-token training cutoff"),
     Practice("overlap", "joint training without removing the shared Friends lines, against with (the "
              "overlap_removal experiment)", "InstructERC code/data_process_mixed.py", 10, "overlap", "kept",
-             "removed"),
+             "removed", "joint training without overlap removal"),
 )  # fmt: skip
 
 
@@ -109,7 +114,8 @@ def _runs(units: Sequence[UnitRecord], arm: str, dataset: str) -> dict[int | Non
 
 
 def _row(practice: Practice, dataset: str, estimate: stats.SeedDialogueEstimate | None, **extra: Any) -> dict:
-    row = {"key": practice.key, "practice": practice.practice, "where": practice.where, "doc_row": practice.doc,
+    row = {"key": practice.key, "practice": practice.practice, "short": practice.short or practice.practice,
+           "where": practice.where, "doc_row": practice.doc,
            "dataset": dataset, "effect": np.nan, "low": np.nan, "high": np.nan, "verdict": "", "covers": "",
            "seeds": 0, "spread_low": np.nan, "spread_high": np.nan, "sampling_seeds": 0, "note": ""}  # fmt: skip
     if estimate is not None:
@@ -246,7 +252,8 @@ def _truncation_row(
     entry = counts.get("train")
     if entry:
         note = f"{entry['cut']} of {entry['n']} training prompts cut at z = {z}, k = {k} ({file.name})"
-        return _row(practice, dataset, None, note=note, verdict="a count, not an arm")
+        return _row(practice, dataset, None, note=note, verdict="a count, not an arm", cut=entry["cut"],
+                    prompts=entry["n"])  # fmt: skip
     return None
 
 

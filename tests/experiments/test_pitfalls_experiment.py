@@ -186,6 +186,16 @@ def test_the_renderer_the_block_and_the_figure_read_the_same_table(tmp_path):
     assert "| the 7 fixed demonstrations" in text and table.NO_EFFECT in text and "(row 8)" in text
     assert update_generated_blocks(doc, results) == ["pitfalls"]
     assert "swapped" in doc.read_text() and update_generated_blocks(doc, results) == []
+    # the README's short form: one row per practice, one column per corpus, from the same table
+    summary = readme_block("pitfalls_summary", results)
+    frame = table.pitfall_table(folder, n_resamples=FAST)
+    assert summary.count("\n| ") == 1 + frame["short"].nunique()  # the header, then one row per practice
+    swapped = frame[frame["key"] == "swapped_f1"].iloc[0]
+    assert f"| {swapped['short']} | {100 * swapped['effect']:+.1f} [" in summary
+    for word in ("inflates", "deflates"):  # a word only where the interval excludes 0
+        assert summary.count(f"] {word}") == (frame["verdict"] == word).sum()
+    cut = frame[frame["key"] == "truncation"]
+    assert ("training prompts cut" in summary) == (not cut.empty)
     figure = pitfalls_from_run(results, tmp_path / "figures")
     assert figure is not None and figure.stat().st_size > 10_000
     assert pitfalls_from_run(tmp_path / "empty", tmp_path / "figures") is None
