@@ -15,13 +15,15 @@ from sklearn.metrics import accuracy_score, f1_score
 from dialoguellm.labels import normalised_label_names
 from dialoguellm.report import (
     CALIBRATED,
+    GENERATED_DOCUMENTS,
     RAW,
+    README_BLOCKS,
     UNTUNED,
-    ablations_table,
     export_results,
     export_seeds,
     headline_systems,
     headline_table,
+    readme_block,
     seeds_table,
 )
 
@@ -29,9 +31,13 @@ REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results" / "cpu"
 README = REPO / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-# The other generated blocks, the document that shows each and the function that prints it from results/cpu
-# (`dialoguellm summary --run-dir results/cpu` prints all three).
-BLOCKS = {"seeds": (README, seeds_table), "ablations": (REPO / "docs" / "EVALUATION.md", ablations_table)}
+# Every generated block of every document (``make tables``): (document, block name) where the markers are.
+SHOWN = [
+    (document, block)
+    for document in GENERATED_DOCUMENTS
+    for block in README_BLOCKS
+    if f"<!-- {block}:start -->" in (REPO / document).read_text(encoding="utf-8")
+]
 
 
 def _frame(n_dialogues: int, seed: int, calibrated: bool) -> pd.DataFrame:
@@ -281,20 +287,31 @@ def test_export_results_keeps_the_ablations_and_seeds_other_commands_wrote(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", sorted(BLOCKS))
-def test_readme_seed_and_ablation_tables_are_recomputed_from_committed_files(block):
+@pytest.mark.parametrize(("document", "block"), SHOWN, ids=[f"{d}:{b}" for d, b in SHOWN])
+def test_every_generated_block_is_what_make_tables_writes_from_the_committed_files(document, block):
+    """The seeds, ablation, pitfalls, overlap, probe and learning-curve tables a reader sees are what
+    `make tables` prints from results/cpu now (each renderer recomputes from the committed records); a block
+    whose records are not committed is empty."""
     start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
-    document, render = BLOCKS[block]
-    text = document.read_text(encoding="utf-8")
-    assert start in text and end in text, f"{document.name} lost its {block} markers"
-    shown = text.split(start, 1)[1].split(end, 1)[0].strip()
-    folder = RESULTS / ("seeds" if block == "seeds" else "experiments/ablations_cpu")
-    if not folder.is_dir():
-        assert not shown, f"{document.name} shows a {block} table but {folder} is not committed"
-        return
-    assert shown == render(RESULTS).strip(), (
-        f"{document.name}'s {block} table differs from what `make tables` writes from results/cpu; run `make tables`."
+    text = (REPO / document).read_text(encoding="utf-8")
+    assert text.count(start) == 1 and text.count(end) == 1, (
+        f"{document} must hold one pair of {block} markers"
     )
+    shown = text.split(start, 1)[1].split(end, 1)[0].strip()
+    assert shown == readme_block(block, RESULTS), (
+        f"{document}'s {block} block differs from what `make tables` writes from results/cpu; run `make tables`."
+    )
+
+
+def test_the_readme_and_docs_show_the_generated_blocks_they_promise():
+    assert {b for d, b in SHOWN if d == "README.md"} >= {
+        "results",
+        "seeds",
+        "pitfalls_summary",
+        "learning_curve",
+    }
+    assert {b for d, b in SHOWN if d == "docs/EVALUATION.md"} >= {"ablations", "overlap", "probes"}
+    assert ("docs/PITFALLS.md", "pitfalls") in SHOWN
 
 
 def test_make_tables_rewrites_only_the_generated_blocks(tmp_path):
