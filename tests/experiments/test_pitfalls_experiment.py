@@ -41,6 +41,32 @@ def test_the_cpu_and_paper_files_ask_the_same_questions():
                 assert practice.arm in arms and practice.against in arms
 
 
+@pytest.mark.slow
+def test_every_prompt_of_the_cpu_experiment_fits_its_arm_cutoff():
+    """Each distinct prompt setting of pitfalls_cpu builds every test prompt of both corpora with the embedded
+    model's tokenizer: DialogueLLM's seven demonstrations do not fit the training cutoff of 256 tokens (a run
+    stopped on MELD dia2_utt0 with 255 + 4), so the demos7 arm lifts it, as the test script never truncates."""
+    from dialoguellm.corpora.readers import load_corpora
+    from dialoguellm.model.loading import load_tokenizer
+    from dialoguellm.prompts.builder import builders_from_config, dialogue_index, rows_of
+
+    experiment = spec.load_experiment("pitfalls_cpu")
+    corpora = load_corpora(list(experiment.datasets))
+    tokenizer = load_tokenizer(experiment.arms[0].config)
+    checked = set()
+    for arm in experiment.arms:
+        prompt = arm.config.prompt
+        if (key := repr(prompt)) in checked:
+            continue
+        checked.add(key)
+        for dataset, builder in builders_from_config(tokenizer, corpora, arm.config).items():
+            rows = rows_of(corpora[dataset]["test"])
+            dialogues = dialogue_index(rows)
+            for row in rows:
+                builder.build(row, dialogues[row["dialogue_id"]])  # raises when a prompt cannot fit
+    assert len(checked) >= 3  # the trained prompt, the seven demonstrations, the future turn
+
+
 def _synthetic(folder: Path, seeds=(1, 2, 3), n: int = 60) -> Path:
     """A pitfalls folder with random predictions: base, checkpoints, generation variants; demos7 = base."""
     rng = np.random.default_rng(0)
