@@ -466,13 +466,17 @@ def test_a_grid_split_by_seed_over_two_machines_merges_into_one(tmp_path, monkey
 
 def test_the_microbatch_check_changes_only_how_a_step_is_cut_and_reads_dev_only():
     experiment = spec.load_experiment("microbatch_dev", overrides={"model.name": "unused"})
-    mb8, mb16 = (a.config.to_dict() for a in experiment.arms)
+    mb8, mb16, nodrop = (a.config.to_dict() for a in experiment.arms)
     assert experiment.samples.split == "dev" and experiment.baseline == "mb8"
     sections = [
         k for k, v in mb8.items() if isinstance(v, dict)
     ]  # (and "source": where the profile came from)
-    changed = {(s, key) for s in sections for key in mb8[s] if mb8[s][key] != mb16[s][key]}
-    assert changed == {("train", "micro_batch_size"), ("train", "grad_accum")}
+
+    def changed(a, b):
+        return {(s, key) for s in sections for key in a[s] if a[s][key] != b[s][key]}
+
+    assert changed(mb8, mb16) == {("train", "micro_batch_size"), ("train", "grad_accum")}
+    assert changed(mb16, nodrop) == {("lora", "dropout")} and nodrop["lora"]["dropout"] == 0
     assert (
         mb8["train"]["batch_size"] == mb16["train"]["batch_size"] == 16 and mb16["train"]["grad_accum"] == 1
     )
