@@ -1,6 +1,6 @@
 """Evaluation speed: label scoring against generate-and-parse, measured side by side in one run.
 
-    dialoguellm benchmark eval_speed --adapter runs/latest/training/adapter --compare 0   # as committed
+    dialoguellm benchmark eval_speed --adapter runs/latest/training/adapter           # as committed
     dialoguellm benchmark eval_speed                                          # the bare embedded model
 
 On the embedded default (the cpu profile: SmolLM2-135M-Instruct, z = 1, 1-shot) and the MELD DEV split (the

@@ -19,8 +19,8 @@ predictions that agree with 1, and dev accuracy / weighted F1 per corpus (raw ar
 is never bought with quality. The JSON lands in benchmarks/results/ (``--out``).
 
 Until commit 78eb9d5 the comparison ran in bf16 autocast (``eval.precision: autocast``, since removed) with a
-fourth way, bf16 copies of the frozen fp32 LoRA weights; ``benchmarks/results/inference_weights_cpu.json`` is
-that run (docs/SPEED.md). The default ``--out`` is another file, so it stays.
+fourth way, bf16 copies of the frozen fp32 LoRA weights; that run's file, without the provenance header, was
+retired once this one ran (``git show f8baad8:benchmarks/results/inference_weights_cpu.json``; docs/SPEED.md).
 """
 
 from __future__ import annotations
