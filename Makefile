@@ -47,7 +47,8 @@ learning-curve: install
 	$(VENV)/bin/dialoguellm experiment run learning_curve_cpu
 
 # The field's evaluation pitfalls measured (dialoguellm/experiments/pitfalls_cpu.yaml, docs/PITFALLS.md): the
-# package's adapter (3 seeds) scored each way the field scores; about 2 hours on 2 cores (the file's header).
+# package's adapter (3 seeds) scored each way the field scores; about 1 hour on 2 idle cores (64 minutes of
+# training and scoring in the committed records).
 # Records go to runs/experiments/pitfalls_cpu. Resumable: run it again after an interruption.
 pitfalls: install
 	$(VENV)/bin/dialoguellm experiment run pitfalls_cpu

@@ -773,8 +773,8 @@ def pitfalls_summary(
     datasets = list(plan["test"])
     cells: dict[str, dict[str, str]] = {}
     for _, r in table.iterrows():
-        if pd.notna(r.get("cut")):
-            cell = f"{int(r['cut']):,} of {int(r['prompts']):,} training prompts cut"
+        if pd.notna(r.get("cut")):  # the count of training prompts the cutoff cuts
+            cell = f"{int(r['cut']):,} of {int(r['prompts']):,} cut"
         elif pd.isna(r["effect"]):
             cell = "-"
         else:
