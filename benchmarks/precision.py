@@ -18,8 +18,8 @@ log-likelihood per token with ``eval.length_normalise``), dev accuracy and weigh
 way, and whether the target holds (>= 99.5% across batches and orders). The JSON (``--out``) is rewritten
 after every chunk, so an interrupted run keeps what it measured.
 
-Until commit 78eb9d5 this benchmark also scored in bf16 autocast (``eval.precision: autocast``); that run's
-JSON, ``benchmarks/results/precision_cpu.json`` (and ``precision_cpu_2threads.json``), is the measurement
+Until commit 78eb9d5 this benchmark also scored in bf16 autocast (``eval.precision: autocast``); its run at
+commit 339d3f0 (the last with the option), ``benchmarks/results/precision_cpu.json``, is the measurement
 behind the option's removal (docs/PRECISION.md). The default ``--out`` is another file, so it stays.
 """
 

@@ -212,7 +212,7 @@ class EvalConfig:
         metadata={
             "help": "Arithmetic of label scoring and generation: fp32, the only value (every weight computed "
             "in fp32, so a prediction does not depend on the other utterances of its batch). The bf16 "
-            "autocast option was removed: slower than fp32 on CPU and batch-dependent (docs/PRECISION.md)."
+            "autocast option was removed: its predictions change with the batch (docs/PRECISION.md)."
         },
     )
     seeds: list[int] = field(
@@ -587,9 +587,9 @@ def _validate_eval(e: EvalConfig, src: str) -> None:
         _fail(
             src,
             "eval.precision",
-            "is 'autocast', which was removed: bf16 autocast scoring was measured slower than fp32 on CPU "
-            "and its predictions changed with the batch (benchmarks/results/precision_cpu.json, "
-            "docs/PRECISION.md). Drop the key or set eval.precision: fp32.",
+            "is 'autocast', which was removed: bf16 autocast scoring changed about one dev prediction in "
+            "twenty with the batch size or order (benchmarks/results/precision_cpu.json; faster than fp32 on "
+            "CPUs with bf16 matrix units, docs/PRECISION.md). Drop the key or set eval.precision: fp32.",
         )
     if e.precision not in EVAL_PRECISIONS:
         _fail(

@@ -149,18 +149,21 @@ def test_every_profile_scores_in_fp32_and_autocast_is_refused_with_its_reason():
     with pytest.raises(ValueError) as err:
         load_config("cpu", {"eval.precision": "autocast"})
     message = str(err.value)
-    assert "eval.precision" in message and "removed" in message and "slower" in message
+    assert "eval.precision" in message and "removed" in message and "with the batch" in message
     assert "docs/PRECISION.md" in message and "eval.precision: fp32" in message
 
 
 @pytest.mark.skipif(not RESULT.is_file(), reason="benchmarks/precision.py has not been run")
 def test_the_removal_rests_on_the_committed_measurement():
-    """docs/PRECISION.md's reason for removing autocast: on dev it was slower than fp32 and missed the
-    batch-invariance target that fp32 met (the run before the removal, benchmarks/results/precision_cpu.json)."""
+    """docs/PRECISION.md's reason for removing autocast: on dev it missed the batch-invariance target that
+    fp32 met (benchmarks/results/precision_cpu.json, the benchmark at the last commit with the option), and the
+    page states the speed the choice costs as the file measured it."""
     result = json.loads(RESULT.read_text())
     assert result["split"] == "dev" and result["complete"] is True
     assert result["chosen"] == DEFAULT_PRECISION
     assert result["meets_targets"] == {"fp32": True, "autocast": False}
-    speed = result["utterances_per_second"]["batch16"]
-    assert speed["autocast"] < speed["fp32"]
     assert result["pooled"]["fp32"]["agreement_across_batches"] == 1.0
+    assert result["pooled"]["autocast"]["agreement_across_batches"] < 0.995
+    speed = result["utterances_per_second"]["batch16"]
+    page = (REPO / "docs" / "PRECISION.md").read_text(encoding="utf-8")
+    assert f"| fp32 | {speed['fp32']:.2f} (" in page and f"| autocast | {speed['autocast']:.2f} (" in page
