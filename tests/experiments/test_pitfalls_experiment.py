@@ -3,6 +3,7 @@ and a tiny end-to-end run (a trained base, its checkpoint and a sampling variant
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,28 @@ def test_a_training_or_unit_started_before_the_new_settings_existed_still_resume
     runner._claim(marker, Config())  # the unit's training folder is still its own
     with pytest.raises(ValueError, match="other settings"):
         runner._claim(marker, changed)
+
+
+COMMITTED = Path(__file__).resolve().parents[2] / "results" / "cpu" / "experiments" / "pitfalls_cpu"
+
+
+@pytest.mark.skipif(
+    not (COMMITTED / "experiment.json").is_file(), reason="make pitfalls has not been committed"
+)
+def test_the_committed_arm_rows_recompute_from_the_records_with_sklearn():
+    """An auditor's check (docs/PITFALLS.md, "Recompute a row"): each arm-against-arm row's effect is the mean
+    over training seeds of the weighted-F1 difference, recomputed here from the committed predictions."""
+    frame = table.pitfall_table(COMMITTED, n_resamples=FAST)
+
+    def wf1(arm, seed, dataset):
+        p = json.loads((COMMITTED / "units" / f"{arm}.seed{seed}.json").read_text())["predictions"][dataset]
+        return f1_score(p["gold_id"], p["pred_id"], average="weighted")
+
+    checked = 0
+    for practice in (p for p in table.PRACTICES if p.kind == "arms"):
+        for dataset in ("meld", "emorynlp"):
+            diffs = [wf1(practice.arm, s, dataset) - wf1(practice.against, s, dataset) for s in (1, 2, 3)]
+            row = frame[(frame["key"] == practice.key) & (frame["dataset"] == dataset)].iloc[0]
+            assert row["effect"] == pytest.approx(np.mean(diffs), abs=1e-9), (practice.key, dataset)
+            checked += 1
+    assert checked == 8  # generation, edit distance, the seven demonstrations, the future turn; two corpora
