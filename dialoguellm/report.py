@@ -22,6 +22,7 @@ from dialoguellm.experiments.stage import (
     OVERLAP_EXPERIMENT,
     PITFALLS_EXPERIMENT,
     PROBES_EXPERIMENT,
+    SCORING_EXPERIMENT,
 )
 from dialoguellm.experiments.stage import RETRAINED_EXPERIMENT as ABLATIONS_EXPERIMENT
 from dialoguellm.io import read_json, read_predictions, split_predictions
@@ -795,10 +796,11 @@ def pitfalls_summary(
 # ------------------------------------------------------------------------------------ README blocks
 
 README_BLOCKS = (
-    "results", "seeds", "ablations", "pitfalls", "pitfalls_summary", "learning_curve", "overlap", "probes"
+    "results", "seeds", "ablations", "pitfalls", "pitfalls_summary", "learning_curve", "overlap", "probes",
+    "scoring",
 )  # fmt: skip
 # The documents with generated blocks (``make tables``): the README's headline, seeds, pitfalls in short and
-# learning curve; the ablation, overlap and probe tables in docs/EVALUATION.md; the measured pitfalls in
+# learning curve; the ablation, overlap, probe and scoring tables in docs/EVALUATION.md; the measured pitfalls in
 # docs/PITFALLS.md.
 GENERATED_DOCUMENTS = ("README.md", "docs/EVALUATION.md", "docs/PITFALLS.md")
 
@@ -809,6 +811,7 @@ BLOCK_SOURCES = {
     "pitfalls": f"experiments/{PITFALLS_EXPERIMENT}", "pitfalls_summary": f"experiments/{PITFALLS_EXPERIMENT}",
     "learning_curve": f"experiments/{CURVE_EXPERIMENT}",
     "overlap": f"experiments/{OVERLAP_EXPERIMENT}", "probes": f"experiments/{PROBES_EXPERIMENT}",
+    "scoring": f"experiments/{SCORING_EXPERIMENT}",
 }  # fmt: skip
 
 
@@ -836,6 +839,7 @@ def readme_block(name: str, results_dir: str | os.PathLike) -> str:
         # an experiment's own table (docs/EVALUATION.md), as `dialoguellm experiment report NAME` prints it
         "overlap": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["overlap"]),
         "probes": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["probes"]),
+        "scoring": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["scoring"]),
     }  # fmt: skip
     return renderers[name](results_dir).strip()
 

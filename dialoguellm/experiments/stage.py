@@ -197,6 +197,7 @@ def curve_records(
 
 OVERLAP_EXPERIMENT = "overlap_removal"
 PITFALLS_EXPERIMENT = "pitfalls_cpu"  # the field's practices measured (experiments/pitfalls.py)
+SCORING_EXPERIMENT = "scoring_dev"  # label ranking and the dev-fitted corrections (docs/EVALUATION.md)
 
 
 def overlap_source(run: str | os.PathLike) -> tuple[Path | None, str]:

@@ -414,7 +414,9 @@ def test_the_cli_reports_the_committed_records_and_names_a_bad_experiment(capsys
     assert "Experiment not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("block", "name"), [("overlap", "overlap_removal"), ("probes", "probes_cpu")])
+@pytest.mark.parametrize(
+    ("block", "name"), [("overlap", "overlap_removal"), ("probes", "probes_cpu"), ("scoring", "scoring_dev")]
+)
 def test_docs_evaluation_shows_each_committed_experiments_own_table(block, name, tmp_path):
     from tiny import synthetic_experiment_records
 

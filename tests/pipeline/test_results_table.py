@@ -310,7 +310,7 @@ def test_the_readme_and_docs_show_the_generated_blocks_they_promise():
         "pitfalls_summary",
         "learning_curve",
     }
-    assert {b for d, b in SHOWN if d == "docs/EVALUATION.md"} >= {"ablations", "overlap", "probes"}
+    assert {b for d, b in SHOWN if d == "docs/EVALUATION.md"} >= {"ablations", "overlap", "probes", "scoring"}
     assert ("docs/PITFALLS.md", "pitfalls") in SHOWN
 
 
