@@ -715,6 +715,21 @@ def _overlap_effect(folder: str | os.PathLike, n_resamples: int) -> list[str]:
 # ---------------------------------------------------------------------------------- field pitfalls
 
 
+def _pitfalls_records(
+    results_dir: str | os.PathLike, n_resamples: int, experiment: str
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, int]]:
+    """The pitfalls table (``experiments.pitfalls.pitfall_table``), the plan and the test utterances per corpus
+    of ``<results_dir>/experiments/<experiment>`` or of the experiment folder ``results_dir`` itself."""
+    from dialoguellm.experiments import pitfalls as field
+
+    folder = Path(results_dir)
+    if not (folder / "experiment.json").is_file():
+        folder = RunLayout(folder).experiment(experiment).root
+    plan = read_json(ExperimentLayout(folder).plan)
+    n = {d: len(t["example_id"]) for d, t in plan["test"].items()}
+    return field.pitfall_table(folder, n_resamples=n_resamples), plan, n
+
+
 def pitfalls_table(
     results_dir: str | os.PathLike,
     n_resamples: int = stats.DEFAULT_RESAMPLES,
@@ -725,12 +740,7 @@ def pitfalls_table(
     inflates or deflates the number, from ``<results_dir>/experiments/<experiment>``
     (``experiments.pitfalls.pitfall_table``; percent here only). ``results_dir`` may also be the
     experiment folder itself."""
-    from dialoguellm.experiments import pitfalls as field
-
-    folder = Path(results_dir)
-    if not (folder / "experiment.json").is_file():
-        folder = RunLayout(folder).experiment(experiment).root
-    table = field.pitfall_table(folder, n_resamples=n_resamples)
+    table, _, n = _pitfalls_records(results_dir, n_resamples, experiment)
     rows = []
     for _, r in table.iterrows():
         if pd.isna(r["effect"]):
@@ -746,8 +756,6 @@ def pitfalls_table(
                      "; ".join(n for n in notes if n) or "-"])  # fmt: skip
     header = ["practice (against the package's way)", "where (docs/PITFALLS.md)", "test set",
               "effect on weighted F1 [95% CI]", "verdict", "notes"]  # fmt: skip
-    plan = read_json(ExperimentLayout(folder).plan)
-    n = {d: len(t["example_id"]) for d, t in plan["test"].items()}
     intro = (
         f"Each practice against this package's way on the same adapters and the same test utterances ({', '.join(f'{d} {k}' for d, k in n.items())}; "
         "weighted F1, percent points; a 95% interval resamples the training seeds, then the test dialogues, "
@@ -764,13 +772,9 @@ def pitfalls_summary(
     """Markdown for the README: ``pitfalls_table`` in short, one row per practice, one column per corpus
     (the effect with its 95% interval, and inflates or deflates where the interval excludes 0; the truncation
     row its count)."""
-    from dialoguellm.experiments import pitfalls as field
+    from dialoguellm.experiments.pitfalls import NO_EFFECT
 
-    folder = Path(results_dir)
-    if not (folder / "experiment.json").is_file():
-        folder = RunLayout(folder).experiment(experiment).root
-    table = field.pitfall_table(folder, n_resamples=n_resamples)
-    plan = read_json(ExperimentLayout(folder).plan)
+    table, plan, n = _pitfalls_records(results_dir, n_resamples, experiment)
     datasets = list(plan["test"])
     cells: dict[str, dict[str, str]] = {}
     for _, r in table.iterrows():
@@ -779,11 +783,10 @@ def pitfalls_summary(
         elif pd.isna(r["effect"]):
             cell = "-"
         else:
-            word = "" if r["verdict"] == field.NO_EFFECT else f" {r['verdict']}"
+            word = "" if r["verdict"] == NO_EFFECT else f" {r['verdict']}"
             cell = f"{_signed(r['effect'])} [{_signed(r['low'])}, {_signed(r['high'])}]{word}"
         cells.setdefault(r["short"], {})[r["dataset"]] = cell
     rows = [[short, *(by.get(d, "-") for d in datasets)] for short, by in cells.items()]
-    n = {d: len(t["example_id"]) for d, t in plan["test"].items()}
     seeds = len(plan.get("seeds") or [])
     intro = (
         f"Each practice against this package's way on the same {seeds} adapters and test utterances "
