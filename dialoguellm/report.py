@@ -831,18 +831,22 @@ def learning_curve_block(results_dir: str | os.PathLike, n_resamples: int = stat
     return "\n".join([intro, "", learning_curve_summary(folder, n_resamples)])
 
 
+# The blocks that show one experiment's own table (docs/EVALUATION.md), rendered by ``experiment_table``
+# (`dialoguellm experiment report NAME` prints the same).
+EXPERIMENT_BLOCKS = ("overlap", "probes", "scoring")
+
+
 def readme_block(name: str, results_dir: str | os.PathLike) -> str:
     """The generated text of one block (``<!-- NAME:start -->`` .. ``<!-- NAME:end -->``); empty when
     ``results_dir`` holds none of its inputs (``BLOCK_SOURCES``)."""
-    if not (Path(results_dir) / BLOCK_SOURCES[name]).is_dir():
+    source = Path(results_dir) / BLOCK_SOURCES[name]
+    if not source.is_dir():
         return ""
+    if name in EXPERIMENT_BLOCKS:  # as `dialoguellm experiment report NAME` prints it
+        return experiment_table(source).strip()
     renderers = {
         "results": headline_table, "seeds": seeds_table, "ablations": ablations_table, "pitfalls": pitfalls_table,
         "pitfalls_summary": pitfalls_summary, "learning_curve": learning_curve_block,
-        # an experiment's own table (docs/EVALUATION.md), as `dialoguellm experiment report NAME` prints it
-        "overlap": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["overlap"]),
-        "probes": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["probes"]),
-        "scoring": lambda r: experiment_table(Path(r) / BLOCK_SOURCES["scoring"]),
     }  # fmt: skip
     return renderers[name](results_dir).strip()
 
