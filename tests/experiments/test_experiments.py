@@ -306,9 +306,8 @@ def test_each_overlap_arm_drops_its_own_lines_when_the_runner_runs_them_in_turn(
     monkeypatch.setattr(runner, "unit_corpora", spy)
     cache: dict = {}
     layout = ExperimentLayout(tmp_path / "experiments" / "overlap_removal")
-    for unit in experiment.units()[
-        :2
-    ]:  # removed.seed1, then kept.seed1, with one cache as run_experiment does
+    # removed.seed1, then kept.seed1, with one cache as run_experiment does
+    for unit in experiment.units()[:2]:
         with pytest.raises(Enough):
             runner.run_unit(experiment, unit, corpora, samples, layout, cache, False, "test", None)
     assert dropped[True]["meld"] and dropped[False] == {"meld": [], "emorynlp": []}
