@@ -1,6 +1,6 @@
 """Provenance of the committed numbers (issue 32, item 13): the README's headline files come from one run at one
 commit; every experiment record names its commit and, when tuned, its adapter's fingerprint; every benchmark
-result names its commit and adapter, except the files listed below, which predate the provenance header."""
+result names its commit and adapter."""
 
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ RESULTS = REPO / "results" / "cpu"
 # Folders of results/cpu that hold other runs than the headline's, each with its own record of where it came from.
 OTHER_RUNS = ("experiments", "in_progress", "seeds")
 RUN_FOLDER = re.compile(r"runs/(\d{8}-\d{6})")
-# Benchmark results written before `runs.benchmark_header` named the commit and the adapter's sha256
-# (commit da06600). Each leaves this list when `dialoguellm benchmark NAME` is rerun; none may join it.
-PREDATE_HEADER = {
-    "length_normalisation_dev.json",
-    "prior_scale_dev.json",
-}  # until `experiment run scoring_dev`
 
 
 def _strings(value):
@@ -89,14 +83,11 @@ def test_every_experiment_record_names_its_commit_and_adapter(folder):
             )
 
 
-def test_every_benchmark_result_names_its_commit_and_adapter_or_is_listed_as_older():
+def test_every_benchmark_result_names_its_commit_and_adapter():
     files = sorted((REPO / "benchmarks" / "results").glob("*.json"))
-    assert PREDATE_HEADER <= {p.name for p in files}, "a listed file is gone: take it off PREDATE_HEADER"
+    assert files, "no benchmark results committed"
     for path in files:
         data = json.loads(path.read_text())
-        if path.name in PREDATE_HEADER:
-            assert not data.get("git_commit"), f"{path.name} now has its header: take it off PREDATE_HEADER"
-            continue
         assert re.fullmatch(r"[0-9a-f]{40}", data.get("git_commit") or ""), f"{path}: no git_commit"
         if data.get("adapter"):
             assert re.fullmatch(r"[0-9a-f]{64}", data.get("adapter_sha256") or ""), (
