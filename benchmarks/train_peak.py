@@ -1,4 +1,4 @@
-"""Training against the CPU's matmul peak: the cpu profile's LoRA step, old path and new, and the torch matmul
+"""Training against the CPU's matmul peak: the cpu profile's LoRA step, old paths and new, and the torch matmul
 peak, interleaved in one run so that the load of a shared machine falls on all of them alike.
 
     nice -n 5 dialoguellm benchmark train_peak --micro-batches 7 --threads 2
@@ -9,10 +9,13 @@ Each round measures, in this order (the two training paths swap places every rou
    into 1536 (gate/up) and tokens x 1536 into 576 (down), bf16 and fp32, on 1 and 2 threads;
 2. the old path's loss on the micro-batch with another dropout draw (no step): the noise scale their loss
    difference is read against;
-3. one micro-batch of training by the path before issue 30 (``engine.autocast_context``: bf16 autocast, peft
-   copying every LoRA input to fp32) and by the trainer's path now (``training.loss.training_precision``),
-   each a model of its own with the same LoRA initialisation and the same batches, so their losses are
-   compared step by step as well as their speed.
+3. one micro-batch of training by each of three paths, each a model of its own with the same LoRA
+   initialisation and the same batches (they take turns to go first): the path before issue 30
+   (``engine.autocast_context``: bf16 autocast, peft copying every LoRA input to fp32, peft's ``nn.Dropout``),
+   ``torch_dropout`` (the trainer's precision now, ``training.loss.training_precision``, with peft's
+   ``nn.Dropout``: the same masks as before, so their losses are compared step by step) and ``now`` (what the
+   trainer runs: that precision and ``model.dropout.SparseDropout``, the same dropout distribution drawn from
+   other random numbers, so its loss is read against another dropout draw's).
 
 The micro-batches are the first full ones of the real first epoch (MELD and EmoryNLP training prompts,
 1-shot, z = 1, length-grouped as the trainer groups them); round 0 is a warm-up and not counted.
@@ -44,14 +47,18 @@ from dialoguellm import prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.corpora import readers
 from dialoguellm.model import loading
+from dialoguellm.model.dropout import SparseDropout
 from dialoguellm.scoring import engine
 from dialoguellm.training import loop
 from dialoguellm.training import loss as training_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PATHS: dict[str, Callable[[Any, str], contextlib.AbstractContextManager]] = {
-    "before": engine.autocast_context,  # bf16 autocast, peft's fp32 copies of every LoRA input
-    "now": training_loss.training_precision,  # what training.loop runs
+# Each path: the context its micro-batches run in, and whether LoRA's dropout is the sparse sampler
+# (model.dropout.SparseDropout, what add_lora installs) or peft's own nn.Dropout.
+PATHS: dict[str, tuple[Callable[[Any, str], contextlib.AbstractContextManager], bool]] = {
+    "before": (engine.autocast_context, False),  # bf16 autocast, peft's fp32 copies and nn.Dropout
+    "torch_dropout": (training_loss.training_precision, False),  # today's precision, peft's nn.Dropout
+    "now": (training_loss.training_precision, True),  # what training.loop runs
 }
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -155,6 +162,9 @@ class Trainee:
         self.model = loading.add_lora(
             self.loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules
         )
+        self.context, sparse = PATHS[path]
+        if not sparse:
+            torch_dropout(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         t = config.train
         self.optimizer = torch.optim.AdamW(
@@ -169,7 +179,7 @@ class Trainee:
         answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
         self.model.train()
         torch.manual_seed(seed)
-        with PATHS[self.path](self.model, self.config.model.dtype):
+        with self.context(self.model, self.config.model.dtype):
             loss, _ = training_loss.answer_loss(
                 self.model, [e.prompt_ids for e in items], answers, self.loaded.tokenizer.pad_token_id
             )
@@ -179,11 +189,24 @@ class Trainee:
         """Forward, backward and AdamW on one micro-batch (dropout seeded with ``seed``): seconds, loss."""
         start = time.perf_counter()
         loss = self.loss(prepared, batch, seed)
-        with PATHS[self.path](self.model, self.config.model.dtype):
+        with self.context(self.model, self.config.model.dtype):
             loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"seconds": time.perf_counter() - start, "loss": float(loss.detach())}
+
+
+def torch_dropout(model: Any) -> int:
+    """Put peft's own ``nn.Dropout`` back where ``add_lora`` installed ``SparseDropout``; how many."""
+    swapped = 0
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if isinstance(dropouts, torch.nn.ModuleDict):
+            for name, dropout in list(dropouts.items()):
+                if isinstance(dropout, SparseDropout):
+                    dropouts[name] = torch.nn.Dropout(dropout.p)
+                    swapped += 1
+    return swapped
 
 
 def batch_shape(prepared: Any, batch: tuple[str, list[int]]) -> tuple[int, list[int], int]:
@@ -224,6 +247,7 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
             "fraction_of_peak": round(flops / seconds / 1e9 / peak, 3),
         }
     out["speedup"] = round(out["before"]["seconds"] / out["now"]["seconds"], 3)
+    out["sparse_dropout_speedup"] = round(out["torch_dropout"]["seconds"] / out["now"]["seconds"], 3)
     return out
 
 
@@ -273,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
             record["before_other_dropout_loss"] = float(
                 trainees["before"].loss(prepared, batch, seed=5000 + i)
             )
-        order = list(PATHS) if i % 2 == 0 else list(PATHS)[::-1]
+        order = list(PATHS)[i % len(PATHS) :] + list(PATHS)[: i % len(PATHS)]  # each path leads in turn
         for path in order:
             record[path] = trainees[path].step(prepared, batch, seed=1000 + i)
         rounds.append(record)
@@ -316,8 +340,14 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_mean_gflops": {
             k: round(sum(r["peak"][k] for r in rounds[1:]) / (len(rounds) - 1), 1) for k in rounds[0]["peak"]
         },
-        "loss_difference_max": max(abs(r["before"]["loss"] - r["now"]["loss"]) for r in rounds),
-        "loss_difference_mean": sum(abs(r["before"]["loss"] - r["now"]["loss"]) for r in rounds)
+        # precision: the same dropout masks (nn.Dropout, same seed), so only the arithmetic differs
+        "loss_difference_max": max(abs(r["before"]["loss"] - r["torch_dropout"]["loss"]) for r in rounds),
+        "loss_difference_mean": sum(abs(r["before"]["loss"] - r["torch_dropout"]["loss"]) for r in rounds)
+        / len(rounds),
+        # the sparse sampler draws other masks: its difference is read against another draw's
+        "sparse_dropout_loss_difference_mean": sum(
+            abs(r["torch_dropout"]["loss"] - r["now"]["loss"]) for r in rounds
+        )
         / len(rounds),
         "dropout_noise_mean": sum(abs(r["before"]["loss"] - r["before_other_dropout_loss"]) for r in rounds)
         / len(rounds),
@@ -332,17 +362,20 @@ def main(argv: list[str] | None = None) -> dict:
     for k, v in result["peak_mean_gflops"].items():
         print(f"  {k:<22}{v:>8.1f}")
     print(
-        f"\n{'path':<8}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}   (peak: {bf16_2t}, {summary['peak_gflops']})"
+        f"\n{'path':<15}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}   (peak: {bf16_2t}, {summary['peak_gflops']})"
     )
     for path in PATHS:
         s = summary[path]
         print(
-            f"{path:<8}{s['tokens_per_second']:>10.1f}{s['gflops']:>10.1f}{100 * s['fraction_of_peak']:>8.1f}%"
+            f"{path:<15}{s['tokens_per_second']:>10.1f}{s['gflops']:>10.1f}{100 * s['fraction_of_peak']:>8.1f}%"
         )
     print(
-        f"speed-up now / before: {summary['speedup']}x; loss difference now - before: mean "
+        f"speed-up now / before: {summary['speedup']}x, of which the sparse dropout sampler "
+        f"{summary['sparse_dropout_speedup']}x (torch_dropout / now)\n"
+        f"loss difference torch_dropout - before (same masks, precision only): mean "
         f"{result['loss_difference_mean']:.5f}, largest {result['loss_difference_max']:.5f}; another dropout "
-        f"draw moves the loss by {result['dropout_noise_mean']:.5f} on average"
+        f"draw moves the loss by {result['dropout_noise_mean']:.5f} on average, the sparse sampler's other "
+        f"masks by {result['sparse_dropout_loss_difference_mean']:.5f}"
     )
     print(f"written to {out}")
     return result
