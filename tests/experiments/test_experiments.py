@@ -463,21 +463,3 @@ def test_a_grid_split_by_seed_over_two_machines_merges_into_one(tmp_path, monkey
         cli._seed_list("3,7", experiment)
     with pytest.raises(SystemExit, match="give seeds as integers"):
         cli._seed_list("three", experiment)
-
-
-def test_the_microbatch_check_changes_only_how_a_step_is_cut_and_reads_dev_only():
-    experiment = spec.load_experiment("microbatch_dev", overrides={"model.name": "unused"})
-    mb8, mb16, nodrop = (a.config.to_dict() for a in experiment.arms)
-    assert experiment.samples.split == "dev" and experiment.baseline == "mb8"
-    sections = [
-        k for k, v in mb8.items() if isinstance(v, dict)
-    ]  # (and "source": where the profile came from)
-
-    def changed(a, b):
-        return {(s, key) for s in sections for key in a[s] if a[s][key] != b[s][key]}
-
-    assert changed(mb8, mb16) == {("train", "micro_batch_size"), ("train", "grad_accum")}
-    assert changed(mb16, nodrop) == {("lora", "dropout")} and nodrop["lora"]["dropout"] == 0
-    assert (
-        mb8["train"]["batch_size"] == mb16["train"]["batch_size"] == 16 and mb16["train"]["grad_accum"] == 1
-    )
