@@ -62,8 +62,9 @@ def training_precision(model: Any, dtype: str = "bf16") -> Iterator[Any]:
 
     Under autocast that copy buys nothing: LoRA's matrix products are lowered to 16 bits again right after,
     so each of the embedded model's 210 LoRA layers paid an fp32 copy of its input, dropout in fp32 and a cast
-    back, forward and backward: dtype copies were 3.9% of a step's CPU time, 1.1% without them, on an idle
-    machine (benchmarks/results/train_profile_cpu.json; 15.4% and 3.8% when the machine was shared). The forward pass gives the same loss bit for bit; dropout's
+    back, forward and backward: dtype copies were 9.8% of a step's self CPU time with the copy and 1.1% without
+    it, under the profiler on an idle machine (benchmarks/results/train_profile_cpu.json, paths ``before``
+    and ``torch_dropout``). The forward pass gives the same loss bit for bit; dropout's
     mask and the gradients are rounded in 16 bits instead of 32 (benchmarks/train_peak.py compares both
     paths' losses on the same batches). LoRA weights and AdamW's state stay fp32.
     """
