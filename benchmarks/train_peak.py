@@ -15,7 +15,9 @@ Each round measures, in this order (the two training paths swap places every rou
    ``torch_dropout`` (the trainer's precision now, ``training.loss.training_precision``, with peft's
    ``nn.Dropout``: the same masks as before, so their losses are compared step by step) and ``now`` (what the
    trainer runs: that precision and ``model.dropout.SparseDropout``, the same dropout distribution drawn from
-   other random numbers, so its loss is read against another dropout draw's).
+   other random numbers, so its loss is read against another dropout draw's), and ``eager``: ``now`` with
+   ``model.attention: eager`` (transformers' products and softmax instead of the SDPA kernel; the same
+   masks, so its losses are compared with ``now``'s step by step).
 
 The micro-batches are the first full ones of the real first epoch (MELD and EmoryNLP training prompts,
 1-shot, z = 1, length-grouped as the trainer groups them); round 0 is a warm-up and not counted.
@@ -53,12 +55,13 @@ from dialoguellm.training import loop
 from dialoguellm.training import loss as training_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Each path: the context its micro-batches run in, and whether LoRA's dropout is the sparse sampler
-# (model.dropout.SparseDropout, what add_lora installs) or peft's own nn.Dropout.
-PATHS: dict[str, tuple[Callable[[Any, str], contextlib.AbstractContextManager], bool]] = {
-    "before": (engine.autocast_context, False),  # bf16 autocast, peft's fp32 copies and nn.Dropout
-    "torch_dropout": (training_loss.training_precision, False),  # today's precision, peft's nn.Dropout
-    "now": (training_loss.training_precision, True),  # what training.loop runs
+# Each path: the context its micro-batches run in, whether LoRA's dropout is the sparse sampler
+# (model.dropout.SparseDropout, what add_lora installs) or peft's own nn.Dropout, and model.attention.
+PATHS: dict[str, tuple[Callable[[Any, str], contextlib.AbstractContextManager], bool, str]] = {
+    "before": (engine.autocast_context, False, "sdpa"),  # bf16 autocast, peft's fp32 copies and nn.Dropout
+    "torch_dropout": (training_loss.training_precision, False, "sdpa"),  # today's precision, nn.Dropout
+    "now": (training_loss.training_precision, True, "sdpa"),  # what training.loop runs by default
+    "eager": (training_loss.training_precision, True, "eager"),  # the same with model.attention eager
 }
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -156,13 +159,15 @@ class Trainee:
 
     def __init__(self, config: Any, path: str):
         self.config, self.path = config, path
-        self.loaded = loading.load_model(config.model.name, config.model.dtype, config.model.quantization)
+        self.context, sparse, attention = PATHS[path]
+        self.loaded = loading.load_model(
+            config.model.name, config.model.dtype, config.model.quantization, attention=attention
+        )
         loop.set_seed(config.train.seed)  # the same LoRA initialisation for every path
         lora = config.lora
         self.model = loading.add_lora(
             self.loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules
         )
-        self.context, sparse = PATHS[path]
         if not sparse:
             torch_dropout(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -248,6 +253,7 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
         }
     out["speedup"] = round(out["before"]["seconds"] / out["now"]["seconds"], 3)
     out["sparse_dropout_speedup"] = round(out["torch_dropout"]["seconds"] / out["now"]["seconds"], 3)
+    out["eager_attention_speedup"] = round(out["now"]["seconds"] / out["eager"]["seconds"], 3)
     return out
 
 
@@ -344,6 +350,10 @@ def main(argv: list[str] | None = None) -> dict:
         "loss_difference_max": max(abs(r["before"]["loss"] - r["torch_dropout"]["loss"]) for r in rounds),
         "loss_difference_mean": sum(abs(r["before"]["loss"] - r["torch_dropout"]["loss"]) for r in rounds)
         / len(rounds),
+        # eager attention: the same masks (SparseDropout, same seed), attention computed another way
+        "eager_loss_difference_mean": sum(abs(r["now"]["loss"] - r["eager"]["loss"]) for r in rounds)
+        / len(rounds),
+        "eager_loss_difference_max": max(abs(r["now"]["loss"] - r["eager"]["loss"]) for r in rounds),
         # the sparse sampler draws other masks: its difference is read against another draw's
         "sparse_dropout_loss_difference_mean": sum(
             abs(r["torch_dropout"]["loss"] - r["now"]["loss"]) for r in rounds
@@ -371,11 +381,13 @@ def main(argv: list[str] | None = None) -> dict:
         )
     print(
         f"speed-up now / before: {summary['speedup']}x, of which the sparse dropout sampler "
-        f"{summary['sparse_dropout_speedup']}x (torch_dropout / now)\n"
+        f"{summary['sparse_dropout_speedup']}x (torch_dropout / now); eager attention "
+        f"{summary['eager_attention_speedup']}x (now / eager)\n"
         f"loss difference torch_dropout - before (same masks, precision only): mean "
         f"{result['loss_difference_mean']:.5f}, largest {result['loss_difference_max']:.5f}; another dropout "
         f"draw moves the loss by {result['dropout_noise_mean']:.5f} on average, the sparse sampler's other "
-        f"masks by {result['sparse_dropout_loss_difference_mean']:.5f}"
+        f"masks by {result['sparse_dropout_loss_difference_mean']:.5f}; eager - now (same masks, attention "
+        f"only): mean {result['eager_loss_difference_mean']:.5f}, largest {result['eager_loss_difference_max']:.5f}"
     )
     print(f"written to {out}")
     return result

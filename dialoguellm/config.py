@@ -37,6 +37,10 @@ FIXED_DEMONSTRATIONS = ("none", "dialoguellm")
 log = logging.getLogger(__name__)
 
 
+# model.attention: the attention implementations transformers is asked for (``attn_implementation``)
+ATTENTION = ("sdpa", "eager")
+
+
 @dataclass
 class ModelConfig:
     name: str = field(
@@ -55,6 +59,14 @@ class ModelConfig:
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run model code from the hub; off unless you trust the source."}
+    )
+    attention: str = field(
+        default="sdpa",
+        metadata={
+            "help": "Attention kernel: sdpa (torch's scaled_dot_product_attention) or eager (transformers' "
+            "products and softmax; faster for a CPU training step in a probe, docs/SPEED.md). The same "
+            "attention either way, up to rounding."
+        },
     )
     num_threads: int = field(
         default=0,
@@ -471,6 +483,8 @@ def _validate_model(m: ModelConfig, src: str) -> None:
         _fail(src, "model.dtype", f"is {m.dtype!r}; use bf16, fp16 or fp32.")
     if m.quantization not in ("none", "8bit", "4bit"):
         _fail(src, "model.quantization", f"is {m.quantization!r}; use none, 8bit or 4bit.")
+    if m.attention not in ATTENTION:
+        _fail(src, "model.attention", f"is {m.attention!r}; use {' or '.join(ATTENTION)}.")
     if m.num_threads < 0:
         _fail(src, "model.num_threads", "must be >= 0 (0 keeps torch's default).")
     if m.trust_remote_code:

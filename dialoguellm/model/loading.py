@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from dialoguellm.config import ATTENTION
 from dialoguellm.model.dropout import use_sparse_dropout
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,7 @@ def load_model(
     quantization: str = "none",
     trust_remote_code: bool = False,
     device_map: str | dict | None = None,
+    attention: str = "sdpa",
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer by name (see module docstring).
 
@@ -314,9 +316,13 @@ def load_model(
     every weight at every autocast call); peft keeps LoRA weights in fp32. Training computes under autocast
     (``scoring.engine.autocast_context``), scoring in fp32 (``scoring.engine.inference_context``).
     ``quantization`` ("8bit"/"4bit") loads through bitsandbytes and prepares the model for k-bit training.
+    ``attention`` is transformers' ``attn_implementation`` (``config.ATTENTION``); the scoring engine's masks
+    follow it (``scoring.engine.mask_for``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if attention not in ATTENTION:
+        raise ValueError(f"model.attention must be {' or '.join(ATTENTION)}, not {attention!r}.")
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
     _check_quantization(quantization)
@@ -330,8 +336,8 @@ def load_model(
     kwargs: dict[str, Any] = {
         "dtype": torch_dtype,
         "trust_remote_code": trust_remote_code,
-        # the scoring engine passes explicit boolean 4D masks, which SDPA takes as they are.
-        "attn_implementation": "sdpa",
+        # the scoring engine builds explicit 4D masks in the form this implementation takes (mask_for).
+        "attn_implementation": attention,
     }
     if gguf_file:
         kwargs["gguf_file"] = gguf_file

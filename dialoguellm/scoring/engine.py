@@ -150,6 +150,22 @@ def attention_mask_4d(key_valid: torch.Tensor, q_len: int) -> torch.Tensor:
     return allowed
 
 
+def mask_for(model: Any, allowed: torch.Tensor) -> torch.Tensor:
+    """``allowed`` (a boolean ``attention_mask_4d``) in the form ``model``'s attention takes it.
+
+    SDPA takes a boolean mask as it is. Eager attention adds the mask to its scores, so it gets 0 where a
+    query may look and the most negative float32 elsewhere (a boolean would be added as 1 and 0 and mask
+    nothing).
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", "sdpa") != "eager":
+        return allowed
+    lowest = torch.finfo(torch.float32).min
+    return torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device).masked_fill_(
+        ~allowed, lowest
+    )
+
+
 def decoder_parts(model: Any) -> tuple[Any, Any]:
     """The decoder stack (hidden states) and the output projection of a causal LM.
 
@@ -191,7 +207,9 @@ def encode_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[torch.Ten
     cache = DynamicCache()
     body(
         input_ids=ids,
-        attention_mask=attention_mask_4d(torch.ones(1, n, dtype=torch.bool, device=device), n),
+        attention_mask=mask_for(
+            body, attention_mask_4d(torch.ones(1, n, dtype=torch.bool, device=device), n)
+        ),
         position_ids=torch.arange(n, device=device)[None],
         cache=cache,
         use_cache=True,
@@ -243,7 +261,7 @@ def forward_hidden(
         mask[:, :, s_max:, start:] &= same[None, None]
     out = body(
         input_ids=ids,
-        attention_mask=mask,
+        attention_mask=mask_for(body, mask),
         position_ids=positions,
         cache=_new_cache(prefix, b),
         use_cache=prefix is not None,
