@@ -41,8 +41,8 @@ ablations: install
 	$(VENV)/bin/dialoguellm experiment run ablations_cpu
 
 # The learning curve (dialoguellm/experiments/learning_curve_cpu.yaml, docs/EXPERIMENTS.md): LoRA on 100 to 3,200
-# training utterances per corpus (nested per seed) beside TF-IDF + logistic regression and the untuned model;
-# an estimated 3.6 to 5.9 hours on 2 cores. Records go to runs/experiments/learning_curve_cpu. Resumable.
+# training utterances per corpus (nested per seed, 3 seeds) and on all of them (1 seed) beside TF-IDF + logistic
+# regression and the untuned model; an estimated 2.5 to 4 hours on 2 cores. Records go to runs/experiments/learning_curve_cpu. Resumable.
 learning-curve: install
 	$(VENV)/bin/dialoguellm experiment run learning_curve_cpu
 

@@ -86,7 +86,15 @@ def test_every_arm_of_a_size_and_seed_trains_on_the_same_rows():
 @pytest.mark.filterwarnings("ignore:.*IEMOCAP_DIR is not set")
 def test_the_packaged_curves_read_as_sizes_with_unique_units():
     cpu = spec.load_experiment("learning_curve_cpu")
-    assert [s.label for s in cpu.sizes] == ["100", "200", "400", "800", "1600", "3200"] and cpu.seeds == [
+    assert [s.label for s in cpu.sizes] == [
+        "100",
+        "200",
+        "400",
+        "800",
+        "1600",
+        "3200",
+        "all",
+    ] and cpu.seeds == [
         1,
         2,
         3,
@@ -96,9 +104,9 @@ def test_the_packaged_curves_read_as_sizes_with_unique_units():
         "base": ("llm", True), "tfidf_lr": ("tfidf_lr", True), "no_lora": ("llm", False),
     }  # fmt: skip
     names = [record.unit_name(u.arm.name, u.seed, u.size.label if u.size else None) for u in cpu.units()]
-    assert len(names) == len(set(names)) == 1 + 2 * (5 * 3 + 1)
+    assert len(names) == len(set(names)) == 1 + 2 * (6 * 3 + 1)
     assert names[:3] == ["no_lora.untrained", "base.n100.seed1", "tfidf_lr.n100.seed1"]
-    assert "base.n3200.seed1" in names and "base.n3200.seed2" not in names
+    assert "base.n3200.seed3" in names and "base.all.seed1" in names and "base.all.seed2" not in names
     assert cpu.untuned_draw() == (1, cpu.sizes[-1])
 
     paper = spec.load_experiment("learning_curve_paper")
@@ -275,9 +283,10 @@ def test_the_curve_table_and_figure_read_synthetic_records(tmp_path):
     )
     table = summary.curve_table(folder, n_resamples=200)
     base = table[(table["arm"] == "base") & (table["dataset"] == "meld")]
-    assert list(base["size"]) == ["100", "200", "400", "800", "1600", "3200"]
-    assert list(base["train_utterances"]) == [100, 200, 400, 800, 1600, 3200]
-    assert list(base["runs"]) == [3, 3, 3, 3, 3, 1]
+    assert list(base["size"]) == ["100", "200", "400", "800", "1600", "3200", "all"]
+    assert list(base["train_utterances"])[:6] == [100, 200, 400, 800, 1600, 3200]
+    assert base["train_utterances"].iloc[-1] > 3200  # the whole split
+    assert list(base["runs"]) == [3, 3, 3, 3, 3, 3, 1]
     last = base.iloc[-1]
     assert (
         last["weighted_f1_covers"] == "test dialogues" and last["gain_weighted_f1_covers"] == "test dialogues"
@@ -291,7 +300,7 @@ def test_the_curve_table_and_figure_read_synthetic_records(tmp_path):
     assert "| meld | no LoRA (untuned) | - | - | once (trains nothing) |" in text
     assert (
         "minus TF-IDF + logistic regression [95% CI]" in text
-        and "| meld | base (z = 1, k = 1) | 3200 | 3,200 | 1 |" in text
+        and "| meld | base (z = 1, k = 1) | 3200 | 3,200 | 3 |" in text
     )
     assert "learning_curve" not in registry.missing_inputs(tmp_path)
     drawn = registry.FIGURES["learning_curve"](tmp_path, tmp_path / "out")
@@ -359,7 +368,7 @@ def test_the_readme_block_of_a_synthetic_curve(tmp_path):
     )
     text = readme_block("learning_curve", tmp_path)
     assert text.startswith(
-        "Learning curve (learning_curve_cpu: LoRA at 100, 200, 400, 800, 1600, 3200 training"
+        "Learning curve (learning_curve_cpu: LoRA at 100, 200, 400, 800, 1600, 3200, all training"
     )
     assert [line.split(":")[0] for line in text.splitlines()[2:]] == ["- meld", "- emorynlp"]
-    assert all("from 1600 to 3200 it gains" in line for line in text.splitlines()[2:])
+    assert all("from 3200 to all it gains" in line for line in text.splitlines()[2:])
