@@ -9,14 +9,14 @@ Each round measures, in this order (the two training paths swap places every rou
    into 1536 (gate/up) and tokens x 1536 into 576 (down), bf16 and fp32, on 1 and 2 threads;
 2. the old path's loss on the micro-batch with another dropout draw (no step): the noise scale their loss
    difference is read against;
-3. one micro-batch of training by each of three paths, each a model of its own with the same LoRA
+3. one micro-batch of training by each of four paths, each a model of its own with the same LoRA
    initialisation and the same batches (they take turns to go first): the path before issue 30
    (``engine.autocast_context``: bf16 autocast, peft copying every LoRA input to fp32, peft's ``nn.Dropout``),
    ``torch_dropout`` (the trainer's precision now, ``training.loss.training_precision``, with peft's
-   ``nn.Dropout``: the same masks as before, so their losses are compared step by step) and ``now`` (what the
+   ``nn.Dropout``: the same masks as before, so their losses are compared step by step), ``now`` (what the
    trainer runs: that precision and ``model.dropout.SparseDropout``, the same dropout distribution drawn from
-   other random numbers, so its loss is read against another dropout draw's), and ``eager``: ``now`` with
-   ``model.attention: eager`` (transformers' products and softmax instead of the SDPA kernel; the same
+   other random numbers, so its loss is read against another dropout draw's) and ``eager`` (``now`` with
+   ``model.attention: eager``: transformers' products and softmax instead of the SDPA kernel, the same
    masks, so its losses are compared with ``now``'s step by step).
 
 The micro-batches are the first full ones of the real first epoch (MELD and EmoryNLP training prompts,
@@ -41,6 +41,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 import torch
@@ -49,7 +50,7 @@ from dialoguellm import prompts, runs
 from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.corpora import readers
 from dialoguellm.model import loading
-from dialoguellm.model.dropout import SparseDropout
+from dialoguellm.model.dropout import SparseDropout, replace_lora_dropout
 from dialoguellm.scoring import engine
 from dialoguellm.training import loop
 from dialoguellm.training import loss as training_loss
@@ -168,8 +169,8 @@ class Trainee:
         self.model = loading.add_lora(
             self.loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules
         )
-        if not sparse:
-            torch_dropout(self.model)
+        if not sparse:  # peft's own nn.Dropout back where add_lora installed SparseDropout
+            replace_lora_dropout(self.model, SparseDropout, torch.nn.Dropout)
         params = [p for p in self.model.parameters() if p.requires_grad]
         t = config.train
         self.optimizer = torch.optim.AdamW(
@@ -201,19 +202,6 @@ class Trainee:
         return {"seconds": time.perf_counter() - start, "loss": float(loss.detach())}
 
 
-def torch_dropout(model: Any) -> int:
-    """Put peft's own ``nn.Dropout`` back where ``add_lora`` installed ``SparseDropout``; how many."""
-    swapped = 0
-    for module in model.modules():
-        dropouts = getattr(module, "lora_dropout", None)
-        if isinstance(dropouts, torch.nn.ModuleDict):
-            for name, dropout in list(dropouts.items()):
-                if isinstance(dropout, SparseDropout):
-                    dropouts[name] = torch.nn.Dropout(dropout.p)
-                    swapped += 1
-    return swapped
-
-
 def batch_shape(prepared: Any, batch: tuple[str, list[int]]) -> tuple[int, list[int], int]:
     """(shared prefix length, suffix lengths with the answer, answer tokens) as ``answer_loss`` runs it."""
     name, idx = batch
@@ -234,6 +222,11 @@ def other_processes() -> list[str]:
         return []
     own = str(os.getpid())
     return [" ".join(line.split()[1:])[:120] for line in lines if line.split()[0] != own][:6]
+
+
+def loss_difference(rounds: list[dict[str, Any]], a: str, b: str, how: Callable) -> float:
+    """``how`` (mean or max) of |loss of path a - loss of path b| over the rounds, the warm-up included."""
+    return how([abs(r[a]["loss"] - r[b]["loss"]) for r in rounds])
 
 
 def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
@@ -347,20 +340,14 @@ def main(argv: list[str] | None = None) -> dict:
             k: round(sum(r["peak"][k] for r in rounds[1:]) / (len(rounds) - 1), 1) for k in rounds[0]["peak"]
         },
         # precision: the same dropout masks (nn.Dropout, same seed), so only the arithmetic differs
-        "loss_difference_max": max(abs(r["before"]["loss"] - r["torch_dropout"]["loss"]) for r in rounds),
-        "loss_difference_mean": sum(abs(r["before"]["loss"] - r["torch_dropout"]["loss"]) for r in rounds)
-        / len(rounds),
+        "loss_difference_max": loss_difference(rounds, "before", "torch_dropout", max),
+        "loss_difference_mean": loss_difference(rounds, "before", "torch_dropout", mean),
         # eager attention: the same masks (SparseDropout, same seed), attention computed another way
-        "eager_loss_difference_mean": sum(abs(r["now"]["loss"] - r["eager"]["loss"]) for r in rounds)
-        / len(rounds),
-        "eager_loss_difference_max": max(abs(r["now"]["loss"] - r["eager"]["loss"]) for r in rounds),
+        "eager_loss_difference_mean": loss_difference(rounds, "now", "eager", mean),
+        "eager_loss_difference_max": loss_difference(rounds, "now", "eager", max),
         # the sparse sampler draws other masks: its difference is read against another draw's
-        "sparse_dropout_loss_difference_mean": sum(
-            abs(r["torch_dropout"]["loss"] - r["now"]["loss"]) for r in rounds
-        )
-        / len(rounds),
-        "dropout_noise_mean": sum(abs(r["before"]["loss"] - r["before_other_dropout_loss"]) for r in rounds)
-        / len(rounds),
+        "sparse_dropout_loss_difference_mean": loss_difference(rounds, "torch_dropout", "now", mean),
+        "dropout_noise_mean": mean(abs(r["before"]["loss"] - r["before_other_dropout_loss"]) for r in rounds),
         "rounds": rounds,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ and the sparse sampler's data-dependent loop would synchronise the device once p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -116,19 +117,25 @@ class SparseDropout(nn.Module):
         return f"p={self.p}"
 
 
-def use_sparse_dropout(model: Any) -> int:
-    """Replace every ``nn.Dropout`` in ``model``'s LoRA layers (peft's ``lora_dropout`` ModuleDicts, one entry
-    per adapter; ``nn.Identity`` where the dropout is 0, left as it is) by ``SparseDropout`` of the same p.
-
-    Returns how many were replaced. Idempotent. The adapter's saved files do not change: dropout has no state.
-    """
+def replace_lora_dropout(model: Any, old: type[nn.Module], new: Callable[[float], nn.Module]) -> int:
+    """Replace every dropout of type ``old`` (exactly) in ``model``'s LoRA layers (peft's ``lora_dropout``
+    ModuleDicts, one entry per adapter; ``nn.Identity`` where the dropout is 0) by ``new(p)``; how many."""
     replaced = 0
     for module in model.modules():
         dropouts = getattr(module, "lora_dropout", None)
         if not isinstance(dropouts, nn.ModuleDict):
             continue
         for name, dropout in list(dropouts.items()):
-            if type(dropout) is nn.Dropout:
-                dropouts[name] = SparseDropout(dropout.p)
+            if type(dropout) is old:
+                dropouts[name] = new(dropout.p)
                 replaced += 1
     return replaced
+
+
+def use_sparse_dropout(model: Any) -> int:
+    """Replace every ``nn.Dropout`` in ``model``'s LoRA layers (``nn.Identity``, where the dropout is 0, stays
+    as it is) by ``SparseDropout`` of the same p.
+
+    Returns how many were replaced. Idempotent. The adapter's saved files do not change: dropout has no state.
+    """
+    return replace_lora_dropout(model, nn.Dropout, SparseDropout)
