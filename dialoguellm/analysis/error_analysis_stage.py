@@ -177,7 +177,7 @@ def dev_predictions(inputs: AnalysisInputs, per_dataset: int = 60) -> tuple[dict
         ]
         return devs, "saved in the run: " + ", ".join(saved)
     m = inputs.settings.model
-    loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code, attention=m.attention)
+    loaded = loading.load_configured(m)
     model = loading.load_adapter(loaded.model, inputs.adapter_dir)
     dev = prepare_split(inputs.settings, loaded.tokenizer, missing, "dev", per_dataset, inputs.descriptions)
     scored = score_prepared(model, loaded.tokenizer, dev, inputs.settings, "dev")

@@ -40,7 +40,7 @@ def merge_adapter(
     config = load_run_config(adapter_settings(adapter).parent)
     m = config.model
     loading.set_threads(m.num_threads)
-    loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code, attention=m.attention)
+    loaded = loading.load_configured(m)
     model = loading.load_adapter(loaded.model, adapter)
     corpora = load_corpora_for(config, run_dir)
     dev = prepare_split(config, loaded.tokenizer, corpora, "dev", dev_sample)

@@ -240,9 +240,7 @@ def load_predictor(
     m = settings.model
     loading.set_threads(m.num_threads)
     if loaded is None:
-        loaded = loading.load_model(
-            m.name, m.dtype, m.quantization, m.trust_remote_code, attention=m.attention
-        )
+        loaded = loading.load_configured(m)
     net = loading.load_adapter(loaded.model, adapter) if adapter is not None else loaded.model
     return Predictor(config=settings, loaded=loaded, model=net, adapter=adapter)
 

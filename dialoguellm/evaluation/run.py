@@ -58,9 +58,7 @@ def evaluate_run(
     m = config.model
     loading.set_threads(m.num_threads)
     if loaded is None:
-        loaded = loading.load_model(
-            m.name, m.dtype, m.quantization, m.trust_remote_code, attention=m.attention
-        )
+        loaded = loading.load_configured(m)
     model = loaded.model
     if train_dir is not None:
         model = loading.load_adapter(model, TrainingLayout(train_dir).adapter)

@@ -403,7 +403,7 @@ def score_unit(
 ) -> dict[str, Predictions]:
     """dataset -> the unit's predictions on the plan's test sample (demonstrations from what it trains on)."""
     m = config.model
-    loaded = loading.load_model(m.name, m.dtype, m.quantization, m.trust_remote_code, attention=m.attention)
+    loaded = loading.load_configured(m)
     model = loading.load_adapter(loaded.model, adapter) if adapter is not None else loaded.model
     scored_arm = copy.copy(arm)
     scored_arm.config = config

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from dialoguellm.config import ATTENTION
+from dialoguellm.config import ATTENTION, ModelConfig
 from dialoguellm.model.dropout import use_sparse_dropout
 
 log = logging.getLogger(__name__)
@@ -373,6 +373,11 @@ def load_model(
         # Padding positions are masked out everywhere, so any existing token serves as pad.
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=contiguous_head_inputs(model), tokenizer=tokenizer, source=name)
+
+
+def load_configured(m: ModelConfig) -> LoadedModel:
+    """``load_model`` with a config's model section (name, dtype, quantization, trust_remote_code, attention)."""
+    return load_model(m.name, m.dtype, m.quantization, m.trust_remote_code, attention=m.attention)
 
 
 def prepare_for_kbit_training(model: Any) -> Any:

@@ -279,9 +279,7 @@ def _train(
     env = _start_run(config, run, accelerator.is_main_process, resume)
     corpora, data_report = training_corpora(config, corpora)
     if loaded is None:
-        loaded = loading.load_model(
-            m.name, m.dtype, m.quantization, m.trust_remote_code, attention=m.attention
-        )
+        loaded = loading.load_configured(m)
     prepared = prepare_examples(config, loaded.tokenizer, corpora, ("train", "dev"), descriptions)
     if sum(len(v) for v in prepared.examples["train"].values()) == 0:
         raise ValueError("No training examples: check data.datasets and data.train_per_dataset.")
