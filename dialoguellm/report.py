@@ -600,24 +600,22 @@ def learning_curve_summary(
             if start is not None:
                 r = rows[start]
                 passes = (
-                    f"above {label} from {r['size']} training utterances per corpus on "
+                    f"above {label} from {r['size']} utterances on "
                     f"({_signed(r['delta_weighted_f1'])} [{_signed(r['delta_weighted_f1_low'])}, "
                     f"{_signed(r['delta_weighted_f1_high'])}] points there)"
                 )
             elif any(above):
                 sizes = ", ".join(str(r["size"]) for r, a in zip(rows, above, strict=True) if a)
-                passes = (
-                    f"above {label} at {sizes} training utterances per corpus, but not at every larger size"
-                )
+                passes = f"above {label} at {sizes} utterances, but not at every larger size"
             else:
-                passes = f"at no size above {label} (up to {rows[-1]['size']} training utterances per corpus)"
+                passes = f"at no size above {label} (up to {rows[-1]['size']} utterances)"
             last = rows[-1]
             if len(rows) > 1 and pd.notna(last["gain_weighted_f1"]):
                 gain = (
                     f"from {rows[-2]['size']} to {last['size']} it gains {_signed(last['gain_weighted_f1'])} "
-                    f"[{_signed(last['gain_weighted_f1_low'])}, {_signed(last['gain_weighted_f1_high'])}] points "
+                    f"[{_signed(last['gain_weighted_f1_low'])}, {_signed(last['gain_weighted_f1_high'])}] "
                     f"({GAIN_WORDS.get(last['gain_weighted_f1_verdict'], stats.NO_DIFFERENCE)}; "
-                    f"{len(last['seeds'])} seed{'s' if len(last['seeds']) != 1 else ''}, the interval over "
+                    f"{len(last['seeds'])} seed{'s' if len(last['seeds']) != 1 else ''}, interval over "
                     f"{last['gain_weighted_f1_covers']})"
                 )
             else:
@@ -823,10 +821,12 @@ def learning_curve_block(results_dir: str | os.PathLike, n_resamples: int = stat
     folder = Path(results_dir) / BLOCK_SOURCES["learning_curve"]
     plan = read_json(ExperimentLayout(folder).plan)
     n = {d: len(t["example_id"]) for d, t in plan["test"].items()}
+    baseline = plan["arms"][plan["baseline"]].get("label", plan["baseline"])
     intro = (
-        f"Learning curve ({CURVE_EXPERIMENT}: LoRA at {', '.join(plan.get('sizes') or [])} training utterances per "
-        f"corpus, test samples of {', '.join(f'{d} {k}' for d, k in n.items())}; weighted F1, percent points, "
-        "paired 95% intervals over training seeds and test dialogues; [docs/EXPERIMENTS.md](docs/EXPERIMENTS.md)):"
+        f"Learning curve (`make learning-curve`, [docs/EXPERIMENTS.md](docs/EXPERIMENTS.md)): LoRA on "
+        f"{', '.join(plan.get('sizes') or [])} training utterances per corpus against {baseline} at each size; test "
+        f"weighted F1 ({', '.join(f'{d} {k}' for d, k in n.items())} utterances), paired 95% intervals over seeds "
+        "and dialogues:"
     )
     return "\n".join([intro, "", learning_curve_summary(folder, n_resamples)])
 

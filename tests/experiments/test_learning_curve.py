@@ -344,17 +344,14 @@ def test_the_readme_sentences_say_where_lora_passes_the_baseline_and_the_last_st
     higher, none = "A higher", "no measurable difference"
     text = learning_curve_summary(tmp_path, table=_curve_rows([none, higher, higher, higher]))
     assert text == (
-        "- meld: LoRA is above TF-IDF from 200 training utterances per corpus on (+2.0 [+1.0, +4.0] points "
-        "there); from 400 to 800 it gains +1.2 [-0.8, +3.1] points (no measurable difference; 1 seed, the "
-        "interval over test dialogues)."
+        "- meld: LoRA is above TF-IDF from 200 utterances on (+2.0 [+1.0, +4.0] points there); from 400 to 800 "
+        "it gains +1.2 [-0.8, +3.1] (no measurable difference; 1 seed, interval over test dialogues)."
     )
     text = learning_curve_summary(tmp_path, table=_curve_rows([higher, none, higher, none]))
-    assert "above TF-IDF at 100, 400 training utterances per corpus, but not at every larger size" in text
+    assert "above TF-IDF at 100, 400 utterances, but not at every larger size" in text
     gain = (0.05, 0.01, 0.09, "A higher", "training seeds, test dialogues")
     text = learning_curve_summary(tmp_path, table=_curve_rows([none] * 4, gain))
-    assert (
-        "at no size above TF-IDF (up to 800" in text and "+5.0 [+1.0, +9.0] points (a measurable gain" in text
-    )
+    assert "at no size above TF-IDF (up to 800" in text and "+5.0 [+1.0, +9.0] (a measurable gain" in text
 
 
 def test_the_readme_block_of_a_synthetic_curve(tmp_path):
@@ -368,7 +365,8 @@ def test_the_readme_block_of_a_synthetic_curve(tmp_path):
     )
     text = readme_block("learning_curve", tmp_path)
     assert text.startswith(
-        "Learning curve (learning_curve_cpu: LoRA at 100, 200, 400, 800, 1600, 3200, all training"
+        "Learning curve (`make learning-curve`, [docs/EXPERIMENTS.md](docs/EXPERIMENTS.md)): LoRA on 100, 200, "
+        "400, 800, 1600, 3200, all training utterances per corpus against"
     )
     assert [line.split(":")[0] for line in text.splitlines()[2:]] == ["- meld", "- emorynlp"]
     assert all("from 3200 to all it gains" in line for line in text.splitlines()[2:])
