@@ -17,7 +17,10 @@ Each round measures, in this order (the two training paths swap places every rou
    trainer runs: that precision and ``model.dropout.SparseDropout``, the same dropout distribution drawn from
    other random numbers, so its loss is read against another dropout draw's) and ``eager`` (``now`` with
    ``model.attention: eager``: transformers' products and softmax instead of the SDPA kernel, the same
-   masks, so its losses are compared with ``now``'s step by step).
+   masks, so its losses are compared with ``now``'s step by step);
+4. the frozen base's linear products alone at the micro-batch's shapes (``base_matmul_seconds``: forward and
+   the activations' gradient, the model's own weights, nothing else): the bound a step could reach if
+   everything but those products were free, printed as a fraction of the peak (``ceiling_fraction_of_peak``).
 
 The micro-batches are the first full ones of the real first epoch (MELD and EmoryNLP training prompts,
 1-shot, z = 1, length-grouped as the trainer groups them); round 0 is a warm-up and not counted.
@@ -100,6 +103,27 @@ def peak_round(tokens: int, hidden: int, intermediate: int) -> dict[str, float]:
                 key = f"{dtype_name} {threads}t {fan_in}x{fan_out}"
                 out[key] = matmul_rate(tokens, fan_in, fan_out, dtype, threads)
     return out
+
+
+def base_matmul_seconds(model: Any, prefix_len: int, rows: int, width: int) -> float:
+    """Seconds of the frozen base's linear products alone at one micro-batch's shapes, as ``answer_loss``
+    runs them: every layer's weights (the model's own, in their dtype) times a random input, forward
+    (``F.linear``) and backward for the activations (``dY @ W``), for the shared prefix (``prefix_len`` tokens)
+    and the padded rows (``rows`` x ``width``). Nothing else of a step runs: the time a step could shrink to
+    if everything but these products were free (an optimistic bound: no LoRA, attention, norms, optimiser)."""
+    weights = [
+        m.base_layer.weight for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")
+    ]
+    sizes = [t for t in (prefix_len, rows * width) if t]
+    inputs = {(t, w.shape[1], w.dtype): None for t in sizes for w in weights}
+    inputs = {key: torch.randn(key[0], key[1]).to(key[2]) for key in inputs}  # drawn before the clock starts
+    start = time.perf_counter()
+    with torch.no_grad():
+        for tokens in sizes:
+            for w in weights:
+                y = torch.nn.functional.linear(inputs[tokens, w.shape[1], w.dtype], w)
+                torch.mm(y, w)  # dX = dY @ W: the gradient's shape is the output's
+    return time.perf_counter() - start
 
 
 # ------------------------------------------------------------------------------------------ the FLOPs
@@ -244,6 +268,17 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
             "gflops": round(flops / seconds / 1e9, 1),
             "fraction_of_peak": round(flops / seconds / 1e9 / peak, 3),
         }
+    # the bound: every useful FLOP of a step in the time of the base's linear products alone
+    base_seconds = sum(r["base_matmuls"]["seconds"] for r in counted)
+    base_flops = sum(r["flops"]["base_forward"] + r["flops"]["base_backward_activations"] for r in counted)
+    flops = sum(r["flops"]["total"] for r in counted)
+    out["base_matmuls"] = {
+        "seconds": round(base_seconds, 2),
+        "gflops": round(base_flops / base_seconds / 1e9, 1),
+        "fraction_of_peak": round(base_flops / base_seconds / 1e9 / peak, 3),
+        "ceiling_fraction_of_peak": round(flops / base_seconds / 1e9 / peak, 3),
+        "share_of_now": round(base_seconds / out["now"]["seconds"], 3),
+    }
     out["speedup"] = round(out["before"]["seconds"] / out["now"]["seconds"], 3)
     out["sparse_dropout_speedup"] = round(out["torch_dropout"]["seconds"] / out["now"]["seconds"], 3)
     out["eager_attention_speedup"] = round(out["now"]["seconds"] / out["eager"]["seconds"], 3)
@@ -299,6 +334,9 @@ def main(argv: list[str] | None = None) -> dict:
         order = list(PATHS)[i % len(PATHS) :] + list(PATHS)[: i % len(PATHS)]  # each path leads in turn
         for path in order:
             record[path] = trainees[path].step(prepared, batch, seed=1000 + i)
+        record["base_matmuls"] = {
+            "seconds": base_matmul_seconds(trainees["now"].model, p, len(suffixes), max(suffixes))
+        }
         rounds.append(record)
         print(
             f"round {i}: busy {busy if busy is None else round(busy, 2)} cores, bf16 2t peak "
@@ -366,6 +404,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{path:<15}{s['tokens_per_second']:>10.1f}{s['gflops']:>10.1f}{100 * s['fraction_of_peak']:>8.1f}%"
         )
+    bound = summary["base_matmuls"]
+    print(
+        f"the base's linear products alone at these shapes: {bound['seconds']:.2f} s "
+        f"({100 * bound['share_of_now']:.0f}% of now's time), {bound['gflops']:.1f} GFLOP/s "
+        f"({100 * bound['fraction_of_peak']:.1f}% of the peak); a step reduced to them would reach "
+        f"{100 * bound['ceiling_fraction_of_peak']:.1f}% of the peak"
+    )
     print(
         f"speed-up now / before: {summary['speedup']}x, of which the sparse dropout sampler "
         f"{summary['sparse_dropout_speedup']}x (torch_dropout / now); eager attention "

@@ -34,6 +34,25 @@ def test_train_flops_by_hand():
     assert flops["total"] == sum(parts)
 
 
+def test_the_bound_times_every_frozen_linear_forward_and_backward_at_the_batch_shapes(
+    tiny_model_dir, monkeypatch
+):
+    loaded = loading.load_model(tiny_model_dir, "bf16")
+    targets = ["q_proj", "v_proj", "up_proj"]
+    model = loading.add_lora(loaded.model, 4, 8, 0.0, targets)
+    seen = []
+    linear, mm = torch.nn.functional.linear, torch.mm
+    monkeypatch.setattr(
+        torch.nn.functional, "linear", lambda x, w: seen.append(("f", *x.shape)) or linear(x, w)
+    )
+    monkeypatch.setattr(torch, "mm", lambda y, w: seen.append(("b", *y.shape)) or mm(y, w))
+    seconds = load("train_peak").base_matmul_seconds(model, prefix_len=3, rows=2, width=5)
+    layers = model.config.num_hidden_layers
+    assert seconds > 0 and len(seen) == 2 * 2 * layers * len(targets)  # prefix and rows, forward and backward
+    assert {shape[1] for shape in seen} == {3, 10}  # the prefix's tokens, then rows x padded width
+    assert sum(1 for kind, *_ in seen if kind == "b") == len(seen) // 2
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
 def test_training_precision_gives_the_loss_of_plain_autocast(tiny_model_dir, dropout):
     """LoRA inputs kept in bf16 instead of peft's fp32 copies: the same loss, bit for bit, and gradients that
@@ -87,6 +106,12 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
     assert summary["sparse_dropout_speedup"] > 0 and result["sparse_dropout_loss_difference_mean"] > 0
     assert summary["eager_attention_speedup"] > 0 and result["eager_loss_difference_max"] < 0.05  # rounding
     assert result["dropout_noise_mean"] >= 0 and "before_other_dropout_loss" in result["rounds"][0]
+    bound = summary["base_matmuls"]  # the base's products alone take part of a step: a bound above now
+    assert (
+        0 < bound["share_of_now"] < 1
+        and bound["ceiling_fraction_of_peak"] > summary["now"]["fraction_of_peak"]
+    )
+    assert bound["ceiling_fraction_of_peak"] > bound["fraction_of_peak"] > 0  # the bound counts every FLOP
     assert out.is_file()
 
 
