@@ -34,6 +34,12 @@ def test_train_flops_by_hand():
     assert flops["total"] == sum(parts)
 
 
+def test_a_lora_product_is_one_with_a_side_of_the_rank():
+    is_lora = load("train_profile").is_lora_product
+    assert is_lora([[40, 576], [576, 8]], 8) and is_lora([[8, 40], [40, 576]], 8)
+    assert not is_lora([[40, 576], [576, 1536]], 8) and not is_lora([[], [40, 576]], 8)
+
+
 def test_the_bound_times_every_frozen_linear_forward_and_backward_at_the_batch_shapes(
     tiny_model_dir, monkeypatch
 ):
@@ -126,6 +132,9 @@ def test_train_profile_gives_each_paths_operator_shares(tiny_model_dir, tmp_path
     for path in ("before", "now"):
         shares = result["paths"][path]["self_cpu_share"]
         assert "aten::mm" in shares and 0 < sum(shares.values()) <= 1.0001
+        split = result["paths"][path]["mm_share"]  # the products, split by operand shape
+        assert split["lora"] > 0 and split["other"] > 0
+        assert split["lora"] + split["other"] == pytest.approx(shares["aten::mm"], abs=2e-4)
     # peft's fp32 copies of the LoRA inputs are gone: fewer dtype conversions now than before
     calls = {path: result["paths"][path]["calls"].get("aten::_to_copy", 0) for path in ("before", "now")}
     assert calls["now"] < calls["before"]
