@@ -64,7 +64,7 @@ class ModelConfig:
         default="sdpa",
         metadata={
             "help": "Attention kernel: sdpa (torch's scaled_dot_product_attention) or eager (transformers' "
-            "products and softmax: 1.17x per CPU training step of the embedded model, but in bf16 it rounds "
+            "products and softmax: 1.17-1.19x per CPU training step of the embedded model, but in bf16 it rounds "
             "the scores before the softmax; docs/SPEED.md). The same masks either way."
         },
     )
