@@ -9,7 +9,7 @@ Each round measures, in this order (the two training paths swap places every rou
    into 1536 (gate/up) and tokens x 1536 into 576 (down), bf16 and fp32, on 1 and 2 threads;
 2. the old path's loss on the micro-batch with another dropout draw (no step): the noise scale their loss
    difference is read against;
-3. one micro-batch of training by each of four paths, each a model of its own with the same LoRA
+3. one micro-batch of training by each of five paths, each a model of its own with the same LoRA
    initialisation and the same batches (they take turns to go first): the path before issue 30
    (``engine.autocast_context``: bf16 autocast, peft copying every LoRA input to fp32, peft's ``nn.Dropout``),
    ``torch_dropout`` (the trainer's precision now, ``training.loss.training_precision``, with peft's
@@ -17,7 +17,8 @@ Each round measures, in this order (the two training paths swap places every rou
    trainer runs: that precision and ``model.dropout.SparseDropout``, the same dropout distribution drawn from
    other random numbers, so its loss is read against another dropout draw's) and ``eager`` (``now`` with
    ``model.attention: eager``: transformers' products and softmax instead of the SDPA kernel, the same
-   masks, so its losses are compared with ``now``'s step by step);
+   masks, so its losses are compared with ``now``'s step by step) and ``eager_fp32`` (the same products
+   in fp32, ``model.attention: eager_fp32``);
 4. the frozen base's linear products alone at the micro-batch's shapes (``base_matmul_seconds``: forward and
    the activations' gradient, the model's own weights, nothing else): the bound a step could reach if
    everything but those products were free, printed as a fraction of the peak (``ceiling_fraction_of_peak``).
@@ -66,6 +67,7 @@ PATHS: dict[str, tuple[Callable[[Any, str], contextlib.AbstractContextManager], 
     "torch_dropout": (training_loss.training_precision, False, "sdpa"),  # today's precision, nn.Dropout
     "now": (training_loss.training_precision, True, "sdpa"),  # what training.loop runs by default
     "eager": (training_loss.training_precision, True, "eager"),  # the same with model.attention eager
+    "eager_fp32": (training_loss.training_precision, True, "eager_fp32"),  # eager's products in fp32
 }
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -282,6 +284,7 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
     out["speedup"] = round(out["before"]["seconds"] / out["now"]["seconds"], 3)
     out["sparse_dropout_speedup"] = round(out["torch_dropout"]["seconds"] / out["now"]["seconds"], 3)
     out["eager_attention_speedup"] = round(out["now"]["seconds"] / out["eager"]["seconds"], 3)
+    out["eager_fp32_speedup"] = round(out["now"]["seconds"] / out["eager_fp32"]["seconds"], 3)
     return out
 
 
@@ -383,6 +386,8 @@ def main(argv: list[str] | None = None) -> dict:
         # eager attention: the same masks (SparseDropout, same seed), attention computed another way
         "eager_loss_difference_mean": loss_difference(rounds, "now", "eager", mean),
         "eager_loss_difference_max": loss_difference(rounds, "now", "eager", max),
+        "eager_fp32_loss_difference_mean": loss_difference(rounds, "now", "eager_fp32", mean),
+        "eager_fp32_loss_difference_max": loss_difference(rounds, "now", "eager_fp32", max),
         # the sparse sampler draws other masks: its difference is read against another draw's
         "sparse_dropout_loss_difference_mean": loss_difference(rounds, "torch_dropout", "now", mean),
         "dropout_noise_mean": mean(abs(r["before"]["loss"] - r["before_other_dropout_loss"]) for r in rounds),
@@ -414,12 +419,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"speed-up now / before: {summary['speedup']}x, of which the sparse dropout sampler "
         f"{summary['sparse_dropout_speedup']}x (torch_dropout / now); eager attention "
-        f"{summary['eager_attention_speedup']}x (now / eager)\n"
+        f"{summary['eager_attention_speedup']}x (now / eager), in fp32 {summary['eager_fp32_speedup']}x\n"
         f"loss difference torch_dropout - before (same masks, precision only): mean "
         f"{result['loss_difference_mean']:.5f}, largest {result['loss_difference_max']:.5f}; another dropout "
         f"draw moves the loss by {result['dropout_noise_mean']:.5f} on average, the sparse sampler's other "
         f"masks by {result['sparse_dropout_loss_difference_mean']:.5f}; eager - now (same masks, attention "
-        f"only): mean {result['eager_loss_difference_mean']:.5f}, largest {result['eager_loss_difference_max']:.5f}"
+        f"only): mean {result['eager_loss_difference_mean']:.5f}, largest {result['eager_loss_difference_max']:.5f}; "
+        f"eager_fp32 - now: mean {result['eager_fp32_loss_difference_mean']:.5f}, largest "
+        f"{result['eager_fp32_loss_difference_max']:.5f}"
     )
     print(f"written to {out}")
     return result

@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 
 # model.attention: the attention implementations transformers is asked for (``attn_implementation``)
-ATTENTION = ("sdpa", "eager")
+ATTENTION = ("sdpa", "eager", "eager_fp32")
+ATTENTION_CHOICES = ", ".join(ATTENTION[:-1]) + " or " + ATTENTION[-1]
 
 
 @dataclass
@@ -63,9 +64,10 @@ class ModelConfig:
     attention: str = field(
         default="sdpa",
         metadata={
-            "help": "Attention kernel: sdpa (torch's scaled_dot_product_attention) or eager (transformers' "
+            "help": "Attention kernel: sdpa (torch's scaled_dot_product_attention), eager (transformers' "
             "products and softmax: 1.17-1.19x per CPU training step of the embedded model, but in bf16 it rounds "
-            "the scores before the softmax; docs/SPEED.md). The same masks either way."
+            "the scores before the softmax) or eager_fp32 (eager with the scores computed and kept in fp32, "
+            "model/attention.py); docs/SPEED.md. The same masks every way."
         },
     )
     num_threads: int = field(
@@ -484,7 +486,7 @@ def _validate_model(m: ModelConfig, src: str) -> None:
     if m.quantization not in ("none", "8bit", "4bit"):
         _fail(src, "model.quantization", f"is {m.quantization!r}; use none, 8bit or 4bit.")
     if m.attention not in ATTENTION:
-        _fail(src, "model.attention", f"is {m.attention!r}; use {' or '.join(ATTENTION)}.")
+        _fail(src, "model.attention", f"is {m.attention!r}; use {ATTENTION_CHOICES}.")
     if m.num_threads < 0:
         _fail(src, "model.num_threads", "must be >= 0 (0 keeps torch's default).")
     if m.trust_remote_code:

@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-from dialoguellm.config import ATTENTION, ModelConfig
+from dialoguellm.config import ATTENTION, ATTENTION_CHOICES, ModelConfig
+from dialoguellm.model import attention as attention_functions
 from dialoguellm.model.dropout import use_sparse_dropout
 
 log = logging.getLogger(__name__)
@@ -322,11 +323,13 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if attention not in ATTENTION:
-        raise ValueError(f"model.attention must be {' or '.join(ATTENTION)}, not {attention!r}.")
+        raise ValueError(f"model.attention must be {ATTENTION_CHOICES}, not {attention!r}.")
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
     _check_quantization(quantization)
     folder, gguf_file = resolve_model_path(name)
+    if attention == attention_functions.NAME:
+        attention_functions.register()
     on_gpu = torch.cuda.is_available()
     torch_dtype = DTYPES[dtype]
     if not on_gpu and dtype == "fp16":

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from dialoguellm.config import DEFAULT_PRECISION, EVAL_PRECISIONS
+from dialoguellm.model.attention import ADDITIVE_MASKS
 from dialoguellm.progress import progress_bar as tqdm
 
 
@@ -153,12 +154,12 @@ def attention_mask_4d(key_valid: torch.Tensor, q_len: int) -> torch.Tensor:
 def mask_for(model: Any, allowed: torch.Tensor) -> torch.Tensor:
     """``allowed`` (a boolean ``attention_mask_4d``) in the form ``model``'s attention takes it.
 
-    SDPA takes a boolean mask as it is. Eager attention adds the mask to its scores, so it gets 0 where a
-    query may look and the most negative float32 elsewhere (a boolean would be added as 1 and 0 and mask
-    nothing).
+    SDPA takes a boolean mask as it is. Eager attention (and ``eager_fp32``, ``model.attention``) adds the
+    mask to its scores, so it gets 0 where a query may look and the most negative float32 elsewhere (a boolean
+    would be added as 1 and 0 and mask nothing).
     """
     config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", "sdpa") != "eager":
+    if getattr(config, "_attn_implementation", "sdpa") not in ADDITIVE_MASKS:
         return allowed
     lowest = torch.finfo(torch.float32).min
     return torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device).masked_fill_(

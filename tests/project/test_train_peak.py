@@ -100,7 +100,7 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
     assert len(result["rounds"][0]["peak"]) == 8  # bf16/fp32 x 1/2 threads x 2 shapes
     summary = result["summary"]
     assert summary["peak"].startswith("bf16 2t") and summary["peak_gflops"] > 0
-    for path in ("before", "torch_dropout", "now", "eager"):
+    for path in ("before", "torch_dropout", "now", "eager", "eager_fp32"):
         assert 0 < summary[path]["fraction_of_peak"]
         flops = sum(r["flops"]["total"] for r in result["rounds"][1:])
         seconds = sum(r[path]["seconds"] for r in result["rounds"][1:])
@@ -111,6 +111,7 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
     assert any(r["torch_dropout"]["loss"] != r["now"]["loss"] for r in result["rounds"][1:])
     assert summary["sparse_dropout_speedup"] > 0 and result["sparse_dropout_loss_difference_mean"] > 0
     assert summary["eager_attention_speedup"] > 0 and result["eager_loss_difference_max"] < 0.05  # rounding
+    assert summary["eager_fp32_speedup"] > 0 and result["eager_fp32_loss_difference_max"] < 0.05
     assert result["dropout_noise_mean"] >= 0 and "before_other_dropout_loss" in result["rounds"][0]
     bound = summary["base_matmuls"]  # the base's products alone take part of a step: a bound above now
     assert (
