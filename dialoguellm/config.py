@@ -65,9 +65,9 @@ class ModelConfig:
         default="sdpa",
         metadata={
             "help": "Attention kernel: sdpa (torch's scaled_dot_product_attention), eager (transformers' "
-            "products and softmax: 1.17-1.19x per CPU training step of the embedded model, but in bf16 it rounds "
-            "the scores before the softmax) or eager_fp32 (eager with the scores computed and kept in fp32, "
-            "model/attention.py); docs/SPEED.md. The same masks every way."
+            "products and softmax: about 1.18x per CPU training step of the embedded model, but in bf16 it "
+            "rounds scores and weights) or eager_fp32 (eager's products and softmax in fp32, only the output "
+            "rounded: about 1.07x; model/attention.py); docs/SPEED.md. The same masks every way."
         },
     )
     num_threads: int = field(
