@@ -572,6 +572,11 @@ def learning_curve_table(
 GAIN_WORDS = {"A higher": "a measurable gain", "B higher": "a measurable loss"}
 
 
+def _size_words(size: str) -> str:
+    """A curve's size in a sentence: ``all`` is the whole training split, a number counts utterances."""
+    return "the whole training split" if size == "all" else f"{size} utterances"
+
+
 def learning_curve_summary(
     folder: str | os.PathLike, n_resamples: int = stats.DEFAULT_RESAMPLES, table: pd.DataFrame | None = None
 ) -> str:
@@ -599,11 +604,14 @@ def learning_curve_summary(
             start = next((i for i in range(len(rows)) if all(above[i:])), None)
             if start is not None:
                 r = rows[start]
-                passes = (
-                    f"above {label} from {r['size']} utterances on "
-                    f"({_signed(r['delta_weighted_f1'])} [{_signed(r['delta_weighted_f1_low'])}, "
-                    f"{_signed(r['delta_weighted_f1_high'])}] points there)"
+                delta = (
+                    f"{_signed(r['delta_weighted_f1'])} [{_signed(r['delta_weighted_f1_low'])}, "
+                    f"{_signed(r['delta_weighted_f1_high'])}] points"
                 )
+                if start == len(rows) - 1 and start > 0:  # the largest size only
+                    passes = f"above {label} only at the largest size, {_size_words(r['size'])} ({delta})"
+                else:
+                    passes = f"above {label} from {_size_words(r['size'])} on ({delta} there)"
             elif any(above):
                 sizes = ", ".join(str(r["size"]) for r, a in zip(rows, above, strict=True) if a)
                 passes = f"above {label} at {sizes} utterances, but not at every larger size"

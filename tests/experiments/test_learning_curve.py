@@ -349,6 +349,12 @@ def test_the_readme_sentences_say_where_lora_passes_the_baseline_and_the_last_st
     )
     text = learning_curve_summary(tmp_path, table=_curve_rows([higher, none, higher, none]))
     assert "above TF-IDF at 100, 400 utterances, but not at every larger size" in text
+    text = learning_curve_summary(tmp_path, table=_curve_rows([none, none, none, higher]))
+    assert "LoRA is above TF-IDF only at the largest size, 800 utterances (+4.0 [+2.0, +8.0] points)" in text
+    all_sizes = _curve_rows([none, none, none, higher]).replace({"size": {"800": "all"}})
+    assert "at the largest size, the whole training split (" in learning_curve_summary(
+        tmp_path, table=all_sizes
+    )
     gain = (0.05, 0.01, 0.09, "A higher", "training seeds, test dialogues")
     text = learning_curve_summary(tmp_path, table=_curve_rows([none] * 4, gain))
     assert "at no size above TF-IDF (up to 800" in text and "+5.0 [+1.0, +9.0] (a measurable gain" in text
