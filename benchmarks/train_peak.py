@@ -113,8 +113,9 @@ def base_matmul_seconds(model: Any, prefix_len: int, rows: int, width: int) -> f
     (``F.linear``) and backward for the activations (``dY @ W``), for the shared prefix (``prefix_len`` tokens)
     and the padded rows (``rows`` x ``width``). Nothing else of a step runs: the time a step could shrink to
     if everything but these products were free (an optimistic bound: no LoRA, attention, norms, optimiser)."""
+    names = set(linear_parameters(model.config))  # q_proj ... down_proj, wrapped by LoRA or not
     weights = [
-        m.base_layer.weight for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")
+        getattr(m, "base_layer", m).weight for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in names
     ]
     sizes = [t for t in (prefix_len, rows * width) if t]
     inputs = {(t, w.shape[1], w.dtype): None for t in sizes for w in weights}
