@@ -68,11 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
         for path in list(trainees) if i % 2 else list(trainees)[::-1]:
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
                 seconds[path] += trainees[path].step(prepared, batch, seed=1000 + i)["seconds"]
-            for e in prof.key_averages():
+            for e in prof.key_averages(group_by_input_shape=True):  # an operator's shapes sum to its total
                 entry = totals[path].setdefault(e.key, [0.0, 0])
                 entry[0] += e.self_cpu_time_total
                 entry[1] += e.count
-            for e in prof.key_averages(group_by_input_shape=True):
                 if e.key == "aten::mm":
                     kind = "lora" if is_lora_product(e.input_shapes, config.lora.r) else "other"
                     products[path][kind] += e.self_cpu_time_total

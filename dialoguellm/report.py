@@ -616,7 +616,7 @@ def learning_curve_summary(
                 sizes = ", ".join(str(r["size"]) for r, a in zip(rows, above, strict=True) if a)
                 passes = f"above {label} at {sizes} utterances, but not at every larger size"
             else:
-                passes = f"at no size above {label} (up to {rows[-1]['size']} utterances)"
+                passes = f"at no size above {label} (up to {_size_words(rows[-1]['size'])})"
             last = rows[-1]
             if len(rows) > 1 and pd.notna(last["gain_weighted_f1"]):
                 gain = (

@@ -23,14 +23,6 @@ NAME = "eager_fp32"
 ADDITIVE_MASKS = ("eager", NAME)
 
 
-def _repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
-    """(batch, kv heads, length, dim) -> (batch, kv heads x groups, length, dim), as transformers' repeat_kv."""
-    if groups == 1:
-        return states
-    b, heads, length, dim = states.shape
-    return states[:, :, None].expand(b, heads, groups, length, dim).reshape(b, heads * groups, length, dim)
-
-
 def fp32_score_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -45,9 +37,11 @@ def fp32_score_attention(
     dtype, and the fp32 weights. Queries (batch, heads, q, dim), keys and values enter the products as fp32
     (autocast off: it would run them in bf16 again); ``attention_mask`` is added to the scores (additive
     floats, ``scoring.engine.mask_for``)."""
+    from transformers.models.llama.modeling_llama import repeat_kv
+
     groups = getattr(module, "num_key_value_groups", 1)
-    key_states = _repeat_kv(key, groups).float()
-    value_states = _repeat_kv(value, groups).float()
+    key_states = repeat_kv(key, groups).float()
+    value_states = repeat_kv(value, groups).float()
     with torch.autocast(query.device.type, enabled=False):
         scores = torch.matmul(query.float(), key_states.transpose(2, 3)) * scaling
         if attention_mask is not None:
