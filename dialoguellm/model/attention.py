@@ -7,6 +7,10 @@ copies of the queries, keys and values (autocast off), the mask and softmax in f
 back to the values' dtype. Attention products are a small share of a step's FLOPs (about 6% on the embedded
 model), so the fp32 copies cost little next to what the CPU's SDPA (flash) kernel spends in its backward.
 
+Grouped-query attention is computed in place: the query heads that share a key/value head are stacked into
+one product with it (SmolLM2: 3 key/value heads for 9 query heads), instead of first copying every key/value
+head once per query head (transformers' ``repeat_kv``). The products are the same; only fewer and larger.
+
 ``register()`` makes the name known to transformers (``AttentionInterface`` for the function,
 ``AttentionMaskInterface`` for the additive float masks eager attention takes); ``model.loading.load_model``
 calls it. ``ADDITIVE_MASKS`` are the implementations that add their mask to the scores
@@ -37,19 +41,22 @@ def fp32_score_attention(
     dtype, and the fp32 weights. Queries (batch, heads, q, dim), keys and values enter the products as fp32
     (autocast off: it would run them in bf16 again); ``attention_mask`` is added to the scores (additive
     floats, ``scoring.engine.mask_for``)."""
-    from transformers.models.llama.modeling_llama import repeat_kv
-
-    groups = getattr(module, "num_key_value_groups", 1)
-    key_states = repeat_kv(key, groups).float()
-    value_states = repeat_kv(value, groups).float()
+    batch, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    groups = heads // kv_heads  # query heads per key/value head (transformers orders them group by group)
     with torch.autocast(query.device.type, enabled=False):
-        scores = torch.matmul(query.float(), key_states.transpose(2, 3)) * scaling
-        if attention_mask is not None:
-            scores = scores + attention_mask[:, :, :, : key_states.shape[-2]]
+        stacked = query.float().reshape(batch, kv_heads, groups * q_len, dim)
+        scores = torch.matmul(stacked, key.float().transpose(2, 3)) * scaling
+        scores = scores.view(batch, kv_heads, groups, q_len, k_len)
+        if attention_mask is not None:  # (batch, 1 or heads, q, k)
+            mask = attention_mask[..., :k_len]
+            mask = mask[:, :, None] if mask.shape[1] == 1 else mask.reshape(scores.shape)
+            scores = scores + mask
         weights = torch.nn.functional.softmax(scores, dim=-1)
         weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-        output = torch.matmul(weights, value_states)
-    return output.to(value.dtype).transpose(1, 2).contiguous(), weights
+        output = torch.matmul(weights.view(batch, kv_heads, groups * q_len, k_len), value.float())
+    output = output.view(batch, heads, q_len, dim).to(value.dtype).transpose(1, 2).contiguous()
+    return output, weights.view(batch, heads, q_len, k_len)
 
 
 def register() -> None:

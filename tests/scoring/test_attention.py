@@ -96,7 +96,11 @@ def test_eager_fp32_rounds_only_its_output_where_eager_attention_rounds_scores_a
     out, weights = fp32_score_attention(module, q, k, v, causal, 0.25)
     assert out.shape == (2, 33, 4, 16) and out.dtype == torch.bfloat16 and weights.dtype == torch.float32
     assert torch.equal(weights.triu(1), torch.zeros_like(weights))  # causal: no weight on a later key
-    exact, _ = eager_attention_forward(module, q.double(), k.double(), v.double(), causal.double(), 0.25)
+    exact, exact_weights = eager_attention_forward(
+        module, q.double(), k.double(), v.double(), causal.double(), 0.25
+    )
+    # each query head meets its own key/value head (the grouped products keep transformers' head order)
+    assert torch.allclose(weights.double(), exact_weights, atol=1e-5)
     rounded, _ = eager_attention_forward(module, q, k, v, causal, 0.25)
     assert (
         torch.equal(out, exact.to(torch.bfloat16))
@@ -106,6 +110,24 @@ def test_eager_fp32_rounds_only_its_output_where_eager_attention_rounds_scores_a
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the trainer's autocast changes nothing
         again, _ = fp32_score_attention(module, q, k, v, causal, 0.25)
     assert torch.equal(again, out)
+
+
+def test_eager_fp32_takes_a_mask_per_head_as_well_as_one_for_all_heads():
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 6, 5, 8, generator=gen)
+    k, v = torch.randn(2, 2, 7, 8, generator=gen), torch.randn(2, 2, 7, 8, generator=gen)
+    module = torch.nn.Module()
+    module.eval()
+    lowest = torch.finfo(torch.float32).min
+    shared = torch.zeros(2, 1, 5, 7).masked_fill_(torch.rand(2, 1, 5, 7, generator=gen) < 0.3, lowest)
+    shared[..., -1] = 0.0  # every query sees at least one key
+    per_head = shared.expand(2, 6, 5, 7).clone()
+    per_head[:, 3:, :, 0] = lowest  # the second key/value head's queries may not see key 0
+    out_shared, _ = fp32_score_attention(module, q, k, v, shared, 0.5)
+    out_heads, weights = fp32_score_attention(module, q, k, v, per_head, 0.5)
+    assert torch.equal(out_heads[:, :, :3], out_shared[:, :, :3])  # heads 0-2: the same mask
+    assert torch.equal(weights[:, 3:, :, 0], torch.zeros(2, 3, 5))
+    assert not torch.equal(out_heads[:, :, 3:], out_shared[:, :, 3:])
 
 
 def test_an_unknown_attention_is_refused_with_the_choices(tmp_path, tiny_model_dir):
