@@ -3,22 +3,23 @@ peak, interleaved in one run so that the load of a shared machine falls on all o
 
     nice -n 5 dialoguellm benchmark train_peak --micro-batches 7 --threads 2
 
-Each round measures, in this order (the two training paths swap places every round):
+Each round measures, in this order:
 
 1. the torch matmul rate (``F.linear``, as ``nn.Linear`` calls it) at the embedded model's shapes, tokens x 576
    into 1536 (gate/up) and tokens x 1536 into 576 (down), bf16 and fp32, on 1 and 2 threads;
 2. the old path's loss on the micro-batch with another dropout draw (no step): the noise scale their loss
    difference is read against;
-3. one micro-batch of training by each of five paths, each a model of its own with the same LoRA
+3. one micro-batch of training by each of six paths, each a model of its own with the same LoRA
    initialisation and the same batches (they take turns to go first): the path before issue 30
    (``engine.autocast_context``: bf16 autocast, peft copying every LoRA input to fp32, peft's ``nn.Dropout``),
    ``torch_dropout`` (the trainer's precision now, ``training.loss.training_precision``, with peft's
-   ``nn.Dropout``: the same masks as before, so their losses are compared step by step), ``now`` (what the
-   trainer runs: that precision and ``model.dropout.SparseDropout``, the same dropout distribution drawn from
-   other random numbers, so its loss is read against another dropout draw's) and ``eager`` (``now`` with
+   ``nn.Dropout``: the same masks as before, so their losses are compared step by step), ``sdpa`` (that
+   precision and ``model.dropout.SparseDropout``, the same dropout distribution drawn from other random
+   numbers, so its loss is read against another dropout draw's), ``eager`` (``sdpa`` with
    ``model.attention: eager``: transformers' products and softmax instead of the SDPA kernel, the same
-   masks, so its losses are compared with ``now``'s step by step) and ``eager_fp32`` (the same products
-   in fp32, ``model.attention: eager_fp32``);
+   masks, so its losses are compared with ``sdpa``'s step by step), ``now`` (what the cpu profile runs:
+   ``model.attention: eager_fp32``, eager's products in fp32) and ``now_halves`` (``now`` in two passes of
+   half the micro-batch, gradients accumulated: how 8 x 2 runs the same 16 utterances);
 4. the frozen base's linear products alone at the micro-batch's shapes (``base_matmul_seconds``: forward and
    the activations' gradient, the model's own weights, nothing else): the bound a step could reach if
    everything but those products were free, printed as a fraction of the peak (``ceiling_fraction_of_peak``).
@@ -61,13 +62,20 @@ from dialoguellm.training import loss as training_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Each path: the context its micro-batches run in, whether LoRA's dropout is the sparse sampler
-# (model.dropout.SparseDropout, what add_lora installs) or peft's own nn.Dropout, and model.attention.
-PATHS: dict[str, tuple[Callable[[Any, str], contextlib.AbstractContextManager], bool, str]] = {
-    "before": (engine.autocast_context, False, "sdpa"),  # bf16 autocast, peft's fp32 copies and nn.Dropout
-    "torch_dropout": (training_loss.training_precision, False, "sdpa"),  # today's precision, nn.Dropout
-    "now": (training_loss.training_precision, True, "sdpa"),  # what training.loop runs by default
-    "eager": (training_loss.training_precision, True, "eager"),  # the same with model.attention eager
-    "eager_fp32": (training_loss.training_precision, True, "eager_fp32"),  # eager's products in fp32
+# (model.dropout.SparseDropout, what add_lora installs) or peft's own nn.Dropout, model.attention, and in how many
+# passes it runs each micro-batch (2: two halves of it, their gradients accumulated, as 8 x 2 runs 16).
+PATHS: dict[str, tuple[Callable[[Any, str], contextlib.AbstractContextManager], bool, str, int]] = {
+    "before": (engine.autocast_context, False, "sdpa", 1),  # bf16 autocast, peft's fp32 copies and nn.Dropout
+    "torch_dropout": (training_loss.training_precision, False, "sdpa", 1),  # today's precision, nn.Dropout
+    "sdpa": (training_loss.training_precision, True, "sdpa", 1),  # and the sparse dropout sampler
+    "eager": (training_loss.training_precision, True, "eager", 1),  # the same with model.attention eager
+    "now": (
+        training_loss.training_precision,
+        True,
+        "eager_fp32",
+        1,
+    ),  # the cpu profile: eager's products in fp32
+    "now_halves": (training_loss.training_precision, True, "eager_fp32", 2),  # now, in two passes of half
 }
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -187,7 +195,7 @@ class Trainee:
 
     def __init__(self, config: Any, path: str):
         self.config, self.path = config, path
-        self.context, sparse, attention = PATHS[path]
+        self.context, sparse, attention, self.passes = PATHS[path]
         self.loaded = loading.load_model(
             config.model.name, config.model.dtype, config.model.quantization, attention=attention
         )
@@ -205,28 +213,48 @@ class Trainee:
         )
         self.checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in self.model.modules())
 
-    def loss(self, prepared: Any, batch: tuple[str, list[int]], seed: int) -> torch.Tensor:
-        """The micro-batch's training loss (dropout seeded with ``seed``), in this path's context."""
+    def loss(
+        self, prepared: Any, batch: tuple[str, list[int]], seed: int, backward: bool = False
+    ) -> torch.Tensor:
+        """The micro-batch's training loss (dropout seeded with ``seed``), in this path's context, in this
+        path's passes (their mean, as the trainer accumulates them); ``backward`` runs each pass's backward."""
         name, idx = batch
         items = [prepared.examples["train"][name][j] for j in idx]
         answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
         self.model.train()
         torch.manual_seed(seed)
-        with self.context(self.model, self.config.model.dtype):
-            loss, _ = training_loss.answer_loss(
-                self.model, [e.prompt_ids for e in items], answers, self.loaded.tokenizer.pad_token_id
-            )
-        return loss
+        total = torch.zeros(())
+        for part in in_passes(list(range(len(items))), self.passes):
+            with self.context(self.model, self.config.model.dtype):
+                loss, _ = training_loss.answer_loss(
+                    self.model,
+                    [items[j].prompt_ids for j in part],
+                    [answers[j] for j in part],
+                    self.loaded.tokenizer.pad_token_id,
+                )
+                if backward:
+                    (loss / self.passes).backward()
+            total = total + loss.detach() / self.passes
+        return total
 
     def step(self, prepared: Any, batch: tuple[str, list[int]], seed: int) -> dict[str, float]:
         """Forward, backward and AdamW on one micro-batch (dropout seeded with ``seed``): seconds, loss."""
         start = time.perf_counter()
-        loss = self.loss(prepared, batch, seed)
-        with self.context(self.model, self.config.model.dtype):
-            loss.backward()
+        loss = self.loss(prepared, batch, seed, backward=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"seconds": time.perf_counter() - start, "loss": float(loss.detach())}
+        return {"seconds": time.perf_counter() - start, "loss": float(loss)}
+
+
+def in_passes(positions: list[int], passes: int) -> list[list[int]]:
+    """``positions`` cut into ``passes`` consecutive parts (the first ones one longer when it does not divide)."""
+    size = -(-len(positions) // passes)
+    return [positions[i : i + size] for i in range(0, len(positions), size)]
+
+
+def flops_key(passes: int) -> str:
+    """Where a round keeps the FLOPs of a micro-batch run in ``passes`` passes (each pass its own prefix)."""
+    return "flops" if passes == 1 else f"flops_in_{passes}_passes"
 
 
 def batch_shape(prepared: Any, batch: tuple[str, list[int]]) -> tuple[int, list[int], int]:
@@ -261,10 +289,10 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
     counted = rounds[1:]
     peak = sum(r["peak"][peak_key] for r in counted) / len(counted)
     out: dict[str, Any] = {"peak_gflops": round(peak, 1), "peak": peak_key}
-    for path in PATHS:
+    for path, spec in PATHS.items():
         seconds = sum(r[path]["seconds"] for r in counted)
-        tokens = sum(r["flops"]["tokens"] for r in counted)
-        flops = sum(r["flops"]["total"] for r in counted)
+        tokens = sum(r[flops_key(spec[3])]["tokens"] for r in counted)  # a prefix counts once per pass
+        flops = sum(r[flops_key(spec[3])]["total"] for r in counted)
         out[path] = {
             "seconds": round(seconds, 2),
             "tokens_per_second": round(tokens / seconds, 1),
@@ -283,9 +311,11 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
         "share_of_now": round(base_seconds / out["now"]["seconds"], 3),
     }
     out["speedup"] = round(out["before"]["seconds"] / out["now"]["seconds"], 3)
-    out["sparse_dropout_speedup"] = round(out["torch_dropout"]["seconds"] / out["now"]["seconds"], 3)
-    out["eager_attention_speedup"] = round(out["now"]["seconds"] / out["eager"]["seconds"], 3)
-    out["eager_fp32_speedup"] = round(out["now"]["seconds"] / out["eager_fp32"]["seconds"], 3)
+    out["sparse_dropout_speedup"] = round(out["torch_dropout"]["seconds"] / out["sdpa"]["seconds"], 3)
+    out["eager_attention_speedup"] = round(out["sdpa"]["seconds"] / out["eager"]["seconds"], 3)
+    out["eager_fp32_speedup"] = round(out["sdpa"]["seconds"] / out["now"]["seconds"], 3)
+    # the same utterances in one pass against two halves (the micro-batch of 16 against 8 x 2)
+    out["one_pass_speedup"] = round(out["now_halves"]["seconds"] / out["now"]["seconds"], 3)
     return out
 
 
@@ -326,9 +356,14 @@ def main(argv: list[str] | None = None) -> dict:
             "round": i,
             "busy_cores_before": busy,
             "peak": {k: round(v, 1) for k, v in peak.items()},
-            "flops": train_flops(model_config, config.lora.r, config.lora.target_modules, p, suffixes, answers,
-                                 checkpointing),
-        }  # fmt: skip
+        }
+        for passes in sorted({spec[3] for spec in PATHS.values()}):
+            parts = [
+                train_flops(model_config, config.lora.r, config.lora.target_modules, *batch_shape(prepared, (batch[0], part)),
+                            checkpointing)
+                for part in in_passes(batch[1], passes)
+            ]  # fmt: skip
+            record[flops_key(passes)] = {k: sum(part[k] for part in parts) for k in parts[0]}
         # The scale of noise the paths' loss difference is read against: the same weights and batch, another
         # dropout draw (a lower bound of the seed-to-seed spread, which also varies initialisation and order).
         with torch.no_grad():
@@ -385,12 +420,14 @@ def main(argv: list[str] | None = None) -> dict:
         "loss_difference_max": loss_difference(rounds, "before", "torch_dropout", max),
         "loss_difference_mean": loss_difference(rounds, "before", "torch_dropout", mean),
         # eager attention: the same masks (SparseDropout, same seed), attention computed another way
-        "eager_loss_difference_mean": loss_difference(rounds, "now", "eager", mean),
-        "eager_loss_difference_max": loss_difference(rounds, "now", "eager", max),
-        "eager_fp32_loss_difference_mean": loss_difference(rounds, "now", "eager_fp32", mean),
-        "eager_fp32_loss_difference_max": loss_difference(rounds, "now", "eager_fp32", max),
+        "eager_loss_difference_mean": loss_difference(rounds, "sdpa", "eager", mean),
+        "eager_loss_difference_max": loss_difference(rounds, "sdpa", "eager", max),
+        "eager_fp32_loss_difference_mean": loss_difference(rounds, "sdpa", "now", mean),
+        "eager_fp32_loss_difference_max": loss_difference(rounds, "sdpa", "now", max),
         # the sparse sampler draws other masks: its difference is read against another draw's
-        "sparse_dropout_loss_difference_mean": loss_difference(rounds, "torch_dropout", "now", mean),
+        "sparse_dropout_loss_difference_mean": loss_difference(rounds, "torch_dropout", "sdpa", mean),
+        # two passes of half: other masks (drawn per pass) and each half's own mean over its answer tokens
+        "halves_loss_difference_mean": loss_difference(rounds, "now", "now_halves", mean),
         "dropout_noise_mean": mean(abs(r["before"]["loss"] - r["before_other_dropout_loss"]) for r in rounds),
         "rounds": rounds,
     }
@@ -418,16 +455,18 @@ def main(argv: list[str] | None = None) -> dict:
         f"{100 * bound['ceiling_fraction_of_peak']:.1f}% of the peak"
     )
     print(
-        f"speed-up now / before: {summary['speedup']}x, of which the sparse dropout sampler "
-        f"{summary['sparse_dropout_speedup']}x (torch_dropout / now); eager attention "
-        f"{summary['eager_attention_speedup']}x (now / eager), in fp32 {summary['eager_fp32_speedup']}x\n"
+        f"speed-up now / before: {summary['speedup']}x: the sparse dropout sampler "
+        f"{summary['sparse_dropout_speedup']}x (torch_dropout / sdpa), eager attention "
+        f"{summary['eager_attention_speedup']}x (sdpa / eager), in fp32 {summary['eager_fp32_speedup']}x "
+        f"(sdpa / now); one pass against two halves {summary['one_pass_speedup']}x (now_halves / now)\n"
         f"loss difference torch_dropout - before (same masks, precision only): mean "
         f"{result['loss_difference_mean']:.5f}, largest {result['loss_difference_max']:.5f}; another dropout "
         f"draw moves the loss by {result['dropout_noise_mean']:.5f} on average, the sparse sampler's other "
-        f"masks by {result['sparse_dropout_loss_difference_mean']:.5f}; eager - now (same masks, attention "
+        f"masks by {result['sparse_dropout_loss_difference_mean']:.5f}; eager - sdpa (same masks, attention "
         f"only): mean {result['eager_loss_difference_mean']:.5f}, largest {result['eager_loss_difference_max']:.5f}; "
-        f"eager_fp32 - now: mean {result['eager_fp32_loss_difference_mean']:.5f}, largest "
-        f"{result['eager_fp32_loss_difference_max']:.5f}"
+        f"now (eager_fp32) - sdpa: mean {result['eager_fp32_loss_difference_mean']:.5f}, largest "
+        f"{result['eager_fp32_loss_difference_max']:.5f}; now_halves - now: mean "
+        f"{result['halves_loss_difference_mean']:.5f}"
     )
     print(f"written to {out}")
     return result

@@ -1,5 +1,5 @@
 """Where a training step's CPU time goes: ``torch.profiler`` over a few micro-batches of each training path of
-``benchmarks/train_peak.py`` (before issue 30, with peft's nn.Dropout, and now), the operators' shares of self CPU time.
+``benchmarks/train_peak.py`` (from the path before issue 30 to the cpu profile's), the operators' shares of self CPU time.
 
     nice -n 5 dialoguellm benchmark train_profile --micro-batches 4 --threads 2
 

@@ -64,10 +64,11 @@ class ModelConfig:
     attention: str = field(
         default="sdpa",
         metadata={
-            "help": "Attention kernel: sdpa (torch's scaled_dot_product_attention), eager (transformers' "
-            "products and softmax: about 1.18x per CPU training step of the embedded model, but in bf16 it "
-            "rounds scores and weights) or eager_fp32 (eager's products and softmax in fp32, only the output "
-            "rounded: about 1.07x; model/attention.py); docs/SPEED.md. The same masks every way."
+            "help": "Attention kernel: sdpa (torch's scaled_dot_product_attention; GPUs), eager (transformers' "
+            "products and softmax: in bf16 it rounds scores and weights) or eager_fp32 (eager's products and "
+            "softmax in fp32, query heads grouped per key/value head, only the output rounded: 1.26x per CPU "
+            "training step of the embedded model against sdpa, the cpu profile's; model/attention.py); "
+            "docs/SPEED.md. The same masks every way."
         },
     )
     num_threads: int = field(

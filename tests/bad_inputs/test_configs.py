@@ -39,13 +39,13 @@ CASES = [
         "batch not divisible by the micro-batch",
         {"train.batch_size": 100},
         [],
-        r"train\.batch_size is 100, not a multiple of train\.micro_batch_size 16; use 96 or 112",
+        r"train\.batch_size is 100, not a multiple of train\.micro_batch_size 8; use 96 or 104",
     ),
     (
         "batch is not micro-batch x accumulation",
         {"train.batch_size": 32},
         [],
-        r"train\.batch_size is 32 but micro_batch_size x grad_accum = 16 x 1 = 16; set batch_size to that",
+        r"train\.batch_size is 32 but micro_batch_size x grad_accum = 8 x 2 = 16; set batch_size to that",
     ),
     (
         "context window below 0",
