@@ -17,9 +17,10 @@ Each round measures, in this order:
    precision and ``model.dropout.SparseDropout``, the same dropout distribution drawn from other random
    numbers, so its loss is read against another dropout draw's), ``eager`` (``sdpa`` with
    ``model.attention: eager``: transformers' products and softmax instead of the SDPA kernel, the same
-   masks, so its losses are compared with ``sdpa``'s step by step), ``now`` (what the cpu profile runs:
-   ``model.attention: eager_fp32``, eager's products in fp32) and ``now_halves`` (``now`` in two passes of
-   half the micro-batch, gradients accumulated: how 8 x 2 runs the same 16 utterances);
+   masks, so its losses are compared with ``sdpa``'s step by step), ``now`` (the cpu profile's attention,
+   ``model.attention: eager_fp32``, eager's products in fp32; the micro-batch in one pass) and ``now_halves``
+   (``now`` in two passes of half the micro-batch, gradients accumulated: 8 x 2 against 16 x 1 for the same
+   16 utterances when run with ``--set train.micro_batch_size=16 --set train.grad_accum=1``);
 4. the frozen base's linear products alone at the micro-batch's shapes (``base_matmul_seconds``: forward and
    the activations' gradient, the model's own weights, nothing else): the bound a step could reach if
    everything but those products were free, printed as a fraction of the peak (``ceiling_fraction_of_peak``).
@@ -69,12 +70,7 @@ PATHS: dict[str, tuple[Callable[[Any, str], contextlib.AbstractContextManager], 
     "torch_dropout": (training_loss.training_precision, False, "sdpa", 1),  # today's precision, nn.Dropout
     "sdpa": (training_loss.training_precision, True, "sdpa", 1),  # and the sparse dropout sampler
     "eager": (training_loss.training_precision, True, "eager", 1),  # the same with model.attention eager
-    "now": (
-        training_loss.training_precision,
-        True,
-        "eager_fp32",
-        1,
-    ),  # the cpu profile: eager's products in fp32
+    "now": (training_loss.training_precision, True, "eager_fp32", 1),  # the cpu profile's attention
     "now_halves": (training_loss.training_precision, True, "eager_fp32", 2),  # now, in two passes of half
 }
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}

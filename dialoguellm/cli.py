@@ -10,7 +10,6 @@
   summary [--run-dir runs/NAME]                               (a run's headline numbers, Markdown)
   export-results [--run-dir runs/NAME] [--out results/cpu]
   export-seeds --run-dir DIR [--out results/cpu/seeds]
-  compare-seeds A.csv B.csv [--names A B]                     (two seed tables, paired by seed: A - B)
   stats interval|paired PREDICTIONS.csv ...                   (dialogue-cluster bootstrap intervals)
   benchmark NAME [ARGS ...]                                   (a measurement of benchmarks/)
   experiment run|report NAME [--set ...] [--run-dir runs]    (an experiment file: docs/EXPERIMENTS.md)
@@ -189,18 +188,6 @@ def _add_export_seeds(sub) -> None:
         "--out", default=str(runs.REPO_DIR / "results" / "cpu" / "seeds"), help="default: results/cpu/seeds"
     )
     seeds.set_defaults(handler=_export_seeds)
-
-
-def _add_compare_seeds(sub) -> None:
-    cmp = sub.add_parser(
-        "compare-seeds",
-        help="weighted F1 of two seed tables (results/cpu/seeds/predictions.csv files with the same seeds) and "
-        "A - B with an interval over seeds and test dialogues, as Markdown",
-    )
-    cmp.add_argument("file_a")
-    cmp.add_argument("file_b")
-    cmp.add_argument("--names", nargs=2, default=("A", "B"), metavar=("A", "B"), help="names in the table")
-    cmp.set_defaults(handler=_compare_seeds)
 
 
 def _add_stats(sub) -> None:
@@ -469,17 +456,6 @@ def _export_seeds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compare_seeds(args: argparse.Namespace) -> int:
-    from dialoguellm.report import seeds_difference_table
-
-    try:
-        print(seeds_difference_table(args.file_a, args.file_b, tuple(args.names)))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def _stats(args: argparse.Namespace) -> int:
     from dialoguellm.stats import main as stats_main
 
@@ -571,7 +547,6 @@ SUBCOMMANDS = [
     _add_summary,
     _add_export_results,
     _add_export_seeds,
-    _add_compare_seeds,
     _add_stats,
     _add_benchmark,
     _add_experiment,

@@ -461,61 +461,6 @@ def seeds_table(results_dir: str | os.PathLike, n_resamples: int = stats.DEFAULT
     return "\n".join(out + _table(header, rows)).rstrip()
 
 
-def seeds_difference_table(
-    file_a: str | os.PathLike,
-    file_b: str | os.PathLike,
-    names: tuple[str, str] = ("A", "B"),
-    n_resamples: int = stats.DEFAULT_RESAMPLES,
-) -> str:
-    """Markdown: weighted F1 of two seed tables (``results/cpu/seeds/predictions.csv`` files, such as two
-    profiles trained with the same seeds on the same data) and their difference A - B with a 95% interval over
-    seeds and test dialogues (``stats.seed_dialogue_bootstrap``: seed i of A is paired with seed i of B), raw
-    and with the dev-fitted biases. Both files must hold the same seeds, each scored on the same utterances."""
-    tables = [read_predictions(Path(f)) for f in (file_a, file_b)]
-    seeds = [list(dict.fromkeys(t["seed"].tolist())) for t in tables]
-    if seeds[0] != seeds[1]:
-        raise ValueError(
-            f"{file_a} holds seeds {seeds[0]} and {file_b} seeds {seeds[1]}: compare tables trained with the "
-            "same seeds (train and evaluate the missing ones with --all-seeds --set 'eval.seeds=[...]')."
-        )
-    corpora = sorted(set(tables[0]["dataset"]), key=lambda c: (CORPUS_ORDER + (c,)).index(c))
-    a, b = names
-    header = ["test set", "system", f"{a}: mean over seeds", f"{b}: mean over seeds",
-              f"{a} - {b} [95% CI, seeds and dialogues]", "verdict"]  # fmt: skip
-    rows = []
-    for corpus in corpora:
-        parts = [t[t["dataset"] == corpus] for t in tables]
-        first = parts[0][parts[0]["seed"] == seeds[0][0]]
-        for system, column in ((RAW, "pred_id_raw"), (CALIBRATED, "pred_id")):
-            preds: list[list[Any]] = [[], []]
-            for path, part, arm in zip((file_a, file_b), parts, preds, strict=True):
-                for seed in seeds[0]:
-                    frame = part[part["seed"] == seed]
-                    if list(frame["example_id"]) != list(first["example_id"]):
-                        raise ValueError(
-                            f"{path}: seed {seed} is not scored on the utterances of {file_a}'s seed "
-                            f"{seeds[0][0]} ({corpus}); both tables must come from the same test set."
-                        )
-                    arm.append(frame[column].to_numpy())
-            gold, labels = first["gold_id"].to_numpy(), normalised_label_names(corpus)
-            groups = first["dialogue_id"].to_numpy()
-            means = [
-                stats.seed_dialogue_bootstrap(gold, arm, labels, groups, n_resamples=1).estimate
-                for arm in preds
-            ]
-            diff = stats.seed_dialogue_bootstrap(
-                gold, preds[0], labels, groups, preds[1], n_resamples=n_resamples
-            )
-            verdict = stats.named_verdict(stats.verdict_of(diff.low, diff.high), a, b)
-            rows.append([corpus, system, f"{100 * means[0]:.1f}", f"{100 * means[1]:.1f}",
-                         f"{_signed(diff.estimate)} [{_signed(diff.low)}, {_signed(diff.high)}]", verdict])  # fmt: skip
-    intro = (
-        f"Weighted F1 (percent) of {a} ({file_a}) and {b} ({file_b}), {len(seeds[0])} seeds each, paired by seed; "
-        "the interval resamples the seeds, then the test dialogues:"
-    )
-    return "\n".join([intro, "", *_table(header, rows)]).rstrip()
-
-
 # --------------------------------------------------------------------------------- retrained ablations
 
 

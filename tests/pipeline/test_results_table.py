@@ -24,7 +24,6 @@ from dialoguellm.report import (
     headline_systems,
     headline_table,
     readme_block,
-    seeds_difference_table,
     seeds_table,
 )
 
@@ -340,32 +339,3 @@ def test_make_tables_rewrites_only_the_generated_blocks(tmp_path):
     readme.write_text("<!-- ablations:start -->\n")
     with pytest.raises(ValueError, match="must both be present"):
         update_generated_blocks(readme, results)
-
-
-def test_two_seed_tables_are_compared_seed_by_seed_with_an_interval_over_seeds_and_dialogues(tmp_path):
-    out_a, out_b = tmp_path / "a" / "seeds", tmp_path / "b" / "seeds"
-    export_seeds(_seeds_run(tmp_path / "a"), out_a)
-    export_seeds(_seeds_run(tmp_path / "b"), out_b)
-    b = pd.read_csv(out_b / "predictions.csv")
-    b.loc[b.index % 3 == 0, "pred_id"] = b.loc[b.index % 3 == 0, "gold_id"]  # B's biased predictions: better
-    b.to_csv(out_b / "predictions.csv", index=False)
-    text = seeds_difference_table(out_a / "predictions.csv", out_b / "predictions.csv", ("old", "new"), 300)
-    rows = [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| meld")]
-    assert [r[1] for r in rows] == [RAW, CALIBRATED]
-    labels = list(range(len(normalised_label_names("meld"))))
-    a = pd.read_csv(out_a / "predictions.csv")
-    for row, column in zip(rows, ("pred_id_raw", "pred_id"), strict=True):
-        means = [
-            np.mean([100 * f1_score(t[t.seed == s].gold_id, t[t.seed == s][column], labels=labels,
-                                    average="weighted") for s in (42, 43, 44)])
-            for t in (a, b)
-        ]  # fmt: skip
-        assert float(row[2]) == pytest.approx(means[0], abs=0.051)
-        assert float(row[3]) == pytest.approx(means[1], abs=0.051)
-        estimate, low, high = map(float, re.findall(r"[-+]?\d+\.\d", row[4]))
-        assert estimate == pytest.approx(means[0] - means[1], abs=0.11) and low <= estimate <= high
-    assert rows[0][4].startswith("+0.0 [+0.0, +0.0]") and rows[0][5] == "no measurable difference"  # same raw
-    assert rows[1][5] == "new higher"
-    with pytest.raises(ValueError, match=r"seeds \[42, 43, 44\] and .* seeds \[42, 43\]"):
-        b[b.seed != 44].to_csv(out_b / "predictions.csv", index=False)
-        seeds_difference_table(out_a / "predictions.csv", out_b / "predictions.csv")

@@ -110,3 +110,19 @@ def test_every_import_names_a_module_that_exists():
         f"{name} -> {target}" for name in MODULES for target in imports_of(name) if target not in MODULES
     }
     assert not missing, f"imports of modules that do not exist: {sorted(missing)}"
+
+
+def test_notebooks_load_a_profiles_model_with_every_model_setting():
+    """A notebook that loads the model a profile names goes through ``loading.load_configured``, which passes
+    every setting of the model section (attention included): notebook 03 once called ``load_model`` with four
+    of them, and `make reproduce` trained with SDPA whatever ``model.attention`` said."""
+    import json
+    import re
+
+    from dialoguellm import pipeline
+
+    piecemeal = re.compile(r"load_model\(\s*(m|config\.model|cfg\.model)\.name")
+    for path in pipeline.notebook_paths():
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert not piecemeal.search(code), f"{path.name}: use loading.load_configured(config.model)"
