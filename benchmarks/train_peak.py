@@ -9,21 +9,25 @@ Each round measures, in this order:
    into 1536 (gate/up) and tokens x 1536 into 576 (down), bf16 and fp32, on 1 and 2 threads;
 2. the old path's loss on the micro-batch with another dropout draw (no step): the noise scale their loss
    difference is read against;
-3. one micro-batch of training by each of six paths, each a model of its own with the same LoRA
-   initialisation and the same batches (they take turns to go first): the path before issue 30
-   (``engine.autocast_context``: bf16 autocast, peft copying every LoRA input to fp32, peft's ``nn.Dropout``),
-   ``torch_dropout`` (the trainer's precision now, ``training.loss.training_precision``, with peft's
-   ``nn.Dropout``: the same masks as before, so their losses are compared step by step), ``sdpa`` (that
-   precision and ``model.dropout.SparseDropout``, the same dropout distribution drawn from other random
-   numbers, so its loss is read against another dropout draw's), ``eager`` (``sdpa`` with
-   ``model.attention: eager``: transformers' products and softmax instead of the SDPA kernel, the same
-   masks, so its losses are compared with ``sdpa``'s step by step), ``now`` (the cpu profile's attention,
-   ``model.attention: eager_fp32``, eager's products in fp32; the micro-batch in one pass) and ``now_halves``
-   (``now`` in two passes of half the micro-batch, gradients accumulated: 8 x 2 against 16 x 1 for the same
-   16 utterances when run with ``--set train.micro_batch_size=16 --set train.grad_accum=1``);
-4. the frozen base's linear products alone at the micro-batch's shapes (``base_matmul_seconds``: forward and
-   the activations' gradient, the model's own weights, nothing else): the bound a step could reach if
-   everything but those products were free, printed as a fraction of the peak (``ceiling_fraction_of_peak``).
+3. one optimiser step of the cpu profile's 16 utterances (``train.batch_size``, one corpus) by each of eight
+   paths, each a model of its own with the same LoRA initialisation and the same batches (they take turns to
+   go first): the path before issue 30 (``engine.autocast_context``: bf16 autocast, peft copying every LoRA
+   input to fp32, peft's ``nn.Dropout``), ``torch_dropout`` (the trainer's precision now,
+   ``training.loss.training_precision``, with peft's ``nn.Dropout``: the same masks as before, so their
+   losses are compared step by step), ``sdpa`` (that precision and ``model.dropout.SparseDropout``, the same
+   dropout distribution drawn from other random numbers, so its loss is read against another dropout
+   draw's), ``eager`` (``sdpa`` with ``model.attention: eager``: transformers' products and softmax instead
+   of the SDPA kernel, the same masks, so its losses are compared with ``sdpa``'s step by step), ``now``
+   (``model.attention: eager_fp32``, eager's products in fp32; the 16 in one micro-batch), ``now_halves``
+   (``now`` in two micro-batches of 8, a pass each, gradients accumulated: 8 x 2), ``packed`` (the two
+   micro-batches of 8 in one packed pass, ``train.micro_batches_per_pass: 2``: each its own prefix and mean,
+   the loss of 8 x 2) and ``fused`` (``packed`` with ``model.fused_lora``'s LoRA layers: the cpu profile; the
+   same masks as ``packed``, so their losses are compared step by step); the paths before ``fused`` run
+   peft's own LoRA forward;
+4. the frozen base's linear products alone at the profile's shapes (``base_matmul_seconds``: its packed
+   pass, forward and the activations' gradient, the model's own weights, nothing else): the bound a step
+   could reach if everything but those products were free, printed as a fraction of the peak
+   (``ceiling_fraction_of_peak``).
 
 The micro-batches are the first full ones of the real first epoch (MELD and EmoryNLP training prompts,
 1-shot, z = 1, length-grouped as the trainer groups them); round 0 is a warm-up and not counted.
@@ -48,7 +52,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from statistics import mean
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -57,22 +61,43 @@ from dialoguellm.config import add_config_options, config_from_options
 from dialoguellm.corpora import readers
 from dialoguellm.model import loading
 from dialoguellm.model.dropout import SparseDropout, replace_lora_dropout
+from dialoguellm.model.fused_lora import use_peft_forward
 from dialoguellm.scoring import engine
 from dialoguellm.training import loop
 from dialoguellm.training import loss as training_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Each path: the context its micro-batches run in, whether LoRA's dropout is the sparse sampler
-# (model.dropout.SparseDropout, what add_lora installs) or peft's own nn.Dropout, model.attention, and in how many
-# passes it runs each micro-batch (2: two halves of it, their gradients accumulated, as 8 x 2 runs 16).
-PATHS: dict[str, tuple[Callable[[Any, str], contextlib.AbstractContextManager], bool, str, int]] = {
-    "before": (engine.autocast_context, False, "sdpa", 1),  # bf16 autocast, peft's fp32 copies and nn.Dropout
-    "torch_dropout": (training_loss.training_precision, False, "sdpa", 1),  # today's precision, nn.Dropout
-    "sdpa": (training_loss.training_precision, True, "sdpa", 1),  # and the sparse dropout sampler
-    "eager": (training_loss.training_precision, True, "eager", 1),  # the same with model.attention eager
-    "now": (training_loss.training_precision, True, "eager_fp32", 1),  # the cpu profile's attention
-    "now_halves": (training_loss.training_precision, True, "eager_fp32", 2),  # now, in two passes of half
+
+
+class Path_(NamedTuple):
+    """One training path: the context its passes run in, whether LoRA's dropout is the sparse sampler
+    (model.dropout.SparseDropout, what add_lora installs) or peft's own nn.Dropout, model.attention, in how many
+    micro-batches it runs a round's utterances (2: two halves, as 8 x 2 runs 16), whether those run in one
+    packed pass (train.micro_batches_per_pass) or a pass each, and whether the LoRA layers are fused
+    (model.fused_lora, what add_lora installs) or peft's own."""
+
+    context: Callable[[Any, str], contextlib.AbstractContextManager]
+    sparse: bool
+    attention: str
+    passes: int
+    packed: bool
+    fused: bool
+
+
+precision = training_loss.training_precision
+PATHS: dict[str, Path_] = {
+    "before": Path_(
+        engine.autocast_context, False, "sdpa", 1, False, False
+    ),  # peft's fp32 copies, nn.Dropout
+    "torch_dropout": Path_(precision, False, "sdpa", 1, False, False),  # today's precision, nn.Dropout
+    "sdpa": Path_(precision, True, "sdpa", 1, False, False),  # and the sparse dropout sampler
+    "eager": Path_(precision, True, "eager", 1, False, False),  # the same with model.attention eager
+    "now": Path_(precision, True, "eager_fp32", 1, False, False),  # eager_fp32, the 16 in one micro-batch
+    "now_halves": Path_(precision, True, "eager_fp32", 2, False, False),  # 8 x 2, a pass each
+    "packed": Path_(precision, True, "eager_fp32", 2, True, False),  # 8 x 2 in one packed pass
+    "fused": Path_(precision, True, "eager_fp32", 2, True, True),  # and fused LoRA layers: the cpu profile
 }
+PROFILE = "fused"
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -111,17 +136,17 @@ def peak_round(tokens: int, hidden: int, intermediate: int) -> dict[str, float]:
     return out
 
 
-def base_matmul_seconds(model: Any, prefix_len: int, rows: int, width: int) -> float:
-    """Seconds of the frozen base's linear products alone at one micro-batch's shapes, as ``answer_loss``
-    runs them: every layer's weights (the model's own, in their dtype) times a random input, forward
-    (``F.linear``) and backward for the activations (``dY @ W``), for the shared prefix (``prefix_len`` tokens)
-    and the padded rows (``rows`` x ``width``). Nothing else of a step runs: the time a step could shrink to
+def base_matmul_seconds(model: Any, sizes: Sequence[int]) -> float:
+    """Seconds of the frozen base's linear products alone at a step's shapes: every layer's weights (the
+    model's own, in their dtype) times a random input of each of ``sizes`` tokens (one per forward pass: the
+    profile's packed pass holds both micro-batches' prefixes and padded rows), forward (``F.linear``) and
+    backward for the activations (``dY @ W``). Nothing else of a step runs: the time a step could shrink to
     if everything but these products were free (an optimistic bound: no LoRA, attention, norms, optimiser)."""
     names = set(linear_parameters(model.config))  # q_proj ... down_proj, wrapped by LoRA or not
     weights = [
         getattr(m, "base_layer", m).weight for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in names
     ]
-    sizes = [t for t in (prefix_len, rows * width) if t]
+    sizes = [t for t in sizes if t]
     inputs = {(t, w.shape[1], w.dtype): None for t in sizes for w in weights}
     inputs = {key: torch.randn(key[0], key[1]).to(key[2]) for key in inputs}  # drawn before the clock starts
     start = time.perf_counter()
@@ -191,17 +216,20 @@ class Trainee:
 
     def __init__(self, config: Any, path: str):
         self.config, self.path = config, path
-        self.context, sparse, attention, self.passes = PATHS[path]
+        spec = PATHS[path]
+        self.context, self.passes, self.packed = spec.context, spec.passes, spec.packed
         self.loaded = loading.load_model(
-            config.model.name, config.model.dtype, config.model.quantization, attention=attention
+            config.model.name, config.model.dtype, config.model.quantization, attention=spec.attention
         )
         loop.set_seed(config.train.seed)  # the same LoRA initialisation for every path
         lora = config.lora
         self.model = loading.add_lora(
             self.loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules
         )
-        if not sparse:  # peft's own nn.Dropout back where add_lora installed SparseDropout
+        if not spec.sparse:  # peft's own nn.Dropout back where add_lora installed SparseDropout
             replace_lora_dropout(self.model, SparseDropout, torch.nn.Dropout)
+        if not spec.fused:  # peft's own LoRA forward back where add_lora installed the fused one
+            use_peft_forward(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         t = config.train
         self.optimizer = torch.optim.AdamW(
@@ -219,8 +247,22 @@ class Trainee:
         answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
         self.model.train()
         torch.manual_seed(seed)
+        parts = in_passes(list(range(len(items))), self.passes)
+        if (
+            self.packed
+        ):  # the parts as micro-batches of one packed pass, each its own mean, weighted as accumulated
+            with self.context(self.model, self.config.model.dtype):
+                total, _ = training_loss.packed_answer_loss(
+                    self.model,
+                    [([items[j].prompt_ids for j in part], [answers[j] for j in part]) for part in parts],
+                    [1.0 / len(parts)] * len(parts),
+                    self.loaded.tokenizer.pad_token_id,
+                )
+                if backward:
+                    total.backward()
+            return total.detach()
         total = torch.zeros(())
-        for part in in_passes(list(range(len(items))), self.passes):
+        for part in parts:
             with self.context(self.model, self.config.model.dtype):
                 loss, _ = training_loss.answer_loss(
                     self.model,
@@ -287,31 +329,40 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
     out: dict[str, Any] = {"peak_gflops": round(peak, 1), "peak": peak_key}
     for path, spec in PATHS.items():
         seconds = sum(r[path]["seconds"] for r in counted)
-        tokens = sum(r[flops_key(spec[3])]["tokens"] for r in counted)  # a prefix counts once per pass
-        flops = sum(r[flops_key(spec[3])]["total"] for r in counted)
+        # a prefix counts once per micro-batch (each runs its own, packed or not)
+        tokens = sum(r[flops_key(spec.passes)]["tokens"] for r in counted)
+        flops = sum(r[flops_key(spec.passes)]["total"] for r in counted)
         out[path] = {
             "seconds": round(seconds, 2),
             "tokens_per_second": round(tokens / seconds, 1),
             "gflops": round(flops / seconds / 1e9, 1),
             "fraction_of_peak": round(flops / seconds / 1e9 / peak, 3),
         }
-    # the bound: every useful FLOP of a step in the time of the base's linear products alone
+    # the bound: every useful FLOP of the profile's step in the time of the base's linear products alone at
+    # the profile's shapes (its packed pass: both micro-batches' prefixes and rows as one product per weight)
+    key = flops_key(PATHS[PROFILE].passes)
     base_seconds = sum(r["base_matmuls"]["seconds"] for r in counted)
-    base_flops = sum(r["flops"]["base_forward"] + r["flops"]["base_backward_activations"] for r in counted)
-    flops = sum(r["flops"]["total"] for r in counted)
+    base_flops = sum(r[key]["base_forward"] + r[key]["base_backward_activations"] for r in counted)
+    flops = sum(r[key]["total"] for r in counted)
     out["base_matmuls"] = {
+        "path": PROFILE,
         "seconds": round(base_seconds, 2),
         "gflops": round(base_flops / base_seconds / 1e9, 1),
         "fraction_of_peak": round(base_flops / base_seconds / 1e9 / peak, 3),
         "ceiling_fraction_of_peak": round(flops / base_seconds / 1e9 / peak, 3),
-        "share_of_now": round(base_seconds / out["now"]["seconds"], 3),
+        "share_of_profile": round(base_seconds / out[PROFILE]["seconds"], 3),
     }
-    out["speedup"] = round(out["before"]["seconds"] / out["now"]["seconds"], 3)
-    out["sparse_dropout_speedup"] = round(out["torch_dropout"]["seconds"] / out["sdpa"]["seconds"], 3)
-    out["eager_attention_speedup"] = round(out["sdpa"]["seconds"] / out["eager"]["seconds"], 3)
-    out["eager_fp32_speedup"] = round(out["sdpa"]["seconds"] / out["now"]["seconds"], 3)
-    # the same utterances in one pass against two halves (the micro-batch of 16 against 8 x 2)
-    out["one_pass_speedup"] = round(out["now_halves"]["seconds"] / out["now"]["seconds"], 3)
+    ratio = lambda a, b: round(out[a]["seconds"] / out[b]["seconds"], 3)  # noqa: E731
+    out["speedup"] = ratio("before", "now")
+    out["sparse_dropout_speedup"] = ratio("torch_dropout", "sdpa")
+    out["eager_attention_speedup"] = ratio("sdpa", "eager")
+    out["eager_fp32_speedup"] = ratio("sdpa", "now")
+    # the same utterances in one micro-batch against two (the micro-batch of 16 against 8 x 2)
+    out["one_pass_speedup"] = ratio("now_halves", "now")
+    # 8 x 2 in one packed pass against a pass each; fused LoRA layers against peft's
+    out["packed_speedup"] = ratio("now_halves", "packed")
+    out["fused_lora_speedup"] = ratio("packed", "fused")
+    out["profile_speedup_over_halves"] = ratio("now_halves", PROFILE)
     return out
 
 
@@ -334,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = trainees["now"].loaded.tokenizer
     model_config = trainees["now"].loaded.model.config
     prepared = prompts.prepare_examples(config, tokenizer, corpora, ("train",))
-    size = config.train.micro_batch_size
+    size = config.train.batch_size  # a round: one optimiser step's utterances, of one corpus
     epoch = training_loss.micro_batches(
         prepared.examples["train"], size, config.train.seed, config.train.group_by_length
     )
@@ -347,13 +398,12 @@ def main(argv: list[str] | None = None) -> dict:
     for i, batch in enumerate(batches):
         busy = loading.busy_cores()
         peak = peak_round(args.matmul_tokens, model_config.hidden_size, model_config.intermediate_size)
-        p, suffixes, answers = batch_shape(prepared, batch)
         record: dict[str, Any] = {
             "round": i,
             "busy_cores_before": busy,
             "peak": {k: round(v, 1) for k, v in peak.items()},
         }
-        for passes in sorted({spec[3] for spec in PATHS.values()}):
+        for passes in sorted({spec.passes for spec in PATHS.values()}):
             parts = [
                 train_flops(model_config, config.lora.r, config.lora.target_modules, *batch_shape(prepared, (batch[0], part)),
                             checkpointing)
@@ -369,9 +419,11 @@ def main(argv: list[str] | None = None) -> dict:
         order = list(PATHS)[i % len(PATHS) :] + list(PATHS)[: i % len(PATHS)]  # each path leads in turn
         for path in order:
             record[path] = trainees[path].step(prepared, batch, seed=1000 + i)
-        record["base_matmuls"] = {
-            "seconds": base_matmul_seconds(trainees["now"].model, p, len(suffixes), max(suffixes))
-        }
+        packed_tokens = sum(
+            hp + len(hs) * max(hs)
+            for hp, hs, _ in (batch_shape(prepared, (batch[0], part)) for part in in_passes(batch[1], 2))
+        )
+        record["base_matmuls"] = {"seconds": base_matmul_seconds(trainees[PROFILE].model, [packed_tokens])}
         rounds.append(record)
         print(
             f"round {i}: busy {busy if busy is None else round(busy, 2)} cores, bf16 2t peak "
@@ -424,6 +476,11 @@ def main(argv: list[str] | None = None) -> dict:
         "sparse_dropout_loss_difference_mean": loss_difference(rounds, "torch_dropout", "sdpa", mean),
         # two passes of half: other masks (drawn per pass) and each half's own mean over its answer tokens
         "halves_loss_difference_mean": loss_difference(rounds, "now", "now_halves", mean),
+        # one packed pass: other masks (drawn over the packed sequence), the same loss function
+        "packed_loss_difference_mean": loss_difference(rounds, "now_halves", "packed", mean),
+        # fused LoRA layers: the same masks, rounding only
+        "fused_loss_difference_mean": loss_difference(rounds, "packed", "fused", mean),
+        "fused_loss_difference_max": loss_difference(rounds, "packed", "fused", max),
         "dropout_noise_mean": mean(abs(r["before"]["loss"] - r["before_other_dropout_loss"]) for r in rounds),
         "rounds": rounds,
     }
@@ -445,8 +502,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     bound = summary["base_matmuls"]
     print(
-        f"the base's linear products alone at these shapes: {bound['seconds']:.2f} s "
-        f"({100 * bound['share_of_now']:.0f}% of now's time), {bound['gflops']:.1f} GFLOP/s "
+        f"the base's linear products alone at the {PROFILE} path's shapes: {bound['seconds']:.2f} s "
+        f"({100 * bound['share_of_profile']:.0f}% of {PROFILE}'s time), {bound['gflops']:.1f} GFLOP/s "
         f"({100 * bound['fraction_of_peak']:.1f}% of the peak); a step reduced to them would reach "
         f"{100 * bound['ceiling_fraction_of_peak']:.1f}% of the peak"
     )
@@ -454,7 +511,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"speed-up now / before: {summary['speedup']}x: the sparse dropout sampler "
         f"{summary['sparse_dropout_speedup']}x (torch_dropout / sdpa), eager attention "
         f"{summary['eager_attention_speedup']}x (sdpa / eager), in fp32 {summary['eager_fp32_speedup']}x "
-        f"(sdpa / now); one pass against two halves {summary['one_pass_speedup']}x (now_halves / now)\n"
+        f"(sdpa / now); one micro-batch against two {summary['one_pass_speedup']}x (now_halves / now); "
+        f"8 x 2 in one packed pass {summary['packed_speedup']}x (now_halves / packed), fused LoRA layers "
+        f"{summary['fused_lora_speedup']}x (packed / fused), both {summary['profile_speedup_over_halves']}x\n"
         f"loss difference torch_dropout - before (same masks, precision only): mean "
         f"{result['loss_difference_mean']:.5f}, largest {result['loss_difference_max']:.5f}; another dropout "
         f"draw moves the loss by {result['dropout_noise_mean']:.5f} on average, the sparse sampler's other "
@@ -462,7 +521,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"only): mean {result['eager_loss_difference_mean']:.5f}, largest {result['eager_loss_difference_max']:.5f}; "
         f"now (eager_fp32) - sdpa: mean {result['eager_fp32_loss_difference_mean']:.5f}, largest "
         f"{result['eager_fp32_loss_difference_max']:.5f}; now_halves - now: mean "
-        f"{result['halves_loss_difference_mean']:.5f}"
+        f"{result['halves_loss_difference_mean']:.5f}; packed - now_halves (other masks): mean "
+        f"{result['packed_loss_difference_mean']:.5f}; fused - packed (same masks, rounding only): mean "
+        f"{result['fused_loss_difference_mean']:.5f}, largest {result['fused_loss_difference_max']:.5f}"
     )
     print(f"written to {out}")
     return result

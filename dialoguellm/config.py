@@ -164,6 +164,14 @@ class TrainConfig:
     )
     micro_batch_size: int = field(default=8, metadata={"help": "Examples per forward/backward pass."})
     grad_accum: int = field(default=16, metadata={"help": "Micro-batches accumulated per optimiser step."})
+    micro_batches_per_pass: int = field(
+        default=1,
+        metadata={
+            "help": "Micro-batches of a step run in one forward/backward pass, packed into one sequence, each "
+            "with its own shared prefix and its own mean loss: the same loss as one pass each, fewer passes "
+            "(needs model.attention: eager_fp32)."
+        },
+    )
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata={"help": "AdamW betas."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
     scheduler: str = field(default="cosine", metadata={"help": "cosine (to min_lr_ratio) or constant."})
@@ -473,6 +481,13 @@ def validate(config: Config) -> None:
     _validate_data(d, src)
     _validate_train(t, src)
     _validate_eval(e, src)
+    if t.micro_batches_per_pass > 1 and m.attention != "eager_fp32":
+        _fail(
+            src,
+            "train.micro_batches_per_pass",
+            f"is {t.micro_batches_per_pass}, and packed passes need model.attention: eager_fp32 (not "
+            f"{m.attention!r}); set model.attention: eager_fp32 or train.micro_batches_per_pass: 1.",
+        )
 
 
 def _fail(src: str, key: str, message: str) -> typing.NoReturn:
@@ -578,6 +593,8 @@ def _validate_batch_sizes(t: TrainConfig, src: str) -> None:
     """Check batch_size = micro_batch_size x grad_accum, and say which values would satisfy it."""
     if t.micro_batch_size < 1 or t.grad_accum < 1:
         _fail(src, "train.micro_batch_size/grad_accum", "must both be >= 1.")
+    if t.micro_batches_per_pass < 1:
+        _fail(src, "train.micro_batches_per_pass", "must be >= 1 (1 = one pass per micro-batch).")
     if t.batch_size % t.micro_batch_size:
         lower = t.batch_size // t.micro_batch_size * t.micro_batch_size
         _fail(

@@ -52,9 +52,9 @@ def main(model_dir: str, run_dir: str, log_dir: str) -> None:
     seen: list[int] = []
     forward = training_loss.AnswerLoss.forward
 
-    def counting(self, prompts, answers):
-        seen.append(len(prompts))
-        return forward(self, prompts, answers)
+    def counting(self, batches, weights):
+        seen.extend(len(prompts) for prompts, _ in batches)
+        return forward(self, batches, weights)
 
     training_loss.AnswerLoss.forward = counting
     result = loop.train(config(model_dir), run_dir, corpus(), progress=False)

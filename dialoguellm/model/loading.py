@@ -36,6 +36,7 @@ import torch
 from dialoguellm.config import ATTENTION, ATTENTION_CHOICES, ModelConfig
 from dialoguellm.model import attention as attention_functions
 from dialoguellm.model.dropout import use_sparse_dropout
+from dialoguellm.model.fused_lora import use_fused_lora
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +414,9 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: lis
 
     A ``dropout`` above 0 is applied by ``dropout.SparseDropout`` instead of peft's ``nn.Dropout``: the same
     distribution from about p random draws per element instead of one (the masks were a quarter of a CPU
-    training step), another random stream (``dropout.py``).
+    training step), another random stream (``dropout.py``). Each LoRA layer trains through
+    ``fused_lora.LoraLinearFunction`` (one autograd function per layer instead of six; peft's forward
+    wherever it does not apply, evaluation included).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -441,12 +444,13 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: lis
         if isinstance(settings.target_modules, set):
             settings.target_modules = sorted(settings.target_modules)
     use_sparse_dropout(peft_model)
+    use_fused_lora(peft_model)
     return peft_model
 
 
 def load_adapter(model: Any, adapter_dir: str | os.PathLike, trainable: bool = False) -> Any:
     """Attach a saved LoRA adapter (safetensors) to ``model``; a ``trainable`` one gets ``add_lora``'s
-    ``SparseDropout``."""
+    ``SparseDropout`` and fused layers."""
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
@@ -458,6 +462,7 @@ def load_adapter(model: Any, adapter_dir: str | os.PathLike, trainable: bool = F
     peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
     if trainable:
         use_sparse_dropout(peft_model)
+        use_fused_lora(peft_model)
     return peft_model
 
 

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from dialoguellm.config import DEFAULT_PRECISION, EVAL_PRECISIONS
-from dialoguellm.model.attention import ADDITIVE_MASKS
+from dialoguellm.model.attention import ADDITIVE_MASKS, PackedBlock
+from dialoguellm.model.attention import NAME as PACKED_ATTENTION
 from dialoguellm.progress import progress_bar as tqdm
 
 
@@ -268,6 +269,63 @@ def forward_hidden(
         use_cache=prefix is not None,
     )
     return out.last_hidden_state, s_max
+
+
+def packed_hidden(
+    model: Any, groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_id: int
+) -> list[torch.Tensor]:
+    """Hidden states of several groups ``(prefix ids, suffixes)`` in one forward pass; per group a
+    (rows, width, H) tensor of its left-padded suffixes, as ``forward_hidden`` returns them after the group's
+    prefix.
+
+    The groups are packed into one sequence of batch 1 (``model.attention.PackedBlock``: each prefix, then
+    its rows), so the linear layers run once over every token and attention keeps the groups apart. The same
+    products as one ``encode_prefix`` + ``forward_hidden`` per group, in one pass instead of two per group:
+    training's ``train.micro_batches_per_pass``. Needs ``model.attention: eager_fp32``.
+    """
+    body, _ = decoder_parts(model)
+    if getattr(body.config, "_attn_implementation", None) != PACKED_ATTENTION:
+        raise ValueError(
+            f"a packed pass (train.micro_batches_per_pass > 1) needs model.attention: {PACKED_ATTENTION}, not "
+            f"{getattr(body.config, '_attn_implementation', None)!r}; set model.attention: {PACKED_ATTENTION} "
+            "or train.micro_batches_per_pass: 1."
+        )
+    device = next(model.parameters()).device
+    lowest = torch.finfo(torch.float32).min
+    ids: list[int] = []
+    positions: list[torch.Tensor] = []
+    blocks: list[PackedBlock] = []
+    for prefix, suffixes in groups:
+        p, r = len(prefix), len(suffixes)
+        width = max(len(s) for s in suffixes)
+        start = len(ids)
+        ids += list(prefix)
+        valid = torch.zeros((r, width), dtype=torch.bool, device=device)
+        for i, seq in enumerate(suffixes):
+            ids += [pad_id] * (width - len(seq)) + list(seq)
+            valid[i, width - len(seq) :] = True
+        positions += [
+            torch.arange(p, device=device),
+            (p + valid.long().cumsum(-1) - 1).clamp(min=p).reshape(-1),
+        ]
+        key_valid = torch.cat([torch.ones((r, p), dtype=torch.bool, device=device), valid], dim=1)
+        rows = attention_mask_4d(key_valid, width)
+        prefix_mask = None
+        if p:
+            causal = attention_mask_4d(torch.ones((1, p), dtype=torch.bool, device=device), p)
+            prefix_mask = torch.zeros(causal.shape, device=device).masked_fill_(~causal, lowest)
+        rows_mask = torch.zeros(rows.shape, device=device).masked_fill_(~rows, lowest)
+        blocks.append(PackedBlock(start, p, r, width, prefix_mask, rows_mask))
+    out = body(
+        input_ids=torch.tensor([ids], device=device),
+        # a 4-D mask is taken as prepared, so transformers builds no (n x n) mask; attention reads ``packed``
+        attention_mask=torch.zeros((1, 1, 1, 1), device=device),
+        position_ids=torch.cat(positions)[None],
+        use_cache=False,
+        packed=blocks,
+    )
+    hidden = out.last_hidden_state[0]
+    return [hidden[b.start + b.prefix_len : b.end].unflatten(0, (b.rows, b.width)) for b in blocks]
 
 
 def score_answers(

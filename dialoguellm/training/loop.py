@@ -228,6 +228,7 @@ class Schedule:
 
     world: int  # training processes
     per_rank: int  # micro-batches each process runs per optimiser step
+    passes: int  # forward calls each process runs per optimiser step (per_rank / micro_batches_per_pass)
     micro_per_epoch: int
     total_micro: int
     total_steps: int
@@ -404,7 +405,10 @@ def _accelerator(config: Config, resume: bool) -> tuple[Any, int, int]:
     precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else precision
     # Device placement is load_model's job (it also handles k-bit models spread by device_map).
     accelerator = Accelerator(
-        gradient_accumulation_steps=per_rank, device_placement=False, cpu=not gpu, mixed_precision=precision
+        gradient_accumulation_steps=-(-per_rank // t.micro_batches_per_pass),
+        device_placement=False,
+        cpu=not gpu,
+        mixed_precision=precision,
     )
     if deepspeed_active(accelerator) and resume:
         raise ValueError(
@@ -467,7 +471,14 @@ def _schedule(
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / t.grad_accum))
     eval_every = t.eval_every or steps_per_epoch
     schedule = Schedule(
-        world, per_rank, micro_per_epoch, total_micro, total_steps, eval_every, t.save_every or eval_every
+        world,
+        per_rank,
+        -(-per_rank // t.micro_batches_per_pass),
+        micro_per_epoch,
+        total_micro,
+        total_steps,
+        eval_every,
+        t.save_every or eval_every,
     )
     return schedule, first
 
@@ -493,7 +504,8 @@ def _open_session(session: Session, resume: bool) -> None:
     if plugin is not None:  # no DataLoader here for DeepSpeed to read the micro-batch size from
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = t.micro_batch_size
     s.loss_module, s.optimizer = s.accelerator.prepare(
-        AnswerLoss(s.model, s.tokenizer.pad_token_id, share_prefix), s.optimizer
+        AnswerLoss(s.model, s.tokenizer.pad_token_id, share_prefix, packed=t.micro_batches_per_pass > 1),
+        s.optimizer,
     )
     if s.schedule.world > 1:
         log.info(
@@ -540,15 +552,24 @@ def _optimizer_step(session: Session) -> tuple[float, float]:
     weights = [sch.world * sch.per_rank / len(global_ids)] * len(mine) + [0.0] * (sch.per_rank - len(mine))
     mine = (mine + [global_ids[0]] * sch.per_rank)[: sch.per_rank]
     step_loss = torch.zeros(1, dtype=torch.float64)
-    for micro_index, weight in zip(mine, weights, strict=True):
-        name, idx = _batch_at(s, micro_index)
-        items = [s.prepared.examples["train"][name][i] for i in idx]
-        answers = [s.prepared.builders[name].answer_ids[e.label_id] for e in items]
+    k = t.micro_batches_per_pass  # micro-batches per forward call (packed into one sequence when > 1)
+    for at in range(0, sch.per_rank, k):
+        batches = []
+        for micro_index in mine[at : at + k]:
+            name, idx = _batch_at(s, micro_index)
+            items = [s.prepared.examples["train"][name][i] for i in idx]
+            answers = [s.prepared.builders[name].answer_ids[e.label_id] for e in items]
+            batches.append(([e.prompt_ids for e in items], answers))
+        part = weights[at : at + k]
         with s.accelerator.accumulate(s.loss_module), training_precision(s.model, s.config.model.dtype):
-            loss, stats = s.loss_module([e.prompt_ids for e in items], answers)
-            s.accelerator.backward(loss * weight)  # accelerate divides by per_rank
-        if weight:
-            step_loss += float(loss.detach()) / len(global_ids)
+            loss, each, stats = s.loss_module(batches, part)
+            # accelerate divides by its accumulation steps (the passes per step): the sum over the step's
+            # micro-batches, each weighted, divided by per_rank, whatever the passes
+            s.accelerator.backward(loss * (sch.passes / sch.per_rank))
+        for loss_i, weight in zip(each, part, strict=True):
+            if weight:
+                step_loss += float(loss_i) / len(global_ids)
+        if any(part):  # a weight-0 repeat (short last step) is not counted
             s.counts[:3] += stats.double()
     if t.max_grad_norm:
         s.accelerator.clip_grad_norm_(s.trainable, t.max_grad_norm)

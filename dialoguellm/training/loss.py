@@ -25,6 +25,7 @@ from dialoguellm.scoring.engine import (
     decoder_parts,
     encode_prefix,
     forward_hidden,
+    packed_hidden,
 )
 
 
@@ -95,13 +96,22 @@ def answer_loss(
     p = common_prefix_length(prompts) if share_prefix else 0
     prefix = encode_prefix(model, list(prompts[0][:p]))
     suffixes = [list(q[p:]) + list(a) for q, a in zip(prompts, answers, strict=True)]
-    a_max = max(len(a) for a in answers)
     hidden, s_max = forward_hidden(model, prefix, p, suffixes, pad_id)
     if stats is not None:
         real = sum(len(s) for s in suffixes)
         stats["tokens"] = stats.get("tokens", 0) + p + len(suffixes) * s_max
         stats["pad_tokens"] = stats.get("pad_tokens", 0) + len(suffixes) * s_max - real
         stats["answer_tokens"] = stats.get("answer_tokens", 0) + sum(len(a) for a in answers)
+    total, n_tokens = _answer_cross_entropy(model, hidden, s_max, answers)
+    return total / max(n_tokens, 1), n_tokens
+
+
+def _answer_cross_entropy(
+    model: Any, hidden: torch.Tensor, s_max: int, answers: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of the answers that fill the last columns of ``hidden`` (rows, columns, H), and
+    the number of answer tokens."""
+    a_max = max(len(a) for a in answers)
     # Column c predicts the token in column c + 1; an answer of n tokens fills the last n columns, so the
     # columns s_max - a_max - 1 ... s_max - 2 predict every answer token.
     picked = hidden[:, s_max - a_max - 1 : s_max - 1]
@@ -111,33 +121,82 @@ def answer_loss(
     keep = targets.reshape(-1) != -100
     _, head = decoder_parts(model)
     logits = head(picked.reshape(-1, picked.shape[-1])[keep])
-    n_tokens = int(keep.sum())
     loss = torch.nn.functional.cross_entropy(logits.float(), targets.reshape(-1)[keep], reduction="sum")
-    return loss / max(n_tokens, 1), n_tokens
+    return loss, int(keep.sum())
+
+
+def packed_answer_loss(
+    model: Any,
+    batches: Sequence[tuple[Sequence[Sequence[int]], Sequence[Sequence[int]]]],
+    weights: Sequence[float],
+    pad_id: int,
+    share_prefix: bool = True,
+    stats: dict[str, int] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Several micro-batches ``(prompts, answers)`` in one forward pass (``engine.packed_hidden``):
+    (the sum of each micro-batch's ``answer_loss`` times its weight, each micro-batch's loss detached).
+
+    The same function of the weights as one ``answer_loss`` per micro-batch accumulated with these weights:
+    each micro-batch keeps its own shared prefix and its own mean over its answer tokens; only the number of
+    forward passes changes (one instead of two per micro-batch). ``stats`` counts as ``answer_loss`` does.
+    """
+    groups, answer_lists = [], []
+    for prompts, answers in batches:
+        p = common_prefix_length(prompts) if share_prefix else 0
+        suffixes = [list(q[p:]) + list(a) for q, a in zip(prompts, answers, strict=True)]
+        groups.append((list(prompts[0][:p]), suffixes))
+        answer_lists.append(answers)
+        if stats is not None:
+            width = max(len(x) for x in suffixes)
+            stats["tokens"] = stats.get("tokens", 0) + p + len(suffixes) * width
+            stats["pad_tokens"] = stats.get("pad_tokens", 0) + sum(width - len(x) for x in suffixes)
+            stats["answer_tokens"] = stats.get("answer_tokens", 0) + sum(len(a) for a in answers)
+    hidden = packed_hidden(model, groups, pad_id)
+    total = torch.zeros((), dtype=torch.float32, device=hidden[0].device)
+    each = []
+    for rows, answers, weight in zip(hidden, answer_lists, weights, strict=True):
+        summed, n_tokens = _answer_cross_entropy(model, rows, rows.shape[1], answers)
+        mean = summed / max(n_tokens, 1)
+        each.append(mean.detach())
+        total = total + mean * weight
+    return total, each
 
 
 class AnswerLoss(torch.nn.Module):
-    """``answer_loss`` as a module, so that one forward call holds a whole micro-batch (prefix and rows).
+    """The loss of one forward call as a module: ``answer_loss`` of one micro-batch, or with ``packed``
+    (``train.micro_batches_per_pass`` > 1) ``packed_answer_loss`` of several in one pass.
 
     DDP (``accelerate launch``) synchronises gradients through a module's forward; wrapping the loss, not the
     language model, keeps the shared-prefix pass inside that one call.
     """
 
-    def __init__(self, model: Any, pad_id: int, share_prefix: bool = True):
+    def __init__(self, model: Any, pad_id: int, share_prefix: bool = True, packed: bool = False):
         super().__init__()
         self.model = model
         self.pad_id = pad_id
         self.share_prefix = share_prefix
+        self.packed = packed
 
     def forward(
         self,
-        prompts: Sequence[Sequence[int]],
-        answers: Sequence[Sequence[int]],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean answer-token loss, tensor of tokens computed, pad tokens, answer tokens)."""
+        batches: Sequence[tuple[Sequence[Sequence[int]], Sequence[Sequence[int]]]],
+        weights: Sequence[float],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sum of each micro-batch's mean answer-token loss times its weight, the micro-batches' losses
+        (detached), tensor of tokens computed, pad tokens, answer tokens)."""
         stats: dict[str, int] = {}
-        loss, _ = answer_loss(self.model, prompts, answers, self.pad_id, self.share_prefix, stats)
-        return loss, torch.tensor([stats["tokens"], stats["pad_tokens"], stats["answer_tokens"]])
+        if self.packed:
+            total, each = packed_answer_loss(
+                self.model, batches, weights, self.pad_id, self.share_prefix, stats
+            )
+        else:
+            if len(batches) != 1:
+                raise ValueError(f"one micro-batch per call without packing, not {len(batches)}")
+            (prompts, answers), weight = batches[0], weights[0]
+            loss, _ = answer_loss(self.model, prompts, answers, self.pad_id, self.share_prefix, stats)
+            total, each = loss * weight, [loss.detach()]
+        counts = torch.tensor([stats["tokens"], stats["pad_tokens"], stats["answer_tokens"]])
+        return total, torch.stack(each), counts
 
 
 # ----------------------------------------------------------------------------------------- schedules

@@ -89,14 +89,20 @@ def test_both_halves_of_a_tensor_drop_alike():
     assert abs(first - second) <= 5 * math.sqrt(2 * (n // 2) * p * (1 - p))
 
 
-def test_gaps_are_geometric_from_one():
-    """torch's ``geometric_`` counts trials to the first success (support 1, 2, ...), which the positions
-    (first = gap - 1, next = previous + gap) rely on."""
+@pytest.mark.parametrize("p", [0.05, 0.3])
+def test_gaps_are_geometric_from_one(p):
+    """The gaps count trials to the first success (support 1, 2, ...), which the positions (first = gap - 1,
+    next = previous + gap) rely on: P(gap = k) = (1 - p)**(k - 1) p, and the tail as torch's own
+    ``geometric_`` draws it."""
     torch.manual_seed(3)
-    gaps = torch.empty(200_000, dtype=torch.float64).geometric_(0.3)
-    assert float(gaps.min()) == 1.0
-    for k in (1, 2, 3):
-        assert within(int((gaps == k).sum()), gaps.numel(), 0.7 ** (k - 1) * 0.3)
+    gaps = sparse.geometric_gaps(200_000, p)
+    reference = torch.empty(200_000, dtype=torch.float64).geometric_(p)
+    assert float(gaps.min()) == 1.0 and bool((gaps == gaps.floor()).all())
+    for k in (1, 2, 3, 10):
+        assert within(int((gaps == k).sum()), gaps.numel(), (1 - p) ** (k - 1) * p)
+    tail = int(math.log(0.01) / math.log(1 - p))  # P(gap > tail) is about 1%
+    assert within(int((gaps > tail).sum()), gaps.numel(), (1 - p) ** tail)
+    assert within(int((reference > tail).sum()), gaps.numel(), (1 - p) ** tail)
 
 
 # ------------------------------------------------------------------------------- values and gradient

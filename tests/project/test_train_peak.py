@@ -52,11 +52,11 @@ def test_the_bound_times_every_frozen_linear_forward_and_backward_at_the_batch_s
         torch.nn.functional, "linear", lambda x, w: seen.append(("f", *x.shape)) or linear(x, w)
     )
     monkeypatch.setattr(torch, "mm", lambda y, w: seen.append(("b", *y.shape)) or mm(y, w))
-    seconds = load("train_peak").base_matmul_seconds(model, prefix_len=3, rows=2, width=5)
+    seconds = load("train_peak").base_matmul_seconds(model, [3, 10])
     layers = model.config.num_hidden_layers
-    # every linear layer of every decoder layer (7), LoRA-wrapped or not; prefix and rows, forward and backward
+    # every linear layer of every decoder layer (7), LoRA-wrapped or not; each pass, forward and backward
     assert seconds > 0 and len(seen) == 2 * 2 * layers * 7 and len(targets) < 7
-    assert {shape[1] for shape in seen} == {3, 10}  # the prefix's tokens, then rows x padded width
+    assert {shape[1] for shape in seen} == {3, 10}  # the tokens of each pass
     assert sum(1 for kind, *_ in seen if kind == "b") == len(seen) // 2
 
 
@@ -101,9 +101,9 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
     assert len(result["rounds"][0]["peak"]) == 8  # bf16/fp32 x 1/2 threads x 2 shapes
     summary = result["summary"]
     assert summary["peak"].startswith("bf16 2t") and summary["peak_gflops"] > 0
-    for path in ("before", "torch_dropout", "sdpa", "eager", "now", "now_halves"):
+    for path in ("before", "torch_dropout", "sdpa", "eager", "now", "now_halves", "packed", "fused"):
         assert 0 < summary[path]["fraction_of_peak"]
-        key = "flops_in_2_passes" if path == "now_halves" else "flops"
+        key = "flops_in_2_passes" if path in ("now_halves", "packed", "fused") else "flops"
         flops = sum(r[key]["total"] for r in result["rounds"][1:])
         seconds = sum(r[path]["seconds"] for r in result["rounds"][1:])
         assert summary[path]["gflops"] == pytest.approx(flops / seconds / 1e9, abs=0.051)  # one decimal
@@ -120,10 +120,15 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
     assert summary["eager_fp32_speedup"] > 0 and result["eager_fp32_loss_difference_max"] < 0.05
     assert summary["one_pass_speedup"] > 0 and result["halves_loss_difference_mean"] >= 0
     assert result["dropout_noise_mean"] >= 0 and "before_other_dropout_loss" in result["rounds"][0]
-    bound = summary["base_matmuls"]  # the base's products alone take part of a step: a bound above now
+    # one packed pass: the loss function of 8 x 2 with other masks; fused layers: the same masks, rounding
+    assert summary["packed_speedup"] > 0 and summary["fused_lora_speedup"] > 0
+    assert result["rounds"][0]["packed"]["loss"] == pytest.approx(result["rounds"][0]["now_halves"]["loss"])
+    assert result["fused_loss_difference_max"] < 0.05 and result["packed_loss_difference_mean"] >= 0
+    bound = summary["base_matmuls"]  # the base's products alone take part of a step: a bound above it
     assert (
-        0 < bound["share_of_now"] < 1
-        and bound["ceiling_fraction_of_peak"] > summary["now"]["fraction_of_peak"]
+        bound["path"] == "fused"
+        and 0 < bound["share_of_profile"] < 1
+        and bound["ceiling_fraction_of_peak"] > summary["fused"]["fraction_of_peak"]
     )
     assert bound["ceiling_fraction_of_peak"] > bound["fraction_of_peak"] > 0  # the bound counts every FLOP
     assert out.is_file()
@@ -156,9 +161,11 @@ def test_the_benchmarks_now_path_is_what_the_cpu_profile_runs():
 
     module = load("train_peak")
     cpu = load_config("cpu")
-    context, sparse, attention, passes = module.PATHS["now"]
-    assert (attention, sparse, passes) == (cpu.model.attention, True, 1)  # one pass of the micro-batch
-    assert context is module.training_loss.training_precision
+    spec = module.PATHS[module.PROFILE]
+    assert (spec.attention, spec.sparse, spec.fused) == (cpu.model.attention, True, True)
+    assert spec.passes == cpu.train.grad_accum and cpu.train.batch_size == 16
+    assert spec.packed == (cpu.train.micro_batches_per_pass == spec.passes)  # one packed pass per step
+    assert spec.context is module.training_loss.training_precision
     assert module.in_passes(list(range(16)), 2) == [list(range(8)), list(range(8, 16))]
     assert module.in_passes(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
     assert module.in_passes([7], 1) == [[7]]
