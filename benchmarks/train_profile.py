@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     corpora = readers.load_corpora(config.data.datasets, args.data_dir)
     trainees = {path: train_peak.Trainee(config, path) for path in train_peak.PATHS}
     prepared = prompts.prepare_examples(config, trainees["now"].loaded.tokenizer, corpora, ("train",))
-    size = config.train.micro_batch_size
+    size = config.train.batch_size  # one optimiser step's utterances, as train_peak's rounds
     epoch = training_loss.micro_batches(
         prepared.examples["train"], size, config.train.seed, config.train.group_by_length
     )
