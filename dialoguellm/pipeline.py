@@ -20,7 +20,7 @@ from typing import Any
 
 from dialoguellm.io import read_json, write_json
 from dialoguellm.plots import figures_dir
-from dialoguellm.runs import REPO_DIR, RunLayout
+from dialoguellm.runs import REPO_DIR, RunLayout, allocator_environment
 
 NOTEBOOKS_DIR = REPO_DIR / "notebooks"
 KERNEL_NAME = "dialoguellm"
@@ -164,6 +164,8 @@ def run_notebooks(
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Kernels start with this process's environment: mimalloc for their memory (runs.allocator_environment)
+    os.environ.update(allocator_environment(dict(os.environ)))
     selected = [
         p for p in notebook_paths(notebooks_dir) if not only or any(p.name.startswith(o) for o in only)
     ]

@@ -1,0 +1,41 @@
+"""Notebook kernels run with mimalloc preloaded (runs.allocator_environment) where the cmeel-mimalloc wheel is
+installed: glibc's malloc let a training process grow by fragmentation (docs/SPEED.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dialoguellm import runs
+
+
+def test_the_preload_is_added_once_in_front_and_can_be_switched_off(monkeypatch, tmp_path):
+    library = tmp_path / "libmimalloc.so.3"
+    monkeypatch.setattr(runs, "mimalloc_library", lambda: library)
+    env = runs.allocator_environment({"LD_PRELOAD": "/opt/other.so", "PATH": "/bin"})
+    assert env["LD_PRELOAD"] == f"{library} /opt/other.so" and env["PATH"] == "/bin"
+    assert runs.allocator_environment(env) == env  # not twice
+    off = {runs.ALLOCATOR_SWITCH: "system"}
+    assert runs.allocator_environment(off) == off
+    monkeypatch.setattr(runs, "mimalloc_library", lambda: None)  # not installed (not Linux): unchanged
+    assert runs.allocator_environment({"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_a_process_started_with_it_runs_torch_on_mimalloc():
+    library = runs.mimalloc_library()
+    if library is None:
+        pytest.skip("cmeel-mimalloc is not installed (a Linux dependency): nothing to preload")
+    code = (
+        "import json, torch; from dialoguellm import runs; x = torch.randn(300, 200).bfloat16();"
+        "y = sum(float((x @ x.T).float().sum()) for _ in range(3));"
+        "maps = open('/proc/self/maps').read();"
+        "print(json.dumps({'allocator': runs.allocator_in_use(), 'mapped': 'libmimalloc' in maps}))"
+    )
+    env = runs.allocator_environment({"PATH": "/usr/bin:/bin"})
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"allocator": "mimalloc", "mapped": True}
+    assert runs.environment()["hardware"]["allocator"] in ("mimalloc", "system")
