@@ -382,6 +382,12 @@ def warn_single_seed(config: Config) -> None:
         )
 
 
+def passes_per_step(per_rank: int, micro_batches_per_pass: int) -> int:
+    """Forward calls each process runs per optimiser step: its micro-batches, ``micro_batches_per_pass`` to a
+    pass (the last pass may hold fewer); what accelerate counts as accumulation steps."""
+    return -(-per_rank // micro_batches_per_pass)
+
+
 def _accelerator(config: Config, resume: bool) -> tuple[Any, int, int]:
     """(Accelerator, number of processes, micro-batches per process and step), refusing settings that
     cannot be shared by the processes or resumed."""
@@ -405,7 +411,7 @@ def _accelerator(config: Config, resume: bool) -> tuple[Any, int, int]:
     precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else precision
     # Device placement is load_model's job (it also handles k-bit models spread by device_map).
     accelerator = Accelerator(
-        gradient_accumulation_steps=-(-per_rank // t.micro_batches_per_pass),
+        gradient_accumulation_steps=passes_per_step(per_rank, t.micro_batches_per_pass),
         device_placement=False,
         cpu=not gpu,
         mixed_precision=precision,
@@ -473,7 +479,7 @@ def _schedule(
     schedule = Schedule(
         world,
         per_rank,
-        -(-per_rank // t.micro_batches_per_pass),
+        passes_per_step(per_rank, t.micro_batches_per_pass),
         micro_per_epoch,
         total_micro,
         total_steps,
@@ -554,13 +560,16 @@ def _optimizer_step(session: Session) -> tuple[float, float]:
     step_loss = torch.zeros(1, dtype=torch.float64)
     k = t.micro_batches_per_pass  # micro-batches per forward call (packed into one sequence when > 1)
     for at in range(0, sch.per_rank, k):
+        chunk = list(zip(mine[at : at + k], weights[at : at + k], strict=True))
+        # a weight-0 repeat (a short last step) only keeps the passes in line: one per pass at most
+        chunk = [(m, w) for m, w in chunk if w] or chunk[:1]
         batches = []
-        for micro_index in mine[at : at + k]:
+        for micro_index, _ in chunk:
             name, idx = _batch_at(s, micro_index)
             items = [s.prepared.examples["train"][name][i] for i in idx]
             answers = [s.prepared.builders[name].answer_ids[e.label_id] for e in items]
             batches.append(([e.prompt_ids for e in items], answers))
-        part = weights[at : at + k]
+        part = [w for _, w in chunk]
         with s.accelerator.accumulate(s.loss_module), training_precision(s.model, s.config.model.dtype):
             loss, each, stats = s.loss_module(batches, part)
             # accelerate divides by its accumulation steps (the passes per step): the sum over the step's
@@ -569,7 +578,7 @@ def _optimizer_step(session: Session) -> tuple[float, float]:
         for loss_i, weight in zip(each, part, strict=True):
             if weight:
                 step_loss += float(loss_i) / len(global_ids)
-        if any(part):  # a weight-0 repeat (short last step) is not counted
+        if any(part):  # a pass of a weight-0 repeat alone is not counted
             s.counts[:3] += stats.double()
     if t.max_grad_norm:
         s.accelerator.clip_grad_norm_(s.trainable, t.max_grad_norm)
