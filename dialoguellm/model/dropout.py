@@ -97,17 +97,28 @@ def sparse_dropout(
         return x
     if p == 1.0:
         return x * torch.zeros((), dtype=x.dtype, device=x.device)
+    flat, _, _ = dropped_copy(x, p, generator)
+    return flat.view(x.shape)
+
+
+def dropped_copy(
+    x: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The dropout of ``x`` (``0 < p < 1``) as ``sparse_dropout`` and the fused LoRA layer draw it: (a new
+    contiguous flat copy of ``x`` scaled by ``1 / (1 - p)`` with the dropped positions set to 0, those
+    positions, the scale)."""
     # nn.Dropout on CPU: noise = bernoulli(1 - p) in x's dtype, noise.div_(1 - p), x * noise. Rounding the
     # scale to x's dtype first keeps the kept values bit-identical to it (bf16: 1 / 0.95 -> 1.0546875).
     scale = torch.ones((), dtype=x.dtype, device=x.device).div_(1.0 - p)
     flat = x.reshape(-1) * scale  # a new contiguous tensor whatever x's strides
+    # The positions are drawn on the CPU generator whatever x's device (SparseDropout sends non-CPU inputs to
+    # F.dropout instead).
+    positions = dropped_positions(flat.numel(), p, generator).to(flat.device)
     if flat.numel():
         # In place on a fresh tensor that no backward needs (mul saves only the scale): IndexFillBackward
         # zeroes the same positions of the gradient.
-        # The positions are drawn on the CPU generator whatever x's device (SparseDropout sends non-CPU
-        # inputs to F.dropout instead).
-        flat.index_fill_(0, dropped_positions(flat.numel(), p, generator).to(flat.device), 0)
-    return flat.view(x.shape)
+        flat.index_fill_(0, positions, 0)
+    return flat, positions, scale
 
 
 class SparseDropout(nn.Module):

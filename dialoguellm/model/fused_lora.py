@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dialoguellm.model.dropout import SparseDropout, _check_p, dropped_positions
+from dialoguellm.model.dropout import SparseDropout, _check_p, dropped_copy
 
 
 class LoraLinearFunction(torch.autograd.Function):
@@ -55,11 +55,9 @@ class LoraLinearFunction(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])
         a, b = lora_a.to(dtype), lora_b.to(dtype)
         y = x2 @ weight.t()
-        if p > 0.0:
-            scale = torch.ones((), dtype=dtype).div_(1.0 - p)  # nn.Dropout's scale, rounded to the dtype
-            dropped = x2 * scale
-            positions = dropped_positions(dropped.numel(), p)
-            dropped.view(-1).index_fill_(0, positions, 0)
+        if p > 0.0:  # sparse_dropout's draw, keeping its positions and scale for the backward
+            dropped, positions, scale = dropped_copy(x2, p)
+            dropped = dropped.view(x2.shape)
         else:
             scale, dropped, positions = None, x2, None
         h = dropped @ a.t()

@@ -98,12 +98,23 @@ def answer_loss(
     suffixes = [list(q[p:]) + list(a) for q, a in zip(prompts, answers, strict=True)]
     hidden, s_max = forward_hidden(model, prefix, p, suffixes, pad_id)
     if stats is not None:
-        real = sum(len(s) for s in suffixes)
-        stats["tokens"] = stats.get("tokens", 0) + p + len(suffixes) * s_max
-        stats["pad_tokens"] = stats.get("pad_tokens", 0) + len(suffixes) * s_max - real
-        stats["answer_tokens"] = stats.get("answer_tokens", 0) + sum(len(a) for a in answers)
+        _count_tokens(stats, p, suffixes, answers)
     total, n_tokens = _answer_cross_entropy(model, hidden, s_max, answers)
     return total / max(n_tokens, 1), n_tokens
+
+
+def _count_tokens(
+    stats: dict[str, int],
+    prefix_len: int,
+    suffixes: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+) -> None:
+    """Add a micro-batch's tokens computed (its prefix once, its rows padded to the longest), the pad tokens
+    among them and its answer tokens to ``stats`` (the trainer's padding-waste report)."""
+    width = max(len(x) for x in suffixes)
+    stats["tokens"] = stats.get("tokens", 0) + prefix_len + len(suffixes) * width
+    stats["pad_tokens"] = stats.get("pad_tokens", 0) + sum(width - len(x) for x in suffixes)
+    stats["answer_tokens"] = stats.get("answer_tokens", 0) + sum(len(a) for a in answers)
 
 
 def _answer_cross_entropy(
@@ -147,10 +158,7 @@ def packed_answer_loss(
         groups.append((list(prompts[0][:p]), suffixes))
         answer_lists.append(answers)
         if stats is not None:
-            width = max(len(x) for x in suffixes)
-            stats["tokens"] = stats.get("tokens", 0) + p + len(suffixes) * width
-            stats["pad_tokens"] = stats.get("pad_tokens", 0) + sum(width - len(x) for x in suffixes)
-            stats["answer_tokens"] = stats.get("answer_tokens", 0) + sum(len(a) for a in answers)
+            _count_tokens(stats, p, suffixes, answers)
     hidden = packed_hidden(model, groups, pad_id)
     total = torch.zeros((), dtype=torch.float32, device=hidden[0].device)
     each = []
