@@ -9,7 +9,7 @@ Each round measures, in this order:
    into 1536 (gate/up) and tokens x 1536 into 576 (down), bf16 and fp32, on 1 and 2 threads;
 2. the old path's loss on the micro-batch with another dropout draw (no step): the noise scale their loss
    difference is read against;
-3. one optimiser step of the cpu profile's 16 utterances (``train.batch_size``, one corpus) by each of eight
+3. one optimiser step of the cpu profile's 16 utterances (``train.batch_size``, one corpus) by each of nine
    paths, each a model of its own with the same LoRA initialisation and the same batches (they take turns to
    go first): the path before issue 30 (``engine.autocast_context``: bf16 autocast, peft copying every LoRA
    input to fp32, peft's ``nn.Dropout``), ``torch_dropout`` (the trainer's precision now,
@@ -21,9 +21,11 @@ Each round measures, in this order:
    (``model.attention: eager_fp32``, eager's products in fp32; the 16 in one micro-batch), ``now_halves``
    (``now`` in two micro-batches of 8, a pass each, gradients accumulated: 8 x 2), ``packed`` (the two
    micro-batches of 8 in one packed pass, ``train.micro_batches_per_pass: 2``: each its own prefix and mean,
-   the loss of 8 x 2) and ``fused`` (``packed`` with ``model.fused_lora``'s LoRA layers: the cpu profile; the
-   same masks as ``packed``, so their losses are compared step by step); the paths before ``fused`` run
-   peft's own LoRA forward;
+   the loss of 8 x 2), ``fused`` (``packed`` with ``model.fused_lora``'s LoRA layers; the same masks as
+   ``packed``, so their losses are compared step by step) and ``norms`` (``fused`` with
+   ``model.fused_norm``'s RMSNorms and peft's layers listed once per run, ``training.loss.tuner_layers``: the
+   cpu profile; the same operations forward); the paths before ``fused`` run peft's own LoRA forward and
+   the paths before ``norms`` transformers' norms;
 4. the frozen base's linear products alone at the profile's shapes (``base_matmul_seconds``: its packed
    pass, forward and the activations' gradient, the model's own weights, nothing else): the bound a step
    could reach if everything but those products were free, printed as a fraction of the peak
@@ -62,6 +64,7 @@ from dialoguellm.corpora import readers
 from dialoguellm.model import loading
 from dialoguellm.model.dropout import SparseDropout, replace_lora_dropout
 from dialoguellm.model.fused_lora import use_peft_forward
+from dialoguellm.model.fused_norm import use_transformers_norms
 from dialoguellm.scoring import engine
 from dialoguellm.training import loop
 from dialoguellm.training import loss as training_loss
@@ -73,8 +76,11 @@ class Path_(NamedTuple):
     """One training path: the context its passes run in, whether LoRA's dropout is the sparse sampler
     (model.dropout.SparseDropout, what add_lora installs) or peft's own nn.Dropout, model.attention, in how many
     micro-batches it runs a round's utterances (2: two halves, as 8 x 2 runs 16), whether those run in one
-    packed pass (train.micro_batches_per_pass) or a pass each, and whether the LoRA layers are fused
-    (model.fused_lora, what add_lora installs) or peft's own."""
+    packed pass (train.micro_batches_per_pass) or a pass each, whether the LoRA layers are fused
+    (model.fused_lora, what add_lora installs) or peft's own, and whether the RMSNorms are fused
+    (model.fused_norm, what add_lora installs) with peft's layers listed once for the precision context
+    (training.loss.tuner_layers, as the trainer lists them once per run) or transformers' norms with the
+    layers found by a walk over the model in every pass."""
 
     context: Callable[[Any, str], contextlib.AbstractContextManager]
     sparse: bool
@@ -82,6 +88,7 @@ class Path_(NamedTuple):
     passes: int
     packed: bool
     fused: bool
+    norms: bool = False
 
 
 precision = training_loss.training_precision
@@ -95,9 +102,10 @@ PATHS: dict[str, Path_] = {
     "now": Path_(precision, True, "eager_fp32", 1, False, False),  # eager_fp32, the 16 in one micro-batch
     "now_halves": Path_(precision, True, "eager_fp32", 2, False, False),  # 8 x 2, a pass each
     "packed": Path_(precision, True, "eager_fp32", 2, True, False),  # 8 x 2 in one packed pass
-    "fused": Path_(precision, True, "eager_fp32", 2, True, True),  # and fused LoRA layers: the cpu profile
+    "fused": Path_(precision, True, "eager_fp32", 2, True, True),  # and fused LoRA layers
+    "norms": Path_(precision, True, "eager_fp32", 2, True, True, True),  # and fused norms: the cpu profile
 }
-PROFILE = "fused"
+PROFILE = "norms"
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -230,12 +238,23 @@ class Trainee:
             replace_lora_dropout(self.model, SparseDropout, torch.nn.Dropout)
         if not spec.fused:  # peft's own LoRA forward back where add_lora installed the fused one
             use_peft_forward(self.model)
+        if not spec.norms:  # transformers' own norms back where add_lora installed the fused ones
+            use_transformers_norms(self.model)
+        # listed once, as the trainer does (training_precision walks the model for them when not given)
+        self.layers = training_loss.tuner_layers(self.model) if spec.norms else None
+        self.model.train()  # once, as the trainer: a pass does not walk the model to set its mode
         params = [p for p in self.model.parameters() if p.requires_grad]
         t = config.train
         self.optimizer = torch.optim.AdamW(
             params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay
         )
         self.checkpointing = any(getattr(m, "gradient_checkpointing", False) for m in self.model.modules())
+
+    def _context(self) -> contextlib.AbstractContextManager:
+        """The context a pass of this path runs in."""
+        if self.layers is None:
+            return self.context(self.model, self.config.model.dtype)
+        return self.context(self.model, self.config.model.dtype, self.layers)
 
     def loss(
         self, prepared: Any, batch: tuple[str, list[int]], seed: int, backward: bool = False
@@ -245,13 +264,12 @@ class Trainee:
         name, idx = batch
         items = [prepared.examples["train"][name][j] for j in idx]
         answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
-        self.model.train()
         torch.manual_seed(seed)
         parts = in_passes(list(range(len(items))), self.passes)
         if (
             self.packed
         ):  # the parts as micro-batches of one packed pass, each its own mean, weighted as accumulated
-            with self.context(self.model, self.config.model.dtype):
+            with self._context():
                 total, _ = training_loss.packed_answer_loss(
                     self.model,
                     [([items[j].prompt_ids for j in part], [answers[j] for j in part]) for part in parts],
@@ -263,7 +281,7 @@ class Trainee:
             return total.detach()
         total = torch.zeros(())
         for part in parts:
-            with self.context(self.model, self.config.model.dtype):
+            with self._context():
                 loss, _ = training_loss.answer_loss(
                     self.model,
                     [items[j].prompt_ids for j in part],
@@ -362,6 +380,7 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
     # 8 x 2 in one packed pass against a pass each; fused LoRA layers against peft's
     out["packed_speedup"] = ratio("now_halves", "packed")
     out["fused_lora_speedup"] = ratio("packed", "fused")
+    out["fused_norms_speedup"] = ratio("fused", "norms")
     out["profile_speedup_over_halves"] = ratio("now_halves", PROFILE)
     return out
 
@@ -483,6 +502,8 @@ def main(argv: list[str] | None = None) -> dict:
         # fused LoRA layers: the same masks, rounding only
         "fused_loss_difference_mean": loss_difference(rounds, "packed", "fused", mean),
         "fused_loss_difference_max": loss_difference(rounds, "packed", "fused", max),
+        # fused norms: the same operations forward, the backward written out
+        "norms_loss_difference_max": loss_difference(rounds, "fused", "norms", max),
         "dropout_noise_mean": mean(abs(r["before"]["loss"] - r["before_other_dropout_loss"]) for r in rounds),
         "rounds": rounds,
     }
@@ -515,7 +536,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{summary['eager_attention_speedup']}x (sdpa / eager), in fp32 {summary['eager_fp32_speedup']}x "
         f"(sdpa / now); one micro-batch against two {summary['one_pass_speedup']}x (now_halves / now); "
         f"8 x 2 in one packed pass {summary['packed_speedup']}x (now_halves / packed), fused LoRA layers "
-        f"{summary['fused_lora_speedup']}x (packed / fused), both {summary['profile_speedup_over_halves']}x\n"
+        f"{summary['fused_lora_speedup']}x (packed / fused), fused norms {summary['fused_norms_speedup']}x "
+        f"(fused / norms), all three {summary['profile_speedup_over_halves']}x\n"
         f"loss difference torch_dropout - before (same masks, precision only): mean "
         f"{result['loss_difference_mean']:.5f}, largest {result['loss_difference_max']:.5f}; another dropout "
         f"draw moves the loss by {result['dropout_noise_mean']:.5f} on average, the sparse sampler's other "
@@ -525,7 +547,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{result['eager_fp32_loss_difference_max']:.5f}; now_halves - now: mean "
         f"{result['halves_loss_difference_mean']:.5f}; packed - now_halves (other masks): mean "
         f"{result['packed_loss_difference_mean']:.5f}; fused - packed (same masks, rounding only): mean "
-        f"{result['fused_loss_difference_mean']:.5f}, largest {result['fused_loss_difference_max']:.5f}"
+        f"{result['fused_loss_difference_mean']:.5f}, largest {result['fused_loss_difference_max']:.5f}; "
+        f"norms - fused (same masks): largest {result['norms_loss_difference_max']:.5f}"
     )
     print(f"written to {out}")
     return result

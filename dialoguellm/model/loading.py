@@ -37,6 +37,7 @@ from dialoguellm.config import ATTENTION, ATTENTION_CHOICES, ModelConfig
 from dialoguellm.model import attention as attention_functions
 from dialoguellm.model.dropout import use_sparse_dropout
 from dialoguellm.model.fused_lora import use_fused_lora
+from dialoguellm.model.fused_norm import use_fused_norms
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +417,8 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: lis
     distribution from about p random draws per element instead of one (the masks were a quarter of a CPU
     training step), another random stream (``dropout.py``). Each LoRA layer trains through
     ``fused_lora.LoraLinearFunction`` (one autograd function per layer instead of six; peft's forward
-    wherever it does not apply, evaluation included).
+    wherever it does not apply, evaluation included), and each RMSNorm through ``fused_norm.RMSNormFunction``
+    (transformers' arithmetic, its backward in fewer passes; transformers' forward outside training).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -445,12 +447,13 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, target_modules: lis
             settings.target_modules = sorted(settings.target_modules)
     use_sparse_dropout(peft_model)
     use_fused_lora(peft_model)
+    use_fused_norms(peft_model)
     return peft_model
 
 
 def load_adapter(model: Any, adapter_dir: str | os.PathLike, trainable: bool = False) -> Any:
     """Attach a saved LoRA adapter (safetensors) to ``model``; a ``trainable`` one gets ``add_lora``'s
-    ``SparseDropout`` and fused layers."""
+    ``SparseDropout``, fused LoRA layers and fused norms."""
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
@@ -463,6 +466,7 @@ def load_adapter(model: Any, adapter_dir: str | os.PathLike, trainable: bool = F
     if trainable:
         use_sparse_dropout(peft_model)
         use_fused_lora(peft_model)
+        use_fused_norms(peft_model)
     return peft_model
 
 

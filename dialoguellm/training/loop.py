@@ -54,7 +54,7 @@ from dialoguellm.training.checkpoints import (
     save_adapter,
     save_checkpoint,
 )
-from dialoguellm.training.loss import AnswerLoss, lr_factor, micro_batches, training_precision
+from dialoguellm.training.loss import AnswerLoss, lr_factor, micro_batches, training_precision, tuner_layers
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,7 @@ class Session:
     loss_module: Any = None
     writer: Any = None
     bar: Any = None
+    tuner_layers: list[Any] = field(default_factory=list)  # peft's adapter layers, listed once per run
     # tokens computed, pad tokens, answer tokens, seconds in steps
     counts: torch.Tensor = field(default_factory=lambda: torch.zeros(4, dtype=torch.float64))
 
@@ -522,6 +523,7 @@ def _open_session(session: Session, resume: bool) -> None:
             t.batch_size,
         )
     s.model.train()
+    s.tuner_layers = tuner_layers(s.model)
     s.bar = tqdm(
         total=s.schedule.total_steps,
         initial=s.state["step"],
@@ -570,7 +572,10 @@ def _optimizer_step(session: Session) -> tuple[float, float]:
             answers = [s.prepared.builders[name].answer_ids[e.label_id] for e in items]
             batches.append(([e.prompt_ids for e in items], answers))
         part = [w for _, w in chunk]
-        with s.accelerator.accumulate(s.loss_module), training_precision(s.model, s.config.model.dtype):
+        with (
+            s.accelerator.accumulate(s.loss_module),
+            training_precision(s.model, s.config.model.dtype, s.tuner_layers),
+        ):
             loss, each, stats = s.loss_module(batches, part)
             # accelerate divides by its accumulation steps (the passes per step): the sum over the step's
             # micro-batches, each weighted, divided by per_rank, whatever the passes

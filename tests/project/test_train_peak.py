@@ -101,9 +101,9 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
     assert len(result["rounds"][0]["peak"]) == 8  # bf16/fp32 x 1/2 threads x 2 shapes
     summary = result["summary"]
     assert summary["peak"].startswith("bf16 2t") and summary["peak_gflops"] > 0
-    for path in ("before", "torch_dropout", "sdpa", "eager", "now", "now_halves", "packed", "fused"):
+    for path in ("before", "torch_dropout", "sdpa", "eager", "now", "now_halves", "packed", "fused", "norms"):
         assert 0 < summary[path]["fraction_of_peak"]
-        key = "flops_in_2_passes" if path in ("now_halves", "packed", "fused") else "flops"
+        key = "flops_in_2_passes" if path in ("now_halves", "packed", "fused", "norms") else "flops"
         flops = sum(r[key]["total"] for r in result["rounds"][1:])
         seconds = sum(r[path]["seconds"] for r in result["rounds"][1:])
         assert summary[path]["gflops"] == pytest.approx(flops / seconds / 1e9, abs=0.051)  # one decimal
@@ -124,11 +124,14 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
     assert summary["packed_speedup"] > 0 and summary["fused_lora_speedup"] > 0
     assert result["rounds"][0]["packed"]["loss"] == pytest.approx(result["rounds"][0]["now_halves"]["loss"])
     assert result["fused_loss_difference_max"] < 0.05 and result["packed_loss_difference_mean"] >= 0
+    # fused norms: the same forward operations, the same masks
+    assert summary["fused_norms_speedup"] > 0 and result["norms_loss_difference_max"] < 0.05
+    assert result["rounds"][0]["norms"]["loss"] == result["rounds"][0]["fused"]["loss"]
     bound = summary["base_matmuls"]  # the base's products alone take part of a step: a bound above it
     assert (
-        bound["path"] == "fused"
+        bound["path"] == "norms"
         and 0 < bound["share_of_profile"] < 1
-        and bound["ceiling_fraction_of_peak"] > summary["fused"]["fraction_of_peak"]
+        and bound["ceiling_fraction_of_peak"] > summary["norms"]["fraction_of_peak"]
     )
     assert bound["ceiling_fraction_of_peak"] > bound["fraction_of_peak"] > 0  # the bound counts every FLOP
     assert out.is_file()
@@ -162,7 +165,7 @@ def test_the_benchmarks_now_path_is_what_the_cpu_profile_runs():
     module = load("train_peak")
     cpu = load_config("cpu")
     spec = module.PATHS[module.PROFILE]
-    assert (spec.attention, spec.sparse, spec.fused) == (cpu.model.attention, True, True)
+    assert (spec.attention, spec.sparse, spec.fused, spec.norms) == (cpu.model.attention, True, True, True)
     assert spec.passes == cpu.train.grad_accum and cpu.train.batch_size == 16
     assert spec.packed == (cpu.train.micro_batches_per_pass == spec.passes)  # one packed pass per step
     assert spec.context is module.training_loss.training_precision
