@@ -92,7 +92,9 @@ def _load_gguf(folder: Path, filename: str, dtype: torch.dtype) -> tuple[Any, An
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=filename)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=filename, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), gguf_file=filename, dtype=dtype, use_kernels=False
+    )
     return model, tokenizer
 
 
@@ -343,6 +345,10 @@ def load_model(
         "trust_remote_code": trust_remote_code,
         # the scoring engine builds explicit 4D masks in the form this implementation takes (mask_for).
         "attn_implementation": attention,
+        # transformers' default (use_kernels=None) fetches layer kernels from the Hub: code from the network,
+        # which trust_remote_code keeps off everywhere else; and each train()/eval() switch "kernelizes" the
+        # model again, resetting every RMSNorm's forward (model/fused_norm.py installs its own).
+        "use_kernels": False,
     }
     if gguf_file:
         kwargs["gguf_file"] = gguf_file

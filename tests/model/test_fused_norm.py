@@ -80,8 +80,11 @@ def test_evaluation_no_grad_and_a_trainable_weight_run_transformers_forward(monk
 def test_add_lora_fuses_every_norm_and_training_keeps_its_loss_and_gradients(tiny_model_dir):
     def loss_and_grads(fused: bool):
         loaded = loading.load_model(tiny_model_dir, dtype="fp32")
+        assert not loaded.model.use_kernels  # no Hub kernels, which would reset the norms at each mode switch
         torch.manual_seed(0)
         model = loading.add_lora(loaded.model, 4, 8, 0.1, ["q_proj", "v_proj", "down_proj"])
+        model.eval()
+        model.train()
         layers = model.config.num_hidden_layers
         if fused:
             assert fused_norm.use_fused_norms(model) == 2 * layers + 1  # add_lora did it already
