@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 from tiny import synthetic_corpus
 
 from dialoguellm.config import config_from_dict
@@ -59,7 +60,13 @@ def main(model_dir: str, run_dir: str, log_dir: str) -> None:
     training_loss.AnswerLoss.forward = counting
     result = loop.train(config(model_dir), run_dir, corpus(), progress=False)
     rank = int(os.environ.get("RANK", "0"))
-    record = {"rank": rank, "world": loop.distributed_world(), "micro_batches": seen, "best": result.best}
+    record = {
+        "rank": rank,
+        "world": loop.distributed_world(),
+        "micro_batches": seen,
+        "best": result.best,
+        "torch_seed": torch.initial_seed(),  # the last seed this process set: its dropout stream
+    }
     Path(log_dir, f"rank{rank}.json").write_text(json.dumps(record), encoding="utf-8")
 
 

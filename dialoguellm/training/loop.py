@@ -80,6 +80,12 @@ def _file_logger(path: Path) -> logging.Handler:
     return handler
 
 
+def process_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of training process ``rank`` > 0 from optimiser step ``step`` on (its dropout masks):
+    independent streams for every (seed, process, step), from numpy's ``SeedSequence``."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def distributed_world() -> int:
     """Number of training processes (more than 1 under ``accelerate launch`` / ``torchrun``)."""
     return process_state().num_processes
@@ -499,6 +505,12 @@ def _open_session(session: Session, resume: bool) -> None:
         s.state.update(load_checkpoint(s.model, s.optimizer, s.run.checkpoint))
         log.info("resumed from %s at step %d", s.run.checkpoint, s.state["step"])
     s.seconds_before = float(s.state.get("seconds", 0.0))  # time spent before an interruption counts too
+    rank = s.accelerator.process_index
+    if s.schedule.world > 1 and rank > 0:
+        # Every process was seeded alike, as the LoRA initialisation must be; the dropout masks must not be, or
+        # each process would drop the same positions of its own micro-batches. Process 0 keeps the stream a
+        # single process draws (and its checkpoint saves); the others draw their own from here.
+        torch.manual_seed(process_seed(t.seed, rank, s.state["step"]))
     _record_threads(s, "start", torch.get_num_threads())
     if s.main:
         from torch.utils.tensorboard import SummaryWriter

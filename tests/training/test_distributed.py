@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddp_worker import config, corpus
+from ddp_worker import TRAIN, config, corpus
 from safetensors.torch import load_file
 
 from dialoguellm.training import loop
@@ -42,6 +42,9 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path):
 
     ranks = [json.loads((logs / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
+    # process 0 keeps the single-process stream; process 1 draws its own dropout masks
+    assert ranks[0]["torch_seed"] == TRAIN["seed"]
+    assert ranks[1]["torch_seed"] == loop.process_seed(TRAIN["seed"], 1, 0) != TRAIN["seed"]
     cfg = config(tiny_model_dir)
     steps = json.loads((ddp_run / "metrics.json").read_text())["steps"]
     for r in ranks:  # each process runs grad_accum / 2 micro-batches per step
