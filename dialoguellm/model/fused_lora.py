@@ -28,13 +28,13 @@ dropout other than ``SparseDropout``, a GPU) runs peft's own forward.
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
 from torch import nn
 
 from dialoguellm.model.dropout import SparseDropout, _check_p, dropped_copy
+from dialoguellm.model.forwards import install_forward, remove_forward
 
 
 class LoraLinearFunction(torch.autograd.Function):
@@ -126,20 +126,9 @@ def use_fused_lora(model: Any) -> int:
     how many. Idempotent; the modules' parameters and saved files do not change."""
     from peft.tuners.lora.layer import Linear
 
-    count = 0
-    for module in model.modules():
-        if type(module) is Linear:
-            if getattr(module.forward, "__func__", None) is not _fused_forward:
-                module.forward = types.MethodType(_fused_forward, module)
-            count += 1
-    return count
+    return install_forward(model, lambda module: type(module) is Linear, _fused_forward)
 
 
 def use_peft_forward(model: Any) -> int:
     """Undo ``use_fused_lora``: every LoRA layer of ``model`` runs peft's own forward again; how many."""
-    count = 0
-    for module in model.modules():
-        if getattr(vars(module).get("forward"), "__func__", None) is _fused_forward:
-            del module.forward
-            count += 1
-    return count
+    return remove_forward(model, _fused_forward)

@@ -20,11 +20,12 @@ trainable norm weight and GPUs run transformers' own.
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
 from torch import nn
+
+from dialoguellm.model.forwards import install_forward, remove_forward
 
 
 class RMSNormFunction(torch.autograd.Function):
@@ -74,20 +75,9 @@ def _is_rms_norm(module: nn.Module) -> bool:
 def use_fused_norms(model: Any) -> int:
     """Give every RMSNorm of ``model`` (transformers' LLaMA-family ``*RMSNorm``) the fused training forward; how
     many. Idempotent; parameters and saved files do not change."""
-    count = 0
-    for module in model.modules():
-        if _is_rms_norm(module):
-            if getattr(vars(module).get("forward"), "__func__", None) is not _fused_forward:
-                module.forward = types.MethodType(_fused_forward, module)
-            count += 1
-    return count
+    return install_forward(model, _is_rms_norm, _fused_forward)
 
 
 def use_transformers_norms(model: Any) -> int:
     """Undo ``use_fused_norms``; how many."""
-    count = 0
-    for module in model.modules():
-        if getattr(vars(module).get("forward"), "__func__", None) is _fused_forward:
-            del module.forward
-            count += 1
-    return count
+    return remove_forward(model, _fused_forward)
