@@ -219,6 +219,24 @@ def encode_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[torch.Ten
     return _cache_layers(cache)
 
 
+def _rows_after_prefix(
+    suffixes: Sequence[Sequence[int]], prefix_len: int, pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows that continue a shared prefix of ``prefix_len`` tokens, left-padded to the longest so that all end
+    in the last column: their ids (B, S), each token's position (its row's count after the prefix; pads
+    take the prefix's length) and which keys a row may see (B, prefix_len + S: the prefix and its own tokens).
+    ``forward_hidden`` and ``packed_hidden`` lay rows out this way."""
+    b, s_max = len(suffixes), max(len(s) for s in suffixes)
+    ids = torch.full((b, s_max), pad_id, dtype=torch.long, device=device)
+    valid = torch.zeros((b, s_max), dtype=torch.bool, device=device)
+    for i, seq in enumerate(suffixes):
+        ids[i, s_max - len(seq) :] = torch.tensor(list(seq), dtype=torch.long, device=device)
+        valid[i, s_max - len(seq) :] = True
+    positions = (prefix_len + valid.long().cumsum(-1) - 1).clamp(min=prefix_len)
+    key_valid = torch.cat([torch.ones((b, prefix_len), dtype=torch.bool, device=device), valid], dim=1)
+    return ids, positions, key_valid
+
+
 def forward_hidden(
     model: Any,
     prefix: list[tuple[torch.Tensor, torch.Tensor]] | None,
@@ -239,18 +257,12 @@ def forward_hidden(
     device = next(model.parameters()).device
     b = len(suffixes)
     lengths = torch.tensor([len(s) for s in suffixes], device=device)
-    s_max = int(lengths.max())
+    ids, positions, key_valid = _rows_after_prefix(suffixes, prefix_len, pad_id, device)
+    s_max = ids.shape[1]
     flat_tail = [t for group in tails for t in group]
     n_tail = len(flat_tail)
-    ids = torch.full((b, s_max + n_tail), pad_id, dtype=torch.long, device=device)
-    valid = torch.zeros((b, s_max), dtype=torch.bool, device=device)
-    for i, seq in enumerate(suffixes):
-        ids[i, s_max - len(seq) : s_max] = torch.tensor(list(seq), device=device)
-        valid[i, s_max - len(seq) :] = True
-    positions = (prefix_len + valid.long().cumsum(-1) - 1).clamp(min=prefix_len)
-    key_valid = torch.cat([torch.ones((b, prefix_len), dtype=torch.bool, device=device), valid], dim=1)
     if n_tail:
-        ids[:, s_max:] = torch.tensor(flat_tail, device=device)
+        ids = torch.cat([ids, torch.tensor(flat_tail, device=device).expand(b, n_tail)], dim=1)
         offsets = torch.tensor([k for group in tails for k in range(len(group))], device=device)
         positions = torch.cat([positions, (prefix_len + lengths)[:, None] + offsets[None]], dim=1)
         key_valid = torch.cat([key_valid, torch.ones((b, n_tail), dtype=torch.bool, device=device)], dim=1)
@@ -291,33 +303,26 @@ def packed_hidden(
             "or train.micro_batches_per_pass: 1."
         )
     device = next(model.parameters()).device
-    lowest = torch.finfo(torch.float32).min
-    ids: list[int] = []
+    ids: list[torch.Tensor] = []
     positions: list[torch.Tensor] = []
     blocks: list[PackedBlock] = []
+    start = 0
     for prefix, suffixes in groups:
         p, r = len(prefix), len(suffixes)
-        width = max(len(s) for s in suffixes)
-        start = len(ids)
-        ids += list(prefix)
-        valid = torch.zeros((r, width), dtype=torch.bool, device=device)
-        for i, seq in enumerate(suffixes):
-            ids += [pad_id] * (width - len(seq)) + list(seq)
-            valid[i, width - len(seq) :] = True
-        positions += [
-            torch.arange(p, device=device),
-            (p + valid.long().cumsum(-1) - 1).clamp(min=p).reshape(-1),
-        ]
-        key_valid = torch.cat([torch.ones((r, p), dtype=torch.bool, device=device), valid], dim=1)
-        rows = attention_mask_4d(key_valid, width)
+        rows, row_positions, key_valid = _rows_after_prefix(suffixes, p, pad_id, device)
+        width = rows.shape[1]
+        ids += [torch.tensor(list(prefix), dtype=torch.long, device=device), rows.reshape(-1)]
+        positions += [torch.arange(p, device=device), row_positions.reshape(-1)]
         prefix_mask = None
-        if p:
-            causal = attention_mask_4d(torch.ones((1, p), dtype=torch.bool, device=device), p)
-            prefix_mask = torch.zeros(causal.shape, device=device).masked_fill_(~causal, lowest)
-        rows_mask = torch.zeros(rows.shape, device=device).masked_fill_(~rows, lowest)
+        if p:  # the additive masks eager_fp32 takes (mask_for)
+            prefix_mask = mask_for(
+                body, attention_mask_4d(torch.ones((1, p), dtype=torch.bool, device=device), p)
+            )
+        rows_mask = mask_for(body, attention_mask_4d(key_valid, width))
         blocks.append(PackedBlock(start, p, r, width, prefix_mask, rows_mask))
+        start = blocks[-1].end
     out = body(
-        input_ids=torch.tensor([ids], device=device),
+        input_ids=torch.cat(ids)[None],
         # a 4-D mask is taken as prepared, so transformers builds no (n x n) mask; attention reads ``packed``
         attention_mask=torch.zeros((1, 1, 1, 1), device=device),
         position_ids=torch.cat(positions)[None],
