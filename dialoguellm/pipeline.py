@@ -20,7 +20,7 @@ from typing import Any
 
 from dialoguellm.io import read_json, write_json
 from dialoguellm.plots import figures_dir
-from dialoguellm.runs import REPO_DIR, RunLayout, allocator_environment
+from dialoguellm.runs import REPO_DIR, RunLayout, allocator_preloaded
 
 NOTEBOOKS_DIR = REPO_DIR / "notebooks"
 KERNEL_NAME = "dialoguellm"
@@ -68,16 +68,17 @@ def run_notebook(
     _check_parameters(notebook, params)
     output = RunLayout(Path(run_dir)).notebooks / notebook.name
     output.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(notebook),
-        str(output),
-        parameters=params,
-        kernel_name=kernel_name(),
-        cwd=str(notebook.parent),
-        progress_bar=False,
-        log_output=True,
-        execution_timeout=timeout,
-    )
+    with allocator_preloaded():  # the kernel starts with mimalloc for its memory (runs.allocator_environment)
+        pm.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=params,
+            kernel_name=kernel_name(),
+            cwd=str(notebook.parent),
+            progress_bar=False,
+            log_output=True,
+            execution_timeout=timeout,
+        )
     return output
 
 
@@ -164,8 +165,6 @@ def run_notebooks(
     """
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Kernels start with this process's environment: mimalloc for their memory (runs.allocator_environment)
-    os.environ.update(allocator_environment(dict(os.environ)))
     selected = [
         p for p in notebook_paths(notebooks_dir) if not only or any(p.name.startswith(o) for o in only)
     ]

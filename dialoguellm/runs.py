@@ -21,12 +21,13 @@ folder, the CLI from anywhere).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -531,6 +532,21 @@ def allocator_environment(env: dict[str, str]) -> dict[str, str]:
     if str(library) not in preload:
         env = {**env, "LD_PRELOAD": " ".join([str(library), *preload])}
     return env
+
+
+@contextlib.contextmanager
+def allocator_preloaded() -> Iterator[None]:
+    """While inside, the processes this one starts (notebook kernels) get ``allocator_environment``'s
+    ``LD_PRELOAD``; this process's own environment is as it was on exit."""
+    before = os.environ.get("LD_PRELOAD")
+    os.environ.update(allocator_environment(dict(os.environ)))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("LD_PRELOAD", None)
+        else:
+            os.environ["LD_PRELOAD"] = before
 
 
 def allocator_in_use() -> str:

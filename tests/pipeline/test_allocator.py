@@ -4,6 +4,7 @@ installed: glibc's malloc let a training process grow by fragmentation (docs/SPE
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -39,3 +40,18 @@ def test_a_process_started_with_it_runs_torch_on_mimalloc():
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"allocator": "mimalloc", "mapped": True}
     assert runs.environment()["hardware"]["allocator"] in ("mimalloc", "system")
+
+
+def test_the_preload_is_set_only_while_inside(monkeypatch, tmp_path):
+    library = tmp_path / "libmimalloc.so.3"
+    monkeypatch.setattr(runs, "mimalloc_library", lambda: library)
+    monkeypatch.delenv(runs.ALLOCATOR_SWITCH, raising=False)
+    for before in (None, "/opt/other.so"):
+        if before is None:
+            monkeypatch.delenv("LD_PRELOAD", raising=False)
+        else:
+            monkeypatch.setenv("LD_PRELOAD", before)
+        with pytest.raises(RuntimeError), runs.allocator_preloaded():
+            assert os.environ["LD_PRELOAD"].split()[0] == str(library)
+            raise RuntimeError("a failed notebook restores it too")
+        assert os.environ.get("LD_PRELOAD") == before
