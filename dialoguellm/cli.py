@@ -352,7 +352,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``dialoguellm`` console script."""
+    """Entry point of the ``dialoguellm`` console script. Run as the script (no ``argv``), it first starts
+    again on mimalloc as notebook kernels do (``runs.reexec_with_allocator``; ``DIALOGUELLM_ALLOCATOR=system``
+    keeps the C library's malloc)."""
+    if argv is None:
+        runs.reexec_with_allocator()
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -471,6 +471,7 @@ def benchmark_header(name: str, argv: Sequence[str] | None = None, **fields: Any
         "hardware": hardware_summary(env),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "allocator": allocator_in_use(),
     }
 
 
@@ -505,8 +506,8 @@ def mimalloc_library() -> Path | None:
     installed.
 
     Training allocates tensors of a new size every step (the packed pass's length varies with its
-    utterances), and glibc's malloc kept the freed memory fragmented: a training process grew to 5.2 GB over
-    100 steps of the cpu profile where mimalloc held 3.3 GB, at the same speed (a probe, docs/SPEED.md).
+    utterances), and glibc's malloc kept the freed memory fragmented: a training process grew to 4.8-5.2 GB
+    over 100 steps of the cpu profile where mimalloc held 3.4 GB (probes, docs/SPEED.md).
     """
     import importlib.metadata as md
 
@@ -522,33 +523,64 @@ def mimalloc_library() -> Path | None:
     return None
 
 
+# mimalloc's delay before it hands freed memory back to the system (ms); -1: never. By default (10 ms) it handed
+# back a training step's activations between steps and took them again, page fault by page fault, in the next:
+# 100 steps of the cpu profile took 240 s with it and 217 s without, holding 2.3 and 3.4 GB (glibc's malloc:
+# 237 s, 4.8 GB; a probe on the idle 2-core machine, docs/SPEED.md).
+PURGE_DELAY = ("MIMALLOC_PURGE_DELAY", "-1")
+
+
 def allocator_environment(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with mimalloc preloaded (``LD_PRELOAD``) for the processes it starts, where the library is
-    installed and ``DIALOGUELLM_ALLOCATOR`` is not "system"; unchanged otherwise."""
+    """``env`` with mimalloc preloaded (``LD_PRELOAD``) for the processes it starts, and its freed memory kept
+    for reuse (``PURGE_DELAY``, unless ``env`` sets it), where the library is installed and
+    ``DIALOGUELLM_ALLOCATOR`` is not "system"; unchanged otherwise."""
     library = mimalloc_library()
     if library is None or env.get(ALLOCATOR_SWITCH, "").lower() == "system":
         return env
     preload = [p for p in env.get("LD_PRELOAD", "").split() if p]
     if str(library) not in preload:
         env = {**env, "LD_PRELOAD": " ".join([str(library), *preload])}
+    if PURGE_DELAY[0] not in env:
+        env = {**env, PURGE_DELAY[0]: PURGE_DELAY[1]}
     return env
 
 
 @contextlib.contextmanager
 def allocator_preloaded() -> Iterator[None]:
     """While inside, the processes this one starts (notebook kernels) get ``allocator_environment``'s
-    ``LD_PRELOAD``; this process's own environment is as it was on exit."""
-    before = os.environ.get("LD_PRELOAD")
+    variables; this process's own environment is as it was on exit."""
+    keys = ("LD_PRELOAD", PURGE_DELAY[0])
+    before = {key: os.environ.get(key) for key in keys}
     os.environ.update(allocator_environment(dict(os.environ)))
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop("LD_PRELOAD", None)
-        else:
-            os.environ["LD_PRELOAD"] = before
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def reexec_with_allocator(command: Sequence[str] | None = None) -> None:
+    """Start ``command`` (this program again: ``python -m dialoguellm.cli`` and its arguments) with
+    ``allocator_environment``, replacing this process, when this process lacks it: the ``dialoguellm`` console
+    script calls it first, so ``dialoguellm train`` and ``dialoguellm benchmark`` run on the allocator the
+    notebooks' kernels get. Returns where nothing would change (already preloaded,
+    ``DIALOGUELLM_ALLOCATOR=system``, no mimalloc), so it never loops."""
+    env = allocator_environment(dict(os.environ))
+    if env == dict(os.environ):
+        return
+    command = list(command or [sys.executable, "-m", "dialoguellm.cli", *sys.argv[1:]])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, env)
 
 
 def allocator_in_use() -> str:
-    """ "mimalloc" when this process runs with mimalloc preloaded, else "system"."""
-    return "mimalloc" if "libmimalloc" in os.environ.get("LD_PRELOAD", "") else "system"
+    """ "mimalloc" when this process runs with mimalloc preloaded (with its purge delay when set, e.g.
+    "mimalloc, purge delay -1"), else "system"."""
+    if "libmimalloc" not in os.environ.get("LD_PRELOAD", ""):
+        return "system"
+    delay = os.environ.get(PURGE_DELAY[0])
+    return "mimalloc" if delay is None else f"mimalloc, purge delay {delay}"
