@@ -26,7 +26,12 @@ Each round measures, in this order:
    ``model.fused_norm``'s RMSNorms and peft's layers listed once per run, ``training.loss.tuner_layers``: the
    cpu profile; the same operations forward); the paths before ``fused`` run peft's own LoRA forward and
    the paths before ``norms`` transformers' norms;
-4. the frozen base's linear products alone at the profile's shapes (``base_matmul_seconds``: its packed
+4. one optimiser step of the trainer's own, by the cpu profile on a model of its own (``epoch``): the
+   ``train.grad_accum`` micro-batches of ``train.micro_batch_size`` that the trainer pairs into one step
+   (``loop`` forms them so: possibly two corpora, each micro-batch its own prefix and width), the steps
+   spread evenly over the real first epoch: the rate the whole epoch runs at, where 3. measures one corpus's
+   first full batches;
+5. the frozen base's linear products alone at the profile's shapes (``base_matmul_seconds``: its packed
    pass, forward and the activations' gradient, the model's own weights, nothing else): the bound a step
    could reach if everything but those products were free, printed as a fraction of the peak
    (``ceiling_fraction_of_peak``).
@@ -293,6 +298,27 @@ class Trainee:
             total = total + loss.detach() / self.passes
         return total
 
+    def trainer_step(
+        self, prepared: Any, micro_batches: Sequence[tuple[str, list[int]]], seed: int
+    ) -> dict[str, float]:
+        """One optimiser step as the trainer runs it (a packed path only): ``micro_batches`` (each ``(corpus,
+        positions)``, its own prefix) in one packed pass, each its own mean, weighted as accumulated."""
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        batches = []
+        for name, idx in micro_batches:
+            items = [prepared.examples["train"][name][j] for j in idx]
+            answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
+            batches.append(([e.prompt_ids for e in items], answers))
+        with self._context():
+            total, _ = training_loss.packed_answer_loss(
+                self.model, batches, [1.0 / len(batches)] * len(batches), self.loaded.tokenizer.pad_token_id
+            )
+            total.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"seconds": time.perf_counter() - start, "loss": float(total.detach())}
+
     def step(self, prepared: Any, batch: tuple[str, list[int]], seed: int) -> dict[str, float]:
         """Forward, backward and AdamW on one micro-batch (dropout seeded with ``seed``): seconds, loss."""
         start = time.perf_counter()
@@ -300,6 +326,17 @@ class Trainee:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return {"seconds": time.perf_counter() - start, "loss": float(loss)}
+
+
+def epoch_steps(prepared: Any, config: Any, count: int) -> list[list[tuple[str, list[int]]]]:
+    """``count`` optimiser steps of the real first epoch as the trainer forms them (``train.grad_accum``
+    consecutive micro-batches of ``train.micro_batch_size``, seed ``train.seed``), evenly spread over it."""
+    t = config.train
+    micro = training_loss.micro_batches(
+        prepared.examples["train"], t.micro_batch_size, t.seed, t.group_by_length
+    )
+    steps = [micro[i : i + t.grad_accum] for i in range(0, len(micro), t.grad_accum)]
+    return [steps[round(k * (len(steps) - 1) / max(count - 1, 1))] for k in range(count)]
 
 
 def in_passes(positions: list[int], passes: int) -> list[list[int]]:
@@ -356,6 +393,16 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
             "gflops": round(flops / seconds / 1e9, 1),
             "fraction_of_peak": round(flops / seconds / 1e9 / peak, 3),
         }
+    seconds = sum(r["epoch"]["seconds"] for r in counted)
+    tokens = sum(r["epoch_flops"]["tokens"] for r in counted)
+    flops = sum(r["epoch_flops"]["total"] for r in counted)
+    out["epoch"] = {
+        "path": PROFILE,
+        "seconds": round(seconds, 2),
+        "tokens_per_second": round(tokens / seconds, 1),
+        "gflops": round(flops / seconds / 1e9, 1),
+        "fraction_of_peak": round(flops / seconds / 1e9 / peak, 3),
+    }
     # the bound: every useful FLOP of the profile's step in the time of the base's linear products alone at
     # the profile's shapes (its packed pass: both micro-batches' prefixes and rows as one product per weight)
     key = flops_key(PATHS[PROFILE].passes)
@@ -409,6 +456,8 @@ def main(argv: list[str] | None = None) -> dict:
         prepared.examples["train"], size, config.train.seed, config.train.group_by_length
     )
     batches = [b for b in epoch if len(b[1]) == size][: args.micro_batches]
+    trainer_steps = epoch_steps(prepared, config, len(batches))
+    epoch_trainee = Trainee(config, PROFILE)  # its own model: the paths' comparisons keep their batches
     out = Path(args.out)
     header = runs.benchmark_header("train_peak", argv, model=config.model.name)
     checkpointing = trainees["now"].checkpointing
@@ -438,6 +487,14 @@ def main(argv: list[str] | None = None) -> dict:
         order = list(PATHS)[i % len(PATHS) :] + list(PATHS)[: i % len(PATHS)]  # each path leads in turn
         for path in order:
             record[path] = trainees[path].step(prepared, batch, seed=1000 + i)
+        parts = [
+            train_flops(model_config, config.lora.r, config.lora.target_modules, *batch_shape(prepared, mb),
+                        checkpointing)
+            for mb in trainer_steps[i]
+        ]  # fmt: skip
+        record["epoch_flops"] = {k: sum(part[k] for part in parts) for k in parts[0]}
+        record["epoch_step"] = [[name, idx] for name, idx in trainer_steps[i]]
+        record["epoch"] = epoch_trainee.trainer_step(prepared, trainer_steps[i], seed=3000 + i)
         packed_tokens = sum(
             hp + len(hs) * max(hs)
             for hp, hs, _ in (batch_shape(prepared, (batch[0], part)) for part in in_passes(batch[1], 2))
@@ -449,7 +506,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{max(v for k, v in peak.items() if k.startswith('bf16 2t')):.0f} GFLOP/s, "
             + ", ".join(
                 f"{path} {record[path]['seconds']:.1f} s loss {record[path]['loss']:.5f}" for path in PATHS
-            ),
+            )
+            + f", epoch step {record['epoch']['seconds']:.1f} s",
             flush=True,
         )
     # the peak: the faster bf16 2-thread shape over the counted rounds (the larger peak, the stricter fraction)
@@ -523,6 +581,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{path:<15}{s['tokens_per_second']:>10.1f}{s['gflops']:>10.1f}{100 * s['fraction_of_peak']:>8.1f}%"
         )
+    e = summary["epoch"]
+    print(
+        f"{'epoch':<15}{e['tokens_per_second']:>10.1f}{e['gflops']:>10.1f}{100 * e['fraction_of_peak']:>8.1f}%"
+        f"   ({PROFILE} on the trainer's own steps, spread over the epoch: {len(batches) - 1} counted)"
+    )
     bound = summary["base_matmuls"]
     print(
         f"the base's linear products alone at the {PROFILE} path's shapes: {bound['seconds']:.2f} s "

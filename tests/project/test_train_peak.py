@@ -134,7 +134,32 @@ def test_train_peak_interleaves_both_paths_and_the_peak(tiny_model_dir, tmp_path
         and bound["ceiling_fraction_of_peak"] > summary["norms"]["fraction_of_peak"]
     )
     assert bound["ceiling_fraction_of_peak"] > bound["fraction_of_peak"] > 0  # the bound counts every FLOP
+    # the trainer's own steps, spread over the epoch, by the profile's path on a model of its own
+    epoch = summary["epoch"]
+    assert epoch["path"] == "norms" and epoch["fraction_of_peak"] > 0
+    flops = sum(r["epoch_flops"]["total"] for r in result["rounds"][1:])
+    seconds = sum(r["epoch"]["seconds"] for r in result["rounds"][1:])
+    assert epoch["gflops"] == pytest.approx(flops / seconds / 1e9, abs=0.051)
+    steps = [r["epoch_step"] for r in result["rounds"]]
+    assert all(len(step) == 2 and all(len(idx) <= 8 for _, idx in step) for step in steps)  # 8 x 2
+    assert len({str(step) for step in steps}) == 3  # three different steps
     assert out.is_file()
+
+
+def test_epoch_steps_are_the_trainers_spread_over_the_epoch():
+    examples = {
+        name: [SimpleNamespace(prompt_ids=[1] * (3 + i % 5)) for i in range(n)]
+        for name, n in (("a", 13), ("b", 7))
+    }
+    config = SimpleNamespace(
+        train=SimpleNamespace(micro_batch_size=2, grad_accum=2, seed=3, group_by_length=True)
+    )
+    micro = training_loss.micro_batches(examples, 2, 3, True)
+    steps = [
+        micro[i : i + 2] for i in range(0, len(micro), 2)
+    ]  # as loop pairs them: 11 micro-batches, 6 steps
+    chosen = load("train_peak").epoch_steps(SimpleNamespace(examples={"train": examples}), config, 3)
+    assert chosen == [steps[0], steps[2], steps[5]]  # the first, the middle and the last (a short one)
 
 
 @pytest.mark.slow
