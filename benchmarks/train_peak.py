@@ -266,18 +266,16 @@ class Trainee:
     ) -> torch.Tensor:
         """The micro-batch's training loss (dropout seeded with ``seed``), in this path's context, in this
         path's passes (their mean, as the trainer accumulates them); ``backward`` runs each pass's backward."""
-        name, idx = batch
-        items = [prepared.examples["train"][name][j] for j in idx]
-        answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
+        prompts, answers = prompts_and_answers(prepared, batch)
         torch.manual_seed(seed)
-        parts = in_passes(list(range(len(items))), self.passes)
+        parts = in_passes(list(range(len(prompts))), self.passes)
         if (
             self.packed
         ):  # the parts as micro-batches of one packed pass, each its own mean, weighted as accumulated
             with self._context():
                 total, _ = training_loss.packed_answer_loss(
                     self.model,
-                    [([items[j].prompt_ids for j in part], [answers[j] for j in part]) for part in parts],
+                    [([prompts[j] for j in part], [answers[j] for j in part]) for part in parts],
                     [1.0 / len(parts)] * len(parts),
                     self.loaded.tokenizer.pad_token_id,
                 )
@@ -289,7 +287,7 @@ class Trainee:
             with self._context():
                 loss, _ = training_loss.answer_loss(
                     self.model,
-                    [items[j].prompt_ids for j in part],
+                    [prompts[j] for j in part],
                     [answers[j] for j in part],
                     self.loaded.tokenizer.pad_token_id,
                 )
@@ -305,11 +303,7 @@ class Trainee:
         positions)``, its own prefix) in one packed pass, each its own mean, weighted as accumulated."""
         start = time.perf_counter()
         torch.manual_seed(seed)
-        batches = []
-        for name, idx in micro_batches:
-            items = [prepared.examples["train"][name][j] for j in idx]
-            answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
-            batches.append(([e.prompt_ids for e in items], answers))
+        batches = [prompts_and_answers(prepared, mb) for mb in micro_batches]
         with self._context():
             total, _ = training_loss.packed_answer_loss(
                 self.model, batches, [1.0 / len(batches)] * len(batches), self.loaded.tokenizer.pad_token_id
@@ -350,13 +344,21 @@ def flops_key(passes: int) -> str:
     return "flops" if passes == 1 else f"flops_in_{passes}_passes"
 
 
-def batch_shape(prepared: Any, batch: tuple[str, list[int]]) -> tuple[int, list[int], int]:
-    """(shared prefix length, suffix lengths with the answer, answer tokens) as ``answer_loss`` runs it."""
+def prompts_and_answers(
+    prepared: Any, batch: tuple[str, list[int]]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """A micro-batch ``(corpus, example positions)`` of the training split as the loss takes it: (prompt ids,
+    answer ids)."""
     name, idx = batch
     items = [prepared.examples["train"][name][j] for j in idx]
-    answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
-    p = engine.common_prefix_length([e.prompt_ids for e in items])
-    suffixes = [len(e.prompt_ids) - p + len(a) for e, a in zip(items, answers, strict=True)]
+    return [e.prompt_ids for e in items], [prepared.builders[name].answer_ids[e.label_id] for e in items]
+
+
+def batch_shape(prepared: Any, batch: tuple[str, list[int]]) -> tuple[int, list[int], int]:
+    """(shared prefix length, suffix lengths with the answer, answer tokens) as ``answer_loss`` runs it."""
+    prompts, answers = prompts_and_answers(prepared, batch)
+    p = engine.common_prefix_length(prompts)
+    suffixes = [len(q) - p + len(a) for q, a in zip(prompts, answers, strict=True)]
     return p, suffixes, sum(len(a) for a in answers)
 
 
