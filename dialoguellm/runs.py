@@ -549,9 +549,9 @@ def allocator_environment(env: dict[str, str]) -> dict[str, str]:
 def allocator_preloaded() -> Iterator[None]:
     """While inside, the processes this one starts (notebook kernels) get ``allocator_environment``'s
     variables; this process's own environment is as it was on exit."""
-    keys = ("LD_PRELOAD", PURGE_DELAY[0])
-    before = {key: os.environ.get(key) for key in keys}
-    os.environ.update(allocator_environment(dict(os.environ)))
+    env = allocator_environment(dict(os.environ))
+    before = {key: os.environ.get(key) for key, value in env.items() if os.environ.get(key) != value}
+    os.environ.update(env)
     try:
         yield
     finally:
