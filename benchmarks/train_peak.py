@@ -234,6 +234,12 @@ class Trainee:
         self.loaded = loading.load_model(
             config.model.name, config.model.dtype, config.model.quantization, attention=spec.attention
         )
+        # what the trainer multiplies in on this machine (train.precision; auto: fp32 on a CPU without bf16
+        # units), on fp32 copies of the same weights when that is fp32, as the trainer holds them for a run
+        self.dtype, self.dtype_reason = loading.training_dtype(config.train.precision, config.model.dtype)
+        self.weights = contextlib.ExitStack()
+        if self.dtype == "fp32":
+            self.weights.enter_context(engine.fp32_parameters(self.loaded.model))
         loop.set_seed(config.train.seed)  # the same LoRA initialisation for every path
         lora = config.lora
         self.model = loading.add_lora(
@@ -258,8 +264,8 @@ class Trainee:
     def _context(self) -> contextlib.AbstractContextManager:
         """The context a pass of this path runs in."""
         if self.layers is None:
-            return self.context(self.model, self.config.model.dtype)
-        return self.context(self.model, self.config.model.dtype, self.layers)
+            return self.context(self.model, self.dtype)
+        return self.context(self.model, self.dtype, self.layers)
 
     def loss(
         self, prepared: Any, batch: tuple[str, list[int]], seed: int, backward: bool = False
@@ -372,6 +378,13 @@ def other_processes() -> list[str]:
         return []
     own = str(os.getpid())
     return [" ".join(line.split()[1:])[:120] for line in lines if line.split()[0] != own][:6]
+
+
+def fastest(rounds: list[dict[str, Any]], dtypes: Sequence[str]) -> str:
+    """The 2-thread peak key ("<dtype> 2t <shape>") of one of ``dtypes`` with the largest mean over the counted
+    rounds (round 0 excluded)."""
+    keys = [k for k in rounds[0]["peak"] if k.split()[0] in dtypes and k.split()[1] == "2t"]
+    return max(keys, key=lambda k: sum(r["peak"][k] for r in rounds[1:]))
 
 
 def loss_difference(rounds: list[dict[str, Any]], a: str, b: str, how: Callable) -> float:
@@ -512,12 +525,11 @@ def main(argv: list[str] | None = None) -> dict:
             + f", epoch step {record['epoch']['seconds']:.1f} s",
             flush=True,
         )
-    # the peak: the faster bf16 2-thread shape over the counted rounds (the larger peak, the stricter fraction)
-    bf16_2t = max(
-        (k for k in rounds[0]["peak"] if k.startswith("bf16 2t")),
-        key=lambda k: sum(r["peak"][k] for r in rounds[1:]),
-    )
-    summary = summarise(rounds, bf16_2t)
+    # the peak: the fastest 2-thread matmul over the counted rounds, of either dtype and shape (the larger peak,
+    # the stricter fraction): bf16 where the CPU has bf16 units, fp32 where it has none (there bf16 is emulated)
+    peak_key = fastest(rounds, list(DTYPES))
+    summary = summarise(rounds, peak_key)
+    summary["bf16_2t_peak"] = fastest(rounds, ["bf16"])
     tokens = sum(r["flops"]["tokens"] for r in rounds[1:])
     flops = sum(r["flops"]["total"] for r in rounds[1:])
     result = {
@@ -530,6 +542,8 @@ def main(argv: list[str] | None = None) -> dict:
             "lora_r": config.lora.r,
             "target_modules": list(config.lora.target_modules),
             "dtype": config.model.dtype,
+            "training_dtype": epoch_trainee.dtype,
+            "training_dtype_reason": epoch_trainee.dtype_reason,
             "activation_checkpointing": checkpointing,
         },
         "flops_per_useful_token": round(flops / tokens / 1e9, 4),
@@ -576,7 +590,8 @@ def main(argv: list[str] | None = None) -> dict:
     for k, v in result["peak_mean_gflops"].items():
         print(f"  {k:<22}{v:>8.1f}")
     print(
-        f"\n{'path':<15}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}   (peak: {bf16_2t}, {summary['peak_gflops']})"
+        f"\ntraining multiplies in {epoch_trainee.dtype} ({epoch_trainee.dtype_reason})\n"
+        f"{'path':<15}{'tokens/s':>10}{'GFLOP/s':>10}{'of peak':>9}   (peak: {peak_key}, {summary['peak_gflops']})"
     )
     for path in PATHS:
         s = summary[path]

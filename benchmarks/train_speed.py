@@ -37,8 +37,18 @@ from dialoguellm.training import loss as training_loss
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def training_dtype(config) -> str:
+    """What both methods multiply in: the trainer's choice on this machine (train.precision; auto: fp32 on a
+    CPU without bf16 units, where bf16 products are emulated)."""
+    return loading.training_dtype(config.train.precision, config.model.dtype)[0]
+
+
 def fresh_lora(config):
+    """A fresh LoRA model of the profile; its frozen weights fp32 copies of the same values when training
+    multiplies in fp32, as the trainer holds them."""
     loaded = loading.load_model(config.model.name, config.model.dtype, config.model.quantization)
+    if training_dtype(config) == "fp32":
+        loaded.model.to(torch.float32)
     loop.set_seed(config.train.seed)
     lora = config.lora
     return loaded, loading.add_lora(loaded.model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
@@ -55,7 +65,7 @@ def ours(config, prepared, batches) -> dict:
         items = [prepared.examples["train"][name][j] for j in idx]
         answers = [prepared.builders[name].answer_ids[e.label_id] for e in items]
         start = time.perf_counter()
-        with engine.autocast_context(model, config.model.dtype):
+        with engine.autocast_context(model, training_dtype(config)):
             loss, _ = training_loss.answer_loss(
                 model, [e.prompt_ids for e in items], answers, loaded.tokenizer.pad_token_id, True, stats
             )
@@ -117,7 +127,7 @@ def baseline(config, prepared, batches) -> dict:
             max_steps=len(batches),
             learning_rate=config.train.lr,
             lr_scheduler_type="constant",
-            bf16=config.model.dtype == "bf16",
+            bf16=training_dtype(config) == "bf16",
             use_cpu=not torch.cuda.is_available(),
             report_to=[],
             save_strategy="no",

@@ -29,6 +29,8 @@ PROFILES_DIR = Path(str(resources.files("dialoguellm") / "profiles"))
 # configs and records that name it still load; "autocast" was removed (docs/PRECISION.md).
 EVAL_PRECISIONS = ("fp32",)
 DEFAULT_PRECISION = "fp32"
+# train.precision's values: the arithmetic of training (dialoguellm.model.loading.training_dtype resolves auto)
+TRAIN_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # generate mode: how text becomes a label, and what a text that names none becomes (eval.parser, eval.fallback)
 PARSERS = ("exact", "first_label", "edit_distance")
 FALLBACKS = ("none", "random")
@@ -51,7 +53,13 @@ class ModelConfig:
             "a hub id, or a .gguf file."
         },
     )
-    dtype: str = field(default="bf16", metadata={"help": "Compute precision: bf16, fp16 or fp32."})
+    dtype: str = field(
+        default="bf16",
+        metadata={
+            "help": "Precision of the frozen base weights: bf16, fp16 or fp32 (scoring computes in fp32 on them; "
+            "training's arithmetic is train.precision)."
+        },
+    )
     quantization: str = field(
         default="none",
         metadata={
@@ -170,6 +178,15 @@ class TrainConfig:
             "help": "Micro-batches of a step run in one forward/backward pass, packed into one sequence, each "
             "with its own shared prefix and its own mean loss: the same loss as one pass each, fewer passes "
             "(needs model.attention: eager_fp32)."
+        },
+    )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "Arithmetic of training: auto (model.dtype's 16-bit autocast where the device multiplies in "
+            "it natively: GPUs, CPUs with AMX or AVX512-BF16; otherwise fp32 on the same weights, since "
+            "CPUs without those units multiply bf16 many times slower than fp32), bf16, fp16 or fp32. "
+            "LoRA weights and AdamW's state are fp32 every way (model/loading.py training_dtype)."
         },
     )
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95], metadata={"help": "AdamW betas."})
@@ -587,6 +604,8 @@ def _validate_train(t: TrainConfig, src: str) -> None:
             _fail(src, f"train.{key}", "must be >= 0.")
     if not t.max_grad_norm >= 0:
         _fail(src, "train.max_grad_norm", "must be >= 0 (0 turns clipping off).")
+    if t.precision not in TRAIN_PRECISIONS:
+        _fail(src, "train.precision", f"is {t.precision!r}; use {', '.join(TRAIN_PRECISIONS)}.")
 
 
 def _validate_batch_sizes(t: TrainConfig, src: str) -> None:

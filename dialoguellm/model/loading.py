@@ -22,6 +22,7 @@ import importlib.util
 import json
 import logging
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -389,6 +390,40 @@ def load_model(
 def load_configured(m: ModelConfig) -> LoadedModel:
     """``load_model`` with a config's model section (name, dtype, quantization, trust_remote_code, attention)."""
     return load_model(m.name, m.dtype, m.quantization, m.trust_remote_code, attention=m.attention)
+
+
+def native_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware: on x86 AMX tiles or AVX512-BF16, elsewhere oneDNN's
+    own bf16 check (Arm's BF16 extension). Without them torch emulates bf16 products, many times slower than
+    fp32: 16 against 140 GFLOP/s on a 2-core AVX2 EPYC at the embedded model's shapes (docs/SPEED.md). A fixed
+    property of the CPU, not a timing, so a machine always decides alike."""
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def training_dtype(precision: str, model_dtype: str, gpu: bool | None = None) -> tuple[str, str]:
+    """(the dtype training multiplies in: bf16, fp16 or fp32; why) for ``train.precision`` and ``model.dtype``.
+
+    ``auto`` keeps the 16-bit ``model.dtype``'s autocast on a GPU and on a CPU with bf16 units
+    (``native_bf16_matmul``; fp16 runs as bf16 on a CPU, as ``engine.autocast_context`` does), and multiplies
+    in fp32 on any other CPU, on the same weight values (``engine.fp32_parameters``). An explicit precision is
+    taken as given. ``gpu`` defaults to whether CUDA is available.
+    """
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    if precision != "auto":
+        return precision, "train.precision"
+    if model_dtype == "fp32":
+        return "fp32", "auto: model.dtype is fp32"
+    if gpu:
+        return model_dtype, f"auto: model.dtype {model_dtype} on a GPU"
+    if native_bf16_matmul():
+        return "bf16", "auto: this CPU multiplies bf16 in hardware"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (
+        "fp32",
+        f"auto: this CPU ({capability}) has no bf16 matrix units, and fp32 is many times faster there",
+    )
 
 
 def prepare_for_kbit_training(model: Any) -> Any:

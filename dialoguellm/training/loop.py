@@ -23,6 +23,7 @@ The run folder's files are named by ``runs.TrainingLayout``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -46,6 +47,7 @@ from dialoguellm.progress import progress_bar as tqdm
 from dialoguellm.prompts import Prepared, prepare_examples, prepare_split
 from dialoguellm.prompts.builder import VIDEO_DATASETS
 from dialoguellm.runs import TrainingLayout, environment, hardware_summary
+from dialoguellm.scoring.engine import fp32_parameters
 from dialoguellm.scoring.predictions import metrics_of, save_predictions, score_prepared
 from dialoguellm.training.checkpoints import (
     check_same_config,
@@ -264,6 +266,8 @@ class Session:
     writer: Any = None
     bar: Any = None
     tuner_layers: list[Any] = field(default_factory=list)  # peft's adapter layers, listed once per run
+    precision: str = "bf16"  # what training multiplies in (loading.training_dtype of train.precision) ...
+    precision_reason: str = ""  # ... and why
     # tokens computed, pad tokens, answer tokens, seconds in steps
     counts: torch.Tensor = field(default_factory=lambda: torch.zeros(4, dtype=torch.float64))
 
@@ -301,11 +305,15 @@ def _train(
         config, run, accelerator, model, loaded.tokenizer, prepared, optimizer, trainable, schedule,
         [first_epoch], progress, start,
     )  # fmt: skip
-    _open_session(session, resume)
-    while session.state["step"] < schedule.total_steps:
-        step_loss, lr = _optimizer_step(session)
-        _after_step(session, step_loss, lr)
-    return _finish(session, corpora, descriptions, env, params, data_report)
+    session.precision, session.precision_reason = loading.training_dtype(config.train.precision, m.dtype)
+    log.info("training multiplies in %s (%s)", session.precision, session.precision_reason)
+    # fp32 arithmetic on 16-bit weights: fp32 copies of the same values for the run, the caller's back after
+    with fp32_parameters(model) if session.precision == "fp32" else contextlib.nullcontext():
+        _open_session(session, resume)
+        while session.state["step"] < schedule.total_steps:
+            step_loss, lr = _optimizer_step(session)
+            _after_step(session, step_loss, lr)
+        return _finish(session, corpora, descriptions, env, params, data_report)
 
 
 def training_corpora(config: Config, corpora: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -414,7 +422,8 @@ def _accelerator(config: Config, resume: bool) -> tuple[Any, int, int]:
     # loop's own bf16 autocast does the work (engine.autocast_context). An accelerate config's
     # mixed_precision (ACCELERATE_MIXED_PRECISION, set by accelerate launch) wins.
     gpu = torch.cuda.is_available()
-    precision = {"bf16": "bf16", "fp16": "fp16"}.get(m.dtype, "no") if gpu else "no"
+    dtype, _ = loading.training_dtype(t.precision, m.dtype, gpu)
+    precision = {"bf16": "bf16", "fp16": "fp16"}.get(dtype, "no") if gpu else "no"
     precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else precision
     # Device placement is load_model's job (it also handles k-bit models spread by device_map).
     accelerator = Accelerator(
@@ -586,7 +595,7 @@ def _optimizer_step(session: Session) -> tuple[float, float]:
         part = [w for _, w in chunk]
         with (
             s.accelerator.accumulate(s.loss_module),
-            training_precision(s.model, s.config.model.dtype, s.tuner_layers),
+            training_precision(s.model, s.precision, s.tuner_layers),
         ):
             loss, each, stats = s.loss_module(batches, part)
             # accelerate divides by its accumulation steps (the passes per step): the sum over the step's
@@ -719,6 +728,12 @@ def _finish(
         "processes": s.schedule.world,
         # torch threads from each step on (model.num_threads 0: sampled again every THREAD_RECHECK_STEPS steps)
         "threads": s.state.get("threads", []),
+        # what the steps multiplied in, and why (train.precision; auto decides by the CPU's bf16 units)
+        "precision": {
+            "train.precision": config.train.precision,
+            "computed_in": s.precision,
+            "why": s.precision_reason,
+        },
         "hardware": hardware_summary(env),
         "model": config.model.name,
     }
