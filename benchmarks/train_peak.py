@@ -44,8 +44,11 @@ layers forward (2 x parameters per token) and backward for the activations but n
 LoRA matrices forward, backward and weight gradients (6 x theirs), attention scores and values over each
 token's causal context (forward 4 x context x width per layer, backward twice that), the output projection
 at the answer positions only, plus one more forward of the linear layers when activation checkpointing
-recomputes them (the cpu profile has none). Training FLOP/s is printed as a fraction of the 2-thread bf16 peak
-measured in the same rounds (the faster of the two shapes). What else ran on the machine is recorded.
+recomputes them (the cpu profile has none). Training FLOP/s is printed as a fraction of the fastest 2-thread
+matmul measured in the same rounds, of either dtype and shape (bf16 on a CPU with bf16 units; fp32 on one
+without, where bf16 products are emulated), the bf16 peak recorded beside it. The paths multiply in what
+the trainer would on this machine (``train.precision``, ``model.loading.training_dtype``). What else ran on
+the machine is recorded.
 """
 
 from __future__ import annotations
