@@ -310,6 +310,7 @@ def _train(
     # fp32 arithmetic on 16-bit weights: fp32 copies of the same values for the run, the caller's back after
     with fp32_parameters(model) if session.precision == "fp32" else contextlib.nullcontext():
         _open_session(session, resume)
+        _record_precision(session)
         while session.state["step"] < schedule.total_steps:
             step_loss, lr = _optimizer_step(session)
             _after_step(session, step_loss, lr)
@@ -658,6 +659,24 @@ def _record_threads(session: Session, stage: str, threads: int) -> None:
             log.info("step %d (%s): %d torch threads", session.state["step"], stage, threads)
 
 
+def _record_precision(session: Session) -> None:
+    """Append ``{step, computed_in, why}`` to the run's precision record when it differs from the last: a run
+    resumed on another machine may multiply in another dtype (``train.precision: auto``), which is warned
+    about and kept in ``metrics.json``."""
+    s = session
+    record = s.state.setdefault("precision", [])
+    if record and record[-1]["computed_in"] != s.precision:
+        log.warning(
+            "resumed at step %d on a machine that multiplies in %s (%s); the steps before were computed in %s",
+            s.state["step"],
+            s.precision,
+            s.precision_reason,
+            record[-1]["computed_in"],
+        )
+    if not record or record[-1]["computed_in"] != s.precision:
+        record.append({"step": s.state["step"], "computed_in": s.precision, "why": s.precision_reason})
+
+
 def _evaluate_dev(session: Session) -> None:
     """Dev metrics of the current weights; a new best is saved as the adapter with its dev predictions."""
     s = session
@@ -733,6 +752,7 @@ def _finish(
             "train.precision": config.train.precision,
             "computed_in": s.precision,
             "why": s.precision_reason,
+            "by_step": s.state.get("precision", []),  # more than one entry: resumed on another machine
         },
         "hardware": hardware_summary(env),
         "model": config.model.name,

@@ -92,10 +92,49 @@ def test_auto_without_bf16_units_trains_in_fp32_on_the_same_weights_and_says_so(
         assert param.dtype == torch.bfloat16 and torch.equal(param, before)
     # the same arithmetic as asking for fp32: the same losses, step by step
     fp32 = _train(loading.load_model(tiny_model_dir, dtype="bf16"), tmp_path / "fp32", "fp32")
-    assert fp32["precision"] == {**auto["precision"], "train.precision": "fp32", "why": "train.precision"}
+    assert auto["precision"]["by_step"] == [
+        {"step": 0, "computed_in": "fp32", "why": auto["precision"]["why"]}
+    ]
+    assert fp32["precision"] == {
+        "train.precision": "fp32",
+        "computed_in": "fp32",
+        "why": "train.precision",
+        "by_step": [{"step": 0, "computed_in": "fp32", "why": "train.precision"}],
+    }
     assert [s["loss"] for s in fp32["losses"]] == [s["loss"] for s in auto["losses"]]
     # where the CPU has bf16 units, auto is bf16 autocast: other rounding, other losses
     monkeypatch.setattr(loading, "native_bf16_matmul", lambda: True)
     bf16 = _train(loading.load_model(tiny_model_dir, dtype="bf16"), tmp_path / "bf16", "auto")
     assert bf16["precision"]["computed_in"] == "bf16"
     assert [s["loss"] for s in bf16["losses"]] != [s["loss"] for s in auto["losses"]]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_on_a_machine_without_bf16_units_warns_and_records_both(
+    tiny_model_dir, tmp_path, monkeypatch, caplog
+):
+    from dialoguellm.training import checkpoints
+
+    settings = tiny_settings(tiny_model_dir, epochs=2, save_every=2, eval_every=4)  # 8 steps of 4 rows
+    settings["model"]["dtype"] = "bf16"
+    config = config_from_dict(settings, source="test")
+    corpus = {"meld": synthetic_corpus("meld", sizes=(16, 2, 2), turns=4, seed=3)}
+    real_save = checkpoints.save_checkpoint
+
+    def interrupted(model, optimizer, state, folder):
+        real_save(model, optimizer, state, folder)
+        if state["step"] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loading, "native_bf16_matmul", lambda: True)  # started where bf16 is native
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(config, tmp_path / "run", corpus, progress=False)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(loading, "native_bf16_matmul", lambda: False)  # resumed where it is not
+    with caplog.at_level("WARNING", logger="dialoguellm.training.loop"):
+        loop.train(config, tmp_path / "run", corpus, resume=True, progress=False)
+    assert "resumed at step 4 on a machine that multiplies in fp32" in caplog.text
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())["precision"]
+    assert record["computed_in"] == "fp32"
+    assert [(r["step"], r["computed_in"]) for r in record["by_step"]] == [(0, "bf16"), (4, "fp32")]
