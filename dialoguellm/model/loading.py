@@ -395,8 +395,9 @@ def load_configured(m: ModelConfig) -> LoadedModel:
 def native_bf16_matmul() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware: on x86 AMX tiles or AVX512-BF16, elsewhere oneDNN's
     own bf16 check (Arm's BF16 extension). Without them torch emulates bf16 products, many times slower than
-    fp32: 16 against 140 GFLOP/s on a 2-core AVX2 EPYC at the embedded model's shapes (docs/SPEED.md). A fixed
-    property of the CPU, not a timing, so a machine always decides alike."""
+    fp32: 20.8 against 163.1 GFLOP/s on a 2-core AVX2 EPYC at the embedded model's shapes
+    (benchmarks/results/train_peak_cpu_avx2.json, docs/SPEED.md). A fixed property of the CPU, not a timing,
+    so a machine always decides alike."""
     if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86"):
         return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -287,7 +287,8 @@ def _train(
     start: float,
 ) -> TrainResult:
     m = config.model
-    accelerator, world, per_rank = _accelerator(config, resume)
+    precision, precision_reason = loading.training_dtype(config.train.precision, m.dtype)
+    accelerator, world, per_rank = _accelerator(config, resume, precision)
     env = _start_run(config, run, accelerator.is_main_process, resume)
     corpora, data_report = training_corpora(config, corpora)
     if loaded is None:
@@ -305,7 +306,7 @@ def _train(
         config, run, accelerator, model, loaded.tokenizer, prepared, optimizer, trainable, schedule,
         [first_epoch], progress, start,
     )  # fmt: skip
-    session.precision, session.precision_reason = loading.training_dtype(config.train.precision, m.dtype)
+    session.precision, session.precision_reason = precision, precision_reason
     log.info("training multiplies in %s (%s)", session.precision, session.precision_reason)
     # fp32 arithmetic on 16-bit weights: fp32 copies of the same values for the run, the caller's back after
     with fp32_parameters(model) if session.precision == "fp32" else contextlib.nullcontext():
@@ -404,12 +405,13 @@ def passes_per_step(per_rank: int, micro_batches_per_pass: int) -> int:
     return -(-per_rank // micro_batches_per_pass)
 
 
-def _accelerator(config: Config, resume: bool) -> tuple[Any, int, int]:
+def _accelerator(config: Config, resume: bool, dtype: str) -> tuple[Any, int, int]:
     """(Accelerator, number of processes, micro-batches per process and step), refusing settings that
-    cannot be shared by the processes or resumed."""
+    cannot be shared by the processes or resumed. ``dtype`` is what training multiplies in
+    (``loading.training_dtype``)."""
     from accelerate import Accelerator
 
-    t, m = config.train, config.model
+    t = config.train
     world = distributed_world()
     if t.grad_accum % world:
         raise ValueError(
@@ -423,7 +425,6 @@ def _accelerator(config: Config, resume: bool) -> tuple[Any, int, int]:
     # loop's own bf16 autocast does the work (engine.autocast_context). An accelerate config's
     # mixed_precision (ACCELERATE_MIXED_PRECISION, set by accelerate launch) wins.
     gpu = torch.cuda.is_available()
-    dtype, _ = loading.training_dtype(t.precision, m.dtype, gpu)
     precision = {"bf16": "bf16", "fp16": "fp16"}.get(dtype, "no") if gpu else "no"
     precision = None if os.environ.get("ACCELERATE_MIXED_PRECISION") else precision
     # Device placement is load_model's job (it also handles k-bit models spread by device_map).
