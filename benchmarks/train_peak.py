@@ -240,9 +240,8 @@ class Trainee:
         # what the trainer multiplies in on this machine (train.precision; auto: fp32 on a CPU without bf16
         # units), on fp32 copies of the same weights when that is fp32, as the trainer holds them for a run
         self.dtype, self.dtype_reason = loading.training_dtype(config.train.precision, config.model.dtype)
-        self.weights = contextlib.ExitStack()
         if self.dtype == "fp32":
-            self.weights.enter_context(engine.fp32_parameters(self.loaded.model))
+            self.loaded.model.to(torch.float32)
         loop.set_seed(config.train.seed)  # the same LoRA initialisation for every path
         lora = config.lora
         self.model = loading.add_lora(
