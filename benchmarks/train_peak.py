@@ -399,27 +399,23 @@ def summarise(rounds: list[dict[str, Any]], peak_key: str) -> dict[str, Any]:
     counted = rounds[1:]
     peak = sum(r["peak"][peak_key] for r in counted) / len(counted)
     out: dict[str, Any] = {"peak_gflops": round(peak, 1), "peak": peak_key}
-    for path, spec in PATHS.items():
-        seconds = sum(r[path]["seconds"] for r in counted)
-        # a prefix counts once per micro-batch (each runs its own, packed or not)
-        tokens = sum(r[flops_key(spec.passes)]["tokens"] for r in counted)
-        flops = sum(r[flops_key(spec.passes)]["total"] for r in counted)
-        out[path] = {
+
+    def rate(timed: str, counts: str) -> dict[str, float]:
+        """What ``timed``'s seconds and ``counts``' FLOP record of the counted rounds give."""
+        seconds = sum(r[timed]["seconds"] for r in counted)
+        tokens = sum(r[counts]["tokens"] for r in counted)
+        flops = sum(r[counts]["total"] for r in counted)
+        return {
             "seconds": round(seconds, 2),
             "tokens_per_second": round(tokens / seconds, 1),
             "gflops": round(flops / seconds / 1e9, 1),
             "fraction_of_peak": round(flops / seconds / 1e9 / peak, 3),
         }
-    seconds = sum(r["epoch"]["seconds"] for r in counted)
-    tokens = sum(r["epoch_flops"]["tokens"] for r in counted)
-    flops = sum(r["epoch_flops"]["total"] for r in counted)
-    out["epoch"] = {
-        "path": PROFILE,
-        "seconds": round(seconds, 2),
-        "tokens_per_second": round(tokens / seconds, 1),
-        "gflops": round(flops / seconds / 1e9, 1),
-        "fraction_of_peak": round(flops / seconds / 1e9 / peak, 3),
-    }
+
+    for path, spec in PATHS.items():
+        # a prefix counts once per micro-batch (each runs its own, packed or not)
+        out[path] = rate(path, flops_key(spec.passes))
+    out["epoch"] = {"path": PROFILE, **rate("epoch", "epoch_flops")}
     # the bound: every useful FLOP of the profile's step in the time of the base's linear products alone at
     # the profile's shapes (its packed pass: both micro-batches' prefixes and rows as one product per weight)
     key = flops_key(PATHS[PROFILE].passes)
